@@ -1,0 +1,80 @@
+"""What every backend shares: the artifact it compiles, the measurement it returns, and its failures."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+
+class AutotuneError(Exception):
+    """An error the user can act on: the CLI prints its message on one line and exits non-zero."""
+
+
+class TrialFailure(AutotuneError):
+    """A candidate that could not be compiled or run: information for the search, not noise."""
+
+    stage = "unknown"
+
+    def __init__(self, reason: str, *, log_path: Path | None = None) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.log_path = log_path
+
+    def __str__(self) -> str:
+        where = f" (log: {self.log_path})" if self.log_path else ""
+        return f"{self.stage} failed: {self.reason}{where}"
+
+
+class CompileFailure(TrialFailure):
+    """The compiler refused the candidate, crashed or hung."""
+
+    stage = "compile"
+
+
+class MeasureFailure(TrialFailure):
+    """The compiled artifact could not be activated or run on the device."""
+
+    stage = "measure"
+
+
+@dataclass(frozen=True, kw_only=True)
+class Artifact:
+    """A compiled model: a directory the runner can load, and how it was made."""
+
+    path: Path
+    command: list[str]
+    log_path: Path
+    compile_seconds: float
+    batch_size: int
+    cores: int
+
+
+@dataclass(kw_only=True)
+class Measurement:
+    """Figures from one measurement run; latencies in milliseconds.
+
+    ``latency_samples_ms`` are per-inference round trips as the host saw them; ``service_samples_ms`` are the
+    device's execution times of one batch (what a queueing model needs).
+    """
+
+    samples_per_second: float
+    duration_seconds: float
+    batch_size: int
+    executions: int | None = None
+    latency_p50_ms: float | None = None
+    latency_p90_ms: float | None = None
+    latency_p99_ms: float | None = None
+    latency_samples_ms: list[float] = field(default_factory=list, repr=False)
+    service_samples_ms: list[float] = field(default_factory=list, repr=False)
+    estimated: bool = False
+    command: list[str] = field(default_factory=list)
+    log_path: Path | None = None
+
+    def figures(self) -> dict[str, Any]:
+        """The scalar figures, JSON-ready (no sample list, paths as strings)."""
+        data = asdict(self)
+        data.pop("latency_samples_ms")
+        data.pop("service_samples_ms")
+        data["log_path"] = str(self.log_path) if self.log_path else None
+        return data

@@ -1,0 +1,327 @@
+"""The ``autotune`` command: argument checking, progress output, one-line errors."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import sys
+from pathlib import Path
+from typing import Callable, Sequence
+
+from autotune.backend import AutotuneError
+from autotune.models import MODELS, get_model, resolve_onnx
+from autotune.objective import SCENARIOS, get_scenario, latency_bound_ms
+from autotune.presets import EXPORT_FORMATS, find_baseline, winner_preset, write_preset
+from autotune.qaic_bench import QaicBackend, command_line
+from autotune.search_space import Candidate, DeviceLimits, max_activations, violations
+
+DEFAULT_WORKDIR = Path(".autotune") / "work"
+FLAG_VALUED_OPTIONS = ("--flags", "--base-flags", "--timeout", "--latency-bound-ms")
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse that reports a usage error on one line."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``autotune`` console script."""
+    parser = build_parser()
+    args = parser.parse_args(_join_flag_values(sys.argv[1:] if argv is None else list(argv)))
+    handler: Callable[[argparse.Namespace], int] = args.handler
+    try:
+        return handler(args)
+    except AutotuneError as exc:
+        print(f"autotune: error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("autotune: interrupted", file=sys.stderr)
+        return 130
+
+
+def _join_flag_values(argv: list[str]) -> list[str]:
+    """``--flags "-ols=2"`` as ``--flags=-ols=2``: argparse would read a lone ``-ols=2`` as an option."""
+    joined: list[str] = []
+    i = 0
+    while i < len(argv):
+        if argv[i] in FLAG_VALUED_OPTIONS and i + 1 < len(argv):
+            joined.append(f"{argv[i]}={argv[i + 1]}")
+            i += 2
+        else:
+            joined.append(argv[i])
+            i += 1
+    return joined
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="autotune", description="Measured search of inference compiler flags "
+                                                  "(Qualcomm Cloud AI 100 via qaic-exec/qaic-runner).")
+    commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    devices = commands.add_parser("devices", help="list Cloud AI 100 devices (qaic-util -q)",
+                                  description="List the devices qaic-util reports; only Ready ones are used.")
+    _add_sdk_options(devices)
+    devices.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    devices.set_defaults(handler=cmd_devices)
+
+    bench = commands.add_parser(
+        "bench", help="compile and measure one flag set",
+        description="Compile one flag set with qaic-exec and measure it with qaic-runner: what you run to check a "
+                    "preset by hand. Example: autotune bench --model resnet50 --onnx model.onnx "
+                    "--flags \"-aic-num-cores=2 -mos=1 -ols=2\" --activations 7")
+    _add_sdk_options(bench)
+    bench.add_argument("--model", required=True,
+                       help=f"a known model ({', '.join(MODELS)}) or a name for your own --onnx model")
+    bench.add_argument("--onnx", help="path of the ONNX file to compile")
+    bench.add_argument("--base-flags", default="", help="extra base qaic-exec flags (e.g. -node-precision-info=F)")
+    bench.add_argument("--flags", required=True,
+                       help="CM-style qaic-exec flags, e.g. \"-aic-num-cores=4 -mos=1,2 -ols=4 "
+                            "-sdp-cluster-sizes=2,2 -multicast-weights\"")
+    bench.add_argument("--batch-size", type=_positive_int, help="batch size (default: from --flags, else 1)")
+    bench.add_argument("--activations", type=_positive_int,
+                       help="qaic-runner -a (default: floor(free NSPs / cores), as MLPerf harnesses do)")
+    bench.add_argument("--set-size", type=_positive_int, default=10, help="qaic-runner -S (default 10)")
+    bench.add_argument("--time", type=_positive_float, default=10.0, help="seconds to measure (default 10)")
+    bench.add_argument("--device", type=int, help="device QID (default: first Ready device)")
+    bench.add_argument("--workdir", type=Path, default=None,
+                       help=f"where QPCs and logs go (default {DEFAULT_WORKDIR}/bench)")
+    bench.add_argument("--json", action="store_true", help="print the result as JSON")
+    bench.set_defaults(handler=cmd_bench)
+
+    run = commands.add_parser(
+        "run", help="search the flags of one model and scenario (an Optuna study)",
+        description="Search compiler and runtime knobs with an Optuna study: each trial compiles with qaic-exec and "
+                    "measures with qaic-runner. The hand-tuned preset is measured first; the best few are "
+                    "re-measured with a longer run at the end. Running the same command again continues the study.")
+    _add_sdk_options(run)
+    run.add_argument("--model", required=True,
+                     help=f"a known model ({', '.join(MODELS)}) or a name for your own --onnx model")
+    run.add_argument("--scenario", required=True, help=f"MLPerf scenario: {', '.join(SCENARIOS)}")
+    run.add_argument("--onnx", help="path of the ONNX file to compile")
+    run.add_argument("--base-flags", default="", help="extra base qaic-exec flags (e.g. -node-precision-info=F)")
+    run.add_argument("--trials", type=_positive_int, help="number of new trials (default 40 without --timeout)")
+    run.add_argument("--timeout", type=_duration, help="wall-clock budget for new trials, e.g. 90m, 2h, 600")
+    run.add_argument("--latency-bound-ms", type=float, help="p99 latency bound (default: the model's MLPerf bound)")
+    run.add_argument("--storage", help="Optuna storage URL (default sqlite:///studies/autotune.db)")
+    run.add_argument("--study", help="study name (default <model>-<scenario>-<backend>-<N>nsp)")
+    run.add_argument("--device", type=int, help="device QID (default: first Ready device)")
+    run.add_argument("--nsp", type=_positive_int, help="NSPs to tune for (default: the device's)")
+    run.add_argument("--measure-time", type=_positive_float, default=5.0,
+                     help="seconds per measurement while searching (default 5)")
+    run.add_argument("--validate-top", type=_positive_int, default=3,
+                     help="re-measure this many of the best at the end (default 3)")
+    run.add_argument("--validate-time", type=_positive_float, default=20.0,
+                     help="seconds per validation measurement (default 20)")
+    run.add_argument("--sampler", choices=("tpe", "random"), default="tpe", help="search strategy (default tpe)")
+    run.add_argument("--seed", type=int, help="sampler seed, for a repeatable search")
+    run.add_argument("--workdir", type=Path, default=DEFAULT_WORKDIR, help=f"QPCs and logs (default {DEFAULT_WORKDIR})")
+    run.set_defaults(handler=cmd_run)
+
+    export = commands.add_parser(
+        "export", help="write a study's winner as a preset",
+        description="Write the validated winner of a study as a preset: flags, figures, provenance and the exact "
+                    "command lines. Into an existing file it updates that one entry and keeps the others.")
+    export.add_argument("study", help="study name (see autotune studies)")
+    export.add_argument("--storage", help="Optuna storage URL (default sqlite:///studies/autotune.db)")
+    export.add_argument("--format", choices=EXPORT_FORMATS, default="yaml",
+                        help="yaml/json preset file, cm (CM script variation env) or cmdline (shell lines)")
+    export.add_argument("--out", type=Path, help="file to write or update (default: print to stdout)")
+    export.set_defaults(handler=cmd_export)
+
+    studies = commands.add_parser("studies", help="list the studies in a storage",
+                                  description="The studies in a storage with trial counts, best and baseline values.")
+    studies.add_argument("--storage", help="Optuna storage URL (default sqlite:///studies/autotune.db)")
+    studies.set_defaults(handler=cmd_studies)
+    return parser
+
+
+def _add_sdk_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--sdk-root", help="Cloud AI 100 SDK root (default: $AUTOTUNE_SDK_ROOT, else /opt/qti-aic)")
+    parser.add_argument("--compile-timeout", type=_positive_float, default=3600.0,
+                        help="seconds before a hanging qaic-exec is killed (default 3600)")
+
+
+def cmd_devices(args: argparse.Namespace) -> int:
+    backend = QaicBackend(sdk_root=args.sdk_root)
+    devices = backend.devices()
+    if args.json:
+        print(json.dumps([vars(d) | {"ready": d.ready} for d in devices], indent=2))
+        return 0
+    print(f"SDK {backend.sdk_root}: {backend.version()}")
+    print(f"{'QID':>4}  {'status':<12} {'NSP free/total':>14}  {'DRAM free/total MB':>18}  SKU")
+    for d in devices:
+        print(f"{d.qid:>4}  {d.status:<12} {f'{d.nsp_free}/{d.nsp_total}':>14}  "
+              f"{f'{d.dram_free_mb}/{d.dram_total_mb}':>18}  {d.sku}")
+    if not any(d.ready for d in devices):
+        print("no Ready device: autotune cannot measure on this host", file=sys.stderr)
+    return 0
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    backend = QaicBackend(sdk_root=args.sdk_root, compile_timeout_s=args.compile_timeout)
+    model = get_model(args.model, extra_base_flags=args.base_flags, onnx_given=args.onnx is not None)
+    onnx_path = resolve_onnx(args.onnx, model)
+    candidate = Candidate.from_flags(args.flags, batch_size=args.batch_size)
+    device = backend.ready_device(args.device)
+    limits = device.limits()
+    activations = args.activations or max_activations(candidate.cores, limits)
+    candidate = candidate.with_runtime(activations=activations, set_size=args.set_size)
+    problems = violations(candidate, limits)
+    if problems:
+        raise AutotuneError(f"invalid for device QID {device.qid}: " + "; ".join(problems))
+
+    workdir = args.workdir or DEFAULT_WORKDIR / "bench"
+    _progress(f"compiling {model.name} with {candidate.flag_string()} (batch {candidate.batch_size}) ...", args.json)
+    artifact = backend.compile(onnx_path, model, candidate, workdir)
+    _progress(f"compiled in {artifact.compile_seconds:.1f} s; measuring {args.time:g} s on QID {device.qid} "
+              f"with {activations} activations, set size {args.set_size} ...", args.json)
+    measurement = backend.measure(artifact, activations=activations, set_size=args.set_size, device=device.qid,
+                                  seconds=args.time)
+    result = {
+        "model": model.name,
+        "candidate": candidate.to_dict(),
+        "flags": candidate.flag_string(),
+        "device": {"qid": device.qid, "sku": device.sku, "nsp_total": device.nsp_total},
+        "sdk_version": backend.version(),
+        "compile_command": command_line(artifact.command),
+        "measure_command": command_line(measurement.command),
+        "compile_seconds": round(artifact.compile_seconds, 3),
+        "compile_log": str(artifact.log_path),
+        **measurement.figures(),
+    }
+    result.pop("command")
+    if args.json:
+        print(json.dumps(result, indent=2))
+        return 0
+    print(f"samples/s        {measurement.samples_per_second:,.1f}")
+    print(f"executions       {measurement.executions} in {measurement.duration_seconds:.2f} s "
+          f"(batch {measurement.batch_size})")
+    if measurement.latency_p50_ms is not None:
+        print(f"latency ms       p50 {measurement.latency_p50_ms:.3f}  p90 {measurement.latency_p90_ms:.3f}  "
+              f"p99 {measurement.latency_p99_ms:.3f}")
+    print(f"compile          {result['compile_seconds']} s, log {artifact.log_path}")
+    print(f"qaic-exec        {result['compile_command']}")
+    print(f"qaic-runner      {result['measure_command']}")
+    return 0
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from autotune.tuner import Tuner, TuningJob, default_storage_url, default_study_name
+
+    scenario = get_scenario(args.scenario)
+    model = get_model(args.model, extra_base_flags=args.base_flags, onnx_given=args.onnx is not None)
+    bound = latency_bound_ms(scenario, model, args.latency_bound_ms)
+    backend = QaicBackend(sdk_root=args.sdk_root, compile_timeout_s=args.compile_timeout)
+    onnx_path = resolve_onnx(args.onnx, model)
+    device = backend.ready_device(args.device)
+    nsp = args.nsp or device.nsp_total
+    if nsp > device.nsp_total:
+        raise AutotuneError(f"--nsp {nsp} is more than the {device.nsp_total} NSPs of device QID {device.qid}")
+    limits = DeviceLimits(nsp_total=nsp, nsp_free=min(nsp, device.nsp_free))
+    n_trials = args.trials if args.trials or args.timeout else 40
+    job = TuningJob(
+        model=model, onnx_path=onnx_path, scenario=scenario, bound_ms=bound, backend=backend,
+        device_qid=device.qid, device=limits, sku=device.sku,
+        storage=args.storage or default_storage_url(),
+        study_name=args.study or default_study_name(model.name, scenario.name, backend.name, nsp),
+        n_trials=n_trials, timeout_s=args.timeout, measure_seconds=args.measure_time,
+        validate_top=args.validate_top, validate_seconds=args.validate_time, sampler=args.sampler, seed=args.seed,
+        workdir=args.workdir, baseline=find_baseline(model.name, scenario.name, nsp))
+    tuner = Tuner(job, progress=lambda line: print(line, flush=True))
+    stored = len(tuner.study.trials)
+    print(f"study {job.study_name} in {job.storage} ({stored} trials stored): {model.name} {scenario.name} "
+          f"({scenario.description}), device QID {device.qid} {device.sku} {nsp} NSPs, {backend.version()}")
+    if job.baseline:
+        print(f"baseline preset: {job.baseline.flags} batch {job.baseline.batch_size}")
+    else:
+        print(f"no hand-tuned preset for {model.name} {scenario.name} on {nsp} NSPs: starting from scratch")
+    try:
+        summary = tuner.run()
+    except KeyboardInterrupt:
+        done = len(tuner.study.trials)
+        print(f"autotune: interrupted; {done} trials are stored in study {job.study_name}. "
+              f"Run the same command again to resume.", file=sys.stderr)
+        return 130
+    if "winner_trial" not in summary:
+        print(f"no valid configuration found for {model.name} {scenario.name}" +
+              (f" within {bound:g} ms" if bound else ""))
+        return 0
+    print(f"winner: trial #{summary['winner_trial']} {summary['winner_value']:,.2f} {scenario.unit}" +
+          (f", {summary['gain_pct']:+.1f}% against the baseline preset ({summary['baseline_value']:,.2f})"
+           if "gain_pct" in summary else ""))
+    print(f"export it with: autotune export {job.study_name}" +
+          (f" --storage {args.storage}" if args.storage else ""))
+    return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from autotune.tuner import default_storage_url, load_study
+
+    study = load_study(args.storage or default_storage_url(), args.study)
+    preset = winner_preset(study)
+    text = write_preset(preset, fmt=args.format, out=args.out)
+    if args.out is None:
+        print(text, end="")
+    else:
+        print(f"wrote {args.format} preset for {preset['model']} {preset['scenario']} ({preset['value']:,.2f} "
+              f"{preset['unit']}, trial #{preset['trial']}) to {args.out}")
+    return 0
+
+
+def cmd_studies(args: argparse.Namespace) -> int:
+    from autotune.tuner import default_storage_url, open_storage, study_overview
+
+    rows = study_overview(open_storage(args.storage or default_storage_url()))
+    if not rows:
+        print("no studies in this storage")
+        return 0
+    print(f"{'study':<36} {'feasible':>8} {'infeasible':>10} {'failed':>6} {'best':>12} {'baseline':>12}")
+    for r in rows:
+        print(f"{r['study']:<36} {r['feasible']:>8} {r['infeasible']:>10} {r['failed']:>6} "
+              f"{_fmt(r['best']):>12} {_fmt(r['baseline']):>12}")
+    return 0
+
+
+def _fmt(value: float | None) -> str:
+    return "-" if value is None else f"{value:,.2f}"
+
+
+def _duration(text: str) -> float:
+    match = re.fullmatch(r"\s*(-?\d+(?:\.\d+)?)\s*([smh]?)\s*", text)
+    if not match:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a duration (e.g. 600, 45s, 90m, 2h)")
+    value = float(match.group(1)) * {"": 1, "s": 1, "m": 60, "h": 3600}[match.group(2)]
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"{text} must be positive")
+    return value
+
+
+def _progress(message: str, quiet: bool) -> None:
+    print(message, file=sys.stderr if quiet else sys.stdout, flush=True)
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text} must be at least 1")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"{text} must be positive")
+    return value
+
+
+if __name__ == "__main__":
+    sys.exit(main())

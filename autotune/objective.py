@@ -1,0 +1,195 @@
+"""MLPerf scenarios as data, and how a Measurement becomes a value and a feasibility verdict."""
+
+from __future__ import annotations
+
+import heapq
+import math
+import random
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from autotune.backend import AutotuneError, Measurement
+from autotune.models import ModelSpec
+from autotune.search_space import Candidate
+
+MULTISTREAM_SAMPLES_PER_QUERY = 8
+SIMULATED_QUERIES = 4000
+BISECTION_STEPS = 14
+
+
+@dataclass(frozen=True, kw_only=True)
+class Scenario:
+    """An MLPerf scenario: what is optimised, in which direction, under which rule."""
+
+    name: str
+    metric: str
+    unit: str
+    direction: Literal["maximize", "minimize"]
+    needs_latency_bound: bool
+    description: str
+
+
+SCENARIOS: dict[str, Scenario] = {
+    s.name: s
+    for s in (
+        Scenario(name="offline", metric="samples/s", unit="samples/s", direction="maximize",
+                 needs_latency_bound=False, description="maximise throughput, all samples at once"),
+        Scenario(name="server", metric="server QPS", unit="queries/s", direction="maximize",
+                 needs_latency_bound=True,
+                 description="maximise the Poisson arrival rate whose p99 latency stays within the bound"),
+        Scenario(name="singlestream", metric="p90 latency", unit="ms", direction="minimize",
+                 needs_latency_bound=False, description="minimise p90 latency, one sample at a time"),
+        Scenario(name="multistream", metric="p99 latency", unit="ms", direction="minimize",
+                 needs_latency_bound=False,
+                 description=f"minimise p99 latency of {MULTISTREAM_SAMPLES_PER_QUERY}-sample queries"),
+    )
+}
+
+
+@dataclass(frozen=True, kw_only=True)
+class Outcome:
+    """A measurement judged by a scenario: the value to optimise and whether it is feasible (and why not)."""
+
+    value: float
+    feasible: bool
+    reason: str | None = None
+    estimated: bool = False
+    figures: dict[str, Any] = field(default_factory=dict)
+
+
+def get_scenario(name: str) -> Scenario:
+    """The scenario called ``name``; unknown names get an error listing the known ones."""
+    if name not in SCENARIOS:
+        raise AutotuneError(f"unknown scenario {name!r}: known scenarios are {', '.join(SCENARIOS)}")
+    return SCENARIOS[name]
+
+
+def latency_bound_ms(scenario: Scenario, model: ModelSpec, override_ms: float | None) -> float | None:
+    """The p99 bound for this scenario: ``--latency-bound-ms`` if given, else the model's MLPerf bound."""
+    if override_ms is not None:
+        if override_ms <= 0:
+            raise AutotuneError(f"--latency-bound-ms must be positive, not {override_ms:g}")
+        return override_ms
+    bound = model.latency_bounds_ms.get(scenario.name)
+    if bound is None and scenario.needs_latency_bound:
+        raise AutotuneError(f"{model.name} has no MLPerf latency bound for {scenario.name}: "
+                            f"pass --latency-bound-ms MS")
+    return bound
+
+
+def worst_value(scenario: Scenario) -> float:
+    """The value told to the study for a candidate that produced no figure."""
+    return 0.0 if scenario.direction == "maximize" else math.inf
+
+
+def candidate_rule_violations(scenario: Scenario, candidate: Candidate) -> list[str]:
+    """What the scenario forbids outright (checked before anything is compiled)."""
+    if scenario.name == "singlestream" and (candidate.batch_size != 1 or candidate.activations != 1):
+        return [f"singlestream runs one activation at batch 1, not {candidate.activations} at batch "
+                f"{candidate.batch_size}"]
+    return []
+
+
+def evaluate(scenario: Scenario, measurement: Measurement, *, activations: int,
+             bound_ms: float | None, seed: int = 0) -> Outcome:
+    """Judge a measurement: the scenario's value, and infeasible with a reason when it breaks the rule."""
+    if scenario.name == "offline":
+        return Outcome(value=measurement.samples_per_second, feasible=True)
+    if not measurement.service_samples_ms and not measurement.latency_samples_ms:
+        return Outcome(value=worst_value(scenario), feasible=False, reason="no latency samples were measured")
+    if scenario.name == "singlestream":
+        p90 = measurement.latency_p90_ms
+        assert p90 is not None
+        return _bounded(scenario, p90, p90, bound_ms, estimated=False, figures={"p90_ms": p90})
+    service = measurement.service_samples_ms or measurement.latency_samples_ms
+    if scenario.name == "multistream":
+        p99 = multistream_p99_ms(service, batch_size=measurement.batch_size, activations=activations, seed=seed)
+        return _bounded(scenario, p99, p99, bound_ms, estimated=True, figures={"multistream_p99_ms": p99})
+    assert bound_ms is not None
+    qps, p99 = server_qps(service, batch_size=measurement.batch_size, activations=activations,
+                          bound_ms=bound_ms, seed=seed)
+    figures = {"server_qps": qps, "server_p99_ms": p99, "latency_bound_ms": bound_ms}
+    if qps <= 0:
+        return Outcome(value=0.0, feasible=False, estimated=True, figures=figures,
+                       reason=f"p99 latency {p99:.2f} ms exceeds the {bound_ms:g} ms bound even at low load")
+    return Outcome(value=qps, feasible=True, estimated=True, figures=figures)
+
+
+def _bounded(scenario: Scenario, value: float, p99: float, bound_ms: float | None, *, estimated: bool,
+             figures: dict[str, Any]) -> Outcome:
+    if bound_ms is not None and p99 > bound_ms:
+        return Outcome(value=value, feasible=False, estimated=estimated, figures=figures,
+                       reason=f"{scenario.metric} {p99:.2f} ms exceeds the {bound_ms:g} ms bound")
+    return Outcome(value=value, feasible=True, estimated=estimated, figures=figures)
+
+
+def simulate_server_p99_ms(service_ms: list[float], *, batch_size: int, activations: int, qps: float,
+                           queries: int = SIMULATED_QUERIES, seed: int = 0) -> float:
+    """p99 latency of Poisson arrivals at ``qps`` served by ``activations`` instances of a ``batch_size`` QPC.
+
+    An instance that comes free takes every waiting query, up to a full batch; a batch costs one service-time
+    sample whatever its fill. Queries wait in arrival order for a free instance.
+    """
+    rng = random.Random(seed)
+    gap_ms = 1000.0 / qps
+    arrivals, t = [], 0.0
+    for _ in range(queries):
+        t += rng.expovariate(1.0) * gap_ms
+        arrivals.append(t)
+    free_at = [0.0] * activations
+    latencies: list[float] = []
+    i = 0
+    while i < queries:
+        start = max(heapq.heappop(free_at), arrivals[i])
+        end_batch = i + 1
+        while end_batch < min(i + batch_size, queries) and arrivals[end_batch] <= start:
+            end_batch += 1
+        done = start + rng.choice(service_ms)
+        latencies.extend(done - arrivals[j] for j in range(i, end_batch))
+        heapq.heappush(free_at, done)
+        i = end_batch
+    latencies.sort()
+    return latencies[min(len(latencies) - 1, math.ceil(0.99 * len(latencies)) - 1)]
+
+
+def server_qps(service_ms: list[float], *, batch_size: int, activations: int, bound_ms: float,
+               seed: int = 0) -> tuple[float, float]:
+    """The highest Poisson rate (queries/s) whose simulated p99 stays within ``bound_ms``, and that p99.
+
+    Returns (0, p99 at a near-idle rate) when even a near-idle system breaks the bound.
+    """
+    mean_ms = sum(service_ms) / len(service_ms)
+    capacity = activations * batch_size * 1000.0 / mean_ms
+
+    def p99_at(rate: float) -> float:
+        return simulate_server_p99_ms(service_ms, batch_size=batch_size, activations=activations, qps=rate,
+                                      seed=seed)
+
+    low = capacity * 0.01
+    idle_p99 = p99_at(low)
+    if idle_p99 > bound_ms:
+        return 0.0, idle_p99
+    high, best_p99 = capacity, idle_p99
+    for _ in range(BISECTION_STEPS):
+        mid = (low + high) / 2
+        p99 = p99_at(mid)
+        if p99 <= bound_ms:
+            low, best_p99 = mid, p99
+        else:
+            high = mid
+    return low, best_p99
+
+
+def multistream_p99_ms(service_ms: list[float], *, batch_size: int, activations: int,
+                       queries: int = SIMULATED_QUERIES, seed: int = 0) -> float:
+    """p99 latency of 8-sample queries: ceil(8/batch) batches spread over the activations, back to back."""
+    rng = random.Random(seed)
+    batches = math.ceil(MULTISTREAM_SAMPLES_PER_QUERY / batch_size)
+    latencies = []
+    for _ in range(queries):
+        free_at = [0.0] * min(activations, batches)
+        for _ in range(batches):
+            heapq.heappush(free_at, heapq.heappop(free_at) + rng.choice(service_ms))
+        latencies.append(max(free_at))
+    latencies.sort()
+    return latencies[min(len(latencies) - 1, math.ceil(0.99 * len(latencies)) - 1)]

@@ -1,0 +1,32 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from autotune.synthetic import build_convnet
+
+EMULATOR = Path(__file__).resolve().parent / "qaic_emulator"
+
+
+@pytest.fixture(scope="session")
+def tiny_onnx(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A few-KB ResNet-shaped ONNX model (its name selects the emulator's resnet50 profile)."""
+    return build_convnet(tmp_path_factory.mktemp("models") / "resnet50-tiny.onnx")
+
+
+@pytest.fixture(scope="session")
+def retinanet_onnx(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The same tiny graph under a name that selects the emulator's retinanet profile (large activations)."""
+    return build_convnet(tmp_path_factory.mktemp("models") / "retinanet-tiny.onnx")
+
+
+@pytest.fixture()
+def emulator(monkeypatch: pytest.MonkeyPatch) -> Path:
+    """The emulated SDK root with a fresh, quiet environment (one Ready 16-NSP device, fixed seed)."""
+    for name in ("QAIC_EMU_NSP", "QAIC_EMU_DEVICES", "QAIC_EMU_COMPILE_HANG", "QAIC_EMU_COMPILE_SECONDS",
+                 "AUTOTUNE_SDK_ROOT"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("QAIC_EMU_SEED", "0")
+    monkeypatch.setenv("QAIC_EMU_TIME_SCALE", "0.001")
+    return EMULATOR

@@ -1,0 +1,436 @@
+"""Performance model of the emulated Qualcomm Cloud AI 100 card (stdlib only, pure functions).
+
+The emulated ``qaic-exec`` and ``qaic-runner`` use this module; benchmarks may import it to compute
+an exhaustive optimum cheaply.  Everything here is deterministic except :func:`noisy`, which draws
+from a caller-supplied ``random.Random``.
+
+A compile configuration ``cfg`` is a dict with the keys
+
+* ``cores`` (int): ``-aic-num-cores``
+* ``ols`` (int): ``-ols``
+* ``mos`` (list[int]): ``-mos``, one entry per SDP cluster
+* ``clusters`` (list[int]): ``-sdp-cluster-sizes`` (``[cores]`` when not given)
+* ``batch`` (int): compiled batch size
+* ``multicast`` (bool): ``-multicast-weights``
+* ``depth_first`` (bool): ``-aic-enable-depth-first``
+
+and optionally ``precision`` (``"int8"`` default, or ``"fp16"``) and ``mxfp6`` (bool).
+
+Model of one instance (``cores`` NSPs), in words:
+
+* Available parallelism ``P = gran * batch**gamma * ols**ols_gain * (1 + 0.6 (mos-1))``; a cluster
+  of ``s`` cores keeps ``s * (1 - exp(-P/s))`` of them busy (more cores: diminishing returns).
+* ``ols`` and ``mos`` cost split overhead; more cores cost synchronisation; a fixed per-execution
+  overhead is amortised by the batch.
+* On-chip memory: 8 MB VTCM per NSP.  Working set per core = (largest op weights + peak op
+  activations x batch) / mos**0.9 (activations shrunk by depth-first scheduling).  Above 8 MB the
+  core spills to DDR and slows down; above 3x the compile fails.  VTCM left over keeps weights
+  resident; the rest is streamed from DDR at every execution (once per instance with multicast,
+  duplicated per core without).
+* SDP clusters form a pipeline: early stages hold large activations, late stages large weights;
+  with more than one execution in flight the stages overlap.
+* Card: activations share DDR bandwidth, host submission rate and PCIe; a soft minimum of the
+  activations' raw rate and these ceilings gives the card throughput.
+* Set size: with few inferences in flight the host leaves the activation idle between executions.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import random
+from collections import namedtuple
+from collections.abc import Mapping
+
+VTCM_MB = 8.0  # on-chip memory per NSP
+VTCM_FAIL_RATIO = 3.0  # working set beyond this multiple of VTCM does not compile
+MAX_CORES = 16
+IDLE_SET_SIZE_SCALE = 1.5  # host idle gap decays as exp(-(S-1)/scale)
+SET_SIZE_COST = 0.0012  # per extra in-flight inference: host bookkeeping
+OLS_CROSS_GAIN = 0.3  # how ols adds cross-core parallelism
+HOST_PCIE_MB_S = 3000.0  # one activation's host transfer rate (adds to the idle gap)
+CEILING_SHARPNESS = 6.0  # p of the soft minimum between raw rate and card ceilings
+
+
+_PROFILE_FIELDS = (
+    "name",
+    "work_us",  # NSP-microseconds of compute per sample at full utilisation
+    "fixed_us",  # device overhead per execution (launch, DMA setup, sync)
+    "host_us",  # host gap between executions with a single inference in flight
+    "gran",  # independent chunks per sample for the cores of a cluster, at ols=1
+    "gamma",  # how batch adds cross-core parallelism
+    "tfill",  # thread-level work per sample inside one NSP, at ols=1
+    "tb",  # how batch adds thread-level work
+    "ols_gain",  # how ols adds thread-level work
+    "ols_cost",  # split overhead per extra ols step
+    "mos_cost",  # overhead per extra mos step
+    "sync_cost",  # overhead per extra core in a cluster
+    "spill_cost",  # slowdown per unit of VTCM overflow ratio
+    "w_op_mb",  # largest op's weights (VTCM working set)
+    "act_op_mb",  # peak op activations per sample (VTCM working set)
+    "w_lo",  # op weight size at the start of the network relative to the end
+    "a_lo",  # op activation size at the end of the network relative to the start
+    "weights_mb",  # total weights (DRAM footprint)
+    "stream_mb",  # weight traffic per execution when nothing is resident
+    "act_traffic_mb",  # DDR traffic per sample for intermediate tensors
+    "io_mb",  # host I/O per sample (input + output buffers)
+    "scratch_mb",  # device DRAM scratch per sample
+    "df_act",  # activation working-set factor with depth-first scheduling
+    "df_cost",  # compute overhead of depth-first scheduling
+    "xfer_us",  # per-sample cost of handing activations to the next SDP stage
+    "dup_frac",  # weight duplication per extra core without multicast (at mos=1)
+)
+
+
+class Profile(namedtuple("Profile", _PROFILE_FIELDS)):
+    """What the model needs to know about a network (int8 figures; fp16 scales them).
+
+    An immutable named tuple (cheap to import): build with keywords, copy with ``_replace``.
+    """
+
+    __slots__ = ()
+
+
+PROFILES: dict[str, Profile] = {
+    "resnet50": Profile(
+        name="resnet50", work_us=560.0, fixed_us=60.0, host_us=450.0,
+        gran=1.6, gamma=0.7, tfill=1.0, tb=0.3, ols_gain=0.55, ols_cost=0.016, mos_cost=0.035, sync_cost=0.012,
+        spill_cost=0.55, w_op_mb=2.4, act_op_mb=0.75, w_lo=0.15, a_lo=0.2,
+        weights_mb=25.5, stream_mb=25.5, act_traffic_mb=1.2, io_mb=0.16, scratch_mb=12.0,
+        df_act=0.8, df_cost=0.03, xfer_us=4.0, dup_frac=0.55,
+    ),
+    "retinanet": Profile(
+        name="retinanet", work_us=44000.0, fixed_us=400.0, host_us=900.0,
+        gran=10.0, gamma=0.5, tfill=2.0, tb=0.2, ols_gain=0.5, ols_cost=0.025, mos_cost=0.05, sync_cost=0.02,
+        spill_cost=0.35, w_op_mb=2.4, act_op_mb=7.5, w_lo=0.25, a_lo=0.15,
+        weights_mb=37.0, stream_mb=37.0, act_traffic_mb=48.0, io_mb=8.0, scratch_mb=64.0,
+        df_act=0.55, df_cost=0.015, xfer_us=120.0, dup_frac=0.5,
+    ),
+    "bert": Profile(
+        name="bert", work_us=15800.0, fixed_us=350.0, host_us=700.0,
+        gran=6.0, gamma=0.6, tfill=1.35, tb=0.25, ols_gain=0.6, ols_cost=0.03, mos_cost=0.05, sync_cost=0.02,
+        spill_cost=0.25, w_op_mb=4.0, act_op_mb=2.6, w_lo=1.0, a_lo=1.0,
+        weights_mb=340.0, stream_mb=90.0, act_traffic_mb=6.0, io_mb=0.02, scratch_mb=24.0,
+        df_act=0.95, df_cost=0.03, xfer_us=60.0, dup_frac=0.45,
+    ),
+}
+
+
+def generic_profile(model_bytes: int) -> Profile:
+    """A profile for an unknown model whose size parameters scale with its file size."""
+    mb = max(float(model_bytes), 1.0) / 1e6
+    return Profile(
+        name="generic", work_us=40.0 + 12.0 * mb, fixed_us=40.0 + 0.3 * mb, host_us=120.0 + 0.4 * mb,
+        gran=1.5, gamma=0.7, tfill=1.0, tb=0.3, ols_gain=0.55, ols_cost=0.02, mos_cost=0.04, sync_cost=0.015,
+        spill_cost=0.5, w_op_mb=min(4.0, 0.05 + 0.04 * mb), act_op_mb=0.3 + 0.02 * mb,
+        w_lo=0.3, a_lo=0.3, weights_mb=0.25 * mb, stream_mb=0.25 * mb, act_traffic_mb=0.1 + 0.02 * mb,
+        io_mb=0.1 + 0.002 * mb, scratch_mb=2.0 + 0.1 * mb, df_act=0.8, df_cost=0.03, xfer_us=5.0,
+        dup_frac=0.5,
+    )
+
+
+PROFILES["generic"] = generic_profile(10_000_000)
+
+def profile_for_model(path: str) -> str:
+    """Profile name from a model file name: retinanet, bert, resnet50 or generic."""
+    name = os.path.basename(str(path)).lower()
+    if "retinanet" in name:
+        return "retinanet"
+    if "bert" in name:
+        return "bert"
+    if "resnet" in name:
+        return "resnet50"
+    return "generic"
+
+
+def resolve_profile(profile: "Profile | str", model_bytes: int | None = None) -> Profile:
+    """A Profile from a Profile or a name; ``generic`` is scaled by ``model_bytes`` when given."""
+    if isinstance(profile, Profile):
+        return profile
+    if profile == "generic" and model_bytes is not None:
+        return generic_profile(model_bytes)
+    try:
+        return PROFILES[profile]
+    except KeyError:
+        raise ValueError(f"unknown profile {profile!r}") from None
+
+
+# ---------------------------------------------------------------------------------------- SKUs
+
+Sku = namedtuple("Sku", ("name", "nsp", "dram_mb", "ddr_bw_mb_s", "clock", "host_exec_per_s",
+                         "pcie_mb_s"))
+Sku.__doc__ = """A card: name, NSPs, DRAM (MB), DDR bandwidth (MB/s), relative NSP clock, host
+submissions per second, PCIe MB/s."""
+
+
+def sku_for_nsp(nsp: int) -> Sku:
+    """The emulated card for a number of NSPs per device (16 Pro, 14 Standard, 8 AEDK)."""
+    if nsp >= 16:
+        return Sku("PCIe Pro", nsp, 32768.0, 136_000.0, 1.0, 32_000.0, 14_000.0)
+    if nsp >= 9:
+        return Sku("PCIe Standard", nsp, 16384.0, 136_000.0, 0.99, 32_000.0, 14_000.0)
+    return Sku("AEDK", nsp, 8192.0, 68_000.0, 0.6, 16_000.0, 7_000.0)
+
+
+def dram_reported_mb(nsp: int) -> int:
+    """`Dram Total` as qaic-util prints it (a little is reserved by firmware)."""
+    return int(sku_for_nsp(nsp).dram_mb * 16308 / 16384)
+
+
+# --------------------------------------------------------------------------------- config checks
+
+def normalize_cfg(cfg: Mapping[str, Any]) -> dict[str, Any]:
+    """Fill defaults: clusters [cores], mos [1]*clusters, ols 1, batch 1, flags off."""
+    cores = int(cfg.get("cores", 1))
+    clusters = list(cfg.get("clusters") or [cores])
+    mos = cfg.get("mos")
+    if mos is None or (isinstance(mos, (list, tuple)) and not mos):
+        mos = [1] * len(clusters)
+    elif isinstance(mos, int):
+        mos = [mos]
+    return {
+        "cores": cores,
+        "ols": int(cfg.get("ols", 1)),
+        "mos": [int(m) for m in mos],
+        "clusters": [int(c) for c in clusters],
+        "batch": int(cfg.get("batch", 1)),
+        "multicast": bool(cfg.get("multicast", False)),
+        "depth_first": bool(cfg.get("depth_first", False)),
+        "precision": str(cfg.get("precision", "int8")).lower(),
+        "mxfp6": bool(cfg.get("mxfp6", False)),
+    }
+
+
+def config_error(cfg: Mapping[str, Any]) -> str | None:
+    """Option validation qaic-exec does before compiling; the reason, or None."""
+    c = normalize_cfg(cfg)
+    cores, clusters, mos = c["cores"], c["clusters"], c["mos"]
+    if not 1 <= cores <= MAX_CORES:
+        return f"Invalid -aic-num-cores={cores}: must be between 1 and {MAX_CORES}"
+    if c["ols"] < 1:
+        return f"Invalid -ols={c['ols']}: must be a positive integer"
+    if c["batch"] < 1:
+        return f"Invalid batch size {c['batch']}: must be a positive integer"
+    if any(s < 1 for s in clusters):
+        return "Invalid -sdp-cluster-sizes: every cluster needs at least 1 core"
+    if sum(clusters) != cores:
+        sizes = "+".join(str(s) for s in clusters)
+        return (f"Sum of -sdp-cluster-sizes ({sizes}={sum(clusters)}) does not match "
+                f"-aic-num-cores={cores}")
+    if len(mos) != len(clusters):
+        return (f"Number of -mos entries ({len(mos)}) does not match number of SDP clusters "
+                f"({len(clusters)})")
+    for m, s in zip(mos, clusters):
+        if m < 1:
+            return f"Invalid -mos entry {m}: must be a positive integer"
+        if m > s:
+            return f"-mos entry {m} exceeds its SDP cluster size {s}"
+    return None
+
+
+# ------------------------------------------------------------------------------- instance model
+
+def _scales(p: Profile, c: Mapping[str, Any]) -> tuple[float, float, float]:
+    """(compute, weight bytes, activation bytes) multipliers for the precision."""
+    if c.get("precision", "int8") == "fp16":
+        wscale = 0.75 if c.get("mxfp6") else 2.0
+        return 2.7 * (1.04 if c.get("mxfp6") else 1.0), wscale, 2.0
+    return 1.0, 1.0, 1.0
+
+
+def _instance(p: Profile, c: Mapping[str, Any], nsp: int = 16) -> dict[str, float]:
+    """Per-instance figures: latency, pipelined service time, DDR traffic, working sets."""
+    cores, ols, b = c["cores"], c["ols"], c["batch"]
+    clusters, mos = c["clusters"], c["mos"]
+    k = len(clusters)
+    cscale, wscale, ascale = _scales(p, c)
+    clock = sku_for_nsp(nsp).clock
+    df = p.df_act if c["depth_first"] else 1.0
+    dfc = 1.0 + p.df_cost if c["depth_first"] else 1.0
+    mcast = c["multicast"] and cores > 1
+    mcc = 1.015 if mcast else 1.0
+    ols_over = 1.0 + p.ols_cost * (ols - 1) ** 1.15
+    # hardware threads of one NSP kept busy (ols splits ops finer; batch adds independent work)
+    u_thread = 1.0 - math.exp(-p.tfill * b ** p.tb * ols ** p.ols_gain)
+    # independent work to spread over the cores of a cluster
+    pgrain = p.gran * b ** p.gamma * ols ** OLS_CROSS_GAIN
+
+    stage_times: list[float] = []
+    ws_max = 0.0
+    resident = 0.0
+    stream = 0.0
+    spill_traffic = 0.0
+    x0 = 0.0
+    for s, m in zip(clusters, mos):
+        frac = s / cores
+        x1 = x0 + frac
+        # op weights grow along the network, op activations shrink
+        wws = p.w_op_mb * (p.w_lo + (1.0 - p.w_lo) * x1) * wscale
+        aws = p.act_op_mb * (p.a_lo + (1.0 - p.a_lo) * (1.0 - x0) ** 2) * ascale * b * df
+        ws = (wws + aws) / m ** 0.9
+        ws_max = max(ws_max, ws)
+        ratio = ws / VTCM_MB
+        spill = 1.0 + p.spill_cost * max(0.0, ratio - 1.0) ** 1.2
+        par = pgrain * (1.0 + 0.6 * (m - 1))
+        ceff = s * (1.0 - math.exp(-par / s)) * u_thread
+        t = (frac * b * p.work_us * cscale / (ceff * clock)
+             * ols_over * (1.0 + p.mos_cost * (m - 1)) * (1.0 + p.sync_cost * (s - 1))
+             * spill * dfc * mcc)
+        # weights of this stage: share of the total (weights grow along the network)
+        wshare = frac * (p.w_lo + (1.0 - p.w_lo) * (x0 + x1) / 2.0) / ((1.0 + p.w_lo) / 2.0)
+        dup = 1.0 if mcast else 1.0 + (s - 1) * p.dup_frac / m
+        resident += s * max(0.0, VTCM_MB - ws) * 0.6
+        stream += p.stream_mb * wscale * wshare * dup
+        spill_traffic += frac * b * max(0.0, ws - VTCM_MB) * 2.0
+        # DMA limit of the stage's cores (10 GB/s per NSP), overlapped with compute
+        stage_times.append(t)
+        x0 = x1
+
+    wtot = p.weights_mb * wscale
+    resident_frac = min(1.0, resident / wtot) if wtot > 0 else 1.0
+    stream *= 1.0 - resident_frac
+    act_traffic = b * p.act_traffic_mb * ascale * (0.75 + 0.25 * df)
+    ddr_exec = stream + act_traffic + spill_traffic + b * p.io_mb
+    dma_us = ddr_exec / (cores * 10_000.0) * 1e6
+    # DMA and compute overlap: soft maximum
+    times = [(t ** 3 + (dma_us * s / cores) ** 3) ** (1.0 / 3.0) for t, s in zip(stage_times, clusters)]
+    fixed = p.fixed_us * (1.0 + 0.03 * (cores - 1)) + 0.3 * p.fixed_us * (k - 1)
+    xfer = p.xfer_us * b * (k - 1) * ascale
+    latency = fixed + sum(times) + xfer
+    service = fixed + max(times) + xfer / max(k - 1, 1) if k > 1 else latency
+    return {
+        "latency_us": latency,
+        "service_us": service,
+        "stages": float(k),
+        "ddr_mb_per_exec": ddr_exec,
+        "ws_mb": ws_max,
+        "resident_frac": resident_frac,
+    }
+
+
+def working_set_mb(profile: "Profile | str", cfg: Mapping[str, Any]) -> float:
+    """Largest working set per NSP (MB) of the compiled instance."""
+    return _instance(resolve_profile(profile), normalize_cfg(cfg))["ws_mb"]
+
+
+def compile_check(profile: "Profile | str", cfg: Mapping[str, Any]) -> str | None:
+    """Why qaic-exec refuses this config (the `Error message:` text), or None if it compiles."""
+    err = config_error(cfg)
+    if err:
+        return err
+    ws = working_set_mb(profile, cfg)
+    if ws > VTCM_FAIL_RATIO * VTCM_MB:
+        return (f"Unable to fit working set in VTCM: {ws:.1f} MB per NSP needed, "
+                f"{VTCM_MB:.0f} MB VTCM available (increase -mos or reduce the batch size)")
+    return None
+
+
+def dram_per_activation_mb(profile: "Profile | str", cfg: Mapping[str, Any], set_size: int) -> float:
+    """Device DRAM one activation needs: weights, scratch, and I/O buffers for the set size."""
+    p = resolve_profile(profile)
+    c = normalize_cfg(cfg)
+    _, wscale, ascale = _scales(p, c)
+    b = c["batch"]
+    return p.weights_mb * wscale + b * p.scratch_mb * ascale + b * p.io_mb * max(1, set_size) * 2
+
+
+def activation_check(profile: "Profile | str", cfg: Mapping[str, Any], activations: int,
+                     set_size: int, nsp: int) -> str | None:
+    """Why qaic-runner cannot activate it (the reason after `activate failed:`), or None."""
+    c = normalize_cfg(cfg)
+    if activations < 1 or c["cores"] * activations > nsp:
+        return "Failed to allocate NSP resources"
+    need = activations * dram_per_activation_mb(profile, c, set_size)
+    if need > sku_for_nsp(nsp).dram_mb:
+        return "Memory resource exhausted"
+    return None
+
+
+def exec_latency_us(profile: "Profile | str", cfg: Mapping[str, Any], nsp: int = 16) -> float:
+    """Service time of one batch execution on one instance (µs), noise free."""
+    return _instance(resolve_profile(profile), normalize_cfg(cfg), nsp)["latency_us"]
+
+
+def _cycle(p: Profile, c: Mapping[str, Any], set_size: int, nsp: int) -> tuple[float, dict[str, float]]:
+    inst = _instance(p, c, nsp)
+    s = max(1, int(set_size))
+    k = int(inst["stages"])
+    service = max(inst["latency_us"] / min(s, k), inst["service_us"])
+    idle = (p.host_us + c['batch'] * p.io_mb * 1e6 / HOST_PCIE_MB_S) * math.exp(-(s - 1) / IDLE_SET_SIZE_SCALE)
+    cycle = (service + idle) * (1.0 + SET_SIZE_COST * (s - 1))
+    return cycle, inst
+
+
+def throughput(profile: "Profile | str", cfg: Mapping[str, Any], activations: int, set_size: int,
+               nsp: int) -> float:
+    """Card throughput in samples/s, noise free (0.0 where the config cannot run)."""
+    p = resolve_profile(profile)
+    c = normalize_cfg(cfg)
+    if config_error(c) or activations < 1 or c["cores"] * activations > nsp:
+        return 0.0
+    sku = sku_for_nsp(nsp)
+    cycle, inst = _cycle(p, c, set_size, nsp)
+    b = c["batch"]
+    raw = activations * b / cycle * 1e6
+    caps = [
+        sku.ddr_bw_mb_s * b / inst["ddr_mb_per_exec"],  # DDR bandwidth, shared by all activations
+        sku.host_exec_per_s * b,  # host submissions
+        sku.pcie_mb_s / p.io_mb,  # PCIe transfers
+    ]
+    q = CEILING_SHARPNESS
+    inv = (1.0 / raw) ** q + sum((1.0 / cap) ** q for cap in caps)
+    return inv ** (-1.0 / q)
+
+
+def execution_rate(profile: "Profile | str", cfg: Mapping[str, Any], activations: int, set_size: int,
+                   nsp: int) -> float:
+    """Executions (batches) per second of the whole card, noise free."""
+    c = normalize_cfg(cfg)
+    return throughput(profile, c, activations, set_size, nsp) / c["batch"]
+
+
+def host_latency_us(profile: "Profile | str", cfg: Mapping[str, Any], activations: int, set_size: int,
+                    nsp: int) -> float:
+    """Mean time from enqueue to completion of one execution with `set_size` in flight (µs)."""
+    c = normalize_cfg(cfg)
+    rate = execution_rate(profile, c, activations, set_size, nsp)
+    if rate <= 0:
+        return float("inf")
+    per_activation_cycle = activations / rate * 1e6
+    return max(exec_latency_us(profile, c, nsp), set_size * per_activation_cycle)
+
+
+def noisy(value: float, rng: random.Random, rel: float) -> float:
+    """`value` with multiplicative Gaussian noise of relative std-dev `rel` (never below 50%)."""
+    return value * max(0.5, 1.0 + rng.gauss(0.0, rel))
+
+
+# ------------------------------------------------------------------ emulator environment helpers
+
+def env_nsp(environ: Mapping[str, str]) -> int:
+    """NSPs per device from QAIC_EMU_NSP (default 16)."""
+    try:
+        return max(1, int(environ.get("QAIC_EMU_NSP", "16")))
+    except ValueError:
+        return 16
+
+
+def env_devices(environ: Mapping[str, str]) -> list[str]:
+    """Device statuses from QAIC_EMU_DEVICES (comma list, default one `Ready` device)."""
+    raw = environ.get("QAIC_EMU_DEVICES", "Ready")
+    statuses = [s.strip() for s in raw.split(",") if s.strip()]
+    return statuses or ["Ready"]
+
+
+def env_float(environ: Mapping[str, str], name: str, default: float) -> float:
+    try:
+        return float(environ.get(name, default))
+    except ValueError:
+        return default
+
+
+def env_int(environ: Mapping[str, str], name: str, default: int) -> int:
+    try:
+        return int(environ.get(name, default))
+    except ValueError:
+        return default

@@ -1,0 +1,137 @@
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from autotune.cli import main
+
+
+def _run(capsys, *argv: str) -> tuple[int, str, str]:
+    try:
+        code = main(list(argv))
+    except SystemExit as exc:  # argparse usage errors
+        code = exc.code
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def _one_line_error(code: int, err: str) -> str:
+    assert code != 0
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in err, err
+    return lines[0]
+
+
+def test_bench_prints_its_figures(emulator, tiny_onnx, tmp_path, capsys):
+    code, out, _ = _run(capsys, "bench", "--model", "resnet50", "--onnx", str(tiny_onnx), "--flags",
+                        "-aic-num-cores=2 -mos=1 -ols=2", "--activations", "7", "--sdk-root", str(emulator),
+                        "--workdir", str(tmp_path), "--time", "2")
+    assert code == 0
+    assert "samples/s" in out and "latency ms" in out and "qaic-exec " in out and " -a 7 " in out
+
+
+def test_bench_json_and_default_activations(emulator, tiny_onnx, tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("QAIC_EMU_NSP", "14")
+    code, out, _ = _run(capsys, "bench", "--model", "resnet50", "--onnx", str(tiny_onnx), "--flags",
+                        "-sdp-cluster-sizes=2,2 -multicast-weights -aic-num-cores=4 -mos=1,2 -ols=4",
+                        "--batch-size", "8", "--sdk-root", str(emulator), "--workdir", str(tmp_path), "--json",
+                        "--time", "1")
+    assert code == 0
+    result = json.loads(out)
+    assert result["candidate"]["activations"] == 3  # floor(14 / 4), as MLPerf harnesses size it
+    assert result["batch_size"] == 8 and result["samples_per_second"] > 0
+    assert "-sdp-cluster-sizes=2,2" in result["compile_command"]
+
+
+def test_devices_lists_ready_and_error(emulator, capsys, monkeypatch):
+    monkeypatch.setenv("QAIC_EMU_DEVICES", "Ready,Error")
+    code, out, _ = _run(capsys, "devices", "--sdk-root", str(emulator))
+    assert code == 0 and "Ready" in out and "Error" in out and "apps" in out
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--sdk-root", "/nowhere"], "SDK not found: no /nowhere/exec/qaic-exec"),
+    (["--onnx", "/nowhere/model.onnx"], "model file not found: /nowhere/model.onnx"),
+    (["--flags", "-aic-num-cores=2 -bogus-flag"], "unknown qaic-exec flag '-bogus-flag'"),
+    (["--flags", "-aic-num-cores=2 -ols=x"], "malformed flag '-ols=x'"),
+    (["--flags", "-aic-num-cores=20"], "-aic-num-cores=20 is outside 1..16"),
+    (["--activations", "9"], "2 cores x 9 activations = 18 NSPs"),
+    (["--device", "1"], "QID 1 is Error, not Ready"),
+    (["--model", "nosuch"], "unknown model 'nosuch'"),
+    (["--time", "0"], "argument --time: 0 must be positive"),
+])
+def test_bench_bad_input_gets_one_line(emulator, tiny_onnx, tmp_path, capsys, monkeypatch, argv, message):
+    monkeypatch.setenv("QAIC_EMU_DEVICES", "Ready,Error")
+    base = {"--model": "resnet50", "--onnx": str(tiny_onnx), "--flags": "-aic-num-cores=2 -mos=1",
+            "--sdk-root": str(emulator), "--workdir": str(tmp_path)}
+    for flag, value in zip(argv[::2], argv[1::2]):
+        base[flag] = value
+    if base["--model"] == "nosuch":
+        del base["--onnx"]
+    code, _, err = _run(capsys, "bench", *[x for kv in base.items() for x in kv])
+    assert message in _one_line_error(code, err)
+
+
+def test_not_onnx_is_refused_before_the_compiler(emulator, tmp_path, capsys):
+    fake = tmp_path / "resnet50.onnx"
+    fake.write_text("definitely not a protobuf \xff")
+    code, _, err = _run(capsys, "bench", "--model", "resnet50", "--onnx", str(fake), "--flags", "-aic-num-cores=2",
+                        "--sdk-root", str(emulator), "--workdir", str(tmp_path / "w"))
+    assert "is not an ONNX model" in _one_line_error(code, err)
+    assert not (tmp_path / "w").exists()
+
+
+def test_compile_failure_and_hang_are_one_line_with_log(emulator, tiny_onnx, tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("QAIC_EMU_COMPILE_HANG", "1")
+    code, _, err = _run(capsys, "bench", "--model", "resnet50", "--onnx", str(tiny_onnx), "--flags",
+                        "-aic-num-cores=2", "--sdk-root", str(emulator), "--workdir", str(tmp_path),
+                        "--compile-timeout", "1")
+    line = _one_line_error(code, err)
+    assert "compile failed: qaic-exec still running after 1 s: killed (log:" in line
+
+
+def test_console_script_runs_as_module(emulator):
+    result = subprocess.run([sys.executable, "-m", "autotune", "--help"], capture_output=True, text=True)
+    assert result.returncode == 0 and "bench" in result.stdout and "run" in result.stdout
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--model", "nosuch"], "unknown model 'nosuch': known models are resnet50, retinanet, bert-99, bert-99.9"),
+    (["--scenario", "batch"], "unknown scenario 'batch': known scenarios are offline, server"),
+    (["--model", "mine", "--scenario", "server"], "mine has no MLPerf latency bound for server"),
+    (["--storage", "sqlite:////nonexistent/dir/x.db"], "cannot open storage"),
+    (["--trials", "0"], "argument --trials: 0 must be at least 1"),
+    (["--timeout", "-5m"], "argument --timeout: -5m must be positive"),
+    (["--timeout", "soon"], "argument --timeout: 'soon' is not a duration"),
+    (["--latency-bound-ms", "-3"], "--latency-bound-ms must be positive"),
+    (["--nsp", "20"], "--nsp 20 is more than the 16 NSPs"),
+])
+def test_run_bad_input_gets_one_line(emulator, tiny_onnx, tmp_path, capsys, argv, message):
+    base = {"--model": "resnet50", "--scenario": "offline", "--onnx": str(tiny_onnx), "--sdk-root": str(emulator),
+            "--storage": f"sqlite:///{tmp_path / 'x.db'}", "--workdir": str(tmp_path), "--trials": "1"}
+    for flag, value in zip(argv[::2], argv[1::2]):
+        base[flag] = value
+    if base["--model"] == "nosuch":
+        del base["--onnx"]
+    code, _, err = _run(capsys, "run", *[x for kv in base.items() for x in kv])
+    assert message in _one_line_error(code, err)
+
+
+def test_run_then_studies_lists_it(emulator, tiny_onnx, tmp_path, capsys):
+    storage = f"sqlite:///{tmp_path / 'x.db'}"
+    code, out, err = _run(capsys, "run", "--model", "resnet50", "--scenario", "singlestream", "--onnx",
+                          str(tiny_onnx), "--sdk-root", str(emulator), "--storage", storage, "--workdir",
+                          str(tmp_path), "--trials", "4", "--measure-time", "1", "--validate-time", "1")
+    assert code == 0, err
+    assert "[1/4] #0" in out and "[4/4]" in out and "elapsed" in out and "left" in out
+    assert "winner: trial #" in out and "against the baseline preset" in out
+    code, out, _ = _run(capsys, "studies", "--storage", storage)
+    assert code == 0 and "resnet50-singlestream-qaic-16nsp" in out
+
+
+def test_export_unknown_study_lists_existing(tmp_path, capsys):
+    code, _, err = _run(capsys, "export", "nope", "--storage", f"sqlite:///{tmp_path / 'e.db'}")
+    assert "no study 'nope'" in _one_line_error(code, err)

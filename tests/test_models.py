@@ -1,0 +1,45 @@
+from __future__ import annotations
+
+import pytest
+
+from autotune.backend import AutotuneError
+from autotune.models import MODELS, get_model, resolve_onnx
+
+
+def test_registry_has_the_mlperf_models_with_bounds():
+    assert set(MODELS) == {"resnet50", "retinanet", "bert-99", "bert-99.9"}
+    assert MODELS["resnet50"].latency_bounds_ms["server"] == 15.0
+    assert MODELS["retinanet"].latency_bounds_ms["server"] == 100.0
+    assert MODELS["bert-99"].latency_bounds_ms["server"] == 130.0
+
+
+def test_base_flags_never_fix_the_batch_size():
+    for spec in MODELS.values():
+        assert "-aic-hw" in spec.base_flags
+        assert not any("batch_size" in flag or flag.startswith("-batchsize") for flag in spec.base_flags)
+
+
+def test_user_model_needs_onnx_and_keeps_base_flags():
+    with pytest.raises(AutotuneError, match="unknown model 'mine'.*resnet50"):
+        get_model("mine")
+    spec = get_model("mine", extra_base_flags="-aic-hw -convert-to-fp16", onnx_given=True)
+    assert spec.base_flags == ("-aic-hw", "-convert-to-fp16")
+    assert get_model("retinanet", extra_base_flags="-node-precision-info=p.yaml").base_flags[-1] == \
+        "-node-precision-info=p.yaml"
+
+
+def test_resolve_onnx_checks_the_file(tmp_path, tiny_onnx):
+    spec = MODELS["resnet50"]
+    assert resolve_onnx(tiny_onnx, spec) == tiny_onnx.resolve()
+    with pytest.raises(AutotuneError, match="model file not found"):
+        resolve_onnx(tmp_path / "missing.onnx", spec)
+    junk = tmp_path / "junk.onnx"
+    junk.write_bytes(b"\x08\xff\xff\xff this is not protobuf")
+    with pytest.raises(AutotuneError, match="not an ONNX model"):
+        resolve_onnx(junk, spec)
+    empty = tmp_path / "empty.onnx"
+    empty.write_bytes(b"")
+    with pytest.raises(AutotuneError, match="no nodes"):
+        resolve_onnx(empty, spec)
+    with pytest.raises(AutotuneError, match="pass --onnx"):
+        resolve_onnx(None, spec)

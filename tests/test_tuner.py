@@ -1,0 +1,175 @@
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import optuna
+import pytest
+from optuna.trial import TrialState
+
+from autotune.backend import AutotuneError
+from autotune.models import MODELS
+from autotune.objective import SCENARIOS
+from autotune.presets import find_baseline
+from autotune.qaic_bench import QaicBackend
+from autotune.search_space import Candidate, DeviceLimits, params_for
+from autotune.tuner import Tuner, TuningJob, default_study_name, load_study, open_storage, study_overview
+
+
+def _job(emulator: Path, onnx: Path, tmp_path: Path, *, scenario: str = "offline", model: str = "resnet50",
+         trials: int = 6, nsp: int = 16, **overrides) -> TuningJob:
+    spec = MODELS[model]
+    fields = dict(model=spec, onnx_path=onnx, scenario=SCENARIOS[scenario],
+                  bound_ms=spec.latency_bounds_ms.get(scenario), backend=QaicBackend(sdk_root=emulator),
+                  device_qid=0, device=DeviceLimits(nsp_total=nsp), sku="PCIe Pro",
+                  storage=f"sqlite:///{tmp_path / 'studies.db'}",
+                  study_name=default_study_name(model, scenario, "qaic", nsp), n_trials=trials,
+                  measure_seconds=1.0, validate_seconds=2.0, validate_top=2, seed=1, workdir=tmp_path / "work",
+                  baseline=find_baseline(model, scenario, nsp))
+    fields.update(overrides)
+    return TuningJob(**fields)
+
+
+def _trials(job: TuningJob) -> list[optuna.trial.FrozenTrial]:
+    return load_study(job.storage, job.study_name).get_trials()
+
+
+def test_warm_start_measures_the_baseline_first_and_validates(emulator, tiny_onnx, tmp_path):
+    job = _job(emulator, tiny_onnx, tmp_path, trials=5, nsp=14)
+    summary = Tuner(job, progress=lambda _: None).run()
+    trials = _trials(job)
+    first = trials[0]
+    assert first.user_attrs["baseline"] is True
+    assert sorted(first.user_attrs["flags"].split()) == sorted(job.baseline.flags.split())
+    assert first.user_attrs["candidate"]["batch_size"] == job.baseline.batch_size
+    assert len(trials) == 5 and all(t.state == TrialState.COMPLETE for t in trials)
+    for t in trials:
+        attrs = t.user_attrs
+        assert {"candidate", "flags", "compile_key"} <= set(attrs)
+        if attrs.get("failure_stage") is None:
+            assert attrs["compile_argv"][0].endswith("qaic-exec") and attrs["measure_argv"][0].endswith("qaic-runner")
+            assert attrs["figures"]["samples_per_second"] == t.value
+    assert summary["baseline_trial"] == 0 and summary["winner_value"] >= summary["baseline_value"]
+    assert {r["trial"] for r in summary["validated"]} >= {0, summary["winner_trial"]}
+
+
+def test_infeasible_candidates_are_told_as_infeasible_with_reason(emulator, retinanet_onnx, tmp_path):
+    job = _job(emulator, retinanet_onnx, tmp_path, model="retinanet", trials=3, baseline=None)
+    tuner = Tuner(job, progress=lambda _: None)
+    fails_compile = {"cores": 1, "ols": 1, "sdp_clusters": 1, "mos_0": 1, "multicast_weights": False,
+                     "batch_size": 16, "activations": 16, "set_size": 10}
+    fine = fails_compile | {"cores": 4, "mos_0": 4, "batch_size": 1, "activations": 4, "set_size": 4}
+    tuner.study.enqueue_trial(fails_compile)
+    tuner.study.enqueue_trial(fine)
+    tuner.run()
+    trials = _trials(job)
+    bad, good = trials[0], trials[1]
+    assert bad.state == TrialState.COMPLETE and bad.constraints == {"feasible": 1.0}
+    assert bad.user_attrs["failure_stage"] == "compile" and "VTCM" in bad.user_attrs["failure_reason"]
+    assert Path(bad.user_attrs["compile_log"]).is_file()
+    assert good.constraints == {"feasible": 0.0} and good.value > 0
+
+
+def test_duplicates_reuse_figures_and_runtime_knobs_reuse_the_qpc(emulator, tiny_onnx, tmp_path, monkeypatch):
+    job = _job(emulator, tiny_onnx, tmp_path, trials=3, baseline=None)
+    tuner = Tuner(job, progress=lambda _: None)
+    params = {"cores": 4, "ols": 2, "sdp_clusters": 1, "mos_0": 2, "multicast_weights": True, "batch_size": 4,
+              "activations": 4, "set_size": 10}
+    tuner.study.enqueue_trial(params)
+    tuner.study.enqueue_trial(params)
+    tuner.study.enqueue_trial(params | {"activations": 2, "set_size": 4})
+    calls = []
+    real_compile = job.backend.compile
+    monkeypatch.setattr(job.backend, "compile", lambda *a, **k: calls.append(1) or real_compile(*a, **k))
+    tuner.run()
+    first, dup, other_runtime = _trials(job)
+    assert dup.user_attrs["duplicate_of"] == first.number and dup.value == first.value
+    assert other_runtime.user_attrs["compile_reused"] is True
+    assert other_runtime.user_attrs["qpc_dir"] == first.user_attrs["qpc_dir"]
+    assert len(calls) == 1
+
+
+def test_server_latency_bound_breaks_make_infeasible(emulator, tiny_onnx, tmp_path):
+    job = _job(emulator, tiny_onnx, tmp_path, scenario="server", trials=2, baseline=None, bound_ms=0.001)
+    Tuner(job, progress=lambda _: None).run()
+    for t in _trials(job):
+        assert t.constraints == {"feasible": 1.0}
+        assert t.user_attrs["failure_stage"] in ("scenario", "compile", "measure")
+    server = [t for t in _trials(job) if t.user_attrs["failure_stage"] == "scenario"]
+    assert server and "exceeds the 0.001 ms bound" in server[0].user_attrs["failure_reason"]
+    assert server[0].user_attrs["estimated"] is True
+
+
+def test_resume_continues_the_same_study(emulator, tiny_onnx, tmp_path):
+    job = _job(emulator, tiny_onnx, tmp_path, trials=3, nsp=14)
+    Tuner(job, progress=lambda _: None).run()
+    Tuner(job, progress=lambda _: None).run()
+    trials = _trials(job)
+    assert len(trials) == 6 and sum(bool(t.user_attrs.get("baseline")) for t in trials) == 1
+
+
+def test_study_with_another_model_is_refused(emulator, tiny_onnx, tmp_path):
+    job = _job(emulator, tiny_onnx, tmp_path, trials=1)
+    Tuner(job, progress=lambda _: None).run()
+    other = _job(emulator, tiny_onnx, tmp_path, scenario="server", study_name=job.study_name)
+    with pytest.raises(AutotuneError, match="does not mix"):
+        Tuner(other, progress=lambda _: None)
+
+
+def test_unopenable_storage_is_one_line_error(tmp_path):
+    with pytest.raises(AutotuneError, match="cannot open storage"):
+        open_storage(f"sqlite:///{tmp_path}/no/such/dir/x.db")
+    with pytest.raises(AutotuneError, match="cannot open storage"):
+        open_storage("notadb://what")
+
+
+def test_overview_counts(emulator, tiny_onnx, tmp_path):
+    job = _job(emulator, tiny_onnx, tmp_path, trials=3, nsp=14)
+    Tuner(job, progress=lambda _: None).run()
+    (row,) = study_overview(open_storage(job.storage))
+    assert row["study"] == job.study_name and row["feasible"] + row["infeasible"] == 3
+    assert row["baseline"] is not None and row["best"] >= row["baseline"]
+
+
+def test_params_for_baseline_are_inside_the_space():
+    device = DeviceLimits(nsp_total=14)
+    baseline = find_baseline("resnet50", "offline", 14).candidate(device)
+    params = params_for(baseline, scenario="offline")
+    assert params == {"cores": 4, "ols": 4, "sdp_clusters": 2, "multicast_weights": True, "mos_0": 1, "mos_1": 2,
+                      "batch_size": 8, "activations": 3, "set_size": 10}
+
+
+@pytest.mark.slow
+def test_sigint_keeps_finished_trials_and_resume_continues(emulator, tiny_onnx, tmp_path):
+    storage = f"sqlite:///{tmp_path / 'sigint.db'}"
+    env = os.environ | {"QAIC_EMU_COMPILE_SECONDS": "0.4", "AUTOTUNE_SDK_ROOT": str(emulator)}
+    command = [sys.executable, "-m", "autotune", "run", "--model", "resnet50", "--scenario", "offline", "--onnx",
+               str(tiny_onnx), "--trials", "50", "--storage", storage, "--measure-time", "1",
+               "--workdir", str(tmp_path / "work"), "--seed", "3"]
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    seen = 0
+    deadline = time.monotonic() + 60
+    while seen < 3 and time.monotonic() < deadline:
+        line = process.stdout.readline()
+        seen += line.startswith("[")
+    process.send_signal(signal.SIGINT)
+    out, err = process.communicate(timeout=30)
+    assert process.returncode == 130, err
+    assert "Run the same command again to resume" in err and "Traceback" not in err
+    study = load_study(storage, "resnet50-offline-qaic-16nsp")
+    trials = study.get_trials()
+    complete = [t for t in trials if t.state == TrialState.COMPLETE]
+    assert len(complete) >= 3
+    interrupted = [t for t in trials if t.state == TrialState.FAIL]
+    assert all(t.user_attrs["failure_stage"] == "interrupted" for t in interrupted)
+    resumed = subprocess.run(command[:command.index("--trials") + 1] + ["2"] + command[command.index("--trials") + 2:],
+                             capture_output=True, text=True, env=env | {"QAIC_EMU_COMPILE_SECONDS": "0"}, timeout=120)
+    assert resumed.returncode == 0, resumed.stderr
+    after = load_study(storage, "resnet50-offline-qaic-16nsp").get_trials()
+    assert len([t for t in after if t.state == TrialState.COMPLETE]) == len(complete) + 2
+    assert {t.number: t.value for t in complete} == {t.number: t.value for t in after if t.number in
+                                                       {c.number for c in complete}}
