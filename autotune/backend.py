@@ -72,9 +72,8 @@ class Measurement:
     log_path: Path | None = None
 
     def figures(self) -> dict[str, Any]:
-        """The scalar figures, JSON-ready (no sample list, paths as strings)."""
+        """The measured figures, JSON-ready (no sample lists, command or log path)."""
         data = asdict(self)
-        data.pop("latency_samples_ms")
-        data.pop("service_samples_ms")
-        data["log_path"] = str(self.log_path) if self.log_path else None
+        for key in ("latency_samples_ms", "service_samples_ms", "command", "log_path"):
+            data.pop(key)
         return data

@@ -173,7 +173,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
     if problems:
         raise AutotuneError(f"invalid for device QID {device.qid}: " + "; ".join(problems))
 
-    workdir = args.workdir or DEFAULT_WORKDIR / "bench"
+    workdir = (args.workdir or DEFAULT_WORKDIR / "bench").resolve()
     _progress(f"compiling {model.name} with {candidate.flag_string()} (batch {candidate.batch_size}) ...", args.json)
     artifact = backend.compile(onnx_path, model, candidate, workdir)
     _progress(f"compiled in {artifact.compile_seconds:.1f} s; measuring {args.time:g} s on QID {device.qid} "
@@ -190,9 +190,9 @@ def cmd_bench(args: argparse.Namespace) -> int:
         "measure_command": command_line(measurement.command),
         "compile_seconds": round(artifact.compile_seconds, 3),
         "compile_log": str(artifact.log_path),
+        "measure_log": str(measurement.log_path),
         **measurement.figures(),
     }
-    result.pop("command")
     if args.json:
         print(json.dumps(result, indent=2))
         return 0
@@ -229,7 +229,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         study_name=args.study or default_study_name(model.name, scenario.name, backend.name, nsp),
         n_trials=n_trials, timeout_s=args.timeout, measure_seconds=args.measure_time,
         validate_top=args.validate_top, validate_seconds=args.validate_time, sampler=args.sampler, seed=args.seed,
-        workdir=args.workdir, baseline=find_baseline(model.name, scenario.name, nsp))
+        workdir=args.workdir.resolve(), baseline=find_baseline(model.name, scenario.name, nsp))
     tuner = Tuner(job, progress=lambda line: print(line, flush=True))
     stored = len(tuner.study.trials)
     print(f"study {job.study_name} in {job.storage} ({stored} trials stored): {model.name} {scenario.name} "

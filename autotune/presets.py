@@ -93,7 +93,8 @@ def winner_preset(study: optuna.Study) -> dict[str, Any]:
         "value": validated["value"] if validated else trial.value,
         "validated": validated is not None,
         "estimated": bool(source.get("estimated", False)),
-        "figures": source.get("figures", {}) | source.get("scenario_figures", {}),
+        "figures": {k: v for k, v in (source.get("figures", {}) | source.get("scenario_figures", {})).items()
+                    if k != "estimated"},
         "baseline_value": validation.get("baseline_value"), "gain_pct": validation.get("gain_pct"),
         "study": study.study_name, "trial": number,
         "date": validation.get("validated_at") or str(trial.datetime_complete or ""),

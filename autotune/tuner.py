@@ -50,7 +50,7 @@ class TuningJob:
     device_qid: int
     device: DeviceLimits
     sku: str
-    storage: str
+    storage: str | optuna.storages.BaseStorage
     study_name: str
     n_trials: int | None = None
     timeout_s: float | None = None
@@ -124,7 +124,7 @@ class Tuner:
     # -- study -------------------------------------------------------------------------------------------------
     def _open_study(self) -> optuna.Study:
         job = self.job
-        storage = open_storage(job.storage)
+        storage = open_storage(job.storage) if isinstance(job.storage, str) else job.storage
         sampler: optuna.samplers.BaseSampler
         if job.sampler == "random":
             sampler = optuna.samplers.RandomSampler(seed=job.seed)
@@ -201,11 +201,15 @@ class Tuner:
             if job.timeout_s is not None and elapsed >= job.timeout_s:
                 self.progress(f"timeout of {_clock(job.timeout_s)} reached after {done} trials")
                 break
-            trial = self.study.ask()
-            record = self._run_trial(trial)
+            number, record = self.step()
             done += 1
-            self.progress(self._progress_line(trial.number, done, record, time.monotonic() - started))
-        return self.validate()
+            self.progress(self._progress_line(number, done, record, time.monotonic() - started))
+        return self.validate() if job.validate_top else {}
+
+    def step(self) -> tuple[int, TrialRecord]:
+        """Ask the study for one trial (an enqueued one first), evaluate it and tell the result."""
+        trial = self.study.ask()
+        return trial.number, self._run_trial(trial)
 
     def _run_trial(self, trial: optuna.Trial) -> TrialRecord:
         job = self.job
@@ -255,7 +259,7 @@ class Tuner:
         except MeasureFailure as failure:
             return self._infeasible(attrs | {"measure_log": str(failure.log_path or "")}, "measure", failure.reason)
         attrs |= {"measure_seconds": round(time.monotonic() - started, 3), "measure_argv": measurement.command,
-                  "figures": measurement.figures()}
+                  "measure_log": str(measurement.log_path), "figures": measurement.figures()}
         outcome = evaluate(job.scenario, measurement, activations=candidate.activations, bound_ms=job.bound_ms)
         attrs |= {"estimated": outcome.estimated, "scenario_figures": outcome.figures}
         if not outcome.feasible:
@@ -346,7 +350,7 @@ class Tuner:
         knobs = (f"cores={c.cores} ols={c.ols} mos={','.join(map(str, c.mos or ()))} bs={c.batch_size} "
                  f"mc={'on' if c.multicast_weights else 'off'} a={c.activations} S={c.set_size}")
         if record.feasible:
-            result = f"{record.value:,.2f} {job.scenario.unit}"
+            result = f"{record.value:,.2f} {job.scenario.unit}" + (" (est.)" if record.attrs.get("estimated") else "")
         else:
             result = f"infeasible ({record.attrs.get('failure_stage')}: {record.attrs.get('failure_reason')})"
         if record.attrs.get("duplicate_of") is not None:

@@ -88,3 +88,11 @@ def test_multistream_spreads_batches_over_activations():
 def test_missing_latency_samples_is_infeasible():
     m = Measurement(samples_per_second=10, duration_seconds=1, batch_size=1)
     assert not evaluate(SCENARIOS["server"], m, activations=1, bound_ms=10).feasible
+
+
+def test_server_rate_never_exceeds_measured_throughput():
+    slow_card = _measurement([10.0] * 100, rate=200.0)  # 4 activations could do 400/s; the card does 200/s
+    outcome = evaluate(SCENARIOS["server"], slow_card, activations=4, bound_ms=100.0)
+    assert outcome.feasible and outcome.value <= 200.0
+    fast_card = _measurement([10.0] * 100, rate=400.0)
+    assert evaluate(SCENARIOS["server"], fast_card, activations=4, bound_ms=100.0).value > outcome.value

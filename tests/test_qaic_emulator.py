@@ -29,8 +29,8 @@ LATENCY_HEADER = ("hostRoundTripUs,enqTimeUs,preProcTimeUs,submitTimeUs,execTota
 def run(tool: Path, *args: str, cwd: Path, **env: str) -> subprocess.CompletedProcess[str]:
     full_env = {k: v for k, v in os.environ.items() if not k.startswith("QAIC_EMU_")}
     full_env.update(env)
-    # sys.executable: skips a slow `env python3` lookup; test_tools_run_directly covers the shebang
-    return subprocess.run([sys.executable, str(tool), *args], cwd=cwd, env=full_env,
+    # sys.executable -S: skips a slow `env python3` shim and site; test_tools_run_directly covers the shebang
+    return subprocess.run([sys.executable, "-S", str(tool), *args], cwd=cwd, env=full_env,
                           capture_output=True, text=True, timeout=30)
 
 
@@ -97,6 +97,47 @@ def test_exec_success_writes_qpc(tmp_path: Path, model: Path) -> None:
     assert res.returncode == 0, res.stderr
     assert "Compiling model with INT8 precision." in res.stdout
     assert (tmp_path / "qpc" / "qpc" / "programqpc.bin").is_file()
+
+
+RESNET_BASE = ("-aic-hw -aic-hw-version=2.0 -quantization-schema=symmetric_with_uint8 "
+               "-quantization-precision=Int8 -output-node-name=ArgMax -vvv -compile-only "
+               "-use-producer-dma=1")
+RETINANET_BASE = ("-aic-hw -aic-hw-version=2.0 -compile-only -enable-channelwise "
+                  "-onnx-define-symbol=batch_size,1 -node-precision-info=npi.yaml "
+                  "-quantization-schema-constants=symmetric_with_uint8 "
+                  "-quantization-schema-activations=asymmetric -quantization-calibration=None")
+BERT_BASE = ("-aic-hw -aic-hw-version=2.0 -execute-nodes-in-fp16=Add,Div,Erf,Softmax "
+             "-quantization-schema=symmetric_with_uint8 -quantization-precision=Int8 "
+             "-quantization-precision-bias=Int32 -vvv -compile-only -onnx-define-symbol=batch_size,1 "
+             "-onnx-define-symbol=seg_length,384 -multicast-weights -combine-inputs=false "
+             "-combine-outputs=false")
+BERT_ARGS = "-allocator-dealloc-delay=2 -size-split-granularity=1536 -vtcm-working-set-limit-ratio=1"
+
+
+@pytest.mark.parametrize(
+    "name, flags",
+    [
+        ("resnet50.onnx", f"{RESNET_BASE} -sdp-cluster-sizes=2,2 -multicast-weights "
+                          "-aic-num-cores=4 -mos=1,2 -ols=4 -batchsize=8"),
+        ("resnet50.onnx", f"{RESNET_BASE} -aic-num-of-instances=1 -sdp-cluster-sizes=4,4 -mos=1,4 "
+                          "-aic-num-cores=8 -ols=4 -batchsize=8"),
+        ("retinanet.onnx", f"{RETINANET_BASE} -aic-enable-depth-first -aic-num-cores=1 -mos=1 -ols=1"),
+        ("retinanet.onnx", f"{RETINANET_BASE} -aic-num-cores=2 -mos=2 -ols=1 -aic-enable-depth-first "
+                           "-aic-depth-first-mem=16"),
+        ("bert-99.onnx", f"{BERT_BASE} {BERT_ARGS} -aic-num-cores=1 -mos=1 -ols=3"),
+        ("bert-99.onnx", f"{BERT_BASE} -aic-num-cores=8 -mos=8 -ols=1"),
+        ("bert-99.9.onnx", "-aic-hw -aic-hw-version=2.0 -convert-to-fp16 -vvv -compile-only "
+                           "-onnx-define-symbol=batch_size,1 -onnx-define-symbol=seg_length,384 "
+                           "-combine-inputs=false -combine-outputs=false -aic-num-cores=2 -mos=1 "
+                           "-ols=2 -mxfp6-matmul"),
+    ],
+)
+def test_exec_accepts_mlperf_presets(tmp_path: Path, name: str, flags: str) -> None:
+    (tmp_path / name).write_bytes(b"onnx")
+    res = run(QAIC_EXEC, f"-model={name}", "-load-profile=profile.yaml", *flags.split(),
+              "-aic-binary-dir=elfs", cwd=tmp_path)
+    assert res.returncode == 0, res.stderr
+    assert (tmp_path / "elfs" / "programqpc.bin").is_file()
 
 
 @pytest.mark.parametrize(

@@ -363,13 +363,19 @@ def _cycle(p: Profile, c: Mapping[str, Any], set_size: int, nsp: int) -> tuple[f
 
 def throughput(profile: "Profile | str", cfg: Mapping[str, Any], activations: int, set_size: int,
                nsp: int) -> float:
-    """Card throughput in samples/s, noise free (0.0 where the config cannot run)."""
+    """Card throughput in samples/s, noise free.
+
+    0.0 where the config does not compile (:func:`compile_check`) or cannot be activated
+    (:func:`activation_check`), so an exhaustive scan can call this alone.
+    """
     p = resolve_profile(profile)
     c = normalize_cfg(cfg)
-    if config_error(c) or activations < 1 or c["cores"] * activations > nsp:
+    if config_error(c) or activation_check(p, c, activations, set_size, nsp):
         return 0.0
     sku = sku_for_nsp(nsp)
     cycle, inst = _cycle(p, c, set_size, nsp)
+    if inst["ws_mb"] > VTCM_FAIL_RATIO * VTCM_MB:
+        return 0.0
     b = c["batch"]
     raw = activations * b / cycle * 1e6
     caps = [
