@@ -73,10 +73,7 @@ def build_parser() -> argparse.ArgumentParser:
                     "preset by hand. Example: autotune bench --model resnet50 --onnx model.onnx "
                     "--flags \"-aic-num-cores=2 -mos=1 -ols=2\" --activations 7")
     _add_sdk_options(bench)
-    bench.add_argument("--model", required=True,
-                       help=f"a known model ({', '.join(MODELS)}) or a name for your own --onnx model")
-    bench.add_argument("--onnx", help="path of the ONNX file to compile")
-    bench.add_argument("--base-flags", default="", help="extra base qaic-exec flags (e.g. -node-precision-info=F)")
+    _add_model_options(bench)
     bench.add_argument("--flags", required=True,
                        help="CM-style qaic-exec flags, e.g. \"-aic-num-cores=4 -mos=1,2 -ols=4 "
                             "-sdp-cluster-sizes=2,2 -multicast-weights\"")
@@ -97,11 +94,8 @@ def build_parser() -> argparse.ArgumentParser:
                     "measures with qaic-runner. The hand-tuned preset is measured first; the best few are "
                     "re-measured with a longer run at the end. Running the same command again continues the study.")
     _add_sdk_options(run)
-    run.add_argument("--model", required=True,
-                     help=f"a known model ({', '.join(MODELS)}) or a name for your own --onnx model")
+    _add_model_options(run)
     run.add_argument("--scenario", required=True, help=f"MLPerf scenario: {', '.join(SCENARIOS)}")
-    run.add_argument("--onnx", help="path of the ONNX file to compile")
-    run.add_argument("--base-flags", default="", help="extra base qaic-exec flags (e.g. -node-precision-info=F)")
     run.add_argument("--trials", type=_positive_int, help="number of new trials (default 40 without --timeout)")
     run.add_argument("--timeout", type=_duration, help="wall-clock budget for new trials, e.g. 90m, 2h, 600")
     run.add_argument("--latency-bound-ms", type=float, help="p99 latency bound (default: the model's MLPerf bound)")
@@ -136,6 +130,13 @@ def build_parser() -> argparse.ArgumentParser:
     studies.add_argument("--storage", help="Optuna storage URL (default sqlite:///studies/autotune.db)")
     studies.set_defaults(handler=cmd_studies)
     return parser
+
+
+def _add_model_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--model", required=True,
+                        help=f"a known model ({', '.join(MODELS)}) or a name for your own --onnx model")
+    parser.add_argument("--onnx", help="path of the ONNX file to compile")
+    parser.add_argument("--base-flags", default="", help="extra base qaic-exec flags (e.g. -node-precision-info=F)")
 
 
 def _add_sdk_options(parser: argparse.ArgumentParser) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import time
@@ -101,6 +102,17 @@ def load_study(storage: str | optuna.storages.BaseStorage, name: str) -> optuna.
         raise AutotuneError(f"no study {name!r} in the storage; studies there: {', '.join(names) or 'none'}") from None
 
 
+def file_sha256(path: Path) -> str | None:
+    """The file's SHA-256 (None when it is not a file: an in-process benchmark's placeholder)."""
+    if not path.is_file():
+        return None
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
 def candidate_key(candidate: Candidate) -> str:
     return json.dumps(candidate.to_dict(), sort_keys=True)
 
@@ -136,11 +148,13 @@ class Tuner:
         study = optuna.create_study(study_name=job.study_name, storage=storage, sampler=sampler,
                                     direction=job.scenario.direction, load_if_exists=True)
         identity = {"model": job.model.name, "scenario": job.scenario.name, "backend": job.backend.name,
-                    "nsp": job.device.nsp_total}
+                    "nsp": job.device.nsp_total, "onnx_sha256": file_sha256(job.onnx_path)}
         stored = {key: study.user_attrs.get(key) for key in identity}
-        if any(v is not None for v in stored.values()) and stored != identity:
-            raise AutotuneError(f"study {job.study_name!r} holds {stored}, not {identity}: pick another --study "
-                                f"name; autotune does not mix them")
+        if any(v is not None for v in stored.values()):
+            differ = [f"{key} {stored[key]} (not {identity[key]})" for key in identity if stored[key] != identity[key]]
+            if differ:
+                raise AutotuneError(f"study {job.study_name!r} was made with another " + ", ".join(differ) +
+                                    ": pick another --study name; autotune does not mix them")
         if not study.user_attrs:
             attrs = identity | {
                 "metric": job.scenario.metric, "unit": job.scenario.unit, "direction": job.scenario.direction,

@@ -18,6 +18,14 @@ def _run(capsys, *argv: str) -> tuple[int, str, str]:
     return code, out, err
 
 
+def _argv(base: dict[str, str], overrides: list[str]) -> list[str]:
+    """``base`` options with ``overrides`` applied; an unknown model goes without --onnx."""
+    options = base | dict(zip(overrides[::2], overrides[1::2]))
+    if options["--model"] == "nosuch":
+        del options["--onnx"]
+    return [x for kv in options.items() for x in kv]
+
+
 def _one_line_error(code: int, err: str) -> str:
     assert code != 0
     lines = err.strip().splitlines()
@@ -67,11 +75,7 @@ def test_bench_bad_input_gets_one_line(emulator, tiny_onnx, tmp_path, capsys, mo
     monkeypatch.setenv("QAIC_EMU_DEVICES", "Ready,Error")
     base = {"--model": "resnet50", "--onnx": str(tiny_onnx), "--flags": "-aic-num-cores=2 -mos=1",
             "--sdk-root": str(emulator), "--workdir": str(tmp_path)}
-    for flag, value in zip(argv[::2], argv[1::2]):
-        base[flag] = value
-    if base["--model"] == "nosuch":
-        del base["--onnx"]
-    code, _, err = _run(capsys, "bench", *[x for kv in base.items() for x in kv])
+    code, _, err = _run(capsys, "bench", *_argv(base, argv))
     assert message in _one_line_error(code, err)
 
 
@@ -112,11 +116,7 @@ def test_console_script_runs_as_module(emulator):
 def test_run_bad_input_gets_one_line(emulator, tiny_onnx, tmp_path, capsys, argv, message):
     base = {"--model": "resnet50", "--scenario": "offline", "--onnx": str(tiny_onnx), "--sdk-root": str(emulator),
             "--storage": f"sqlite:///{tmp_path / 'x.db'}", "--workdir": str(tmp_path), "--trials": "1"}
-    for flag, value in zip(argv[::2], argv[1::2]):
-        base[flag] = value
-    if base["--model"] == "nosuch":
-        del base["--onnx"]
-    code, _, err = _run(capsys, "run", *[x for kv in base.items() for x in kv])
+    code, _, err = _run(capsys, "run", *_argv(base, argv))
     assert message in _one_line_error(code, err)
 
 
@@ -135,3 +135,20 @@ def test_run_then_studies_lists_it(emulator, tiny_onnx, tmp_path, capsys):
 def test_export_unknown_study_lists_existing(tmp_path, capsys):
     code, _, err = _run(capsys, "export", "nope", "--storage", f"sqlite:///{tmp_path / 'e.db'}")
     assert "no study 'nope'" in _one_line_error(code, err)
+
+
+@pytest.mark.slow
+def test_retinanet_server_30_trials_beats_or_matches_the_baseline_and_resumes(emulator, retinanet_onnx, tmp_path,
+                                                                               capsys):
+    from autotune.tuner import load_study
+
+    storage = f"sqlite:///{tmp_path / 'r.db'}"
+    argv = ["run", "--model", "retinanet", "--scenario", "server", "--onnx", str(retinanet_onnx), "--trials", "30",
+            "--sdk-root", str(emulator), "--storage", storage, "--workdir", str(tmp_path / "w"), "--seed", "0"]
+    code, out, err = _run(capsys, *argv)
+    assert code == 0, err
+    assert "[30/30]" in out and "(est.)" in out
+    summary = load_study(storage, "retinanet-server-qaic-16nsp").user_attrs["validation"]
+    assert summary["winner_value"] >= summary["baseline_value"] and summary["gain_pct"] >= 0
+    code, out, _ = _run(capsys, *argv[:argv.index("--trials") + 1], "2", *argv[argv.index("--trials") + 2:])
+    assert code == 0 and "(30 trials stored)" in out and "[2/2] #31" in out

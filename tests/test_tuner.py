@@ -116,8 +116,12 @@ def test_study_with_another_model_is_refused(emulator, tiny_onnx, tmp_path):
     job = _job(emulator, tiny_onnx, tmp_path, trials=1)
     Tuner(job, progress=lambda _: None).run()
     other = _job(emulator, tiny_onnx, tmp_path, scenario="server", study_name=job.study_name)
-    with pytest.raises(AutotuneError, match="does not mix"):
+    with pytest.raises(AutotuneError, match="another scenario offline \\(not server\\).*does not mix"):
         Tuner(other, progress=lambda _: None)
+    changed = tmp_path / "resnet50-v2.onnx"
+    changed.write_bytes(tiny_onnx.read_bytes() + b" ")
+    with pytest.raises(AutotuneError, match="onnx_sha256"):
+        Tuner(_job(emulator, changed, tmp_path), progress=lambda _: None)
 
 
 def test_unopenable_storage_is_one_line_error(tmp_path):
