@@ -101,34 +101,20 @@ def evaluate(scenario: Scenario, measurement: Measurement, *, activations: int,
         p90 = measurement.latency_p90_ms
         assert p90 is not None
         return _bounded(scenario, p90, p90, bound_ms, estimated=False, figures={"p90_ms": p90})
-    service = loaded_service_ms(measurement, activations)
+    service = measurement.service_samples_ms or measurement.latency_samples_ms
+    occupancy = occupancy_ms(measurement, activations)
     if scenario.name == "multistream":
-        p99 = multistream_p99_ms(service, batch_size=measurement.batch_size, activations=activations, seed=seed)
+        p99 = multistream_p99_ms(service, batch_size=measurement.batch_size, activations=activations,
+                                 occupancy_ms=occupancy, seed=seed)
         return _bounded(scenario, p99, p99, bound_ms, estimated=True, figures={"multistream_p99_ms": p99})
     assert bound_ms is not None
     qps, p99 = server_qps(service, batch_size=measurement.batch_size, activations=activations,
-                          bound_ms=bound_ms, seed=seed)
+                          bound_ms=bound_ms, occupancy_ms=occupancy, seed=seed)
     figures = {"server_qps": qps, "server_p99_ms": p99, "latency_bound_ms": bound_ms}
     if qps <= 0:
         return Outcome(value=0.0, feasible=False, estimated=True, figures=figures,
                        reason=f"p99 latency {p99:.2f} ms exceeds the {bound_ms:g} ms bound even at low load")
     return Outcome(value=qps, feasible=True, estimated=True, figures=figures)
-
-
-def loaded_service_ms(measurement: Measurement, activations: int) -> list[float]:
-    """Execution times stretched to what the measured throughput allows each activation under full load.
-
-    Per-execution times do not show card-wide ceilings (DDR bandwidth, host submission) that slow every
-    activation when all run at once; the measured samples/s does: each activation completes at most one batch
-    every ``activations x batch / samples_per_second`` seconds.
-    """
-    service = measurement.service_samples_ms or measurement.latency_samples_ms
-    mean_ms = sum(service) / len(service)
-    if measurement.samples_per_second <= 0:
-        return service
-    loaded_ms = activations * measurement.batch_size * 1000.0 / measurement.samples_per_second
-    stretch = max(1.0, loaded_ms / mean_ms)
-    return [s * stretch for s in service]
 
 
 def _bounded(scenario: Scenario, value: float, p99: float, bound_ms: float | None, *, estimated: bool,
@@ -139,13 +125,35 @@ def _bounded(scenario: Scenario, value: float, p99: float, bound_ms: float | Non
     return Outcome(value=value, feasible=True, estimated=estimated, figures=figures)
 
 
+def occupancy_ms(measurement: Measurement, activations: int) -> float | None:
+    """How long one batch keeps an activation busy under full load, from the measured throughput.
+
+    Shorter than a batch's latency when an activation overlaps executions (SDP pipelines, set size); longer when
+    card-wide ceilings (DDR bandwidth, host submission) slow every activation that runs at once.
+    """
+    if measurement.samples_per_second <= 0:
+        return None
+    return activations * measurement.batch_size * 1000.0 / measurement.samples_per_second
+
+
+def _factors(service_ms: list[float], occupancy: float | None) -> tuple[float, float]:
+    """(busy, done): a batch with latency sample s frees its activation after s*busy and completes after s*done."""
+    if occupancy is None:
+        return 1.0, 1.0
+    busy = occupancy / (sum(service_ms) / len(service_ms))
+    return busy, max(1.0, busy)
+
+
 def simulate_server_p99_ms(service_ms: list[float], *, batch_size: int, activations: int, qps: float,
-                           queries: int = SIMULATED_QUERIES, seed: int = 0) -> float:
+                           occupancy_ms: float | None = None, queries: int = SIMULATED_QUERIES,
+                           seed: int = 0) -> float:
     """p99 latency of Poisson arrivals at ``qps`` served by ``activations`` instances of a ``batch_size`` QPC.
 
-    An instance that comes free takes every waiting query, up to a full batch; a batch costs one service-time
-    sample whatever its fill. Queries wait in arrival order for a free instance.
+    An instance that comes free takes every waiting query, up to a full batch; a batch costs one latency sample
+    whatever its fill, and keeps the instance busy for its share of the measured throughput (``occupancy_ms``).
+    Queries wait in arrival order for a free instance.
     """
+    busy, done_factor = _factors(service_ms, occupancy_ms)
     rng = random.Random(seed)
     gap_ms = 1000.0 / qps
     arrivals, t = [], 0.0
@@ -160,26 +168,27 @@ def simulate_server_p99_ms(service_ms: list[float], *, batch_size: int, activati
         end_batch = i + 1
         while end_batch < min(i + batch_size, queries) and arrivals[end_batch] <= start:
             end_batch += 1
-        done = start + rng.choice(service_ms)
+        sample = rng.choice(service_ms)
+        done = start + sample * done_factor
         latencies.extend(done - arrivals[j] for j in range(i, end_batch))
-        heapq.heappush(free_at, done)
+        heapq.heappush(free_at, start + sample * busy)
         i = end_batch
     latencies.sort()
     return latencies[min(len(latencies) - 1, math.ceil(0.99 * len(latencies)) - 1)]
 
 
 def server_qps(service_ms: list[float], *, batch_size: int, activations: int, bound_ms: float,
-               seed: int = 0) -> tuple[float, float]:
+               occupancy_ms: float | None = None, seed: int = 0) -> tuple[float, float]:
     """The highest Poisson rate (queries/s) whose simulated p99 stays within ``bound_ms``, and that p99.
 
     Returns (0, p99 at a near-idle rate) when even a near-idle system breaks the bound.
     """
-    mean_ms = sum(service_ms) / len(service_ms)
-    capacity = activations * batch_size * 1000.0 / mean_ms
+    per_batch_ms = occupancy_ms or sum(service_ms) / len(service_ms)
+    capacity = activations * batch_size * 1000.0 / per_batch_ms
 
     def p99_at(rate: float) -> float:
         return simulate_server_p99_ms(service_ms, batch_size=batch_size, activations=activations, qps=rate,
-                                      seed=seed)
+                                      occupancy_ms=occupancy_ms, seed=seed)
 
     low = capacity * 0.01
     idle_p99 = p99_at(low)
@@ -197,15 +206,19 @@ def server_qps(service_ms: list[float], *, batch_size: int, activations: int, bo
 
 
 def multistream_p99_ms(service_ms: list[float], *, batch_size: int, activations: int,
-                       queries: int = SIMULATED_QUERIES, seed: int = 0) -> float:
+                       occupancy_ms: float | None = None, queries: int = SIMULATED_QUERIES, seed: int = 0) -> float:
     """p99 latency of 8-sample queries: ceil(8/batch) batches spread over the activations, back to back."""
+    busy, done_factor = _factors(service_ms, occupancy_ms)
     rng = random.Random(seed)
     batches = math.ceil(MULTISTREAM_SAMPLES_PER_QUERY / batch_size)
     latencies = []
     for _ in range(queries):
         free_at = [0.0] * min(activations, batches)
+        finished = 0.0
         for _ in range(batches):
-            heapq.heappush(free_at, heapq.heappop(free_at) + rng.choice(service_ms))
-        latencies.append(max(free_at))
+            start, sample = heapq.heappop(free_at), rng.choice(service_ms)
+            heapq.heappush(free_at, start + sample * busy)
+            finished = max(finished, start + sample * done_factor)
+        latencies.append(finished)
     latencies.sort()
     return latencies[min(len(latencies) - 1, math.ceil(0.99 * len(latencies)) - 1)]

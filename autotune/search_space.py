@@ -335,3 +335,28 @@ def params_for(candidate: Candidate, *, scenario: str) -> dict[str, Any]:
         params |= {"batch_size": candidate.batch_size, "activations": candidate.activations,
                    "set_size": candidate.set_size if candidate.set_size in SET_SIZES else 10}
     return params
+
+
+def param_domains(device: DeviceLimits, *, scenario: str) -> dict[str, list[Any]]:
+    """The ordered domain of every ``suggest`` parameter (for one-knob steps)."""
+    domains: dict[str, list[Any]] = {
+        "cores": list(range(1, device.nsp_total + 1)), "ols": list(range(1, MAX_OLS + 1)), "sdp_clusters": [1, 2],
+        "mos_0": list(range(1, device.nsp_total + 1)), "mos_1": list(range(1, device.nsp_total + 1)),
+        "multicast_weights": [False, True],
+    }
+    if scenario != "singlestream":
+        domains |= {"batch_size": [b for b in BATCH_SIZES if scenario != "multistream" or b <= 8],
+                    "activations": list(range(1, device.nsp_available + 1)), "set_size": list(SET_SIZES)}
+    return domains
+
+
+def neighbours(params: dict[str, Any], domains: dict[str, list[Any]]) -> list[dict[str, Any]]:
+    """Every parameter set one step away from ``params`` in one knob (a second cluster's mos included)."""
+    current = {"mos_1": params.get("mos_0", 1)} | params
+    steps = []
+    for name, domain in domains.items():
+        if current.get(name) not in domain:
+            continue
+        i = domain.index(current[name])
+        steps += [current | {name: domain[j]} for j in (i - 1, i + 1) if 0 <= j < len(domain)]
+    return steps

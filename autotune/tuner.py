@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import random
 import time
 import warnings
 from dataclasses import dataclass, field
@@ -18,7 +19,8 @@ from autotune.backend import Artifact, AutotuneError, CompileFailure, Measuremen
 from autotune.models import ModelSpec
 from autotune.objective import Outcome, Scenario, candidate_rule_violations, evaluate, worst_value
 from autotune.presets import Baseline
-from autotune.search_space import Candidate, DeviceLimits, params_for, suggest, violations
+from autotune.search_space import (Candidate, DeviceLimits, neighbours, param_domains, params_for, suggest,
+                                   violations)
 
 DEFAULT_STORAGE_PATH = Path("studies") / "autotune.db"
 FEASIBLE = "feasible"
@@ -59,6 +61,8 @@ class TuningJob:
     validate_top: int = 3
     validate_seconds: float = 20.0
     sampler: str = "tpe"
+    polish_every: int = 3
+    polish_after: int = 25
     seed: int | None = None
     workdir: Path = Path(".autotune") / "work"
     baseline: Baseline | None = None
@@ -222,8 +226,34 @@ class Tuner:
 
     def step(self) -> tuple[int, TrialRecord]:
         """Ask the study for one trial (an enqueued one first), evaluate it and tell the result."""
+        self._polish()
         trial = self.study.ask()
         return trial.number, self._run_trial(trial)
+
+    def _polish(self) -> None:
+        """Every ``polish_every``-th trial after ``polish_after``, queue an unmeasured one-knob step from the best.
+
+        The peak of a compiler's surface is narrow; a sampler finds the region and these steps climb to its top.
+        """
+        job = self.job
+        finished = len(self.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)))
+        waiting = self.study.get_trials(deepcopy=False, states=(TrialState.WAITING,))
+        if job.polish_every <= 0 or job.sampler == "random" or waiting or finished < job.polish_after \
+                or finished % job.polish_every:
+            return
+        best = self.best_trial()
+        if best is None:
+            return
+        extra = tuple(best.user_attrs["candidate"].get("extra_flags", ()))
+        start = params_for(Candidate.from_dict(best.user_attrs["candidate"]), scenario=job.scenario.name)
+        steps = neighbours(start, param_domains(job.device, scenario=job.scenario.name))
+        random.Random(finished).shuffle(steps)
+        for params in steps:
+            candidate = suggest(optuna.trial.FixedTrial(params), job.device, scenario=job.scenario.name,
+                                extra_flags=extra)
+            if candidate_key(candidate) not in self.results and not violations(candidate, job.device):
+                self.study.enqueue_trial(params, user_attrs={"polish_of": best.number})
+                return
 
     def _run_trial(self, trial: optuna.Trial) -> TrialRecord:
         job = self.job

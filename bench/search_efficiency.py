@@ -38,7 +38,7 @@ from autotune.backend import Artifact, CompileFailure, Measurement, MeasureFailu
 from autotune.models import MODELS  # noqa: E402
 from autotune.presets import load_baselines  # noqa: E402
 from autotune.search_space import (BATCH_SIZES, MAX_OLS, SET_SIZES, Candidate, DeviceLimits,  # noqa: E402
-                                   params_for, suggest)
+                                   neighbours, param_domains, params_for, suggest)
 
 PROFILES = {"resnet50": "resnet50", "retinanet": "retinanet", "bert-99": "bert"}
 LATENCY_SAMPLES = 16
@@ -166,8 +166,11 @@ def optimum(profile: str, nsp: int, scenario: objective.Scenario, bound: float |
     return best
 
 
+POLISH_EVERY = 3
+
+
 def make_tuner(model: str, scenario: str, nsp: int, *, sampler: str, seed: int, warm: bool,
-               budget: int, workdir: Path) -> tuner.Tuner:
+               budget: int, workdir: Path, polish_every: int = POLISH_EVERY) -> tuner.Tuner:
     spec = MODELS[model]
     scen = objective.SCENARIOS[scenario]
     job = tuner.TuningJob(
@@ -175,6 +178,7 @@ def make_tuner(model: str, scenario: str, nsp: int, *, sampler: str, seed: int, 
         backend=SurfaceBackend(profile=PROFILES[model], nsp=nsp, workdir=workdir), device_qid=0,
         device=DeviceLimits(nsp_total=nsp), sku="emulated", storage=optuna.storages.InMemoryStorage(),
         study_name=f"{model}-{scenario}-{nsp}", n_trials=budget, validate_top=0, sampler=sampler, seed=seed,
+        polish_every=polish_every,
         workdir=workdir, baseline=baseline_for(model, scenario, nsp) if warm else None)
     return tuner.Tuner(job, progress=lambda _: None)
 
@@ -192,8 +196,9 @@ def measured_curve(study: optuna.Study, direction: str) -> list[float]:
 
 
 def run_sampler(model: str, scenario: str, nsp: int, *, sampler: str, seed: int, warm: bool, budget: int,
-                workdir: Path) -> list[float]:
-    t = make_tuner(model, scenario, nsp, sampler=sampler, seed=seed, warm=warm, budget=budget, workdir=workdir)
+                workdir: Path, polish_every: int = POLISH_EVERY) -> list[float]:
+    t = make_tuner(model, scenario, nsp, sampler=sampler, seed=seed, warm=warm, budget=budget, workdir=workdir,
+                   polish_every=polish_every)
     t.run()
     return measured_curve(t.study, "maximize")
 
@@ -216,10 +221,7 @@ def run_local(model: str, scenario: str, nsp: int, *, seed: int, budget: int, wo
         current = params_for(candidate, scenario=scenario)
     else:
         current = params_for(Candidate(cores=1, activations=nsp), scenario=scenario)
-    domains = {"cores": list(range(1, nsp + 1)), "ols": list(range(1, MAX_OLS + 1)), "sdp_clusters": [1, 2],
-               "mos_0": list(range(1, nsp + 1)), "mos_1": list(range(1, nsp + 1)),
-               "multicast_weights": [False, True], "batch_size": list(BATCH_SIZES),
-               "activations": list(range(1, nsp + 1)), "set_size": list(SET_SIZES)}
+    domains = param_domains(device, scenario=scenario)
     current = {"mos_1": 1} | current  # a step to two SDP clusters needs the second cluster's mos
     seen: dict[str, float] = {}
 
@@ -234,14 +236,9 @@ def run_local(model: str, scenario: str, nsp: int, *, seed: int, budget: int, wo
 
     current_value = value_of(current)
     while len(seen) < budget:
-        neighbours = []
-        for name, domain in domains.items():
-            if name not in current:
-                continue
-            i = domain.index(current[name])
-            neighbours += [current | {name: domain[j]} for j in (i - 1, i + 1) if 0 <= j < len(domain)]
-        rng.shuffle(neighbours)
-        for params in neighbours:
+        steps = neighbours(current, domains)
+        rng.shuffle(steps)
+        for params in steps:
             if len(seen) >= budget:
                 break
             value = value_of(params)
@@ -272,6 +269,8 @@ def main() -> None:
     parser.add_argument("--budget", type=int, default=100, help="measured-trial budget of autotune and local")
     parser.add_argument("--random-budget", type=int, default=200)
     parser.add_argument("--cases", nargs="*", default=None, help="e.g. resnet50:offline:14")
+    parser.add_argument("--polish-every", type=int, default=POLISH_EVERY,
+                        help="autotune's one-knob polishing step every N trials (0: pure TPE)")
     args = parser.parse_args()
     cases = [tuple(c.split(":")) for c in args.cases] if args.cases else [
         (m, s, str(n)) for m in PROFILES for n in (14, 16) for s in ("offline", "server")]
@@ -292,7 +291,7 @@ def main() -> None:
                 work = Path(tmp) / f"{model}-{scenario}-{nsp}-{seed}"
                 curves = {
                     "auto": run_sampler(model, scenario, nsp, sampler="tpe", seed=seed, warm=True,
-                                        budget=args.budget, workdir=work / "auto"),
+                                        budget=args.budget, workdir=work / "auto", polish_every=args.polish_every),
                     "rand": run_sampler(model, scenario, nsp, sampler="random", seed=seed, warm=False,
                                         budget=args.random_budget, workdir=work / "rand"),
                     "local": run_local(model, scenario, nsp, seed=seed, budget=args.budget, workdir=work / "local"),

@@ -81,7 +81,8 @@ def test_multistream_spreads_batches_over_activations():
     one = multistream_p99_ms([5.0], batch_size=1, activations=1)
     eight = multistream_p99_ms([5.0], batch_size=1, activations=8)
     assert one == pytest.approx(40.0) and eight == pytest.approx(5.0)
-    outcome = evaluate(SCENARIOS["multistream"], _measurement([5.0] * 10), activations=4, bound_ms=None)
+    no_overlap = _measurement([5.0] * 10, rate=800.0)  # 4 activations x 1 sample / 5 ms
+    outcome = evaluate(SCENARIOS["multistream"], no_overlap, activations=4, bound_ms=None)
     assert outcome.value == pytest.approx(10.0) and outcome.estimated
 
 
@@ -96,3 +97,10 @@ def test_server_rate_never_exceeds_measured_throughput():
     assert outcome.feasible and outcome.value <= 200.0
     fast_card = _measurement([10.0] * 100, rate=400.0)
     assert evaluate(SCENARIOS["server"], fast_card, activations=4, bound_ms=100.0).value > outcome.value
+
+
+def test_pipelined_activations_serve_faster_than_their_latency():
+    pipelined = _measurement([10.0] * 100, rate=800.0)  # 4 activations x 1 / 10 ms = 400/s if not overlapped
+    outcome = evaluate(SCENARIOS["server"], pipelined, activations=4, bound_ms=100.0)
+    assert 400.0 < outcome.value <= 800.0
+    assert outcome.figures["server_p99_ms"] >= 10.0

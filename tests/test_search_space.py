@@ -89,3 +89,18 @@ def test_knobs_say_when_they_apply():
     stages = {k.name: k.stage for k in KNOBS}
     assert stages["activations"] == stages["set_size"] == "runtime"
     assert stages["cores"] == stages["batch_size"] == stages["mos"] == "compile"
+
+
+def test_neighbours_step_one_knob_at_a_time():
+    from autotune.search_space import neighbours, param_domains
+
+    domains = param_domains(DeviceLimits(nsp_total=14), scenario="offline")
+    start = {"cores": 1, "ols": 8, "sdp_clusters": 1, "mos_0": 1, "multicast_weights": False, "batch_size": 16,
+             "activations": 14, "set_size": 10}
+    steps = neighbours(start, domains)
+    changed = [{k for k in step if step[k] != ({"mos_1": 1} | start).get(k)} for step in steps]
+    assert all(len(c) == 1 for c in changed)
+    assert any(s["cores"] == 2 for s in steps) and any(s["ols"] == 7 for s in steps)
+    assert not any(s["cores"] == 0 or s["ols"] == 9 or s["batch_size"] == 32 for s in steps)
+    assert any(s["batch_size"] == 8 for s in steps) and any(s["set_size"] == 16 for s in steps)
+    assert "batch_size" not in param_domains(DeviceLimits(nsp_total=14), scenario="singlestream")

@@ -177,3 +177,20 @@ def test_sigint_keeps_finished_trials_and_resume_continues(emulator, tiny_onnx, 
     assert len([t for t in after if t.state == TrialState.COMPLETE]) == len(complete) + 2
     assert {t.number: t.value for t in complete} == {t.number: t.value for t in after if t.number in
                                                        {c.number for c in complete}}
+
+
+def test_polishing_queues_one_knob_steps_from_the_best(emulator, tiny_onnx, tmp_path):
+    job = _job(emulator, tiny_onnx, tmp_path, trials=8, nsp=14, polish_after=4, polish_every=2)
+    Tuner(job, progress=lambda _: None).run()
+    trials = _trials(job)
+    polished = [t for t in trials if "polish_of" in t.user_attrs]
+    assert polished
+    for t in polished:
+        origin = trials[t.user_attrs["polish_of"]].user_attrs["candidate"]
+        mine = t.user_attrs["candidate"]
+        assert mine != origin and t.user_attrs.get("duplicate_of") is None
+        assert origin["cores"] == mine["cores"] or origin["ols"] == mine["ols"]
+    random_job = _job(emulator, tiny_onnx, tmp_path, trials=8, nsp=14, sampler="random", polish_after=4,
+                      polish_every=2, study_name="random-search")
+    Tuner(random_job, progress=lambda _: None).run()
+    assert not [t for t in _trials(random_job) if "polish_of" in t.user_attrs]
