@@ -1,0 +1,59 @@
+from __future__ import annotations
+
+import pytest
+
+from autotune.backend import AutotuneError, CompileFailure
+from autotune.loadgen_driver import LoadGenRun, read_detail_log
+from autotune.ort_bench import OrtBackend, OrtCandidate, cpu_device
+
+
+def test_cpu_device_and_version():
+    device = cpu_device()
+    assert device.cores >= 1 and device.model_name
+    assert OrtBackend().version().startswith("onnxruntime ")
+
+
+@pytest.mark.parametrize("level", ["disable", "all"])
+def test_compile_saves_an_optimised_model_per_graph_level(tiny_onnx, tmp_path, level):
+    artifact = OrtBackend().compile(tiny_onnx, None, OrtCandidate(graph_level=level, batch_size=4), tmp_path)
+    assert artifact.path.is_file() and artifact.path.stat().st_size > 0 and artifact.batch_size == 4
+
+
+def test_offline_and_singlestream_are_measured_with_loadgen(tiny_onnx, tmp_path):
+    backend = OrtBackend()
+    candidate = OrtCandidate(batch_size=4, intra_threads=1, instances=2)
+    artifact = backend.compile(tiny_onnx, None, candidate, tmp_path / "c")
+    offline = backend.measure(artifact, candidate, LoadGenRun(scenario="offline", min_duration_ms=500,
+                                                              expected_qps=20000), log_dir=tmp_path / "off")
+    detail = read_detail_log(tmp_path / "off" / "mlperf_log_detail.txt")
+    assert offline.samples_per_second == detail["result_samples_per_second"] > 0 and not offline.estimated
+    single = OrtCandidate(batch_size=1, intra_threads=1)
+    artifact = backend.compile(tiny_onnx, None, single, tmp_path / "c1")
+    ss = backend.measure(artifact, single, LoadGenRun(scenario="singlestream", min_duration_ms=300,
+                                                      min_query_count=50, expected_latency_ms=1.0),
+                         log_dir=tmp_path / "ss")
+    assert 0 < ss.latency_p50_ms <= ss.latency_p90_ms <= ss.latency_p99_ms
+
+
+def test_corrupt_model_is_a_compile_failure(tmp_path):
+    bad = tmp_path / "bad.onnx"
+    bad.write_bytes(b"\x08\x01garbage")
+    with pytest.raises(CompileFailure, match="cannot load bad.onnx"):
+        OrtBackend().compile(bad, None, OrtCandidate(), tmp_path / "w")
+
+
+def test_dynamic_dimension_needs_input_shape(tmp_path):
+    import onnx
+    from onnx import TensorProto, helper
+
+    graph = helper.make_graph([helper.make_node("Relu", ["x"], ["y"])], "g",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch_size", "seq"])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch_size", "seq"])])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    path = tmp_path / "dyn.onnx"
+    onnx.save(model, str(path))
+    with pytest.raises(AutotuneError, match="dynamic dimension 'seq': pass --input-shape x="):
+        OrtBackend().compile(path, None, OrtCandidate(), tmp_path / "w")
+    artifact = OrtBackend(input_shapes={"x": [1, 16]}).compile(path, None, OrtCandidate(batch_size=2), tmp_path / "w")
+    assert artifact.path.is_file()
