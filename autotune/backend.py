@@ -55,7 +55,9 @@ class Measurement:
     """Figures from one measurement run; latencies in milliseconds.
 
     ``latency_samples_ms`` are per-inference round trips as the host saw them; ``service_samples_ms`` are the
-    device's execution times of one batch (what a queueing model needs).
+    device's execution times of one batch (what a queueing model needs). ``loadgen`` runs measured the scenario
+    itself: their latencies are LoadGen's (per query for multistream) and ``server_qps`` is the highest target QPS
+    a Server run kept within the latency bound (0.0 when none did).
     """
 
     samples_per_second: float
@@ -68,6 +70,9 @@ class Measurement:
     latency_samples_ms: list[float] = field(default_factory=list, repr=False)
     service_samples_ms: list[float] = field(default_factory=list, repr=False)
     estimated: bool = False
+    loadgen: bool = False
+    server_qps: float | None = None
+    server_probes: list[dict[str, Any]] = field(default_factory=list)
     command: list[str] = field(default_factory=list)
     log_path: Path | None = None
 

@@ -14,7 +14,7 @@ from autotune.models import MODELS, get_model, resolve_onnx
 from autotune.objective import SCENARIOS, get_scenario, latency_bound_ms
 from autotune.presets import EXPORT_FORMATS, find_baseline, winner_preset, write_preset
 from autotune.qaic_bench import QaicBackend, command_line
-from autotune.search_space import Candidate, DeviceLimits, max_activations, violations
+from autotune.search_space import Candidate, DeviceLimits, QaicSpace, max_activations, violations
 
 DEFAULT_WORKDIR = Path(".autotune") / "work"
 FLAG_VALUED_OPTIONS = ("--flags", "--base-flags", "--timeout", "--latency-bound-ms")
@@ -129,7 +129,40 @@ def build_parser() -> argparse.ArgumentParser:
                                   description="The studies in a storage with trial counts, best and baseline values.")
     studies.add_argument("--storage", help="Optuna storage URL (default sqlite:///studies/autotune.db)")
     studies.set_defaults(handler=cmd_studies)
+    _add_report_commands(commands)
     return parser
+
+
+def _add_report_commands(commands: argparse._SubParsersAction) -> None:
+    report = commands.add_parser(
+        "report", help="write an HTML report of a study",
+        description="Write a self-contained HTML page (summary, figures, every trial; opens without network) and "
+                    "trials.csv for a study. Read-only: works on a study that is still running.")
+    report.add_argument("study", help="study name (see autotune studies)")
+    report.add_argument("--storage", help="Optuna storage URL (default sqlite:///studies/autotune.db)")
+    report.add_argument("--out", type=Path, help="directory to write index.html and trials.csv (default reports/<study>/)")
+    report.set_defaults(handler=cmd_report)
+
+    compare = commands.add_parser(
+        "compare", help="compare studies or trials side by side",
+        description="Compare studies (their winners) or single trials (STUDY#TRIAL) side by side: figures with "
+                    "ratios against the first, differing rows and flags marked. Example: autotune compare "
+                    "retinanet-server-qaic-14nsp retinanet-server-qaic-16nsp --out reports/nsp.html")
+    compare.add_argument("targets", nargs="+", metavar="STUDY[#TRIAL]", help="two or more studies or trials")
+    compare.add_argument("--storage", action="append",
+                         help="Optuna storage URL: once for all, or once per study/trial in order "
+                              "(default sqlite:///studies/autotune.db)")
+    compare.add_argument("--out", type=Path, help="also write an HTML page (a .html file, or a directory)")
+    compare.set_defaults(handler=cmd_compare)
+
+    dashboard = commands.add_parser(
+        "dashboard", help="open the live optuna-dashboard on a storage",
+        description="Serve optuna-dashboard (pip install optuna-dashboard) on 127.0.0.1 for the storage's studies; "
+                    "Ctrl-C stops it.")
+    dashboard.add_argument("study", nargs="?", help="study to open first (default: the list of studies)")
+    dashboard.add_argument("--storage", help="Optuna storage URL (default sqlite:///studies/autotune.db)")
+    dashboard.add_argument("--port", type=_positive_int, default=8080, help="port on 127.0.0.1 (default 8080)")
+    dashboard.set_defaults(handler=cmd_dashboard)
 
 
 def _add_model_options(parser: argparse.ArgumentParser) -> None:
@@ -223,20 +256,25 @@ def cmd_run(args: argparse.Namespace) -> int:
         raise AutotuneError(f"--nsp {nsp} is more than the {device.nsp_total} NSPs of device QID {device.qid}")
     limits = DeviceLimits(nsp_total=nsp, nsp_free=min(nsp, device.nsp_free))
     n_trials = args.trials if args.trials or args.timeout else 40
+    preset = find_baseline(model.name, scenario.name, nsp)
+    baseline = preset.candidate(limits) if preset else None
+    if baseline is not None and scenario.name == "singlestream":
+        baseline = baseline.with_runtime(activations=1, set_size=1)
+    space = QaicSpace(device=limits, scenario=scenario.name, extra_flags=baseline.extra_flags if baseline else ())
     job = TuningJob(
-        model=model, onnx_path=onnx_path, scenario=scenario, bound_ms=bound, backend=backend,
-        device_qid=device.qid, device=limits, sku=device.sku,
+        model=model, onnx_path=onnx_path, scenario=scenario, bound_ms=bound, backend=backend, space=space,
+        device_qid=device.qid, device_size=nsp, sku=device.sku,
         storage=args.storage or default_storage_url(),
         study_name=args.study or default_study_name(model.name, scenario.name, backend.name, nsp),
         n_trials=n_trials, timeout_s=args.timeout, measure_seconds=args.measure_time,
         validate_top=args.validate_top, validate_seconds=args.validate_time, sampler=args.sampler, seed=args.seed,
-        workdir=args.workdir.resolve(), baseline=find_baseline(model.name, scenario.name, nsp))
+        workdir=args.workdir.resolve(), baseline=baseline, baseline_label=preset.flags if preset else None)
     tuner = Tuner(job, progress=lambda line: print(line, flush=True))
     stored = len(tuner.study.trials)
     print(f"study {job.study_name} in {job.storage} ({stored} trials stored): {model.name} {scenario.name} "
           f"({scenario.description}), device QID {device.qid} {device.sku} {nsp} NSPs, {backend.version()}")
-    if job.baseline:
-        print(f"baseline preset: {job.baseline.flags} batch {job.baseline.batch_size}")
+    if preset:
+        print(f"baseline preset: {preset.flags} batch {preset.batch_size}")
     else:
         print(f"no hand-tuned preset for {model.name} {scenario.name} on {nsp} NSPs: starting from scratch")
     try:
@@ -283,6 +321,42 @@ def cmd_studies(args: argparse.Namespace) -> int:
     for r in rows:
         print(f"{r['study']:<36} {r['feasible']:>8} {r['infeasible']:>10} {r['failed']:>6} "
               f"{_fmt(r['best']):>12} {_fmt(r['baseline']):>12}")
+    return 0
+
+
+def _read_storage(url: str | None) -> str:
+    """The storage URL to read (no side effects: reading never creates the default directory)."""
+    from autotune.tuner import DEFAULT_STORAGE_PATH
+
+    return url or f"sqlite:///{DEFAULT_STORAGE_PATH}"
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from autotune.report import default_report_dir, open_study, write_report
+
+    study = open_study(_read_storage(args.storage), args.study)
+    page = write_report(study, args.out or default_report_dir(args.study))
+    print(f"wrote {page} and {page.parent / 'trials.csv'} ({len(study.trials)} trials)")
+    return 0
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    from autotune.compare import compare, format_table, write_html
+
+    entries, rows = compare(args.targets, [_read_storage(s) for s in args.storage or [None]])
+    print(format_table(entries, rows), end="")
+    if args.out is not None:
+        print(f"wrote {write_html(entries, rows, args.out)}")
+    return 0
+
+
+def cmd_dashboard(args: argparse.Namespace) -> int:
+    from autotune.report import serve_dashboard
+
+    try:
+        serve_dashboard(_read_storage(args.storage), args.study, args.port, say=lambda line: print(line, flush=True))
+    except KeyboardInterrupt:
+        print("dashboard stopped")
     return 0
 
 

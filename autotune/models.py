@@ -2,11 +2,29 @@
 
 from __future__ import annotations
 
+import hashlib
+import os
 import shlex
+import sys
+import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable
 
 from autotune.backend import AutotuneError
+
+CACHE_ENV = "AUTOTUNE_CACHE"
+DOWNLOAD_TIMEOUT_S = 60.0
+
+
+@dataclass(frozen=True, kw_only=True)
+class ModelSource:
+    """Where the official MLPerf ONNX file comes from. ``sha256`` None: no checksum is pinned here yet, so the
+    first download's SHA-256 is recorded in the cache manifest and every later use is checked against it."""
+
+    url: str
+    filename: str
+    sha256: str | None = None
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -22,6 +40,8 @@ class ModelSpec:
     symbols: dict[str, int] = field(default_factory=dict)
     latency_bounds_ms: dict[str, float] = field(default_factory=dict)
     description: str = ""
+    source: ModelSource | None = None
+    synthetic: str | None = None
 
 
 _BERT_BOUNDS = {"server": 130.0}
@@ -36,6 +56,9 @@ MODELS: dict[str, ModelSpec] = {
                 "-aic-hw -aic-hw-version=2.0 -quantization-schema=symmetric_with_uint8 -quantization-precision=Int8 "
                 "-output-node-name=ArgMax -vvv -compile-only -use-producer-dma=1")),
             latency_bounds_ms={"server": 15.0},
+            source=ModelSource(url="https://zenodo.org/record/4735647/files/resnet50_v1.onnx",
+                               filename="resnet50_v1.onnx"),
+            synthetic="resnet50",
         ),
         ModelSpec(
             name="retinanet",
@@ -46,6 +69,9 @@ MODELS: dict[str, ModelSpec] = {
                 "-quantization-schema-constants=symmetric_with_uint8 -quantization-schema-activations=asymmetric "
                 "-quantization-calibration=None")),
             latency_bounds_ms={"server": 100.0},
+            source=ModelSource(url="https://zenodo.org/record/6617879/files/resnext50_32x4d_fpn.onnx",
+                               filename="resnext50_32x4d_fpn.onnx"),
+            synthetic="retinanet",
         ),
         ModelSpec(
             name="bert-99",
@@ -57,6 +83,7 @@ MODELS: dict[str, ModelSpec] = {
                 "-multicast-weights -combine-inputs=false -combine-outputs=false")),
             symbols={"seg_length": 384},
             latency_bounds_ms=_BERT_BOUNDS,
+            source=ModelSource(url="https://zenodo.org/record/3733910/files/model.onnx", filename="bert_large.onnx"),
         ),
         ModelSpec(
             name="bert-99.9",
@@ -66,6 +93,7 @@ MODELS: dict[str, ModelSpec] = {
                 "-onnx-define-symbol=seg_length,384 -combine-inputs=false -combine-outputs=false")),
             symbols={"seg_length": 384},
             latency_bounds_ms=_BERT_BOUNDS,
+            source=ModelSource(url="https://zenodo.org/record/3733910/files/model.onnx", filename="bert_large.onnx"),
         ),
     )
 }
@@ -77,7 +105,8 @@ def get_model(name: str, *, extra_base_flags: str = "", onnx_given: bool = False
     if name in MODELS:
         spec = MODELS[name]
         return ModelSpec(name=spec.name, base_flags=spec.base_flags + extra, symbols=spec.symbols,
-                         latency_bounds_ms=spec.latency_bounds_ms, description=spec.description)
+                         latency_bounds_ms=spec.latency_bounds_ms, description=spec.description,
+                         source=spec.source, synthetic=spec.synthetic)
     if not onnx_given:
         raise AutotuneError(f"unknown model {name!r}: known models are {', '.join(MODELS)}; "
                             f"for your own model pass --onnx PATH (and --base-flags if it needs them)")
@@ -106,3 +135,72 @@ def check_onnx(path: Path) -> None:
                             f"{type(exc).__name__})") from None
     if not model.graph.node:
         raise AutotuneError(f"{path} is not a usable ONNX model: its graph has no nodes")
+
+
+def cache_dir() -> Path:
+    """Where downloads and synthetic models live: $AUTOTUNE_CACHE, else $XDG_CACHE_HOME/autotune, else ~/.cache."""
+    root = os.environ.get(CACHE_ENV) or Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "autotune"
+    return Path(root)
+
+
+def download_model(source: ModelSource, *, opener: Callable[..., object] = urllib.request.urlopen,
+                   timeout_s: float = DOWNLOAD_TIMEOUT_S) -> Path:
+    """The cached file of ``source``, downloaded once; a partial or mismatching file is never used."""
+    target = cache_dir() / "models" / source.filename
+    manifest = target.with_name(target.name + ".sha256")
+    expected = source.sha256 or (manifest.read_text().strip() if manifest.is_file() else None)
+    if target.is_file():
+        actual = file_sha256(target)
+        if expected is None or actual == expected:
+            return target
+        raise AutotuneError(f"cached {target} does not match its checksum ({actual[:12]}... is not "
+                            f"{expected[:12]}...): delete it to download {source.url} again")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    partial = target.with_name(target.name + ".part")
+    print(f"downloading {source.url} to {target} ...", file=sys.stderr, flush=True)
+    try:
+        with opener(source.url, timeout=timeout_s) as response, partial.open("wb") as out:  # type: ignore[attr-defined]
+            for block in iter(lambda: response.read(1 << 20), b""):
+                out.write(block)
+    except Exception as exc:  # URLError, timeouts, HTTP errors, disk errors
+        partial.unlink(missing_ok=True)
+        raise AutotuneError(f"download of {source.url} failed ({exc}); nothing was kept at {target}: pass "
+                            f"--onnx PATH, or --synthetic for a random-weight model of the same shape") from None
+    actual = file_sha256(partial)
+    if expected is not None and actual != expected:
+        partial.unlink(missing_ok=True)
+        raise AutotuneError(f"download of {source.url} has SHA-256 {actual[:12]}..., expected {expected[:12]}...: "
+                            f"discarded, nothing kept at {target}")
+    if expected is None:
+        manifest.write_text(actual + "\n")
+        print(f"no checksum is pinned for {source.filename}; recorded SHA-256 {actual} in {manifest}",
+              file=sys.stderr)
+    partial.replace(target)
+    return target
+
+
+def synthetic_model(spec: ModelSpec, *, small: bool = False) -> Path:
+    """A random-weight model of ``spec``'s architecture in the cache (built once); performance, not accuracy."""
+    from autotune import synthetic
+
+    if spec.synthetic is None:
+        raise AutotuneError(f"no synthetic version of {spec.name}: pass --onnx PATH")
+    size = "small" if small else "full"
+    path = cache_dir() / "synthetic" / f"{spec.synthetic}-{size}.onnx"
+    if not path.is_file():
+        build = synthetic.build_resnet50 if spec.synthetic == "resnet50" else synthetic.build_retinanet
+        options = {"width": 0.25, "image": 64} if small and spec.synthetic == "resnet50" else \
+            {"width": 0.125, "image": 128} if small else {}
+        partial = path.with_name(path.name + ".part")
+        build(partial, **options)
+        partial.replace(path)
+    return path
+
+
+def file_sha256(path: Path) -> str:
+    """The SHA-256 of a file, read in blocks."""
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()

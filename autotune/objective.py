@@ -95,6 +95,8 @@ def evaluate(scenario: Scenario, measurement: Measurement, *, activations: int,
     """Judge a measurement: the scenario's value, and infeasible with a reason when it breaks the rule."""
     if scenario.name == "offline":
         return Outcome(value=measurement.samples_per_second, feasible=True)
+    if measurement.loadgen:
+        return _measured(scenario, measurement, bound_ms)
     if not measurement.service_samples_ms and not measurement.latency_samples_ms:
         return Outcome(value=worst_value(scenario), feasible=False, reason="no latency samples were measured")
     if scenario.name == "singlestream":
@@ -115,6 +117,23 @@ def evaluate(scenario: Scenario, measurement: Measurement, *, activations: int,
         return Outcome(value=0.0, feasible=False, estimated=True, figures=figures,
                        reason=f"p99 latency {p99:.2f} ms exceeds the {bound_ms:g} ms bound even at low load")
     return Outcome(value=qps, feasible=True, estimated=True, figures=figures)
+
+
+def _measured(scenario: Scenario, m: Measurement, bound_ms: float | None) -> Outcome:
+    """A scenario LoadGen ran itself: its figures are the value, nothing is estimated."""
+    if scenario.name == "server":
+        assert bound_ms is not None
+        figures = {"server_qps": m.server_qps, "server_p99_ms": m.latency_p99_ms, "latency_bound_ms": bound_ms}
+        if not m.server_qps:
+            best = f"{m.latency_p99_ms:.2f} ms" if m.latency_p99_ms is not None else "none"
+            return Outcome(value=0.0, feasible=False, figures=figures,
+                           reason=f"no target QPS kept p99 within {bound_ms:g} ms (best p99 {best})")
+        return Outcome(value=m.server_qps, feasible=True, figures=figures)
+    value = m.latency_p90_ms if scenario.name == "singlestream" else m.latency_p99_ms
+    if value is None:
+        return Outcome(value=worst_value(scenario), feasible=False, reason="LoadGen reported no latency")
+    key = "p90_ms" if scenario.name == "singlestream" else "multistream_p99_ms"
+    return _bounded(scenario, value, value, bound_ms, estimated=False, figures={key: value})
 
 
 def _bounded(scenario: Scenario, value: float, p99: float, bound_ms: float | None, *, estimated: bool,
@@ -194,7 +213,11 @@ def server_qps(service_ms: list[float], *, batch_size: int, activations: int, bo
     idle_p99 = p99_at(low)
     if idle_p99 > bound_ms:
         return 0.0, idle_p99
-    high, best_p99 = capacity, idle_p99
+    near_capacity = capacity * (1 - 0.5 ** BISECTION_STEPS)
+    saturated_p99 = p99_at(near_capacity)
+    if saturated_p99 <= bound_ms:  # the bound is loose: the rate is limited by throughput alone
+        return near_capacity, saturated_p99
+    high, best_p99 = near_capacity, idle_p99
     for _ in range(BISECTION_STEPS):
         mid = (low + high) / 2
         p99 = p99_at(mid)

@@ -79,16 +79,13 @@ def winner_preset(study: optuna.Study) -> dict[str, Any]:
         number = pick(feasible, key=lambda t: t.value).number
     trial = trials[number]
     source = validated or trial.user_attrs
-    candidate = Candidate.from_dict(trial.user_attrs["candidate"])
-    qpc = f"qpc-{study.study_name}-t{number}"
-    tuned = candidate.tuned_flags()
-    return _plain({
+    data = trial.user_attrs["candidate"]
+    preset: dict[str, Any] = {
         "model": attrs.get("model"), "scenario": attrs.get("scenario"), "backend": attrs.get("backend"),
-        "sku": attrs.get("sku"), "nsp": attrs.get("nsp"), "sdk_version": attrs.get("sdk_version"),
-        "flags": candidate.flag_string(),
-        "cm_compiler_args": " ".join(f for f in tuned if not f.startswith(SUT_FLAGS)),
-        "cm_compiler_args_sut": " ".join(f for f in tuned if f.startswith(SUT_FLAGS)),
-        "batch_size": candidate.batch_size, "activations": candidate.activations, "set_size": candidate.set_size,
+        "sku": attrs.get("sku"), "nsp": attrs.get("nsp"), "cores": attrs.get("cores"),
+        "sdk_version": attrs.get("sdk_version"), "synthetic_model": bool(attrs.get("synthetic", False)),
+        "flags": trial.user_attrs.get("flags"), "candidate": data, "batch_size": data.get("batch_size"),
+        "activations": data.get("activations"), "set_size": data.get("set_size"),
         "metric": attrs.get("metric"), "unit": attrs.get("unit"),
         "value": validated["value"] if validated else trial.value,
         "validated": validated is not None,
@@ -98,11 +95,20 @@ def winner_preset(study: optuna.Study) -> dict[str, Any]:
         "baseline_value": validation.get("baseline_value"), "gain_pct": validation.get("gain_pct"),
         "study": study.study_name, "trial": number,
         "date": validation.get("validated_at") or str(trial.datetime_complete or ""),
-        "qaic_exec_command": shlex.join(_with_binary_dir(source.get("compile_argv") or trial.user_attrs["compile_argv"],
-                                                         qpc)),
-        "qaic_runner_command": shlex.join(_with_qpc(source.get("measure_argv") or trial.user_attrs["measure_argv"],
-                                                    qpc)),
-    })
+    }
+    if attrs.get("backend") == "qaic":
+        candidate = Candidate.from_dict(data)
+        tuned = candidate.tuned_flags()
+        qpc = f"qpc-{study.study_name}-t{number}"
+        preset |= {
+            "cm_compiler_args": " ".join(f for f in tuned if not f.startswith(SUT_FLAGS)),
+            "cm_compiler_args_sut": " ".join(f for f in tuned if f.startswith(SUT_FLAGS)),
+            "qaic_exec_command": shlex.join(_with_binary_dir(
+                source.get("compile_argv") or trial.user_attrs["compile_argv"], qpc)),
+            "qaic_runner_command": shlex.join(_with_qpc(
+                source.get("measure_argv") or trial.user_attrs["measure_argv"], qpc)),
+        }
+    return _plain(preset)
 
 
 def write_preset(preset: dict[str, Any], *, fmt: str, out: Path | None) -> str:
@@ -112,6 +118,9 @@ def write_preset(preset: dict[str, Any], *, fmt: str, out: Path | None) -> str:
     """
     if fmt not in EXPORT_FORMATS:
         raise AutotuneError(f"unknown export format {fmt!r}: choose one of {', '.join(EXPORT_FORMATS)}")
+    if fmt in ("cm", "cmdline") and preset.get("backend") != "qaic":
+        raise AutotuneError(f"--format {fmt} is for Cloud AI 100 studies; this study's backend is "
+                            f"{preset.get('backend')}: use yaml or json")
     if fmt == "cmdline":
         text = (f"# {preset['model']} {preset['scenario']} on {preset['nsp']} NSPs: {preset['value']:.2f} "
                 f"{preset['unit']} (study {preset['study']}, trial {preset['trial']})\n"
@@ -127,7 +136,7 @@ def write_preset(preset: dict[str, Any], *, fmt: str, out: Path | None) -> str:
         text = yaml.safe_dump(doc, sort_keys=False)
     else:
         doc = _load_existing(out, "presets", list)
-        key = ("model", "scenario", "backend", "nsp")
+        key = ("model", "scenario", "backend", "nsp", "cores")
         doc["presets"] = [p for p in doc["presets"] if tuple(p.get(k) for k in key) != tuple(preset[k] for k in key)]
         doc["presets"].append(preset)
         text = json.dumps(doc, indent=2) + "\n" if fmt == "json" else yaml.safe_dump(doc, sort_keys=False)

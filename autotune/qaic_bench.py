@@ -156,6 +156,12 @@ class QaicBackend:
             command += ["--aic-profiling-type", "latency", "--aic-profiling-out-dir", str(profiling_dir)]
         return command
 
+    def measure_trial(self, artifact: Artifact, candidate: Candidate, *, scenario: str, bound_ms: float | None,
+                      seconds: float, device: int, log_dir: Path) -> Measurement:
+        """The tuner's call: qaic-runner with the candidate's runtime knobs; latency profiling unless offline."""
+        return self.measure(artifact, activations=candidate.activations, set_size=candidate.set_size, device=device,
+                            seconds=seconds, latency=scenario != "offline")
+
     def measure(self, artifact: Artifact, *, activations: int, set_size: int, device: int = 0,
                 seconds: float = 10.0, latency: bool = True) -> Measurement:
         """Run qaic-runner for ``seconds``; raises MeasureFailure with the device's reason."""

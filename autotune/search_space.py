@@ -125,6 +125,11 @@ class Candidate:
         return (self.cores, self.ols, self.mos, self.sdp_clusters, self.multicast_weights, self.batch_size,
                 tuple(sorted(self.extra_flags)))
 
+    def describe(self) -> str:
+        """A short one-line view for progress output."""
+        return (f"cores={self.cores} ols={self.ols} mos={','.join(map(str, self.mos or ()))} bs={self.batch_size} "
+                f"mc={'on' if self.multicast_weights else 'off'} a={self.activations} S={self.set_size}")
+
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON-ready form (lists for tuples)."""
         return {
@@ -352,7 +357,7 @@ def param_domains(device: DeviceLimits, *, scenario: str) -> dict[str, list[Any]
 
 def neighbours(params: dict[str, Any], domains: dict[str, list[Any]]) -> list[dict[str, Any]]:
     """Every parameter set one step away from ``params`` in one knob (a second cluster's mos included)."""
-    current = {"mos_1": params.get("mos_0", 1)} | params
+    current = ({"mos_1": params["mos_0"]} | params) if "mos_0" in params else params
     steps = []
     for name, domain in domains.items():
         if current.get(name) not in domain:
@@ -360,3 +365,33 @@ def neighbours(params: dict[str, Any], domains: dict[str, list[Any]]) -> list[di
         i = domain.index(current[name])
         steps += [current | {name: domain[j]} for j in (i - 1, i + 1) if 0 <= j < len(domain)]
     return steps
+
+
+@dataclass(frozen=True, kw_only=True)
+class QaicSpace:
+    """The Cloud AI 100 search space of one study: device limits, scenario rules and the preset's fixed flags."""
+
+    device: DeviceLimits
+    scenario: str
+    extra_flags: tuple[str, ...] = ()
+
+    def suggest(self, trial: Any) -> Candidate:
+        return suggest(trial, self.device, scenario=self.scenario, extra_flags=self.extra_flags)
+
+    def params_for(self, candidate: Candidate) -> dict[str, Any]:
+        return params_for(candidate, scenario=self.scenario)
+
+    def domains(self) -> dict[str, list[Any]]:
+        return param_domains(self.device, scenario=self.scenario)
+
+    def violations(self, candidate: Candidate) -> list[str]:
+        """Device constraints plus the scenario's rule (singlestream: one activation at batch 1)."""
+        problems = violations(candidate, self.device)
+        if self.scenario == "singlestream" and (candidate.batch_size != 1 or candidate.activations != 1):
+            problems.append(f"singlestream runs one activation at batch 1, not {candidate.activations} at batch "
+                            f"{candidate.batch_size}")
+        return problems
+
+    def from_dict(self, data: dict[str, Any]) -> Candidate:
+        return Candidate.from_dict(data)
+

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 import random
@@ -16,16 +15,42 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from autotune.backend import Artifact, AutotuneError, CompileFailure, Measurement, MeasureFailure, TrialFailure
-from autotune.models import ModelSpec
-from autotune.objective import Outcome, Scenario, candidate_rule_violations, evaluate, worst_value
-from autotune.presets import Baseline
-from autotune.search_space import (Candidate, DeviceLimits, neighbours, param_domains, params_for, suggest,
-                                   violations)
+from autotune.models import ModelSpec, file_sha256
+from autotune.objective import Outcome, Scenario, evaluate, worst_value
+from autotune.search_space import neighbours
 
 DEFAULT_STORAGE_PATH = Path("studies") / "autotune.db"
 FEASIBLE = "feasible"
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
+
+
+class Candidate(Protocol):
+    """What the tuner needs of a candidate (qaic's search_space.Candidate, ort_bench.OrtCandidate)."""
+
+    batch_size: int
+
+    def to_dict(self) -> dict[str, Any]: ...
+
+    def compile_key(self) -> tuple[Any, ...]: ...
+
+    def flag_string(self) -> str: ...
+
+    def describe(self) -> str: ...
+
+
+class SearchSpace(Protocol):
+    """A target's knobs for one study: Optuna suggestions, their inverse, one-knob domains and the rules."""
+
+    def suggest(self, trial: Any) -> Any: ...
+
+    def params_for(self, candidate: Any) -> dict[str, Any]: ...
+
+    def domains(self) -> dict[str, list[Any]]: ...
+
+    def violations(self, candidate: Any) -> list[str]: ...
+
+    def from_dict(self, data: dict[str, Any]) -> Any: ...
 
 
 class Backend(Protocol):
@@ -35,10 +60,10 @@ class Backend(Protocol):
 
     def version(self) -> str: ...
 
-    def compile(self, onnx_path: Path, model: ModelSpec, candidate: Candidate, workdir: Path) -> Artifact: ...
+    def compile(self, onnx_path: Path, model: ModelSpec, candidate: Any, workdir: Path) -> Artifact: ...
 
-    def measure(self, artifact: Artifact, *, activations: int, set_size: int, device: int, seconds: float,
-                latency: bool) -> Measurement: ...
+    def measure_trial(self, artifact: Artifact, candidate: Any, *, scenario: str, bound_ms: float | None,
+                      seconds: float, device: int, log_dir: Path) -> Measurement: ...
 
 
 @dataclass(kw_only=True)
@@ -50,8 +75,9 @@ class TuningJob:
     scenario: Scenario
     bound_ms: float | None
     backend: Backend
+    space: SearchSpace
     device_qid: int
-    device: DeviceLimits
+    device_size: int
     sku: str
     storage: str | optuna.storages.BaseStorage
     study_name: str
@@ -65,7 +91,9 @@ class TuningJob:
     polish_after: int = 25
     seed: int | None = None
     workdir: Path = Path(".autotune") / "work"
-    baseline: Baseline | None = None
+    baseline: Any | None = None
+    baseline_label: str | None = None
+    synthetic: bool = False
 
 
 @dataclass(kw_only=True)
@@ -92,8 +120,9 @@ def open_storage(url: str) -> optuna.storages.BaseStorage:
         raise AutotuneError(f"cannot open storage {url!r}: {first_line}") from None
 
 
-def default_study_name(model: str, scenario: str, backend: str, nsp: int) -> str:
-    return f"{model}-{scenario}-{backend}-{nsp}nsp"
+def default_study_name(model: str, scenario: str, backend: str, size: int) -> str:
+    """``<model>-<scenario>-<backend>-<N>nsp`` for cards, ``...-<N>cores`` for the CPU."""
+    return f"{model}-{scenario}-{backend}-{size}{'nsp' if backend == 'qaic' else 'cores'}"
 
 
 def load_study(storage: str | optuna.storages.BaseStorage, name: str) -> optuna.Study:
@@ -106,15 +135,9 @@ def load_study(storage: str | optuna.storages.BaseStorage, name: str) -> optuna.
         raise AutotuneError(f"no study {name!r} in the storage; studies there: {', '.join(names) or 'none'}") from None
 
 
-def file_sha256(path: Path) -> str | None:
-    """The file's SHA-256 (None when it is not a file: an in-process benchmark's placeholder)."""
-    if not path.is_file():
-        return None
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
+def onnx_identity(path: Path) -> str | None:
+    """The model file's SHA-256 (None when it is not a file: an in-process benchmark's placeholder)."""
+    return file_sha256(path) if path.is_file() else None
 
 
 def candidate_key(candidate: Candidate) -> str:
@@ -151,8 +174,9 @@ class Tuner:
                                                      n_startup_trials=8, constant_liar=True)
         study = optuna.create_study(study_name=job.study_name, storage=storage, sampler=sampler,
                                     direction=job.scenario.direction, load_if_exists=True)
+        size_key = "nsp" if job.backend.name == "qaic" else "cores"
         identity = {"model": job.model.name, "scenario": job.scenario.name, "backend": job.backend.name,
-                    "nsp": job.device.nsp_total, "onnx_sha256": file_sha256(job.onnx_path)}
+                    size_key: job.device_size, "onnx_sha256": onnx_identity(job.onnx_path)}
         stored = {key: study.user_attrs.get(key) for key in identity}
         if any(v is not None for v in stored.values()):
             differ = [f"{key} {stored[key]} (not {identity[key]})" for key in identity if stored[key] != identity[key]]
@@ -164,7 +188,7 @@ class Tuner:
                 "metric": job.scenario.metric, "unit": job.scenario.unit, "direction": job.scenario.direction,
                 "latency_bound_ms": job.bound_ms, "onnx": str(job.onnx_path), "sku": job.sku,
                 "sdk_version": job.backend.version(), "created": time.strftime("%Y-%m-%d %H:%M:%S"),
-                "baseline_flags": job.baseline.flags if job.baseline else None,
+                "baseline_flags": job.baseline_label, "synthetic": job.synthetic,
             }
             for key, value in attrs.items():
                 study.set_user_attr(key, value)
@@ -175,35 +199,26 @@ class Tuner:
         if "candidate" not in attrs:
             return
         if attrs.get("duplicate_of") is None and attrs.get("failure_stage") not in ("interrupted",):
-            self.results.setdefault(candidate_key(Candidate.from_dict(attrs["candidate"])), trial)
+            self.results.setdefault(candidate_key(self.job.space.from_dict(attrs["candidate"])), trial)
         key = attrs.get("compile_key")
         if key and key not in self.artifacts:
+            path = attrs.get("artifact_path") or attrs.get("qpc_dir")
             if attrs.get("failure_stage") == "compile":
                 self.artifacts[key] = CompileFailure(attrs.get("failure_reason", "compile failed"))
-            elif attrs.get("qpc_dir") and (Path(attrs["qpc_dir"]) / "programqpc.bin").is_file():
-                self.artifacts[key] = Artifact(path=Path(attrs["qpc_dir"]), command=attrs["compile_argv"],
+            elif path and _usable(Path(path)):
+                self.artifacts[key] = Artifact(path=Path(path), command=attrs["compile_argv"],
                                                log_path=Path(attrs["compile_log"]), compile_seconds=0.0,
                                                batch_size=attrs["candidate"]["batch_size"],
-                                               cores=attrs["candidate"]["cores"])
-
-    def _baseline_candidate(self) -> Candidate | None:
-        if self.job.baseline is None:
-            return None
-        candidate = self.job.baseline.candidate(self.job.device)
-        if self.job.scenario.name == "singlestream":
-            candidate = candidate.with_runtime(activations=1, set_size=1)
-        return candidate
+                                               cores=attrs["candidate"].get("cores", 0))
 
     def _warm_start(self) -> None:
-        """Enqueue the hand-tuned preset first, unless the study already measured or queued it."""
-        baseline = self._baseline_candidate()
-        if baseline is None:
+        """Enqueue the baseline (hand-tuned preset, or the untuned default) first, unless already measured."""
+        if self.job.baseline is None:
             return
         for trial in self.study.get_trials(deepcopy=False):
             if trial.user_attrs.get("baseline") and trial.state in (TrialState.COMPLETE, TrialState.WAITING):
                 return
-        self.study.enqueue_trial(params_for(baseline, scenario=self.job.scenario.name),
-                                 user_attrs={"baseline": True})
+        self.study.enqueue_trial(self.job.space.params_for(self.job.baseline), user_attrs={"baseline": True})
 
     # -- loop --------------------------------------------------------------------------------------------------
     def run(self) -> dict[str, Any]:
@@ -244,25 +259,22 @@ class Tuner:
         best = self.best_trial()
         if best is None:
             return
-        extra = tuple(best.user_attrs["candidate"].get("extra_flags", ()))
-        start = params_for(Candidate.from_dict(best.user_attrs["candidate"]), scenario=job.scenario.name)
-        steps = neighbours(start, param_domains(job.device, scenario=job.scenario.name))
+        space = job.space
+        steps = neighbours(space.params_for(space.from_dict(best.user_attrs["candidate"])), space.domains())
         random.Random(finished).shuffle(steps)
         for params in steps:
-            candidate = suggest(optuna.trial.FixedTrial(params), job.device, scenario=job.scenario.name,
-                                extra_flags=extra)
-            if candidate_key(candidate) not in self.results and not violations(candidate, job.device):
+            candidate = space.suggest(optuna.trial.FixedTrial(params))
+            if candidate_key(candidate) not in self.results and not space.violations(candidate):
                 self.study.enqueue_trial(params, user_attrs={"polish_of": best.number})
                 return
 
     def _run_trial(self, trial: optuna.Trial) -> TrialRecord:
         job = self.job
-        extra = self._baseline_candidate().extra_flags if job.baseline else ()
-        candidate = suggest(trial, job.device, scenario=job.scenario.name, extra_flags=extra)
-        if trial.user_attrs.get("baseline"):
-            candidate = self._baseline_candidate() or candidate
+        candidate = job.space.suggest(trial)
+        if trial.user_attrs.get("baseline") and job.baseline is not None:
+            candidate = job.baseline
         try:
-            record = self._evaluate(candidate)
+            record = self._evaluate(candidate, trial.number)
         except KeyboardInterrupt:
             trial.set_user_attr("candidate", candidate.to_dict())
             trial.set_user_attr("failure_stage", "interrupted")
@@ -277,7 +289,7 @@ class Tuner:
             self._remember(frozen)
         return record
 
-    def _evaluate(self, candidate: Candidate) -> TrialRecord:
+    def _evaluate(self, candidate: Any, number: int) -> TrialRecord:
         job = self.job
         attrs: dict[str, Any] = {"candidate": candidate.to_dict(), "flags": candidate.flag_string(),
                                  "compile_key": compile_key(candidate)}
@@ -286,29 +298,37 @@ class Tuner:
             reused = {k: v for k, v in previous.user_attrs.items() if k != "baseline"}
             return TrialRecord(value=previous.value, feasible=_is_feasible(previous),
                                attrs=reused | {"duplicate_of": previous.number})
-        problems = violations(candidate, job.device) + candidate_rule_violations(job.scenario, candidate)
+        problems = job.space.violations(candidate)
         if problems:
             return self._infeasible(attrs, "constraint", "; ".join(problems))
         try:
             artifact, reused_qpc = self._artifact(candidate)
         except CompileFailure as failure:
             return self._infeasible(attrs | {"compile_log": str(failure.log_path or "")}, "compile", failure.reason)
-        attrs |= {"qpc_dir": str(artifact.path), "compile_argv": artifact.command, "compile_log": str(artifact.log_path),
-                  "compile_seconds": round(artifact.compile_seconds, 3), "compile_reused": reused_qpc}
+        attrs |= {"artifact_path": str(artifact.path), "compile_argv": artifact.command,
+                  "compile_log": str(artifact.log_path), "compile_seconds": round(artifact.compile_seconds, 3),
+                  "compile_reused": reused_qpc}
+        if job.backend.name == "qaic":
+            attrs["qpc_dir"] = str(artifact.path)
         started = time.monotonic()
         try:
-            measurement = job.backend.measure(artifact, activations=candidate.activations,
-                                              set_size=candidate.set_size, device=job.device_qid,
-                                              seconds=job.measure_seconds, latency=job.scenario.name != "offline")
+            measurement = self._measure(artifact, candidate, job.measure_seconds, f"trial-{number}")
         except MeasureFailure as failure:
             return self._infeasible(attrs | {"measure_log": str(failure.log_path or "")}, "measure", failure.reason)
         attrs |= {"measure_seconds": round(time.monotonic() - started, 3), "measure_argv": measurement.command,
                   "measure_log": str(measurement.log_path), "figures": measurement.figures()}
-        outcome = evaluate(job.scenario, measurement, activations=candidate.activations, bound_ms=job.bound_ms)
+        outcome = evaluate(job.scenario, measurement, activations=getattr(candidate, "activations", 1),
+                           bound_ms=job.bound_ms)
         attrs |= {"estimated": outcome.estimated, "scenario_figures": outcome.figures}
         if not outcome.feasible:
             attrs |= {"failure_stage": "scenario", "failure_reason": outcome.reason}
         return TrialRecord(value=outcome.value, feasible=outcome.feasible, attrs=attrs)
+
+    def _measure(self, artifact: Artifact, candidate: Any, seconds: float, label: str) -> Measurement:
+        job = self.job
+        return job.backend.measure_trial(artifact, candidate, scenario=job.scenario.name, bound_ms=job.bound_ms,
+                                         seconds=seconds, device=job.device_qid,
+                                         log_dir=job.workdir / job.study_name / "runs" / label)
 
     def _infeasible(self, attrs: dict[str, Any], stage: str, reason: str) -> TrialRecord:
         return TrialRecord(value=worst_value(self.job.scenario), feasible=False,
@@ -320,7 +340,7 @@ class Tuner:
         cached = self.artifacts.get(key)
         if isinstance(cached, CompileFailure):
             raise cached
-        if cached is not None and (cached.path / "programqpc.bin").is_file():
+        if cached is not None and _usable(cached.path):
             return cached, True
         try:
             artifact = self.job.backend.compile(self.job.onnx_path, self.job.model, candidate,
@@ -368,19 +388,17 @@ class Tuner:
 
     def _validate_one(self, trial: FrozenTrial) -> dict[str, Any]:
         job = self.job
-        candidate = Candidate.from_dict(trial.user_attrs["candidate"])
+        candidate = job.space.from_dict(trial.user_attrs["candidate"])
+        activations = getattr(candidate, "activations", getattr(candidate, "instances", 1))
         result: dict[str, Any] = {"trial": trial.number, "baseline": bool(trial.user_attrs.get("baseline")),
-                                  "batch_size": candidate.batch_size, "activations": candidate.activations,
+                                  "batch_size": candidate.batch_size, "activations": activations,
                                   "search_value": trial.value}
         try:
             artifact, _ = self._artifact(candidate)
-            measurement = job.backend.measure(artifact, activations=candidate.activations,
-                                              set_size=candidate.set_size, device=job.device_qid,
-                                              seconds=job.validate_seconds,
-                                              latency=job.scenario.name != "offline")
+            measurement = self._measure(artifact, candidate, job.validate_seconds, f"validate-{trial.number}")
         except TrialFailure as failure:
             return result | {"feasible": False, "value": None, "reason": f"{failure.stage}: {failure.reason}"}
-        outcome: Outcome = evaluate(job.scenario, measurement, activations=candidate.activations,
+        outcome: Outcome = evaluate(job.scenario, measurement, activations=getattr(candidate, "activations", 1),
                                     bound_ms=job.bound_ms)
         return result | {"feasible": outcome.feasible, "value": outcome.value, "reason": outcome.reason,
                          "estimated": outcome.estimated, "figures": measurement.figures(),
@@ -390,9 +408,7 @@ class Tuner:
     # -- output ------------------------------------------------------------------------------------------------
     def _progress_line(self, number: int, done: int, record: TrialRecord, elapsed: float) -> str:
         job = self.job
-        c = Candidate.from_dict(record.attrs["candidate"])
-        knobs = (f"cores={c.cores} ols={c.ols} mos={','.join(map(str, c.mos or ()))} bs={c.batch_size} "
-                 f"mc={'on' if c.multicast_weights else 'off'} a={c.activations} S={c.set_size}")
+        knobs = job.space.from_dict(record.attrs["candidate"]).describe()
         if record.feasible:
             result = f"{record.value:,.2f} {job.scenario.unit}" + (" (est.)" if record.attrs.get("estimated") else "")
         else:
@@ -418,6 +434,11 @@ class Tuner:
             return None
         pick = max if self.job.scenario.direction == "maximize" else min
         return pick(feasible, key=lambda t: t.value)
+
+
+def _usable(path: Path) -> bool:
+    """A compiled artifact still on disk: a QPC directory with its program, or a model file."""
+    return (path / "programqpc.bin").is_file() if path.is_dir() else path.is_file()
 
 
 def gain_pct(value: float, baseline: float, direction: str) -> float:

@@ -38,7 +38,7 @@ from autotune.backend import Artifact, CompileFailure, Measurement, MeasureFailu
 from autotune.models import MODELS  # noqa: E402
 from autotune.presets import load_baselines  # noqa: E402
 from autotune.search_space import (BATCH_SIZES, MAX_OLS, SET_SIZES, Candidate, DeviceLimits,  # noqa: E402
-                                   neighbours, param_domains, params_for, suggest)
+                                   QaicSpace, neighbours, param_domains, params_for, suggest)
 
 PROFILES = {"resnet50": "resnet50", "retinanet": "retinanet", "bert-99": "bert"}
 LATENCY_SAMPLES = 16
@@ -76,10 +76,10 @@ class SurfaceBackend:
         return Artifact(path=path, command=["qaic-exec"], log_path=path / "log", compile_seconds=0.0,
                         batch_size=candidate.batch_size, cores=candidate.cores)
 
-    def measure(self, artifact: Artifact, *, activations: int, set_size: int, device: int, seconds: float,
-                latency: bool) -> Measurement:
+    def measure_trial(self, artifact: Artifact, candidate: Candidate, *, scenario: str, bound_ms: float | None,
+                      seconds: float, device: int, log_dir: Path) -> Measurement:
         cfg = json.loads((artifact.path / "programqpc.bin").read_text())
-        return surface_measurement(self.profile, cfg, activations, set_size, self.nsp)
+        return surface_measurement(self.profile, cfg, candidate.activations, candidate.set_size, self.nsp)
 
 
 @functools.lru_cache(maxsize=None)
@@ -173,13 +173,17 @@ def make_tuner(model: str, scenario: str, nsp: int, *, sampler: str, seed: int, 
                budget: int, workdir: Path, polish_every: int = POLISH_EVERY) -> tuner.Tuner:
     spec = MODELS[model]
     scen = objective.SCENARIOS[scenario]
+    device = DeviceLimits(nsp_total=nsp)
+    preset = baseline_for(model, scenario, nsp)
+    extra = Candidate.from_flags(preset.flags).extra_flags if preset else ()
+    exact = preset is not None and preset.nsp in (nsp, None)
     job = tuner.TuningJob(
         model=spec, onnx_path=Path("surface.onnx"), scenario=scen, bound_ms=spec.latency_bounds_ms.get(scenario),
-        backend=SurfaceBackend(profile=PROFILES[model], nsp=nsp, workdir=workdir), device_qid=0,
-        device=DeviceLimits(nsp_total=nsp), sku="emulated", storage=optuna.storages.InMemoryStorage(),
-        study_name=f"{model}-{scenario}-{nsp}", n_trials=budget, validate_top=0, sampler=sampler, seed=seed,
-        polish_every=polish_every,
-        workdir=workdir, baseline=baseline_for(model, scenario, nsp) if warm else None)
+        backend=SurfaceBackend(profile=PROFILES[model], nsp=nsp, workdir=workdir),
+        space=QaicSpace(device=device, scenario=scenario, extra_flags=extra), device_qid=0, device_size=nsp,
+        sku="emulated", storage=optuna.storages.InMemoryStorage(), study_name=f"{model}-{scenario}-{nsp}",
+        n_trials=budget, validate_top=0, sampler=sampler, seed=seed, polish_every=polish_every, workdir=workdir,
+        baseline=preset.candidate(device) if warm and exact else None)
     return tuner.Tuner(job, progress=lambda _: None)
 
 

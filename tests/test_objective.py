@@ -104,3 +104,16 @@ def test_pipelined_activations_serve_faster_than_their_latency():
     outcome = evaluate(SCENARIOS["server"], pipelined, activations=4, bound_ms=100.0)
     assert 400.0 < outcome.value <= 800.0
     assert outcome.figures["server_p99_ms"] >= 10.0
+
+
+def test_loadgen_figures_are_measured_not_estimated():
+    m = Measurement(samples_per_second=90.0, duration_seconds=2, batch_size=1, latency_p90_ms=4.0,
+                    latency_p99_ms=9.0, loadgen=True, server_qps=88.0)
+    server = evaluate(SCENARIOS["server"], m, activations=1, bound_ms=15.0)
+    assert server.value == 88.0 and server.feasible and not server.estimated
+    multi = evaluate(SCENARIOS["multistream"], m, activations=1, bound_ms=None)
+    assert multi.value == 9.0 and not multi.estimated
+    none_valid = Measurement(samples_per_second=5.0, duration_seconds=2, batch_size=1, latency_p99_ms=40.0,
+                             loadgen=True, server_qps=0.0)
+    outcome = evaluate(SCENARIOS["server"], none_valid, activations=1, bound_ms=15.0)
+    assert not outcome.feasible and "best p99 40.00 ms" in outcome.reason

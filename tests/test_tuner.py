@@ -16,20 +16,25 @@ from autotune.models import MODELS
 from autotune.objective import SCENARIOS
 from autotune.presets import find_baseline
 from autotune.qaic_bench import QaicBackend
-from autotune.search_space import Candidate, DeviceLimits, params_for
+from autotune.search_space import DeviceLimits, QaicSpace, params_for
 from autotune.tuner import Tuner, TuningJob, default_study_name, load_study, open_storage, study_overview
 
 
 def _job(emulator: Path, onnx: Path, tmp_path: Path, *, scenario: str = "offline", model: str = "resnet50",
          trials: int = 6, nsp: int = 16, **overrides) -> TuningJob:
     spec = MODELS[model]
+    device = DeviceLimits(nsp_total=nsp)
+    preset = overrides.pop("preset", find_baseline(model, scenario, nsp))
+    baseline = preset.candidate(device) if preset else None
     fields = dict(model=spec, onnx_path=onnx, scenario=SCENARIOS[scenario],
                   bound_ms=spec.latency_bounds_ms.get(scenario), backend=QaicBackend(sdk_root=emulator),
-                  device_qid=0, device=DeviceLimits(nsp_total=nsp), sku="PCIe Pro",
+                  space=QaicSpace(device=device, scenario=scenario,
+                                  extra_flags=baseline.extra_flags if baseline else ()),
+                  device_qid=0, device_size=nsp, sku="PCIe Pro",
                   storage=f"sqlite:///{tmp_path / 'studies.db'}",
                   study_name=default_study_name(model, scenario, "qaic", nsp), n_trials=trials,
                   measure_seconds=1.0, validate_seconds=2.0, validate_top=2, seed=1, workdir=tmp_path / "work",
-                  baseline=find_baseline(model, scenario, nsp))
+                  baseline=baseline, baseline_label=preset.flags if preset else None)
     fields.update(overrides)
     return TuningJob(**fields)
 
@@ -44,7 +49,7 @@ def test_warm_start_measures_the_baseline_first_and_validates(emulator, tiny_onn
     trials = _trials(job)
     first = trials[0]
     assert first.user_attrs["baseline"] is True
-    assert sorted(first.user_attrs["flags"].split()) == sorted(job.baseline.flags.split())
+    assert sorted(first.user_attrs["flags"].split()) == sorted(job.baseline_label.split())
     assert first.user_attrs["candidate"]["batch_size"] == job.baseline.batch_size
     assert len(trials) == 5 and all(t.state == TrialState.COMPLETE for t in trials)
     for t in trials:
@@ -58,7 +63,7 @@ def test_warm_start_measures_the_baseline_first_and_validates(emulator, tiny_onn
 
 
 def test_infeasible_candidates_are_told_as_infeasible_with_reason(emulator, retinanet_onnx, tmp_path):
-    job = _job(emulator, retinanet_onnx, tmp_path, model="retinanet", trials=3, baseline=None)
+    job = _job(emulator, retinanet_onnx, tmp_path, model="retinanet", trials=3, preset=None)
     tuner = Tuner(job, progress=lambda _: None)
     fails_compile = {"cores": 1, "ols": 1, "sdp_clusters": 1, "mos_0": 1, "multicast_weights": False,
                      "batch_size": 16, "activations": 16, "set_size": 10}
@@ -75,7 +80,7 @@ def test_infeasible_candidates_are_told_as_infeasible_with_reason(emulator, reti
 
 
 def test_duplicates_reuse_figures_and_runtime_knobs_reuse_the_qpc(emulator, tiny_onnx, tmp_path, monkeypatch):
-    job = _job(emulator, tiny_onnx, tmp_path, trials=3, baseline=None)
+    job = _job(emulator, tiny_onnx, tmp_path, trials=3, preset=None)
     tuner = Tuner(job, progress=lambda _: None)
     params = {"cores": 4, "ols": 2, "sdp_clusters": 1, "mos_0": 2, "multicast_weights": True, "batch_size": 4,
               "activations": 4, "set_size": 10}
@@ -94,7 +99,7 @@ def test_duplicates_reuse_figures_and_runtime_knobs_reuse_the_qpc(emulator, tiny
 
 
 def test_server_latency_bound_breaks_make_infeasible(emulator, tiny_onnx, tmp_path):
-    job = _job(emulator, tiny_onnx, tmp_path, scenario="server", trials=2, baseline=None, bound_ms=0.001)
+    job = _job(emulator, tiny_onnx, tmp_path, scenario="server", trials=2, preset=None, bound_ms=0.001)
     Tuner(job, progress=lambda _: None).run()
     for t in _trials(job):
         assert t.constraints == {"feasible": 1.0}
