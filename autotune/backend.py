@@ -16,10 +16,11 @@ class TrialFailure(AutotuneError):
 
     stage = "unknown"
 
-    def __init__(self, reason: str, *, log_path: Path | None = None) -> None:
+    def __init__(self, reason: str, *, log_path: Path | None = None, retryable: bool = False) -> None:
         super().__init__(reason)
         self.reason = reason
         self.log_path = log_path
+        self.retryable = retryable  # says nothing about the candidate (a time-out): never cached as infeasible
 
     def __str__(self) -> str:
         where = f" (log: {self.log_path})" if self.log_path else ""
@@ -36,6 +37,12 @@ class MeasureFailure(TrialFailure):
     """The compiled artifact could not be activated or run on the device."""
 
     stage = "measure"
+
+
+class DeviceFailure(MeasureFailure):
+    """The device itself is unusable (not ready, gone): no candidate can be measured, so the run stops."""
+
+    stage = "device"
 
 
 @dataclass(frozen=True, kw_only=True)

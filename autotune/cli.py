@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
+import os
 import re
+import signal
 import sys
 from pathlib import Path
 from typing import Callable, Sequence
@@ -32,6 +35,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(_join_flag_values(sys.argv[1:] if argv is None else list(argv)))
     handler: Callable[[argparse.Namespace], int] = args.handler
+    for name in ("SIGTERM", "SIGHUP"):  # a stopped run ends like Ctrl-C: trial recorded, children killed
+        if hasattr(signal, name):
+            signal.signal(getattr(signal, name), _interrupt)
     try:
         return handler(args)
     except AutotuneError as exc:
@@ -40,6 +46,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("autotune: interrupted", file=sys.stderr)
         return 130
+    except OSError as exc:
+        print(f"autotune: error: {exc.strerror or exc}" + (f": {exc.filename}" if exc.filename else ""),
+              file=sys.stderr)
+        return 1
+    except Exception as exc:  # a bug or a storage failure: one line, the details only on request
+        if os.environ.get("AUTOTUNE_DEBUG"):
+            raise
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+        print(f"autotune: error: {type(exc).__name__}: {first} (set AUTOTUNE_DEBUG=1 for the traceback)",
+              file=sys.stderr)
+        return 1
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
 
 
 def _join_flag_values(argv: list[str]) -> list[str]:
@@ -98,7 +119,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--scenario", required=True, help=f"MLPerf scenario: {', '.join(SCENARIOS)}")
     run.add_argument("--trials", type=_positive_int, help="number of new trials (default 40 without --timeout)")
     run.add_argument("--timeout", type=_duration, help="wall-clock budget for new trials, e.g. 90m, 2h, 600")
-    run.add_argument("--latency-bound-ms", type=float, help="p99 latency bound (default: the model's MLPerf bound)")
+    run.add_argument("--latency-bound-ms", type=_positive_float,
+                     help="p99 latency bound (default: the model's MLPerf bound)")
     run.add_argument("--storage", help="Optuna storage URL (default sqlite:///studies/autotune.db)")
     run.add_argument("--study", help="study name (default <model>-<scenario>-<backend>-<N>nsp)")
     run.add_argument("--device", type=int, help="device QID (default: first Ready device)")
@@ -299,7 +321,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 def cmd_export(args: argparse.Namespace) -> int:
     from autotune.tuner import default_storage_url, load_study
 
-    study = load_study(args.storage or default_storage_url(), args.study)
+    study = load_study(args.storage or default_storage_url(create=False), args.study)
     preset = winner_preset(study)
     text = write_preset(preset, fmt=args.format, out=args.out)
     if args.out is None:
@@ -311,9 +333,9 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 
 def cmd_studies(args: argparse.Namespace) -> int:
-    from autotune.tuner import default_storage_url, open_storage, study_overview
+    from autotune.tuner import default_storage_url, open_existing_storage, study_overview
 
-    rows = study_overview(open_storage(args.storage or default_storage_url()))
+    rows = study_overview(open_existing_storage(args.storage or default_storage_url(create=False)))
     if not rows:
         print("no studies in this storage")
         return 0
@@ -393,6 +415,8 @@ def _positive_float(text: str) -> float:
         value = float(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"{text} is not a finite number")
     if value <= 0:
         raise argparse.ArgumentTypeError(f"{text} must be positive")
     return value

@@ -70,6 +70,9 @@ def winner_preset(study: optuna.Study) -> dict[str, Any]:
     trials = study.get_trials(deepcopy=False)
     number = validation.get("winner_trial")
     validated = next((r for r in validation.get("validated", []) if r["trial"] == number), None)
+    if number is None and validation.get("validated"):
+        raise AutotuneError(f"the last validation of study {study.study_name!r} found no candidate valid in the "
+                            f"longer run ({validation.get('validated_at')}): nothing to export; run more trials")
     if number is None:
         feasible = [t for t in trials if t.state == optuna.trial.TrialState.COMPLETE
                     and t.constraints.get("feasible", 1) <= 0 and "candidate" in t.user_attrs]
@@ -151,10 +154,11 @@ def _load_existing(path: Path | None, key: str, kind: type) -> dict[str, Any]:
     try:
         doc = yaml.safe_load(path.read_text())  # YAML also reads JSON
     except (OSError, yaml.YAMLError) as exc:
-        raise AutotuneError(f"cannot read {path} to update it: {exc}") from None
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise AutotuneError(f"cannot read {path} to update it: {first}") from None
     if doc is None:
         return {key: kind()}
-    if not isinstance(doc, dict) or not isinstance(doc.get(key, kind()), kind):
+    if not isinstance(doc, dict) or not isinstance(doc.get(key, kind()), kind) or (doc and key not in doc):
         raise AutotuneError(f"{path} is not an autotune {key} file (no top-level {key!r}); choose another --out")
     doc.setdefault(key, kind())
     return doc

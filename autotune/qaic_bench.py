@@ -15,7 +15,7 @@ import xml.etree.ElementTree as ET
 from dataclasses import dataclass
 from pathlib import Path
 
-from autotune.backend import Artifact, AutotuneError, CompileFailure, Measurement, MeasureFailure
+from autotune.backend import Artifact, AutotuneError, CompileFailure, DeviceFailure, Measurement, MeasureFailure
 from autotune.models import ModelSpec
 from autotune.search_space import Candidate, DeviceLimits
 
@@ -28,12 +28,8 @@ ACTIVATION_ERROR_HINTS = (
     "Failed to allocate virtual channel",
     "Failed to allocate multicast ID resources",
 )
-RUNNER_ERROR_HINTS = (
-    "Failed to initialize QAIC runner",
-    "not in ready state",
-    "Invalid device",
-    "Inference run failed",
-)
+DEVICE_ERROR_HINTS = ("not in ready state", "Invalid device", "Failed to initialize QAIC runner")
+RUNNER_ERROR_HINTS = DEVICE_ERROR_HINTS + ("Inference run failed",)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -138,7 +134,7 @@ class QaicBackend:
         seconds = time.monotonic() - started
         if returncode is None:
             raise CompileFailure(f"qaic-exec still running after {self.compile_timeout_s:g} s: killed",
-                                 log_path=log_path)
+                                 log_path=log_path, retryable=True)
         if returncode != 0:
             reason = parse_compile_error(log_path.read_text(errors="replace"))
             raise CompileFailure(reason or f"qaic-exec exited with code {returncode}", log_path=log_path)
@@ -176,10 +172,12 @@ class QaicBackend:
         output = log_path.read_text(errors="replace")
         if returncode is None:
             raise MeasureFailure(f"qaic-runner did not finish within {3 * seconds + 120:g} s: killed",
-                                 log_path=log_path)
+                                 log_path=log_path, retryable=True)
         if returncode != 0:
-            raise MeasureFailure(parse_runner_error(output) or f"qaic-runner exited with code {returncode}",
-                                 log_path=log_path)
+            reason = parse_runner_error(output) or f"qaic-runner exited with code {returncode}"
+            if any(hint in reason for hint in DEVICE_ERROR_HINTS):
+                raise DeviceFailure(f"device QID {device}: {reason}", log_path=log_path)
+            raise MeasureFailure(reason, log_path=log_path)
         stats = parse_stats(output)
         measurement = Measurement(samples_per_second=stats.samples_per_second,
                                   duration_seconds=stats.duration_us / 1e6, batch_size=stats.batch_size,

@@ -164,7 +164,7 @@ class Candidate:
                    set_size: int = 10) -> Candidate:
         """Parse a CM-style qaic-exec flag string; raises AutotuneError naming an unknown or malformed flag."""
         values: dict[str, Any] = {"extra_flags": []}
-        for token in shlex.split(flags):
+        for token in split_flags(flags):
             _parse_token(token, values)
         if "cores" not in values:
             raise AutotuneError("the flags do not set -aic-num-cores=N; every candidate needs a core count")
@@ -221,6 +221,26 @@ def violations(candidate: Candidate, device: DeviceLimits) -> list[str]:
     if c.set_size < 1:
         problems.append(f"set size {c.set_size} must be at least 1")
     return problems
+
+
+def split_flags(flags: str) -> list[str]:
+    """Shell-style split of a flag string; unbalanced quotes are a one-line error."""
+    try:
+        return shlex.split(flags)
+    except ValueError as exc:
+        raise AutotuneError(f"cannot read the flags {flags!r}: {exc}") from None
+
+
+def check_base_flags(flags: str) -> tuple[str, ...]:
+    """Extra base flags: only pass-through qaic-exec flags (no searched knob, no flag autotune sets itself)."""
+    tokens = split_flags(flags)
+    for token in tokens:
+        values: dict[str, Any] = {"extra_flags": []}
+        _parse_token(token, values)
+        if not values["extra_flags"] or "batch_size," in token:
+            raise AutotuneError(f"base flag {token!r} sets a searched knob; give it in --flags (bench) or let the "
+                                f"search choose it (run)")
+    return tuple(tokens)
 
 
 def max_activations(cores: int, device: DeviceLimits) -> int:

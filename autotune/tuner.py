@@ -14,7 +14,8 @@ from typing import Any, Callable, Protocol
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
-from autotune.backend import Artifact, AutotuneError, CompileFailure, Measurement, MeasureFailure, TrialFailure
+from autotune.backend import (Artifact, AutotuneError, CompileFailure, DeviceFailure, Measurement, MeasureFailure,
+                              TrialFailure)
 from autotune.models import ModelSpec, file_sha256
 from autotune.objective import Outcome, Scenario, evaluate, worst_value
 from autotune.search_space import neighbours
@@ -103,11 +104,13 @@ class TrialRecord:
     value: float
     feasible: bool
     attrs: dict[str, Any] = field(default_factory=dict)
+    retry: bool = False
 
 
-def default_storage_url() -> str:
-    """The embedded default: one SQLite file under ``studies/``."""
-    DEFAULT_STORAGE_PATH.parent.mkdir(parents=True, exist_ok=True)
+def default_storage_url(*, create: bool = True) -> str:
+    """The embedded default: one SQLite file under ``studies/`` (its folder made only when ``create``)."""
+    if create:
+        DEFAULT_STORAGE_PATH.parent.mkdir(parents=True, exist_ok=True)
     return f"sqlite:///{DEFAULT_STORAGE_PATH}"
 
 
@@ -125,9 +128,18 @@ def default_study_name(model: str, scenario: str, backend: str, size: int) -> st
     return f"{model}-{scenario}-{backend}-{size}{'nsp' if backend == 'qaic' else 'cores'}"
 
 
+def open_existing_storage(url: str) -> optuna.storages.BaseStorage:
+    """A storage to read: an SQLite URL must name a file that exists (reading never creates an empty one)."""
+    if url.startswith("sqlite:///"):
+        path = Path(url.removeprefix("sqlite:///"))
+        if not path.is_file():
+            raise AutotuneError(f"no study storage at {path}: run `autotune run` first, or pass --storage URL")
+    return open_storage(url)
+
+
 def load_study(storage: str | optuna.storages.BaseStorage, name: str) -> optuna.Study:
     """An existing study, or a one-line error listing the studies that do exist."""
-    storage_obj = open_storage(storage) if isinstance(storage, str) else storage
+    storage_obj = open_existing_storage(storage) if isinstance(storage, str) else storage
     try:
         return optuna.load_study(study_name=name, storage=storage_obj)
     except KeyError:
@@ -164,33 +176,29 @@ class Tuner:
     def _open_study(self) -> optuna.Study:
         job = self.job
         storage = open_storage(job.storage) if isinstance(job.storage, str) else job.storage
-        sampler: optuna.samplers.BaseSampler
-        if job.sampler == "random":
-            sampler = optuna.samplers.RandomSampler(seed=job.seed)
-        else:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-                sampler = optuna.samplers.TPESampler(seed=job.seed, multivariate=True, group=True,
-                                                     n_startup_trials=8, constant_liar=True)
+        sampler = _make_sampler(job.sampler, job.seed)
         study = optuna.create_study(study_name=job.study_name, storage=storage, sampler=sampler,
                                     direction=job.scenario.direction, load_if_exists=True)
+        if job.seed is not None and study.trials:  # a resumed, seeded run must not replay its first proposals
+            study.sampler = _make_sampler(job.sampler, job.seed + len(study.trials))
         size_key = "nsp" if job.backend.name == "qaic" else "cores"
         identity = {"model": job.model.name, "scenario": job.scenario.name, "backend": job.backend.name,
-                    size_key: job.device_size, "onnx_sha256": onnx_identity(job.onnx_path)}
-        stored = {key: study.user_attrs.get(key) for key in identity}
-        if any(v is not None for v in stored.values()):
-            differ = [f"{key} {stored[key]} (not {identity[key]})" for key in identity if stored[key] != identity[key]]
-            if differ:
-                raise AutotuneError(f"study {job.study_name!r} was made with another " + ", ".join(differ) +
-                                    ": pick another --study name; autotune does not mix them")
-        if not study.user_attrs:
-            attrs = identity | {
-                "metric": job.scenario.metric, "unit": job.scenario.unit, "direction": job.scenario.direction,
-                "latency_bound_ms": job.bound_ms, "onnx": str(job.onnx_path), "sku": job.sku,
-                "sdk_version": job.backend.version(), "created": time.strftime("%Y-%m-%d %H:%M:%S"),
-                "baseline_flags": job.baseline_label, "synthetic": job.synthetic,
-            }
-            for key, value in attrs.items():
+                    size_key: job.device_size, "onnx_sha256": onnx_identity(job.onnx_path),
+                    "latency_bound_ms": job.bound_ms, "base_flags": " ".join(job.model.base_flags),
+                    "sdk_version": job.backend.version(), "sku": job.sku}
+        stored = study.user_attrs
+        differ = [f"{key} {stored[key]!r} (not {identity[key]!r})" for key in identity
+                  if key in stored and stored[key] != identity[key]]
+        if differ:
+            raise AutotuneError(f"study {job.study_name!r} was made with another " + ", ".join(differ) +
+                                ": pick another --study name; autotune does not mix them")
+        attrs = identity | {
+            "metric": job.scenario.metric, "unit": job.scenario.unit, "direction": job.scenario.direction,
+            "onnx": str(job.onnx_path), "created": time.strftime("%Y-%m-%d %H:%M:%S"),
+            "baseline_flags": job.baseline_label, "synthetic": job.synthetic,
+        }
+        for key, value in attrs.items():  # fills what an interrupted first start left unset
+            if key not in stored:
                 study.set_user_attr(key, value)
         return study
 
@@ -269,25 +277,44 @@ class Tuner:
                 return
 
     def _run_trial(self, trial: optuna.Trial) -> TrialRecord:
+        """Evaluate and tell; whatever happens, the trial ends COMPLETE or FAIL, never left RUNNING."""
         job = self.job
-        candidate = job.space.suggest(trial)
-        if trial.user_attrs.get("baseline") and job.baseline is not None:
-            candidate = job.baseline
+        candidate = None
         try:
+            candidate = job.space.suggest(trial)
+            if trial.user_attrs.get("baseline") and job.baseline is not None:
+                candidate = job.baseline
             record = self._evaluate(candidate, trial.number)
-        except KeyboardInterrupt:
-            trial.set_user_attr("candidate", candidate.to_dict())
-            trial.set_user_attr("failure_stage", "interrupted")
-            trial.set_user_attr("failure_reason", "interrupted by the user; re-run the command to resume")
-            self.study.tell(trial, state=TrialState.FAIL)
+            for key, value in record.attrs.items():
+                trial.set_user_attr(key, value)
+            if record.retry:
+                self.study.tell(trial, state=TrialState.FAIL)
+                return record
+            trial.set_constraint(FEASIBLE, 0.0 if record.feasible else 1.0)
+            frozen = self.study.tell(trial, record.value)
+        except BaseException as exc:
+            self._fail(trial, candidate, exc)
             raise
-        for key, value in record.attrs.items():
-            trial.set_user_attr(key, value)
-        trial.set_constraint(FEASIBLE, 0.0 if record.feasible else 1.0)
-        frozen = self.study.tell(trial, record.value)
         if record.attrs.get("duplicate_of") is None:
             self._remember(frozen)
         return record
+
+    def _fail(self, trial: optuna.Trial, candidate: Any, exc: BaseException) -> None:
+        """Record why a trial did not finish (interrupted, device gone, a bug) and end it as FAIL."""
+        if isinstance(exc, KeyboardInterrupt):
+            stage, reason = "interrupted", "interrupted by the user; re-run the command to resume"
+        elif isinstance(exc, TrialFailure):
+            stage, reason = exc.stage, exc.reason
+        else:
+            stage, reason = "error", f"{type(exc).__name__}: {exc}"
+        try:
+            if candidate is not None:
+                trial.set_user_attr("candidate", candidate.to_dict())
+            trial.set_user_attr("failure_stage", stage)
+            trial.set_user_attr("failure_reason", reason)
+            self.study.tell(trial, state=TrialState.FAIL)
+        except Exception:  # the storage itself may be what failed; the original error is the one to report
+            pass
 
     def _evaluate(self, candidate: Any, number: int) -> TrialRecord:
         job = self.job
@@ -304,6 +331,8 @@ class Tuner:
         try:
             artifact, reused_qpc = self._artifact(candidate)
         except CompileFailure as failure:
+            if failure.retryable:
+                return self._retry(attrs | {"compile_log": str(failure.log_path or "")}, failure)
             return self._infeasible(attrs | {"compile_log": str(failure.log_path or "")}, "compile", failure.reason)
         attrs |= {"artifact_path": str(artifact.path), "compile_argv": artifact.command,
                   "compile_log": str(artifact.log_path), "compile_seconds": round(artifact.compile_seconds, 3),
@@ -313,7 +342,11 @@ class Tuner:
         started = time.monotonic()
         try:
             measurement = self._measure(artifact, candidate, job.measure_seconds, f"trial-{number}")
+        except DeviceFailure:
+            raise
         except MeasureFailure as failure:
+            if failure.retryable:
+                return self._retry(attrs | {"measure_log": str(failure.log_path or "")}, failure)
             return self._infeasible(attrs | {"measure_log": str(failure.log_path or "")}, "measure", failure.reason)
         attrs |= {"measure_seconds": round(time.monotonic() - started, 3), "measure_argv": measurement.command,
                   "measure_log": str(measurement.log_path), "figures": measurement.figures()}
@@ -329,6 +362,11 @@ class Tuner:
         return job.backend.measure_trial(artifact, candidate, scenario=job.scenario.name, bound_ms=job.bound_ms,
                                          seconds=seconds, device=job.device_qid,
                                          log_dir=job.workdir / job.study_name / "runs" / label)
+
+    def _retry(self, attrs: dict[str, Any], failure: TrialFailure) -> TrialRecord:
+        """A failure that says nothing about the candidate (a time-out): FAIL, so it may be proposed again."""
+        return TrialRecord(value=worst_value(self.job.scenario), feasible=False, retry=True,
+                           attrs=attrs | {"failure_stage": failure.stage, "failure_reason": failure.reason})
 
     def _infeasible(self, attrs: dict[str, Any], stage: str, reason: str) -> TrialRecord:
         return TrialRecord(value=worst_value(self.job.scenario), feasible=False,
@@ -346,7 +384,8 @@ class Tuner:
             artifact = self.job.backend.compile(self.job.onnx_path, self.job.model, candidate,
                                                 self.job.workdir / self.job.study_name)
         except CompileFailure as failure:
-            self.artifacts[key] = failure
+            if not failure.retryable:
+                self.artifacts[key] = failure
             raise
         self.artifacts[key] = artifact
         return artifact, False
@@ -396,6 +435,8 @@ class Tuner:
         try:
             artifact, _ = self._artifact(candidate)
             measurement = self._measure(artifact, candidate, job.validate_seconds, f"validate-{trial.number}")
+        except DeviceFailure:
+            raise
         except TrialFailure as failure:
             return result | {"feasible": False, "value": None, "reason": f"{failure.stage}: {failure.reason}"}
         outcome: Outcome = evaluate(job.scenario, measurement, activations=getattr(candidate, "activations", 1),
@@ -409,7 +450,10 @@ class Tuner:
     def _progress_line(self, number: int, done: int, record: TrialRecord, elapsed: float) -> str:
         job = self.job
         knobs = job.space.from_dict(record.attrs["candidate"]).describe()
-        if record.feasible:
+        if record.retry:
+            result = (f"failed, to be retried ({record.attrs.get('failure_stage')}: "
+                      f"{record.attrs.get('failure_reason')})")
+        elif record.feasible:
             result = f"{record.value:,.2f} {job.scenario.unit}" + (" (est.)" if record.attrs.get("estimated") else "")
         else:
             result = f"infeasible ({record.attrs.get('failure_stage')}: {record.attrs.get('failure_reason')})"
@@ -434,6 +478,15 @@ class Tuner:
             return None
         pick = max if self.job.scenario.direction == "maximize" else min
         return pick(feasible, key=lambda t: t.value)
+
+
+def _make_sampler(name: str, seed: int | None) -> optuna.samplers.BaseSampler:
+    if name == "random":
+        return optuna.samplers.RandomSampler(seed=seed)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        return optuna.samplers.TPESampler(seed=seed, multivariate=True, group=True, n_startup_trials=8,
+                                          constant_liar=True)
 
 
 def _usable(path: Path) -> bool:

@@ -13,10 +13,18 @@ def test_registry_has_the_mlperf_models_with_bounds():
     assert MODELS["bert-99"].latency_bounds_ms["server"] == 130.0
 
 
-def test_base_flags_never_fix_the_batch_size():
+def test_base_flags_never_set_a_searched_knob():
+    from autotune.search_space import check_base_flags
+
     for spec in MODELS.values():
         assert "-aic-hw" in spec.base_flags
-        assert not any("batch_size" in flag or flag.startswith("-batchsize") for flag in spec.base_flags)
+        assert check_base_flags(" ".join(spec.base_flags)) == spec.base_flags
+    with pytest.raises(AutotuneError, match="sets a searched knob"):
+        get_model("resnet50", extra_base_flags="-onnx-define-symbol=batch_size,4")
+    with pytest.raises(AutotuneError, match="set by autotune"):
+        get_model("resnet50", extra_base_flags="-aic-binary-dir=/tmp/x")
+    with pytest.raises(AutotuneError, match="cannot read the flags"):
+        get_model("resnet50", extra_base_flags="-node-precision-info='x")
 
 
 def test_user_model_needs_onnx_and_keeps_base_flags():

@@ -121,7 +121,7 @@ def test_study_with_another_model_is_refused(emulator, tiny_onnx, tmp_path):
     job = _job(emulator, tiny_onnx, tmp_path, trials=1)
     Tuner(job, progress=lambda _: None).run()
     other = _job(emulator, tiny_onnx, tmp_path, scenario="server", study_name=job.study_name)
-    with pytest.raises(AutotuneError, match="another scenario offline \\(not server\\).*does not mix"):
+    with pytest.raises(AutotuneError, match="another scenario 'offline' \\(not 'server'\\).*does not mix"):
         Tuner(other, progress=lambda _: None)
     changed = tmp_path / "resnet50-v2.onnx"
     changed.write_bytes(tiny_onnx.read_bytes() + b" ")
@@ -141,7 +141,8 @@ def test_overview_counts(emulator, tiny_onnx, tmp_path):
     Tuner(job, progress=lambda _: None).run()
     (row,) = study_overview(open_storage(job.storage))
     assert row["study"] == job.study_name and row["feasible"] + row["infeasible"] == 3
-    assert row["baseline"] is not None and row["best"] >= row["baseline"]
+    assert row["baseline"] == _trials(job)[0].value and row["best"] == max(
+        t.value for t in _trials(job) if t.constraints == {"feasible": 0.0})
 
 
 def test_params_for_baseline_are_inside_the_space():
@@ -155,7 +156,7 @@ def test_params_for_baseline_are_inside_the_space():
 @pytest.mark.slow
 def test_sigint_keeps_finished_trials_and_resume_continues(emulator, tiny_onnx, tmp_path):
     storage = f"sqlite:///{tmp_path / 'sigint.db'}"
-    env = os.environ | {"QAIC_EMU_COMPILE_SECONDS": "0.4", "AUTOTUNE_SDK_ROOT": str(emulator)}
+    env = os.environ | {"QAIC_EMU_COMPILE_SECONDS": "2", "AUTOTUNE_SDK_ROOT": str(emulator)}
     command = [sys.executable, "-m", "autotune", "run", "--model", "resnet50", "--scenario", "offline", "--onnx",
                str(tiny_onnx), "--trials", "50", "--storage", storage, "--measure-time", "1",
                "--workdir", str(tmp_path / "work"), "--seed", "3"]
@@ -165,6 +166,7 @@ def test_sigint_keeps_finished_trials_and_resume_continues(emulator, tiny_onnx, 
     while seen < 3 and time.monotonic() < deadline:
         line = process.stdout.readline()
         seen += line.startswith("[")
+    time.sleep(0.7)  # the next trial is compiling now (each compile takes 2 s)
     process.send_signal(signal.SIGINT)
     out, err = process.communicate(timeout=30)
     assert process.returncode == 130, err
@@ -174,7 +176,8 @@ def test_sigint_keeps_finished_trials_and_resume_continues(emulator, tiny_onnx, 
     complete = [t for t in trials if t.state == TrialState.COMPLETE]
     assert len(complete) >= 3
     interrupted = [t for t in trials if t.state == TrialState.FAIL]
-    assert all(t.user_attrs["failure_stage"] == "interrupted" for t in interrupted)
+    assert len(interrupted) == 1 and interrupted[0].user_attrs["failure_stage"] == "interrupted"
+    assert not [t for t in trials if t.state == TrialState.RUNNING]
     resumed = subprocess.run(command[:command.index("--trials") + 1] + ["2"] + command[command.index("--trials") + 2:],
                              capture_output=True, text=True, env=env | {"QAIC_EMU_COMPILE_SECONDS": "0"}, timeout=120)
     assert resumed.returncode == 0, resumed.stderr
@@ -199,3 +202,52 @@ def test_polishing_queues_one_knob_steps_from_the_best(emulator, tiny_onnx, tmp_
                       polish_every=2, study_name="random-search")
     Tuner(random_job, progress=lambda _: None).run()
     assert not [t for t in _trials(random_job) if "polish_of" in t.user_attrs]
+
+
+def test_a_device_that_is_not_ready_stops_the_run_without_blaming_candidates(emulator, tiny_onnx, tmp_path,
+                                                                            monkeypatch):
+    monkeypatch.setenv("QAIC_EMU_DEVICES", "Error")
+    job = _job(emulator, tiny_onnx, tmp_path, trials=3, nsp=14)
+    with pytest.raises(AutotuneError, match="device QID 0: Device:0 not in ready state"):
+        Tuner(job, progress=lambda _: None).run()
+    (trial,) = _trials(job)
+    assert trial.state == TrialState.FAIL and trial.user_attrs["failure_stage"] == "device"
+    monkeypatch.setenv("QAIC_EMU_DEVICES", "Ready")
+    Tuner(_job(emulator, tiny_onnx, tmp_path, trials=1, nsp=14), progress=lambda _: None).run()
+    assert _trials(job)[-1].user_attrs.get("baseline") and _trials(job)[-1].state == TrialState.COMPLETE
+
+
+def test_a_compile_time_out_is_retried_later_not_held_against_the_candidate(emulator, tiny_onnx, tmp_path,
+                                                                            monkeypatch):
+    monkeypatch.setenv("QAIC_EMU_COMPILE_HANG", "1")
+    job = _job(emulator, tiny_onnx, tmp_path, trials=1, nsp=14, validate_top=0,
+               backend=QaicBackend(sdk_root=emulator, compile_timeout_s=0.5))
+    Tuner(job, progress=lambda _: None).run()
+    (hung,) = _trials(job)
+    assert hung.state == TrialState.FAIL and "still running after 0.5 s" in hung.user_attrs["failure_reason"]
+    monkeypatch.delenv("QAIC_EMU_COMPILE_HANG")
+    Tuner(_job(emulator, tiny_onnx, tmp_path, trials=1, nsp=14, validate_top=0), progress=lambda _: None).run()
+    retried = _trials(job)[-1]
+    assert retried.user_attrs.get("baseline") and retried.state == TrialState.COMPLETE
+    assert retried.constraints == {"feasible": 0.0}
+
+
+def test_an_unexpected_error_leaves_the_trial_failed_not_running(emulator, tiny_onnx, tmp_path, monkeypatch):
+    job = _job(emulator, tiny_onnx, tmp_path, trials=2, nsp=14)
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("disk on fire")
+    monkeypatch.setattr(job.backend, "measure_trial", broken)
+    with pytest.raises(RuntimeError):
+        Tuner(job, progress=lambda _: None).run()
+    (trial,) = _trials(job)
+    assert trial.state == TrialState.FAIL and trial.user_attrs["failure_reason"] == "RuntimeError: disk on fire"
+
+
+def test_a_half_initialised_study_is_completed_not_refused(emulator, tiny_onnx, tmp_path):
+    job = _job(emulator, tiny_onnx, tmp_path, trials=1, nsp=14)
+    study = optuna.create_study(study_name=job.study_name, storage=job.storage, direction="maximize")
+    study.set_user_attr("backend", "qaic")
+    Tuner(job, progress=lambda _: None).run()
+    attrs = load_study(job.storage, job.study_name).user_attrs
+    assert attrs["model"] == "resnet50" and attrs["latency_bound_ms"] is None and "validation" in attrs
