@@ -10,14 +10,18 @@ import re
 import signal
 import sys
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 from autotune.backend import AutotuneError
-from autotune.models import MODELS, get_model, resolve_onnx
-from autotune.objective import SCENARIOS, get_scenario, latency_bound_ms
+from autotune.models import (MODELS, ModelSpec, check_onnx, download_model, get_model, resolve_onnx,
+                             synthetic_model)
+from autotune.objective import SCENARIOS, Scenario, get_scenario, latency_bound_ms
 from autotune.presets import EXPORT_FORMATS, find_baseline, winner_preset, write_preset
 from autotune.qaic_bench import QaicBackend, command_line
 from autotune.search_space import Candidate, DeviceLimits, QaicSpace, max_activations, violations
+
+if TYPE_CHECKING:
+    from autotune.tuner import TuningJob
 
 DEFAULT_WORKDIR = Path(".autotune") / "work"
 FLAG_VALUED_OPTIONS = ("--flags", "--base-flags", "--timeout", "--latency-bound-ms")
@@ -125,12 +129,20 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--study", help="study name (default <model>-<scenario>-<backend>-<N>nsp)")
     run.add_argument("--device", type=int, help="device QID (default: first Ready device)")
     run.add_argument("--nsp", type=_positive_int, help="NSPs to tune for (default: the device's)")
-    run.add_argument("--measure-time", type=_positive_float, default=5.0,
-                     help="seconds per measurement while searching (default 5)")
+    run.add_argument("--backend", choices=("auto", "qaic", "ort"), default="auto",
+                     help="qaic (Cloud AI 100), ort (ONNX Runtime on this CPU, measured with MLPerf LoadGen), or "
+                          "auto: qaic when an SDK is found, else ort (default)")
+    run.add_argument("--synthetic", action="store_true",
+                     help="tune a random-weight model of the same architecture (resnet50, retinanet) instead of "
+                          "downloading the official file; every output marks the study as synthetic")
+    run.add_argument("--input-shape", type=_input_shape, action="append", default=[],
+                     help="NAME=D0,D1,... for an input with dynamic dimensions (ort; repeatable)")
+    run.add_argument("--measure-time", type=_positive_float,
+                     help="seconds per measurement while searching (default 5 on qaic, 3 on ort)")
     run.add_argument("--validate-top", type=_positive_int, default=3,
                      help="re-measure this many of the best at the end (default 3)")
-    run.add_argument("--validate-time", type=_positive_float, default=20.0,
-                     help="seconds per validation measurement (default 20)")
+    run.add_argument("--validate-time", type=_positive_float,
+                     help="seconds per validation measurement (default 20 on qaic, 10 on ort)")
     run.add_argument("--sampler", choices=("tpe", "random"), default="tpe", help="search strategy (default tpe)")
     run.add_argument("--seed", type=int, help="sampler seed, for a repeatable search")
     run.add_argument("--workdir", type=Path, default=DEFAULT_WORKDIR, help=f"QPCs and logs (default {DEFAULT_WORKDIR})")
@@ -265,57 +277,129 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from autotune.tuner import Tuner, TuningJob, default_storage_url, default_study_name
+    from autotune.tuner import Tuner, default_storage_url
 
     scenario = get_scenario(args.scenario)
     model = get_model(args.model, extra_base_flags=args.base_flags, onnx_given=args.onnx is not None)
     bound = latency_bound_ms(scenario, model, args.latency_bound_ms)
+    backend_name = choose_backend(args.backend, args.sdk_root)
+    onnx_path, synthetic = model_file(model, args.onnx, synthetic=args.synthetic)
+    build = _qaic_job if backend_name == "qaic" else _ort_job
+    job, device_text = build(args, model=model, scenario=scenario, bound=bound, onnx_path=onnx_path)
+    job.storage = args.storage or default_storage_url()
+    job.n_trials = args.trials if args.trials or args.timeout else 40
+    job.synthetic = synthetic
+    tuner = Tuner(job, progress=lambda line: print(line, flush=True))
+    stored = len(tuner.study.trials)
+    print(f"study {job.study_name} in {job.storage} ({stored} trials stored): {model.name} {scenario.name} "
+          f"({scenario.description}), {device_text}, {job.backend.version()}")
+    if synthetic:
+        print("SYNTHETIC MODEL: random weights of the same architecture; figures show speed, not accuracy")
+    if job.baseline_label:
+        print(f"baseline: {job.baseline_label} (batch {job.baseline.batch_size})")
+    else:
+        print(f"no hand-tuned preset for {model.name} {scenario.name} on this device: starting from scratch")
+    try:
+        summary = tuner.run()
+    except KeyboardInterrupt:
+        done = sum(t.state.is_finished() for t in tuner.study.trials)
+        print(f"autotune: interrupted; {done} finished trials are stored in study {job.study_name}. "
+              f"Run the same command again to resume.", file=sys.stderr)
+        return 130
+    if "winner_trial" not in summary:
+        print(f"no valid configuration found for {model.name} {scenario.name}" +
+              (f" within {bound:g} ms" if bound else "") + _best_latency_note(tuner))
+        return 0
+    print(f"winner: trial #{summary['winner_trial']} {summary['winner_value']:,.2f} {scenario.unit}" +
+          (f", {summary['gain_pct']:+.1f}% against the baseline ({summary['baseline_value']:,.2f})"
+           if "gain_pct" in summary else ""))
+    print(f"export it with: autotune export {job.study_name}" +
+          (f" --storage {args.storage}" if args.storage else ""))
+    return 0
+
+
+def choose_backend(requested: str, sdk_root: str | None) -> str:
+    """``auto``: qaic where a Cloud AI 100 SDK is found, else the local CPU (ONNX Runtime); says which."""
+    if requested != "auto":
+        return requested
+    from autotune.qaic_bench import resolve_sdk_root
+
+    try:
+        root = resolve_sdk_root(sdk_root)
+    except AutotuneError:
+        print("backend: ort (ONNX Runtime on this CPU; no Cloud AI 100 SDK found, pass --sdk-root to use one)")
+        return "ort"
+    print(f"backend: qaic (Cloud AI 100 SDK at {root})")
+    return "qaic"
+
+
+def model_file(model: ModelSpec, onnx: str | None, *, synthetic: bool) -> tuple[Path, bool]:
+    """The ONNX file to tune: --onnx, else --synthetic, else the official file (downloaded once into the cache)."""
+    if onnx is not None:
+        return resolve_onnx(onnx, model), False
+    if synthetic:
+        path = synthetic_model(model)
+        print(f"using a SYNTHETIC {model.name} (random weights, same architecture): {path}", file=sys.stderr)
+        return path, True
+    if model.source is None:
+        raise AutotuneError(f"no ONNX file for {model.name}: pass --onnx PATH")
+    path = download_model(model.source)
+    check_onnx(path)
+    return path, False
+
+
+def _qaic_job(args: argparse.Namespace, *, model: ModelSpec, scenario: Scenario, bound: float | None,
+              onnx_path: Path) -> tuple[TuningJob, str]:
+    from autotune.tuner import TuningJob, default_study_name
+
     backend = QaicBackend(sdk_root=args.sdk_root, compile_timeout_s=args.compile_timeout)
-    onnx_path = resolve_onnx(args.onnx, model)
     device = backend.ready_device(args.device)
     nsp = args.nsp or device.nsp_total
     if nsp > device.nsp_total:
         raise AutotuneError(f"--nsp {nsp} is more than the {device.nsp_total} NSPs of device QID {device.qid}")
     limits = DeviceLimits(nsp_total=nsp, nsp_free=min(nsp, device.nsp_free))
-    n_trials = args.trials if args.trials or args.timeout else 40
     preset = find_baseline(model.name, scenario.name, nsp)
     baseline = preset.candidate(limits) if preset else None
     if baseline is not None and scenario.name == "singlestream":
         baseline = baseline.with_runtime(activations=1, set_size=1)
-    space = QaicSpace(device=limits, scenario=scenario.name, extra_flags=baseline.extra_flags if baseline else ())
+    job = TuningJob(
+        model=model, onnx_path=onnx_path, scenario=scenario, bound_ms=bound, backend=backend,
+        space=QaicSpace(device=limits, scenario=scenario.name, extra_flags=baseline.extra_flags if baseline else ()),
+        device_qid=device.qid, device_size=nsp, sku=device.sku, storage="",
+        study_name=args.study or default_study_name(model.name, scenario.name, backend.name, nsp),
+        timeout_s=args.timeout, measure_seconds=args.measure_time or 5.0, validate_top=args.validate_top,
+        validate_seconds=args.validate_time or 20.0, sampler=args.sampler, seed=args.seed,
+        workdir=args.workdir.resolve(), baseline=baseline,
+        baseline_label=f"hand-tuned preset {preset.flags}" if preset else None)
+    return job, f"device QID {device.qid} {device.sku} {nsp} NSPs"
+
+
+def _ort_job(args: argparse.Namespace, *, model: ModelSpec, scenario: Scenario, bound: float | None,
+             onnx_path: Path) -> tuple[TuningJob, str]:
+    from autotune.ort_bench import OrtBackend, OrtSpace
+    from autotune.tuner import TuningJob, default_study_name
+
+    backend = OrtBackend(input_shapes=dict(args.input_shape))
+    cores = backend.device.cores
+    space = OrtSpace(cores=cores, scenario=scenario.name)
     job = TuningJob(
         model=model, onnx_path=onnx_path, scenario=scenario, bound_ms=bound, backend=backend, space=space,
-        device_qid=device.qid, device_size=nsp, sku=device.sku,
-        storage=args.storage or default_storage_url(),
-        study_name=args.study or default_study_name(model.name, scenario.name, backend.name, nsp),
-        n_trials=n_trials, timeout_s=args.timeout, measure_seconds=args.measure_time,
-        validate_top=args.validate_top, validate_seconds=args.validate_time, sampler=args.sampler, seed=args.seed,
-        workdir=args.workdir.resolve(), baseline=baseline, baseline_label=preset.flags if preset else None)
-    tuner = Tuner(job, progress=lambda line: print(line, flush=True))
-    stored = len(tuner.study.trials)
-    print(f"study {job.study_name} in {job.storage} ({stored} trials stored): {model.name} {scenario.name} "
-          f"({scenario.description}), device QID {device.qid} {device.sku} {nsp} NSPs, {backend.version()}")
-    if preset:
-        print(f"baseline preset: {preset.flags} batch {preset.batch_size}")
-    else:
-        print(f"no hand-tuned preset for {model.name} {scenario.name} on {nsp} NSPs: starting from scratch")
-    try:
-        summary = tuner.run()
-    except KeyboardInterrupt:
-        done = len(tuner.study.trials)
-        print(f"autotune: interrupted; {done} trials are stored in study {job.study_name}. "
-              f"Run the same command again to resume.", file=sys.stderr)
-        return 130
-    if "winner_trial" not in summary:
-        print(f"no valid configuration found for {model.name} {scenario.name}" +
-              (f" within {bound:g} ms" if bound else ""))
-        return 0
-    print(f"winner: trial #{summary['winner_trial']} {summary['winner_value']:,.2f} {scenario.unit}" +
-          (f", {summary['gain_pct']:+.1f}% against the baseline preset ({summary['baseline_value']:,.2f})"
-           if "gain_pct" in summary else ""))
-    print(f"export it with: autotune export {job.study_name}" +
-          (f" --storage {args.storage}" if args.storage else ""))
-    return 0
+        device_qid=0, device_size=cores, sku=backend.device.model_name, storage="",
+        study_name=args.study or default_study_name(model.name, scenario.name, backend.name, cores),
+        timeout_s=args.timeout, measure_seconds=args.measure_time or 3.0, validate_top=args.validate_top,
+        validate_seconds=args.validate_time or 10.0, sampler=args.sampler, seed=args.seed,
+        workdir=args.workdir.resolve(), baseline=space.baseline(),
+        baseline_label="ONNX Runtime's default session settings")
+    isa = ", ".join(backend.device.isa_flags) or "no AVX2"
+    return job, f"CPU {backend.device.model_name} ({cores} cores; {isa})"
+
+
+def _best_latency_note(tuner: Any) -> str:
+    """'; best p99 found X ms' over the study's measured trials, for a bound no configuration met."""
+    p99s = [t.user_attrs.get("scenario_figures", {}).get("server_p99_ms") or
+            t.user_attrs.get("figures", {}).get("latency_p99_ms") for t in tuner.study.get_trials(deepcopy=False)]
+    p99s = [p for p in p99s if p is not None]
+    return f"; the best p99 found was {min(p99s):.2f} ms" if p99s else ""
 
 
 def cmd_export(args: argparse.Namespace) -> int:
@@ -384,6 +468,17 @@ def cmd_dashboard(args: argparse.Namespace) -> int:
 
 def _fmt(value: float | None) -> str:
     return "-" if value is None else f"{value:,.2f}"
+
+
+def _input_shape(text: str) -> tuple[str, list[int]]:
+    name, sep, dims = text.partition("=")
+    try:
+        shape = [int(d) for d in dims.split(",")]
+    except ValueError:
+        shape = []
+    if not sep or not name or not shape or any(d < 1 for d in shape):
+        raise argparse.ArgumentTypeError(f"{text!r} is not NAME=D0,D1,... with positive integer dimensions")
+    return name, shape
 
 
 def _duration(text: str) -> float:

@@ -19,15 +19,13 @@ from typing import Any
 
 import optuna
 from autotune.backend import AutotuneError
+from autotune.tuner import gain_pct
 from autotune.report import (CSS, Winner, find_winner, is_feasible, knob_values, maximizing, open_study, outcome,
-                             png_bytes, pyplot)
+                             png_bytes, pyplot, shown_url)
 
 LABELS = "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
 FIGURES = (("samples_per_second", "samples/s"), ("latency_p50_ms", "latency p50 ms"),
            ("latency_p90_ms", "latency p90 ms"), ("latency_p99_ms", "latency p99 ms"))
-KNOB_ROWS = (("cores", "cores"), ("ols", "ols"), ("mos", "mos"), ("sdp_clusters", "sdp clusters"),
-             ("multicast", "multicast weights"), ("batch_size", "batch size"), ("activations", "activations"),
-             ("set_size", "set size"))
 CELL_WIDTH = 34
 
 
@@ -109,8 +107,8 @@ def _fields(entry: Entry) -> dict[str, Any]:
         "model": attrs.get("model"), "scenario": attrs.get("scenario"),
         "device": f"{attrs.get('sku', '?')}, {attrs.get('nsp', '?')} NSPs",
         "sdk_version": attrs.get("sdk_version"),
-        "metric": f"{attrs.get('metric', '?')} ({attrs.get('unit', '?')}), "
-                  f"{'maximize' if maximizing(entry.study) else 'minimize'}",
+        "metric": ", ".join(dict.fromkeys(str(attrs.get(k, "?")) for k in ("metric", "unit"))) +
+                  f", {'maximize' if maximizing(entry.study) else 'minimize'}",
         "trials": f"{sum(is_feasible(t) for t in trials)} feasible of {len(trials)}",
     }
     if pick is None:
@@ -118,7 +116,6 @@ def _fields(entry: Entry) -> dict[str, Any]:
     trial = pick.trial
     figures = pick.attr("figures") if isinstance(pick.attr("figures"), dict) else {}
     scenario = pick.attr("scenario_figures") if isinstance(pick.attr("scenario_figures"), dict) else {}
-    validation = attrs.get("validation") if isinstance(attrs.get("validation"), dict) else {}
     estimated = pick.attr("estimated")
     fields |= {
         "state": outcome(trial) + (f" ({trial.user_attrs.get('failure_stage')}: "
@@ -131,23 +128,36 @@ def _fields(entry: Entry) -> dict[str, Any]:
         **{k: figures.get(k) for k, _ in FIGURES},
         **{f"scenario_{k}": v for k, v in scenario.items() if k != "latency_bound_ms"},
     }
-    if not entry.is_trial:
-        fields |= {"baseline_value": validation.get("baseline_value"), "gain_pct": validation.get("gain_pct")}
+    baseline = _baseline_value(entry.study, validated=pick.validated is not None)
+    if baseline is not None and pick.value is not None and baseline:
+        direction = "maximize" if maximizing(entry.study) else "minimize"
+        fields |= {"baseline_value": baseline, "gain_pct": f"{gain_pct(pick.value, baseline, direction):+.1f}%"}
     return fields
+
+
+def _baseline_value(study: optuna.Study, *, validated: bool) -> float | None:
+    """The baseline preset's value measured like the compared one: in validation, or in the search."""
+    validation = study.user_attrs.get("validation") if isinstance(study.user_attrs.get("validation"), dict) else {}
+    if validated:
+        return validation.get("baseline_value")
+    return next((t.value for t in study.get_trials(deepcopy=False) if t.user_attrs.get("baseline") and is_feasible(t)),
+                None)
 
 
 def build_rows(entries: list[Entry]) -> list[Row]:
     """The comparison table, in reading order; rows no entry has are left out."""
     for entry in entries:
         entry.fields = _fields(entry)
-    scenario_keys = sorted({k for e in entries for k in e.fields if k.startswith("scenario_")})
+    scenario_keys = sorted({k for e in entries for k in e.fields if k.startswith("scenario_")
+                            and not all(_close(x.fields.get(k), x.fields.get("value")) for x in entries)})
+    knob_keys = list(dict.fromkeys(k for e in entries for k in e.fields if k.startswith("knob_")))
     spec: list[tuple[str, str, bool]] = [
         ("study", "study", False), ("trial", "trial", False), ("state", "state", False),
         ("model", "model", False), ("scenario", "scenario", False), ("device", "device", False),
         ("sdk_version", "SDK", False), ("metric", "metric", False), ("value", "value", True),
         ("source", "value from", False), ("baseline_value", "baseline value", True),
-        ("gain_pct", "gain vs baseline %", False),
-        *((f"knob_{k}", label, False) for k, label in KNOB_ROWS),
+        ("gain_pct", "gain vs baseline", False),
+        *((k, k.removeprefix("knob_").replace("_", " "), False) for k in knob_keys),
         *((k, label, True) for k, label in FIGURES),
         *((k, k.removeprefix("scenario_").replace("_", " "), True) for k in scenario_keys),
         ("trials", "trials in study", False),
@@ -204,13 +214,17 @@ def _text(value: Any) -> str:
     return str(value)
 
 
+def _close(a: Any, b: Any) -> bool:
+    return (a is None and b is None) or (_number(a) and _number(b) and math.isclose(a, b, rel_tol=1e-9))
+
+
 def _ratio(value: float | None) -> str:
     return "" if value is None else f"x{value:.3f}"
 
 
 def format_table(entries: list[Entry], rows: list[Row]) -> str:
     """The terminal table: a legend of the columns, rows marked * where entries differ, then flag differences."""
-    legend = [f"{e.label} = {e.target}" + ("" if e.is_trial else " (its winner)") + f"  [{e.storage}]"
+    legend = [f"{e.label} = {e.target}" + ("" if e.is_trial else " (its winner)") + f"  [{shown_url(e.storage)}]"
               for e in entries]
     head = ["", *[e.label for e in entries], *[f"{e.label}/{entries[0].label}" for e in entries[1:]]]
     body = [[("* " if r.differs else "  ") + r.label, *[_text(v) for v in r.values], *map(_ratio, r.ratios())]
@@ -248,6 +262,8 @@ def overlay_png(entries: list[Entry]) -> bytes:
             (artist,) = ax.step([t.number for t in ok], line, where="post", linewidth=1.8,
                                 label=f"{entry.study.study_name}: best so far")
             seen[key] = artist.get_color()
+            ax.scatter([t.number for t in ok], [t.value for t in ok], s=16, alpha=0.4, color=seen[key],
+                       label=f"{entry.study.study_name}: feasible trials")
         if entry.pick is not None and is_feasible(entry.pick.trial):
             t = entry.pick.trial
             ax.scatter([t.number], [t.value], marker="*", s=220, color=seen[key], edgecolor="black", zorder=4)
@@ -267,7 +283,7 @@ def render_html(entries: list[Entry], rows: list[Row], png: bytes | None) -> str
         "".join(f"<th>{e(x.label)}/{e(entries[0].label)}</th>" for x in entries[1:])
     lines = [f"<tr><th></th>{head}</tr>"]
     for r in rows:
-        cells = "".join(f'<td class="{"num" if _number(v) else ""}">{e(_text(v))}</td>' for v in r.values)
+        cells = "".join(f'<td class="{"num" if r.ratio else ""}">{e(_text(v))}</td>' for v in r.values)
         cells += "".join(f'<td class="num">{e(_ratio(x))}</td>' for x in r.ratios())
         lines.append(f'<tr class="{"diff" if r.differs else ""}" data-row="{e(r.key)}"><th>{e(r.label)}</th>'
                      f"{cells}</tr>")

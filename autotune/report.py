@@ -27,8 +27,11 @@ from optuna.trial import FrozenTrial, TrialState
 from autotune.backend import AutotuneError
 
 FEASIBLE = "feasible"  # the constraint name autotune.tuner stores
-INT_COLUMNS = ("trial", "cores", "ols", "batch_size", "activations", "set_size", "duplicate_of", "polish_of")
-KNOBS = ("cores", "ols", "mos", "sdp_clusters", "multicast", "batch_size", "activations", "set_size")
+INT_COLUMNS = ("trial", "duplicate_of", "polish_of")
+KNOB = "knob_"  # frame columns of the candidate's knobs: knob_cores, knob_batch_size, ... (whatever the backend has)
+SHORT_NAMES = {"sdp_clusters": "sdp", "multicast_weights": "multicast", "batch_size": "batch", "activations": "act.",
+               "set_size": "set", "intra_threads": "intra", "inter_threads": "inter", "execution_mode": "mode",
+               "graph_level": "graph opt"}
 FIGURE_COLUMNS = ("samples_per_second", "latency_p50_ms", "latency_p90_ms", "latency_p99_ms")
 OUTCOME_ORDER = ("feasible", "infeasible", "running", "waiting", "failed", "interrupted", "pruned")
 MISSING = "missing"
@@ -44,6 +47,11 @@ def check_storage_file(storage_url: str) -> None:
         if str(path) != ":memory:" and not path.is_file():
             raise AutotuneError(f"no storage file {path} (from {storage_url}); pass the --storage the study was "
                                 f"written to")
+
+
+def shown_url(storage_url: str) -> str:
+    """The storage URL as printed: a password in it replaced by ***."""
+    return re.sub(r"(://[^:/@]+):[^@/]*@", r"\1:***@", storage_url)
 
 
 def open_study(storage_url: str, name: str) -> optuna.Study:
@@ -79,14 +87,15 @@ def maximizing(study: optuna.Study) -> bool:
 
 
 def knob_values(candidate: dict[str, Any] | None) -> dict[str, Any]:
-    """The candidate's knobs as table cells (lists joined with commas); empty when the trial has no candidate."""
+    """The candidate's knobs (lists joined with commas, pass-through flags left out); {} without a candidate."""
     if not isinstance(candidate, dict):
         return {}
-    join = lambda v: ",".join(map(str, v)) if isinstance(v, (list, tuple)) else v  # noqa: E731
-    return {"cores": candidate.get("cores"), "ols": candidate.get("ols"), "mos": join(candidate.get("mos")),
-            "sdp_clusters": join(candidate.get("sdp_clusters")),
-            "multicast": candidate.get("multicast_weights"), "batch_size": candidate.get("batch_size"),
-            "activations": candidate.get("activations"), "set_size": candidate.get("set_size")}
+    return {k: ",".join(map(str, v)) if isinstance(v, (list, tuple)) else v
+            for k, v in candidate.items() if k != "extra_flags"}
+
+
+def knob_columns(frame: pd.DataFrame) -> list[str]:
+    return [c for c in frame.columns if c.startswith(KNOB)]
 
 
 def trial_frame(study: optuna.Study) -> pd.DataFrame:
@@ -102,7 +111,7 @@ def trial_frame(study: optuna.Study) -> pd.DataFrame:
             "value": t.value if is_feasible(t) else None,
             "baseline": bool(a.get("baseline", False)), "duplicate_of": a.get("duplicate_of"),
             "polish_of": a.get("polish_of"), "compile_reused": a.get("compile_reused"),
-            "flags": a.get("flags"), **{k: None for k in KNOBS}, **knob_values(a.get("candidate")),
+            "flags": a.get("flags"), **{KNOB + k: v for k, v in knob_values(a.get("candidate")).items()},
             **{k: figures.get(k) for k in FIGURE_COLUMNS},
             "estimated": a.get("estimated"),
             **{f"scenario_{k}": v for k, v in scenario.items() if k != "latency_bound_ms"},
@@ -113,15 +122,16 @@ def trial_frame(study: optuna.Study) -> pd.DataFrame:
         }
         rows.append(row)
     frame = pd.DataFrame(rows) if rows else pd.DataFrame(columns=list(_row_template()))
-    for column in INT_COLUMNS:  # nullable integers: a missing knob must not turn 4 into 4.0
-        frame[column] = pd.to_numeric(frame[column]).astype("Int64")
+    for column in [*INT_COLUMNS, *knob_columns(frame)]:  # nullable integers: a gap must not turn 4 into 4.0
+        if all(_integral(v) for v in frame[column] if _given(v)):
+            frame[column] = pd.to_numeric(frame[column]).astype("Int64")
     frame["value"] = pd.to_numeric(frame["value"]).astype(float)
     return frame
 
 
 def _row_template() -> dict[str, None]:
     names = ("trial", "state", "outcome", "value", "baseline", "duplicate_of", "polish_of", "compile_reused", "flags",
-             *KNOBS, *FIGURE_COLUMNS, "estimated", "compile_seconds", "measure_seconds", "failure_stage",
+             *FIGURE_COLUMNS, "estimated", "compile_seconds", "measure_seconds", "failure_stage",
              "failure_reason", "started", "completed", "has_figures")
     return dict.fromkeys(names)
 
@@ -193,8 +203,11 @@ def summarize(study: optuna.Study, frame: pd.DataFrame) -> dict[str, Any]:
                  if t.user_attrs.get("compile_argv")), None) or []
     return {
         "study": study.study_name, "direction": direction,
-        **{k: attrs.get(k, MISSING) for k in ("model", "scenario", "backend", "nsp", "sku", "sdk_version", "metric",
+        **{k: attrs.get(k, MISSING) for k in ("model", "scenario", "backend", "sku", "sdk_version", "metric",
                                               "unit", "latency_bound_ms", "onnx", "created", "baseline_flags")},
+        "device_size": f"{attrs['nsp']} NSPs" if "nsp" in attrs else (f"{attrs['cores']} cores" if "cores" in attrs
+                                                                     else MISSING),
+        "synthetic": attrs.get("synthetic"),
         "trials": len(frame), "outcomes": {k: int(v) for k, v in counts.items()},
         "feasible": int(counts.get("feasible", 0)), "infeasible": int(counts.get("infeasible", 0)),
         "duplicates": int(frame["duplicate_of"].notna().sum()),
@@ -207,8 +220,8 @@ def summarize(study: optuna.Study, frame: pd.DataFrame) -> dict[str, Any]:
         "baseline_trial": baseline_trial, "baseline_search_value": search_baseline_value,
         "baseline_value": baseline_value, "gain_pct": gain,
         "validation": validation, "validated_runs": len(validated),
-        "compile_seconds": float(pd.to_numeric(compiled["compile_seconds"]).fillna(0).sum()),
-        "measure_seconds": float(pd.to_numeric(fresh["measure_seconds"]).fillna(0).sum()),
+        "compile_seconds": _total(compiled["compile_seconds"]),
+        "measure_seconds": _total(fresh["measure_seconds"]),
         "validate_seconds": (float(validation.get("validate_seconds") or 0) * len(validated)) if validation else 0.0,
         "wall_seconds": (max(ends) - min(starts)).total_seconds() if starts and ends else None,
         "estimated_trials": int((frame["estimated"] == True).sum()),  # noqa: E712
@@ -217,12 +230,18 @@ def summarize(study: optuna.Study, frame: pd.DataFrame) -> dict[str, Any]:
     }
 
 
+def _total(column: pd.Series) -> float | None:
+    """The sum of a timing column; None when no trial recorded it (older storages)."""
+    values = pd.to_numeric(column, errors="coerce").dropna()
+    return float(values.sum()) if len(values) else None
+
+
 def infeasible_groups(frame: pd.DataFrame) -> list[dict[str, Any]]:
     """Infeasible trials grouped by stage and reason (numbers in the reason ignored), largest group first."""
     groups: dict[tuple[str, str], dict[str, Any]] = {}
     for row in frame[frame["outcome"] == "infeasible"].itertuples():
-        stage = getattr(row, "failure_stage", None) or "unknown"
-        reason = getattr(row, "failure_reason", None) or "no reason recorded"
+        stage = row.failure_stage if _given(row.failure_stage) else "unknown"
+        reason = row.failure_reason if _given(row.failure_reason) else "no reason recorded"
         key = (stage, re.sub(r"\d+(\.\d+)?", "N", str(reason)))
         group = groups.setdefault(key, {"stage": stage, "reason": str(reason), "trials": []})
         group["trials"].append(int(row.trial))
@@ -284,6 +303,8 @@ def history_figure(frame: pd.DataFrame, summary: dict[str, Any]) -> bytes:
         row = ok[ok["trial"] == summary["winner_trial"]].iloc[0]
         ax.scatter([row["trial"]], [row["value"]], marker="*", s=260, color="#e45756", edgecolor="black",
                    linewidth=0.6, label=f"winner (#{summary['winner_trial']})", zorder=4)
+    ax.set_xlim(done["trial"].min() - 0.6, done["trial"].max() + 0.6)
+    ax.xaxis.get_major_locator().set_params(integer=True)
     ax.set_xlabel("trial")
     ax.set_ylabel(_value_label(summary) + " in the search")
     ax.grid(alpha=0.3)
@@ -297,28 +318,35 @@ def knob_study(study: optuna.Study, frame: pd.DataFrame) -> optuna.Study:
     The sampler's parameters alias (activations above floor(NSPs/cores) are clamped), so plotting them would show
     settings that never ran; this copy carries the candidate's real values.
     """
-    ok = frame[(frame["outcome"] == "feasible") & frame["duplicate_of"].isna() & frame["cores"].notna()]
-    values: dict[str, list[Any]] = {  # compiler defaults (no -ols, no -mos) read as 1, as params_for does
-        "cores": [int(v) for v in ok["cores"]],
-        "ols": [int(v) for v in ok["ols"].fillna(1)],
-        "mos": [max(map(int, str(m).split(","))) if _given(m) else 1 for m in ok["mos"]],
-        "sdp_clusters": [len(str(s).split(",")) if _given(s) else 1 for s in ok["sdp_clusters"]],
-        "multicast": [_true(m) for m in ok["multicast"]],
-        "batch_size": [int(v) for v in ok["batch_size"].fillna(1)],
-        "activations": [int(v) for v in ok["activations"].fillna(1)],
-        "set_size": [int(v) for v in ok["set_size"].fillna(10)],
-    }
+    ok = frame[(frame["outcome"] == "feasible") & frame["duplicate_of"].isna()]
+    values: dict[str, list[Any]] = {}
     distributions: dict[str, BaseDistribution] = {}
-    for name, column in values.items():
-        if len(set(column)) < 2:
-            continue  # a knob that never changed says nothing
-        distributions[name] = CategoricalDistribution([False, True]) if name == "multicast" else \
-            IntDistribution(min(column), max(column))
+    for column in knob_columns(ok):
+        numeric = _numeric_knob(list(ok[column]))
+        if numeric is not None:
+            name = column.removeprefix(KNOB)
+            values[name], distributions[name] = numeric
     copy = optuna.create_study(direction=study.direction)
     copy.add_trials([optuna.trial.create_trial(params={k: values[k][i] for k in distributions},
                                                distributions=distributions, value=float(v))
                      for i, v in enumerate(ok["value"])])
     return copy
+
+
+def _numeric_knob(column: list[Any]) -> tuple[list[Any], BaseDistribution] | None:
+    """A knob's values for Optuna's plots: bools, integers (a list by its largest entry, 0 = not set) or
+    categories; None for a knob that never changed."""
+    given = [v for v in column if _given(v)]
+    if given and all(isinstance(v, (bool, np.bool_)) for v in given):
+        out: list[Any] = [bool(v) if _given(v) else False for v in column]
+        distribution: BaseDistribution = CategoricalDistribution([False, True])
+    elif given and all(isinstance(v, (int, np.integer)) or re.fullmatch(r"\d+(,\d+)*", str(v)) for v in given):
+        out = [max(map(int, str(v).split(","))) if _given(v) else 0 for v in column]
+        distribution = IntDistribution(min(out), max(out))
+    else:
+        out = [str(v) if _given(v) else "not set" for v in column]
+        distribution = CategoricalDistribution(sorted(set(out), key=_natural))
+    return (out, distribution) if len(set(out)) > 1 else None
 
 
 def _optuna_figure(plot: Callable[..., Any], study: optuna.Study, size: tuple[float, float], **kwargs: Any) -> bytes:
@@ -340,7 +368,7 @@ def pareto_figure(frame: pd.DataFrame, summary: dict[str, Any]) -> tuple[bytes, 
         ok["x"] = ok["latency_p99_ms"].astype(float)
         label = "measured p99 latency per execution (ms)"
     else:
-        ok["x"] = ok["activations"].fillna(1).astype(float) * ok["batch_size"].fillna(1).astype(float) \
+        ok["x"] = _knob(ok, "activations", "instances") * _knob(ok, "batch_size") \
             / ok["samples_per_second"].astype(float) * 1000.0
         label = "estimated batch latency (ms) = activations x batch / samples/s (no latency recorded)"
     ok["y"] = ok["samples_per_second"].astype(float)
@@ -368,16 +396,23 @@ def pareto_figure(frame: pd.DataFrame, summary: dict[str, Any]) -> tuple[bytes, 
     return png_bytes(fig), label
 
 
+def _knob(frame: pd.DataFrame, *names: str) -> pd.Series:
+    """The first of the named knobs the frame has, as floats (1 where missing)."""
+    for name in names:
+        if KNOB + name in frame:
+            return pd.to_numeric(frame[KNOB + name], errors="coerce").astype(float).fillna(1.0)
+    return pd.Series(1.0, index=frame.index)
+
+
 def infeasible_figure(frame: pd.DataFrame) -> bytes:
     """For each knob, how many trials per value were feasible or failed at each stage (stacked bars)."""
     plt = pyplot()
-    done = frame[frame["outcome"].isin(("feasible", "infeasible")) & frame["duplicate_of"].isna()
-                 & frame["cores"].notna()].copy()
+    done = frame[frame["outcome"].isin(("feasible", "infeasible")) & frame["duplicate_of"].isna()].copy()
     done["group"] = [("feasible" if o == "feasible" else (s if _given(s) else "unknown"))
                      for o, s in zip(done["outcome"], done["failure_stage"])]
-    for knob in KNOBS:  # a knob left to the compiler is a value of its own, not a gap
-        done[knob] = [_knob_label(knob, v) for v in done[knob]]
-    knobs = [k for k in KNOBS if done[k].nunique() > 1] or ["cores"]
+    for knob in knob_columns(done):  # a knob left to the compiler is a value of its own, not a gap
+        done[knob] = [_knob_label(v) for v in done[knob]]
+    knobs = [k for k in knob_columns(done) if done[k].nunique() > 1] or knob_columns(done)[:1]
     groups = [g for g in STAGE_COLOURS if g in set(done["group"])]
     columns = min(4, len(knobs))
     rows = math.ceil(len(knobs) / columns)
@@ -389,25 +424,32 @@ def infeasible_figure(frame: pd.DataFrame) -> bytes:
         for group in groups:
             ax.bar(table.index, table[group], bottom=bottom, color=STAGE_COLOURS[group], label=group)
             bottom += table[group].to_numpy()
-        ax.set_title(knob, fontsize=10)
+        ax.set_title(knob.removeprefix(KNOB), fontsize=10)
         ax.tick_params(axis="x", labelsize=7, rotation=45 if len(table) > 6 else 0)
         ax.yaxis.get_major_locator().set_params(integer=True)
     for ax in list(axes.flat)[len(knobs):]:
         ax.axis("off")
     handles, labels = axes.flat[0].get_legend_handles_labels()
-    fig.legend(handles, [f"{lab} ({int((done['group'] == lab).sum())})" for lab in labels], loc="upper center",
-               ncol=len(labels), fontsize=9, bbox_to_anchor=(0.5, 1.04))
     fig.supylabel("trials", fontsize=9)
     fig.tight_layout()
+    fig.legend(handles, [f"{lab} ({int((done['group'] == lab).sum())})" for lab in labels], loc="lower center",
+               ncol=len(labels), fontsize=9, bbox_to_anchor=(0.5, 1.0))
     return png_bytes(fig)
 
 
-def _knob_label(knob: str, value: Any) -> str:
+def _knob_label(value: Any) -> str:
     if not _given(value):
-        return "none" if knob == "sdp_clusters" else "default"
+        return "not set"
     if isinstance(value, (bool, np.bool_)):
         return "on" if value else "off"
     return str(value)
+
+
+def _integral(value: Any) -> bool:
+    """An int, or a float holding one (pandas turns ints with gaps into floats); not a bool."""
+    if isinstance(value, (bool, np.bool_)):
+        return False
+    return isinstance(value, (int, np.integer)) or (isinstance(value, (float, np.floating)) and value.is_integer())
 
 
 def _given(value: Any) -> bool:
@@ -475,7 +517,7 @@ def build_figures(study: optuna.Study, frame: pd.DataFrame, summary: dict[str, A
                     figure.caption += " This study's runs recorded no latency (offline), so latency is estimated " \
                                       "from throughput: activations x batch / samples/s."
             elif figure.key == "infeasible":
-                if frame["cores"].isna().all() or not frame["outcome"].isin(("feasible", "infeasible")).any():
+                if not knob_columns(frame) or not frame["outcome"].isin(("feasible", "infeasible")).any():
                     figure.note = "no finished trial with a recorded candidate"
                     continue
                 figure.png = infeasible_figure(frame)
@@ -505,7 +547,8 @@ word-break:break-all;font-size:12px;margin:4px 0}
 code{font-size:12px}.missing{color:#8c959f;font-style:italic}
 tr.winner td{background:#dafbe1}tr.baseline td{background:#fff1e5}tr.infeasible td{color:#57606a}
 tr.running td,tr.waiting td{background:#ddf4ff}tr.failed td,tr.interrupted td{background:#ffebe9}
-.trials td{font-size:12px}.trials td.reason{min-width:300px}
+.trials td,.trials th{font-size:12px;padding:2px 5px}.trials td.reason{min-width:220px}
+.scroll{overflow-x:auto;max-width:100%}
 figure{margin:10px 0 26px}figure img{max-width:100%;height:auto;border:1px solid #d0d7de}
 figcaption{color:#57606a;font-size:13px;margin-top:4px}.note{color:#57606a;font-style:italic}
 .legend span{display:inline-block;padding:0 6px;margin-right:6px;border:1px solid #d0d7de}
@@ -578,7 +621,7 @@ def _summary_html(summary: dict[str, Any], frame: pd.DataFrame) -> str:
             parts.append(f'<div class="headline">The baseline preset won: trial <b data-key="winner_trial">'
                          f'#{winner.trial.number}</b>, <b data-key="winner_value">{_num(winner.value)}</b> {_e(unit)} '
                          f'({_e(kind)}); no candidate beat it (gain <span data-key="gain_pct">'
-                         f'{_num(gain, 1) if gain is not None else "—"}%</span>). Search longer (--trials) to find '
+                         f'{f"{gain:+.1f}%" if gain is not None else "—"}</span>). Search longer (--trials) to find '
                          f'a better one.</div>')
             gain = None
         against = (f', <b data-key="gain_pct">{gain:+.1f}%</b> against the baseline preset '
@@ -600,13 +643,14 @@ def _summary_html(summary: dict[str, Any], frame: pd.DataFrame) -> str:
             _kv("winner_flags", "winner flags",
                 f"<code>{_e(winner.trial.user_attrs['flags'])}</code>" if "flags" in winner.trial.user_attrs
                 else _missing()),
-            _kv("winner_runtime", "batch / activations / set size",
-                " / ".join(_e(candidate.get(k, MISSING)) for k in ("batch_size", "activations", "set_size"))),
+            _kv("winner_knobs", "winner knobs",
+                " ".join(f"{_e(k)}={_e(_num(v) if _given(v) else 'not set')}"
+                         for k, v in knob_values(candidate).items()) or _missing()),
             _kv("winner_estimated", "winner's figure",
                 _missing() if estimated is None else
                 ("estimated (queueing simulation over the measured execution times)" if estimated else "measured")),
-            _kv("compile_command", "qaic-exec command", _command(winner.attr("compile_argv"))),
-            _kv("measure_command", "qaic-runner command", _command(winner.attr("measure_argv"))),
+            _kv("compile_command", "compile command", _command(winner.attr("compile_argv"))),
+            _kv("measure_command", "measure command", _command(winner.attr("measure_argv"))),
         ]
     rows += [
         _kv("baseline_flags", "baseline preset flags",
@@ -614,7 +658,8 @@ def _summary_html(summary: dict[str, Any], frame: pd.DataFrame) -> str:
             else _attr(summary["baseline_flags"]) + (" (no hand-tuned preset: searched from scratch)"
                                                      if summary["baseline_flags"] is None else "")),
         _kv("baseline_trial", "baseline trial",
-            f"#{summary['baseline_trial']} (search value {_num(summary['baseline_search_value'])} {_e(unit)})"
+            f"#{summary['baseline_trial']} (search value "
+            f"{' '.join(x for x in (_num(summary['baseline_search_value']), _e(unit)) if x)})"
             if summary["baseline_trial"] is not None else _missing("none")),
         _kv("trials", "trials", f"{summary['trials']} in all: " + ", ".join(
             f'<span data-key="count_{o}">{outcomes[o]}</span> {o}' for o in OUTCOME_ORDER if outcomes.get(o))),
@@ -633,10 +678,11 @@ def _summary_html(summary: dict[str, Any], frame: pd.DataFrame) -> str:
         _kv("metric", "metric", f"{_attr(summary['metric'])}, {_e(summary['direction'])}"
                                 + (f", latency bound {_e(summary['latency_bound_ms'])} ms"
                                    if summary["latency_bound_ms"] not in (None, MISSING) else "")),
-        _kv("device", "device", f"{_attr(summary['sku'])}, {_attr(summary['nsp'])} NSPs, backend "
+        _kv("device", "device", f"{_attr(summary['sku'])}, {_attr(summary['device_size'])}, backend "
                                 f"{_attr(summary['backend'])}"),
         _kv("sdk_version", "SDK version", _attr(summary["sdk_version"])),
-        _kv("onnx", "ONNX file", _attr(summary["onnx"])),
+        _kv("onnx", "ONNX file", _attr(summary["onnx"]) + (" (a synthetic stand-in model)" if summary["synthetic"]
+                                                            else "")),
         _kv("created", "study created", _attr(summary["created"])),
     ]
     parts.append(f'<table class="kv">{"".join(rows)}</table>')
@@ -650,8 +696,8 @@ def _validation_html(summary: dict[str, Any], unit: str) -> str:
     if validation is None:
         return f'<h3>Validation</h3><p>{_missing("no validation record in the storage")}</p>'
     runs = validation.get("validated") or []
-    head = (f"<h3>Validation</h3><p>The best {len(runs)} candidates and the baseline re-measured with "
-            f"{_e(_num(validation.get('validate_seconds'), 1))} s runs at {_attr(validation.get('validated_at', MISSING))}"
+    head = (f"<h3>Validation</h3><p>The best of the search and the baseline preset re-measured ({len(runs)} runs of "
+            f"{_e(_num(validation.get('validate_seconds'), 1))} s at {_attr(validation.get('validated_at', MISSING))})"
             f"; the winner is chosen on these runs.</p>")
     lines = [f"<tr><th>trial</th><th>role</th><th>search value</th><th>validated value ({_e(unit)})</th>"
              f"<th>measured or estimated</th><th>result</th></tr>"]
@@ -681,12 +727,14 @@ def _infeasible_html(frame: pd.DataFrame) -> str:
 
 
 def _trials_html(frame: pd.DataFrame, summary: dict[str, Any]) -> str:
-    unit = summary["unit"] if summary["unit"] != MISSING else "value"
+    unit = summary["unit"] if summary["unit"] != MISSING else None
     scenario_columns = [c for c in frame.columns if c.startswith("scenario_") and not _same_as_value(frame, c)]
     show_latency = bool(frame["latency_p99_ms"].notna().any())
     show_rate = not _same_as_value(frame, "samples_per_second")  # offline: the value is samples/s
     show_reason = bool(frame["failure_stage"].notna().any())
-    head = ["#", "state", f"value ({unit})", "cores", "ols", "mos", "sdp", "multicast", "batch", "act.", "set",
+    knobs = knob_columns(frame)
+    head = ["#", "state", f"value ({unit})" if unit else "value", *(SHORT_NAMES.get(k.removeprefix(KNOB), k.removeprefix(KNOB))
+                                              for k in knobs),
             *(["samples/s"] if show_rate else []), *(["p50 ms", "p99 ms"] if show_latency else []),
             *(c.removeprefix("scenario_").replace("_", " ") for c in scenario_columns), "notes",
             *(["reason"] if show_reason else [])]
@@ -705,12 +753,11 @@ def _trials_html(frame: pd.DataFrame, summary: dict[str, Any]) -> str:
             notes.append("QPC reused")
         if r["outcome"] in ("feasible", "infeasible") and not _true(r["has_figures"]) and not _given(r["failure_stage"]):
             notes.append("figures missing")
-        reason = f"{r['failure_stage']}: {r['failure_reason']}" if _given(r["failure_stage"]) else ""
+        reason = ": ".join(str(r[k]) for k in ("failure_stage", "failure_reason") if _given(r[k]))
         css = "winner" if "winner" in notes else ("baseline" if _true(r["baseline"]) else r["outcome"])
         value = ("~" if _true(r["estimated"]) and _given(r["value"]) else "") + _num(r["value"])
         cells = [f"#{r['trial']}", r["outcome"], _e(value),
-                 *(_cell(r[k]) for k in ("cores", "ols", "mos", "sdp_clusters", "multicast", "batch_size",
-                                         "activations", "set_size")),
+                 *(_cell(r[k]) for k in knobs),
                  *((_cell(r["samples_per_second"]),) if show_rate else ()),
                  *((_cell(r["latency_p50_ms"]), _cell(r["latency_p99_ms"])) if show_latency else ()),
                  *(_cell(r[c]) for c in scenario_columns)]
@@ -720,7 +767,7 @@ def _trials_html(frame: pd.DataFrame, summary: dict[str, Any]) -> str:
         lines.append(f'<tr class="{css}" data-trial="{r["trial"]}">{tds}<td>{_e(", ".join(notes))}</td>{reason_td}</tr>')
     legend = ("<p>~ marks an estimated value (the scenario's figure is simulated from measured execution times); "
               "the others are measured.</p>" if (frame["estimated"] == True).any() else "")  # noqa: E712
-    return f'{legend}<table class="trials">{"".join(lines)}</table>'
+    return f'{legend}<div class="scroll"><table class="trials">{"".join(lines)}</table></div>'
 
 
 def _same_as_value(frame: pd.DataFrame, column: str) -> bool:
@@ -745,8 +792,7 @@ def _figures_html(figures: list[Figure]) -> str:
 def render_html(summary: dict[str, Any], frame: pd.DataFrame, figures: list[Figure]) -> str:
     """The whole page: inline CSS, data-URI images, no script and no external reference."""
     title = f"autotune report: {summary['study']}"
-    items = (summary["model"], summary["scenario"], None if summary["nsp"] == MISSING else f"{summary['nsp']} NSPs",
-             summary["sku"], summary["sdk_version"])
+    items = (summary["model"], summary["scenario"], summary["device_size"], summary["sku"], summary["sdk_version"])
     meta = " · ".join(str(x) for x in items if x not in (None, MISSING))
     return f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1">
@@ -805,7 +851,7 @@ def serve_dashboard(storage_url: str, study_name: str | None, port: int, *, say:
     if study_name is not None:
         load_study(storage, study_name)  # an unknown name: one line listing the studies
         path += f"studies/{storage.get_study_id_from_name(study_name)}"
-    say(f"optuna-dashboard for {storage_url} on http://127.0.0.1:{port}/{path} (Ctrl-C stops it)")
+    say(f"optuna-dashboard for {shown_url(storage_url)} on http://127.0.0.1:{port}/{path} (Ctrl-C stops it)")
     try:
         optuna_dashboard.run_server(storage, host="127.0.0.1", port=port)
     except OSError as exc:

@@ -460,7 +460,7 @@ class Tuner:
         if record.attrs.get("duplicate_of") is not None:
             result += f" [same as #{record.attrs['duplicate_of']}]"
         if record.attrs.get("compile_reused"):
-            result += " [QPC reused]"
+            result += " [compiled model reused]"
         best = self.best_trial()
         best_text = f"best {best.value:,.2f} (#{best.number})" if best else "best: none feasible"
         total = f"/{job.n_trials}" if job.n_trials else ""

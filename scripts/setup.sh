@@ -3,6 +3,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PYTHON="${PYTHON:-python3}"
+# Headless Chromium for the report's browser test (Debian's package; skipped when it is already there).
+command -v chromium >/dev/null || (apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y chromium)
 if [ ! -x .venv/bin/python ]; then
   "$PYTHON" -m venv .venv
 fi

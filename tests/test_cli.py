@@ -129,7 +129,7 @@ def test_run_then_studies_lists_it(emulator, tiny_onnx, tmp_path, capsys):
                           str(tmp_path), "--trials", "4", "--measure-time", "1", "--validate-time", "1")
     assert code == 0, err
     assert "[1/4] #0" in out and "[4/4]" in out and "elapsed" in out and "left" in out
-    assert "winner: trial #" in out and "against the baseline preset" in out
+    assert "backend: qaic" in out and "winner: trial #" in out and "against the baseline" in out
     code, out, _ = _run(capsys, "studies", "--storage", storage)
     assert code == 0 and "resnet50-singlestream-qaic-16nsp" in out
 

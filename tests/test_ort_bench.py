@@ -57,3 +57,12 @@ def test_dynamic_dimension_needs_input_shape(tmp_path):
         OrtBackend().compile(path, None, OrtCandidate(), tmp_path / "w")
     artifact = OrtBackend(input_shapes={"x": [1, 16]}).compile(path, None, OrtCandidate(batch_size=2), tmp_path / "w")
     assert artifact.path.is_file()
+
+
+def test_input_shape_must_name_a_real_input_with_the_right_rank(tiny_onnx, tmp_path):
+    with pytest.raises(AutotuneError, match="'pixels', which is not an input of the model \\(inputs: input\\)"):
+        OrtBackend(input_shapes={"pixels": [1, 3, 32, 32]}).compile(tiny_onnx, None, OrtCandidate(), tmp_path)
+    with pytest.raises(AutotuneError, match="has 3 dimensions; the model's input has 4"):
+        OrtBackend(input_shapes={"input": [1, 3, 32]}).compile(tiny_onnx, None, OrtCandidate(), tmp_path)
+    with pytest.raises(AutotuneError, match="does not match the model's fixed shape"):
+        OrtBackend(input_shapes={"input": [1, 3, 64, 64]}).compile(tiny_onnx, None, OrtCandidate(), tmp_path)
