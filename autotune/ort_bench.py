@@ -122,7 +122,8 @@ def cpu_device() -> CpuDevice:
         pass
     present = set(fields.get("flags", "").split())
     flags = tuple(f for f in ("avx2", "fma", "avx512f", "avx512_vnni", "avx512_bf16", "amx_tile") if f in present)
-    return CpuDevice(cores=os.cpu_count() or 1, model_name=fields.get("model name") or platform.processor() or
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    return CpuDevice(cores=cores, model_name=fields.get("model name") or platform.processor() or
                      "unknown CPU", isa_flags=flags)
 
 

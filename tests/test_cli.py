@@ -161,3 +161,70 @@ def test_retinanet_server_30_trials_beats_or_matches_the_baseline_and_resumes(em
     assert summary["gain_pct"] > 1.0
     code, out, _ = _run(capsys, *argv[:argv.index("--trials") + 1], "2", *argv[argv.index("--trials") + 2:])
     assert code == 0 and "(30 trials stored)" in out and "[2/2] #31" in out
+
+
+def _ort_run(capsys, tmp_path, *extra: str) -> tuple[int, str, str]:
+    return _run(capsys, "run", "--backend", "ort", "--model", "resnet50", "--storage",
+                f"sqlite:///{tmp_path / 'ort.db'}", "--workdir", str(tmp_path / "w"), "--measure-time", "0.5",
+                "--validate-time", "0.5", "--validate-top", "1", "--seed", "0", *extra)
+
+
+@pytest.mark.slow
+def test_cpu_backend_runs_a_study_measured_by_loadgen(tiny_onnx, tmp_path, capsys, monkeypatch):
+    from autotune.tuner import load_study
+
+    monkeypatch.setenv("AUTOTUNE_SDK_ROOT", str(tmp_path / "no-sdk"))
+    code, out, err = _run(capsys, "run", "--model", "resnet50", "--scenario", "singlestream", "--onnx",
+                          str(tiny_onnx), "--trials", "3", "--storage", f"sqlite:///{tmp_path / 'ort.db'}",
+                          "--workdir", str(tmp_path / "w"), "--measure-time", "0.5", "--validate-time", "0.5")
+    assert code == 0, err
+    assert "backend: ort" in out and "baseline: ONNX Runtime's default session settings" in out and "[3/3]" in out
+    study = load_study(f"sqlite:///{tmp_path / 'ort.db'}", study_name_from(out))
+    assert study.study_name.startswith("resnet50-singlestream-ort-") and study.study_name.endswith("cores")
+    first = study.trials[0]
+    assert first.user_attrs["baseline"] and first.user_attrs["candidate"]["intra_threads"] == 0
+    log_dir = first.user_attrs["measure_log"]
+    assert (tmp_path / "w").exists() and log_dir.endswith("trial-0")
+    assert first.value == pytest.approx(first.user_attrs["figures"]["latency_p90_ms"])
+    code, text, _ = _run(capsys, "export", study.study_name, "--storage", f"sqlite:///{tmp_path / 'ort.db'}")
+    assert code == 0 and "intra_op_num_threads" in text and "backend: ort" in text
+    code, _, err = _run(capsys, "export", study.study_name, "--storage", f"sqlite:///{tmp_path / 'ort.db'}",
+                        "--format", "cmdline")
+    assert "is for Cloud AI 100 studies" in _one_line_error(code, err)
+
+
+def study_name_from(out: str) -> str:
+    return out.split("study ", 1)[1].split(" ", 1)[0]
+
+
+@pytest.mark.slow
+def test_cpu_server_bound_nothing_meets_reports_best_p99(tiny_onnx, tmp_path, capsys):
+    code, out, err = _ort_run(capsys, tmp_path, "--scenario", "server", "--onnx", str(tiny_onnx), "--trials", "2",
+                              "--latency-bound-ms", "0.001")
+    assert code == 0, err
+    assert "no valid configuration found for resnet50 server within 0.001 ms; the best p99 found was" in out
+
+
+def test_cpu_bad_inputs(tmp_path, capsys):
+    import onnx
+    from onnx import TensorProto, helper
+
+    graph = helper.make_graph([helper.make_node("Relu", ["x"], ["y"])], "g",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch_size", "seq"])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch_size", "seq"])])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    dynamic = tmp_path / "dyn.onnx"
+    onnx.save(model, str(dynamic))
+    code, _, err = _ort_run(capsys, tmp_path, "--scenario", "offline", "--onnx", str(dynamic), "--trials", "1")
+    assert "dynamic dimension 'seq': pass --input-shape x=" in _one_line_error(code, err)
+    code, _, err = _ort_run(capsys, tmp_path, "--scenario", "offline", "--onnx", str(dynamic), "--trials", "1",
+                            "--input-shape", "y=1,4")
+    assert "'y', which is not an input of the model" in _one_line_error(code, err)
+    code, _, err = _ort_run(capsys, tmp_path, "--scenario", "offline", "--onnx", str(dynamic), "--trials", "1",
+                            "--input-shape", "x=1,four")
+    assert "is not NAME=D0,D1" in _one_line_error(code, err)
+    corrupt = tmp_path / "corrupt.onnx"
+    corrupt.write_bytes(b"\x08\x07\x12\x03abc" * 10)
+    code, _, err = _ort_run(capsys, tmp_path, "--scenario", "offline", "--onnx", str(corrupt), "--trials", "1")
+    assert "is not an ONNX model" in _one_line_error(code, err) or "not a usable ONNX model" in err

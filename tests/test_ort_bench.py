@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from autotune.backend import AutotuneError, CompileFailure
@@ -66,3 +68,25 @@ def test_input_shape_must_name_a_real_input_with_the_right_rank(tiny_onnx, tmp_p
         OrtBackend(input_shapes={"input": [1, 3, 32]}).compile(tiny_onnx, None, OrtCandidate(), tmp_path)
     with pytest.raises(AutotuneError, match="does not match the model's fixed shape"):
         OrtBackend(input_shapes={"input": [1, 3, 64, 64]}).compile(tiny_onnx, None, OrtCandidate(), tmp_path)
+
+
+@pytest.mark.parametrize("scenario", ["offline", "singlestream", "multistream", "server"])
+def test_every_scenario_is_measured_by_loadgen(tiny_onnx, tmp_path, scenario):
+    from autotune.objective import SCENARIOS, evaluate
+
+    backend = OrtBackend()
+    candidate = OrtCandidate(batch_size=1 if scenario == "singlestream" else 2, intra_threads=1,
+                             instances=1 if scenario == "singlestream" else 2)
+    artifact = backend.compile(tiny_onnx, None, candidate, tmp_path / "c")
+    m = backend.measure_trial(artifact, candidate, scenario=scenario, bound_ms=50.0, seconds=0.6, device=0,
+                              log_dir=tmp_path / "logs")
+    assert m.loadgen and not m.estimated
+    logs = [tmp_path / "logs"] if scenario != "server" else [Path(p["log_dir"]) for p in m.server_probes]
+    for log_dir in logs:
+        assert read_detail_log(log_dir / "mlperf_log_detail.txt")["effective_scenario"].lower().replace(
+            " ", "") == {"offline": "offline", "singlestream": "singlestream", "multistream": "multistream",
+                         "server": "server"}[scenario]
+    outcome = evaluate(SCENARIOS[scenario], m, activations=1, bound_ms=50.0 if scenario == "server" else None)
+    assert outcome.feasible and outcome.value > 0 and not outcome.estimated
+    if scenario == "server":
+        assert 2 <= len(m.server_probes) <= 5 and m.server_qps > 0
