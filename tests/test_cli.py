@@ -6,16 +6,7 @@ import sys
 
 import pytest
 
-from autotune.cli import main
-
-
-def _run(capsys, *argv: str) -> tuple[int, str, str]:
-    try:
-        code = main(list(argv))
-    except SystemExit as exc:  # argparse usage errors
-        code = exc.code
-    out, err = capsys.readouterr()
-    return code, out, err
+from helpers import one_line_error, run_cli
 
 
 def _argv(base: dict[str, str], overrides: list[str]) -> list[str]:
@@ -26,15 +17,8 @@ def _argv(base: dict[str, str], overrides: list[str]) -> list[str]:
     return [x for kv in options.items() for x in kv]
 
 
-def _one_line_error(code: int, err: str) -> str:
-    assert code != 0
-    lines = err.strip().splitlines()
-    assert len(lines) == 1 and "Traceback" not in err, err
-    return lines[0]
-
-
 def test_bench_prints_its_figures(emulator, tiny_onnx, tmp_path, capsys):
-    code, out, _ = _run(capsys, "bench", "--model", "resnet50", "--onnx", str(tiny_onnx), "--flags",
+    code, out, _ = run_cli(capsys, "bench", "--model", "resnet50", "--onnx", str(tiny_onnx), "--flags",
                         "-aic-num-cores=2 -mos=1 -ols=2", "--activations", "7", "--sdk-root", str(emulator),
                         "--workdir", str(tmp_path), "--time", "2")
     assert code == 0
@@ -43,7 +27,7 @@ def test_bench_prints_its_figures(emulator, tiny_onnx, tmp_path, capsys):
 
 def test_bench_json_and_default_activations(emulator, tiny_onnx, tmp_path, capsys, monkeypatch):
     monkeypatch.setenv("QAIC_EMU_NSP", "14")
-    code, out, _ = _run(capsys, "bench", "--model", "resnet50", "--onnx", str(tiny_onnx), "--flags",
+    code, out, _ = run_cli(capsys, "bench", "--model", "resnet50", "--onnx", str(tiny_onnx), "--flags",
                         "-sdp-cluster-sizes=2,2 -multicast-weights -aic-num-cores=4 -mos=1,2 -ols=4",
                         "--batch-size", "8", "--sdk-root", str(emulator), "--workdir", str(tmp_path), "--json",
                         "--time", "1")
@@ -56,7 +40,7 @@ def test_bench_json_and_default_activations(emulator, tiny_onnx, tmp_path, capsy
 
 def test_devices_lists_ready_and_error(emulator, capsys, monkeypatch):
     monkeypatch.setenv("QAIC_EMU_DEVICES", "Ready,Error")
-    code, out, _ = _run(capsys, "devices", "--sdk-root", str(emulator))
+    code, out, _ = run_cli(capsys, "devices", "--sdk-root", str(emulator))
     assert code == 0 and "Ready" in out and "Error" in out and "apps" in out
 
 
@@ -75,25 +59,25 @@ def test_bench_bad_input_gets_one_line(emulator, tiny_onnx, tmp_path, capsys, mo
     monkeypatch.setenv("QAIC_EMU_DEVICES", "Ready,Error")
     base = {"--model": "resnet50", "--onnx": str(tiny_onnx), "--flags": "-aic-num-cores=2 -mos=1",
             "--sdk-root": str(emulator), "--workdir": str(tmp_path)}
-    code, _, err = _run(capsys, "bench", *_argv(base, argv))
-    assert message in _one_line_error(code, err)
+    code, _, err = run_cli(capsys, "bench", *_argv(base, argv))
+    assert message in one_line_error(code, err)
 
 
 def test_not_onnx_is_refused_before_the_compiler(emulator, tmp_path, capsys):
     fake = tmp_path / "resnet50.onnx"
     fake.write_text("definitely not a protobuf \xff")
-    code, _, err = _run(capsys, "bench", "--model", "resnet50", "--onnx", str(fake), "--flags", "-aic-num-cores=2",
+    code, _, err = run_cli(capsys, "bench", "--model", "resnet50", "--onnx", str(fake), "--flags", "-aic-num-cores=2",
                         "--sdk-root", str(emulator), "--workdir", str(tmp_path / "w"))
-    assert "is not an ONNX model" in _one_line_error(code, err)
+    assert "is not an ONNX model" in one_line_error(code, err)
     assert not (tmp_path / "w").exists()
 
 
 def test_compile_failure_and_hang_are_one_line_with_log(emulator, tiny_onnx, tmp_path, capsys, monkeypatch):
     monkeypatch.setenv("QAIC_EMU_COMPILE_HANG", "1")
-    code, _, err = _run(capsys, "bench", "--model", "resnet50", "--onnx", str(tiny_onnx), "--flags",
+    code, _, err = run_cli(capsys, "bench", "--model", "resnet50", "--onnx", str(tiny_onnx), "--flags",
                         "-aic-num-cores=2", "--sdk-root", str(emulator), "--workdir", str(tmp_path),
                         "--compile-timeout", "1")
-    line = _one_line_error(code, err)
+    line = one_line_error(code, err)
     assert "compile failed: qaic-exec still running after 1 s: killed (log:" in line
 
 
@@ -118,19 +102,19 @@ def test_console_script_runs_as_module(emulator):
 def test_run_bad_input_gets_one_line(emulator, tiny_onnx, tmp_path, capsys, argv, message):
     base = {"--model": "resnet50", "--scenario": "offline", "--onnx": str(tiny_onnx), "--sdk-root": str(emulator),
             "--storage": f"sqlite:///{tmp_path / 'x.db'}", "--workdir": str(tmp_path), "--trials": "1"}
-    code, _, err = _run(capsys, "run", *_argv(base, argv))
-    assert message in _one_line_error(code, err)
+    code, _, err = run_cli(capsys, "run", *_argv(base, argv))
+    assert message in one_line_error(code, err)
 
 
 def test_run_then_studies_lists_it(emulator, tiny_onnx, tmp_path, capsys):
     storage = f"sqlite:///{tmp_path / 'x.db'}"
-    code, out, err = _run(capsys, "run", "--model", "resnet50", "--scenario", "singlestream", "--onnx",
+    code, out, err = run_cli(capsys, "run", "--model", "resnet50", "--scenario", "singlestream", "--onnx",
                           str(tiny_onnx), "--sdk-root", str(emulator), "--storage", storage, "--workdir",
                           str(tmp_path), "--trials", "4", "--measure-time", "1", "--validate-time", "1")
     assert code == 0, err
     assert "[1/4] #0" in out and "[4/4]" in out and "elapsed" in out and "left" in out
     assert "backend: qaic" in out and "winner: trial #" in out and "against the baseline" in out
-    code, out, _ = _run(capsys, "studies", "--storage", storage)
+    code, out, _ = run_cli(capsys, "studies", "--storage", storage)
     assert code == 0 and "resnet50-singlestream-qaic-16nsp" in out
 
 
@@ -138,11 +122,11 @@ def test_export_unknown_study_or_storage(tmp_path, capsys):
     import optuna
 
     missing = tmp_path / "e.db"
-    code, _, err = _run(capsys, "export", "nope", "--storage", f"sqlite:///{missing}")
-    assert "no study storage at" in _one_line_error(code, err) and not missing.exists()
+    code, _, err = run_cli(capsys, "export", "nope", "--storage", f"sqlite:///{missing}")
+    assert "no study storage at" in one_line_error(code, err) and not missing.exists()
     optuna.create_study(study_name="other", storage=f"sqlite:///{missing}")
-    code, _, err = _run(capsys, "export", "nope", "--storage", f"sqlite:///{missing}")
-    assert "no study 'nope' in the storage; studies there: other" in _one_line_error(code, err)
+    code, _, err = run_cli(capsys, "export", "nope", "--storage", f"sqlite:///{missing}")
+    assert "no study 'nope' in the storage; studies there: other" in one_line_error(code, err)
 
 
 @pytest.mark.slow
@@ -153,18 +137,18 @@ def test_retinanet_server_30_trials_beats_or_matches_the_baseline_and_resumes(em
     storage = f"sqlite:///{tmp_path / 'r.db'}"
     argv = ["run", "--model", "retinanet", "--scenario", "server", "--onnx", str(retinanet_onnx), "--trials", "30",
             "--sdk-root", str(emulator), "--storage", storage, "--workdir", str(tmp_path / "w"), "--seed", "0"]
-    code, out, err = _run(capsys, *argv)
+    code, out, err = run_cli(capsys, *argv)
     assert code == 0, err
     assert "[30/30]" in out and "(est.)" in out
     summary = load_study(storage, "retinanet-server-qaic-16nsp").user_attrs["validation"]
     assert summary["baseline_trial"] == 0 and summary["winner_trial"] != 0  # the search found better than the preset
     assert summary["gain_pct"] > 1.0
-    code, out, _ = _run(capsys, *argv[:argv.index("--trials") + 1], "2", *argv[argv.index("--trials") + 2:])
+    code, out, _ = run_cli(capsys, *argv[:argv.index("--trials") + 1], "2", *argv[argv.index("--trials") + 2:])
     assert code == 0 and "(30 trials stored)" in out and "[2/2] #31" in out
 
 
 def _ort_run(capsys, tmp_path, *extra: str) -> tuple[int, str, str]:
-    return _run(capsys, "run", "--backend", "ort", "--model", "resnet50", "--storage",
+    return run_cli(capsys, "run", "--backend", "ort", "--model", "resnet50", "--storage",
                 f"sqlite:///{tmp_path / 'ort.db'}", "--workdir", str(tmp_path / "w"), "--measure-time", "0.5",
                 "--validate-time", "0.5", "--validate-top", "1", "--seed", "0", *extra)
 
@@ -174,7 +158,7 @@ def test_cpu_backend_runs_a_study_measured_by_loadgen(tiny_onnx, tmp_path, capsy
     from autotune.tuner import load_study
 
     monkeypatch.setenv("AUTOTUNE_SDK_ROOT", str(tmp_path / "no-sdk"))
-    code, out, err = _run(capsys, "run", "--model", "resnet50", "--scenario", "singlestream", "--onnx",
+    code, out, err = run_cli(capsys, "run", "--model", "resnet50", "--scenario", "singlestream", "--onnx",
                           str(tiny_onnx), "--trials", "3", "--storage", f"sqlite:///{tmp_path / 'ort.db'}",
                           "--workdir", str(tmp_path / "w"), "--measure-time", "0.5", "--validate-time", "0.5")
     assert code == 0, err
@@ -186,11 +170,11 @@ def test_cpu_backend_runs_a_study_measured_by_loadgen(tiny_onnx, tmp_path, capsy
     log_dir = first.user_attrs["measure_log"]
     assert (tmp_path / "w").exists() and log_dir.endswith("trial-0")
     assert first.value == pytest.approx(first.user_attrs["figures"]["latency_p90_ms"])
-    code, text, _ = _run(capsys, "export", study.study_name, "--storage", f"sqlite:///{tmp_path / 'ort.db'}")
+    code, text, _ = run_cli(capsys, "export", study.study_name, "--storage", f"sqlite:///{tmp_path / 'ort.db'}")
     assert code == 0 and "intra_op_num_threads" in text and "backend: ort" in text
-    code, _, err = _run(capsys, "export", study.study_name, "--storage", f"sqlite:///{tmp_path / 'ort.db'}",
+    code, _, err = run_cli(capsys, "export", study.study_name, "--storage", f"sqlite:///{tmp_path / 'ort.db'}",
                         "--format", "cmdline")
-    assert "is for Cloud AI 100 studies" in _one_line_error(code, err)
+    assert "is for Cloud AI 100 studies" in one_line_error(code, err)
 
 
 def study_name_from(out: str) -> str:
@@ -217,14 +201,14 @@ def test_cpu_bad_inputs(tmp_path, capsys):
     dynamic = tmp_path / "dyn.onnx"
     onnx.save(model, str(dynamic))
     code, _, err = _ort_run(capsys, tmp_path, "--scenario", "offline", "--onnx", str(dynamic), "--trials", "1")
-    assert "dynamic dimension 'seq': pass --input-shape x=" in _one_line_error(code, err)
+    assert "dynamic dimension 'seq': pass --input-shape x=" in one_line_error(code, err)
     code, _, err = _ort_run(capsys, tmp_path, "--scenario", "offline", "--onnx", str(dynamic), "--trials", "1",
                             "--input-shape", "y=1,4")
-    assert "'y', which is not an input of the model" in _one_line_error(code, err)
+    assert "'y', which is not an input of the model" in one_line_error(code, err)
     code, _, err = _ort_run(capsys, tmp_path, "--scenario", "offline", "--onnx", str(dynamic), "--trials", "1",
                             "--input-shape", "x=1,four")
-    assert "is not NAME=D0,D1" in _one_line_error(code, err)
+    assert "is not NAME=D0,D1" in one_line_error(code, err)
     corrupt = tmp_path / "corrupt.onnx"
     corrupt.write_bytes(b"\x08\x07\x12\x03abc" * 10)
     code, _, err = _ort_run(capsys, tmp_path, "--scenario", "offline", "--onnx", str(corrupt), "--trials", "1")
-    assert "is not an ONNX model" in _one_line_error(code, err) or "not a usable ONNX model" in err
+    assert "is not an ONNX model" in one_line_error(code, err) or "not a usable ONNX model" in err

@@ -8,18 +8,9 @@ from optuna.distributions import IntDistribution
 from optuna.trial import create_trial
 
 from autotune.backend import AutotuneError
-from autotune.cli import main
 from autotune.compare import compare, flag_changes, format_table, parse_target, write_html
 from autotune.report import shown_url
-
-
-def _cli(capsys, *argv: str) -> tuple[int, str, str]:
-    try:
-        code = main(list(argv))
-    except SystemExit as exc:
-        code = exc.code
-    out, err = capsys.readouterr()
-    return code, out, err
+from helpers import one_line_error, run_cli
 
 
 def _study(storage: str, name: str, *, nsp: int, sdk: str, rates: list[float], validated: bool = True) -> None:
@@ -80,7 +71,7 @@ def test_flag_changes_spell_out_values_added_and_removed():
 
 
 def test_two_studies_side_by_side_with_ratios(storage, capsys):
-    code, out, err = _cli(capsys, "compare", "r50-14", "r50-16", "--storage", storage)
+    code, out, err = run_cli(capsys, "compare", "r50-14", "r50-16", "--storage", storage)
     assert code == 0, err
     rows = {line[2:].split("  ")[0].strip(): line for line in out.splitlines() if line[:2] in ("* ", "  ")}
     assert rows["value"].startswith("*") and rows["value"].rstrip().endswith(f"x{1980.0 / 1485.0:.3f}")
@@ -113,7 +104,7 @@ def test_compare_across_storages_and_a_study_without_validation(tmp_path, capsys
     first, second = f"sqlite:///{tmp_path / 'a.db'}", f"sqlite:///{tmp_path / 'b.db'}"
     _study(first, "old-sdk", nsp=16, sdk="apps 1.11", rates=[900.0, 950.0])
     _study(second, "new-sdk", nsp=16, sdk="apps 1.12", rates=[1000.0, 990.0], validated=False)
-    code, out, err = _cli(capsys, "compare", "old-sdk", "new-sdk", "--storage", first, "--storage", second,
+    code, out, err = run_cli(capsys, "compare", "old-sdk", "new-sdk", "--storage", first, "--storage", second,
                           "--out", str(tmp_path / "sdk.html"))
     assert code == 0, err
     assert f"A = old-sdk (its winner)  [{first}]" in out and f"B = new-sdk (its winner)  [{second}]" in out
@@ -128,13 +119,13 @@ def test_compare_across_storages_and_a_study_without_validation(tmp_path, capsys
     (["r50-14", "r50-14#one"], "not STUDY or STUDY#TRIAL"),
 ])
 def test_compare_errors_are_one_line(storage, capsys, argv, message):
-    code, _, err = _cli(capsys, "compare", *argv, "--storage", storage)
+    code, _, err = run_cli(capsys, "compare", *argv, "--storage", storage)
     lines = err.strip().splitlines()
     assert code == 1 and len(lines) == 1 and message in lines[0] and lines[0].startswith("autotune: error:")
 
 
 def test_compare_refuses_a_storage_count_that_does_not_match(storage, capsys):
-    code, _, err = _cli(capsys, "compare", "r50-14", "r50-16", "r50-14#1", "--storage", storage,
+    code, _, err = run_cli(capsys, "compare", "r50-14", "r50-16", "r50-14#1", "--storage", storage,
                         "--storage", storage)
     assert code == 1 and "one --storage for all, or one per study/trial (3), not 2" in err
 

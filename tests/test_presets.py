@@ -9,10 +9,10 @@ import pytest
 import yaml
 
 from autotune.backend import AutotuneError
-from autotune.cli import main
 from autotune.presets import find_baseline, load_baselines, winner_preset, write_preset
 from autotune.search_space import DeviceLimits
 from autotune.tuner import load_study
+from helpers import one_line_error, run_cli
 
 
 def test_baselines_cover_the_sdk_facts_table():
@@ -24,21 +24,12 @@ def test_baselines_cover_the_sdk_facts_table():
     assert find_baseline("retinanet", "multistream", 16).candidate(DeviceLimits(nsp_total=16)).activations == 4
 
 
-def _cli(capsys, *argv: str) -> tuple[int, str, str]:
-    try:
-        code = main(list(argv))
-    except SystemExit as exc:
-        code = exc.code
-    out, err = capsys.readouterr()
-    return code, out, err
-
-
 @pytest.fixture()
 def finished_study(emulator, tiny_onnx, tmp_path, capsys, monkeypatch):
     monkeypatch.setenv("AUTOTUNE_SDK_ROOT", str(emulator))
     monkeypatch.setenv("QAIC_EMU_NSP", "14")
     storage = f"sqlite:///{tmp_path / 's.db'}"
-    code, out, err = _cli(capsys, "run", "--model", "resnet50", "--scenario", "offline", "--onnx", str(tiny_onnx),
+    code, out, err = run_cli(capsys, "run", "--model", "resnet50", "--scenario", "offline", "--onnx", str(tiny_onnx),
                           "--trials", "6", "--storage", storage, "--measure-time", "1", "--validate-time", "2",
                           "--workdir", str(tmp_path / "work"), "--seed", "0")
     assert code == 0, err
@@ -58,18 +49,18 @@ def test_export_formats_and_in_place_update(finished_study, tmp_path, capsys):
     out.write_text(yaml.safe_dump({"presets": [
         {"model": "bert-99", "scenario": "offline", "backend": "qaic", "nsp": 14, "flags": "-aic-num-cores=1"},
         {"model": "resnet50", "scenario": "offline", "backend": "qaic", "nsp": 14, "flags": "stale"}]}))
-    assert _cli(capsys, "export", name, "--storage", storage, "--out", str(out))[0] == 0
+    assert run_cli(capsys, "export", name, "--storage", storage, "--out", str(out))[0] == 0
     entries = yaml.safe_load(out.read_text())["presets"]
     assert [e["model"] for e in entries] == ["bert-99", "resnet50"]
     assert entries[1]["flags"] == preset["flags"]
 
     json_out = tmp_path / "presets.json"
-    assert _cli(capsys, "export", name, "--storage", storage, "--format", "json", "--out", str(json_out))[0] == 0
+    assert run_cli(capsys, "export", name, "--storage", storage, "--format", "json", "--out", str(json_out))[0] == 0
     assert json.loads(json_out.read_text())["presets"][0]["trial"] == preset["trial"]
 
     cm_out = tmp_path / "cm.yaml"
     cm_out.write_text(yaml.safe_dump({"variations": {"_bert-99,offline,nsp.14": {"env": {"X": "1"}}}}))
-    assert _cli(capsys, "export", name, "--storage", storage, "--format", "cm", "--out", str(cm_out))[0] == 0
+    assert run_cli(capsys, "export", name, "--storage", storage, "--format", "cm", "--out", str(cm_out))[0] == 0
     variations = yaml.safe_load(cm_out.read_text())["variations"]
     env = variations["_resnet50,offline,nsp.14"]["env"]
     assert "_bert-99,offline,nsp.14" in variations
@@ -78,7 +69,7 @@ def test_export_formats_and_in_place_update(finished_study, tmp_path, capsys):
     assert sorted((env["CM_QAIC_MODEL_COMPILER_ARGS"] + " " + env["CM_QAIC_MODEL_COMPILER_ARGS_SUT"]).split()) == \
         sorted(preset["flags"].split())
 
-    code, text, _ = _cli(capsys, "export", name, "--storage", storage, "--format", "cmdline")
+    code, text, _ = run_cli(capsys, "export", name, "--storage", storage, "--format", "cmdline")
     assert code == 0 and "qaic-exec" in text and "qaic-runner" in text
 
 
@@ -97,12 +88,12 @@ def test_exported_command_lines_reproduce_the_figure(finished_study, tmp_path, c
 def test_export_refuses_a_study_without_feasible_trial(emulator, tiny_onnx, tmp_path, capsys, monkeypatch):
     monkeypatch.setenv("AUTOTUNE_SDK_ROOT", str(emulator))
     storage = f"sqlite:///{tmp_path / 'none.db'}"
-    code, out, _ = _cli(capsys, "run", "--model", "resnet50", "--scenario", "server", "--onnx", str(tiny_onnx),
+    code, out, _ = run_cli(capsys, "run", "--model", "resnet50", "--scenario", "server", "--onnx", str(tiny_onnx),
                         "--trials", "2", "--storage", storage, "--latency-bound-ms", "0.001", "--measure-time", "1",
                         "--workdir", str(tmp_path / "w"))
     assert code == 0 and "no valid configuration found" in out
     target = tmp_path / "p.yaml"
-    code, _, err = _cli(capsys, "export", "resnet50-server-qaic-16nsp", "--storage", storage, "--out", str(target))
+    code, _, err = run_cli(capsys, "export", "resnet50-server-qaic-16nsp", "--storage", storage, "--out", str(target))
     assert code == 1 and "has no feasible trial" in err and not target.exists()
 
 
@@ -110,7 +101,7 @@ def test_export_into_a_foreign_file_is_refused(finished_study, tmp_path, capsys)
     storage, name = finished_study
     foreign = tmp_path / "other.yaml"
     foreign.write_text("- just\n- a list\n")
-    code, _, err = _cli(capsys, "export", name, "--storage", storage, "--out", str(foreign))
+    code, _, err = run_cli(capsys, "export", name, "--storage", storage, "--out", str(foreign))
     assert code == 1 and "is not an autotune presets file" in err
     assert foreign.read_text() == "- just\n- a list\n"
 

@@ -18,28 +18,13 @@ from optuna.trial import TrialState, create_trial
 
 from autotune.cli import main
 from autotune.tuner import _is_feasible
+from helpers import one_line_error, run_cli
 
 EMULATOR = Path(__file__).resolve().parent / "qaic_emulator"
 STUDY_16 = "retinanet-server-qaic-16nsp"
 STUDY_14 = "retinanet-server-qaic-14nsp"
 CHROMIUM_FLAGS = ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                   "--disable-background-networking", "--disable-component-update", "--disable-sync")
-
-
-def _cli(capsys, *argv: str) -> tuple[int, str, str]:
-    try:
-        code = main(list(argv))
-    except SystemExit as exc:
-        code = exc.code
-    out, err = capsys.readouterr()
-    return code, out, err
-
-
-def _one_line_error(code: int, err: str) -> str:
-    assert code != 0
-    lines = err.strip().splitlines()
-    assert len(lines) == 1 and "Traceback" not in err and lines[0].startswith("autotune: error: "), err
-    return lines[0]
 
 
 @pytest.fixture(scope="module")
@@ -111,19 +96,19 @@ def test_report_summary_and_table_match_the_storage(emulated):
 
 def test_report_of_an_unknown_study_lists_the_studies(emulated, capsys, tmp_path):
     storage, _ = emulated
-    line = _one_line_error(*_cli(capsys, "report", "nosuch", "--storage", storage, "--out", str(tmp_path))[::2])
+    line = one_line_error(*run_cli(capsys, "report", "nosuch", "--storage", storage, "--out", str(tmp_path))[::2])
     assert "nosuch" in line and STUDY_16 in line and STUDY_14 in line
-    line = _one_line_error(*_cli(capsys, "report", STUDY_16, "--storage", f"sqlite:///{tmp_path}/none.db")[::2])
+    line = one_line_error(*run_cli(capsys, "report", STUDY_16, "--storage", f"sqlite:///{tmp_path}/none.db")[::2])
     assert "no storage file" in line and not (tmp_path / "none.db").exists()
     blocker = tmp_path / "file"
     blocker.write_text("")
-    line = _one_line_error(*_cli(capsys, "report", STUDY_16, "--storage", storage, "--out", str(blocker))[::2])
+    line = one_line_error(*run_cli(capsys, "report", STUDY_16, "--storage", storage, "--out", str(blocker))[::2])
     assert "is a file" in line
 
 
 def test_compare_two_emulated_studies_and_two_trials(emulated, capsys, tmp_path):
     storage, _ = emulated
-    code, out, err = _cli(capsys, "compare", STUDY_16, STUDY_14, "--storage", storage, "--out",
+    code, out, err = run_cli(capsys, "compare", STUDY_16, STUDY_14, "--storage", storage, "--out",
                           str(tmp_path / "nsp.html"))
     assert code == 0, err
     assert f"A = {STUDY_16}" in out and f"B = {STUDY_14}" in out and "B/A" in out
@@ -134,7 +119,7 @@ def test_compare_two_emulated_studies_and_two_trials(emulated, capsys, tmp_path)
 
     study = optuna.load_study(study_name=STUDY_16, storage=storage)
     other = next(t.number for t in study.trials if _is_feasible(t) and t.number != 0)
-    code, out, err = _cli(capsys, "compare", f"{STUDY_16}#0", f"{STUDY_16}#{other}", "--storage", storage)
+    code, out, err = run_cli(capsys, "compare", f"{STUDY_16}#0", f"{STUDY_16}#{other}", "--storage", storage)
     assert code == 0, err
     assert f"B = {STUDY_16}#{other}" in out and "B vs A: " in out
     assert re.search(rf"^\* trial +#0 +#{other}", out, re.M)
@@ -143,7 +128,7 @@ def test_compare_two_emulated_studies_and_two_trials(emulated, capsys, tmp_path)
 def test_dashboard_missing_dependency_names_the_install(emulated, capsys, monkeypatch):
     storage, _ = emulated
     monkeypatch.setitem(sys.modules, "optuna_dashboard", None)  # import fails as if not installed
-    line = _one_line_error(*_cli(capsys, "dashboard", "--storage", storage)[::2])
+    line = one_line_error(*run_cli(capsys, "dashboard", "--storage", storage)[::2])
     assert "pip install optuna-dashboard" in line
 
 
@@ -153,13 +138,13 @@ def test_dashboard_serves_the_storage_on_localhost(emulated, capsys, monkeypatch
     fake = types.ModuleType("optuna_dashboard")
     fake.run_server = lambda storage, host, port: calls.append((storage, host, port))  # type: ignore[attr-defined]
     monkeypatch.setitem(sys.modules, "optuna_dashboard", fake)
-    code, out, _ = _cli(capsys, "dashboard", STUDY_16, "--storage", storage, "--port", "8765")
+    code, out, _ = run_cli(capsys, "dashboard", STUDY_16, "--storage", storage, "--port", "8765")
     assert code == 0
     served, host, port = calls[0]
     assert isinstance(served, optuna.storages.BaseStorage) and host == "127.0.0.1" and port == 8765
     study_id = served.get_study_id_from_name(STUDY_16)
     assert f"http://127.0.0.1:8765/dashboard/studies/{study_id}" in out
-    line = _one_line_error(*_cli(capsys, "dashboard", "nosuch", "--storage", storage)[::2])
+    line = one_line_error(*run_cli(capsys, "dashboard", "nosuch", "--storage", storage)[::2])
     assert STUDY_16 in line and len(calls) == 1
 
 
@@ -190,7 +175,7 @@ def test_report_on_an_old_and_running_study_shows_what_is_missing(tmp_path, caps
     storage = f"sqlite:///{db}"
     _old_study(storage, "old", running=True)
     before = _sha(db)
-    code, out, err = _cli(capsys, "report", "old", "--storage", storage, "--out", str(tmp_path / "r"))
+    code, out, err = run_cli(capsys, "report", "old", "--storage", storage, "--out", str(tmp_path / "r"))
     assert code == 0, err
     assert _sha(db) == before  # read-only
     page = (tmp_path / "r" / "index.html").read_text()
@@ -212,7 +197,7 @@ def test_report_without_a_feasible_trial_says_so(tmp_path, capsys):
     for cores, reason in ((3, "p90 latency 20 ms over the bound"), (5, "p90 latency 31 ms over the bound")):
         study.add_trial(create_trial(value=math.inf, constraints={"feasible": 1.0}, user_attrs={
             "candidate": {"cores": cores, "batch_size": 1}, "failure_stage": "scenario", "failure_reason": reason}))
-    code, _, err = _cli(capsys, "report", "none", "--storage", storage, "--out", str(tmp_path / "r"))
+    code, _, err = run_cli(capsys, "report", "none", "--storage", storage, "--out", str(tmp_path / "r"))
     assert code == 0, err
     page = (tmp_path / "r" / "index.html").read_text()
     assert 'data-key="no_feasible"' in page and "No feasible trial" in page
@@ -279,7 +264,7 @@ def test_report_headline_when_a_candidate_beats_the_baseline(tmp_path, capsys):
         study.add_trial(create_trial(value=rate, constraints={"feasible": 0.0}, user_attrs={
             "candidate": {"cores": i + 1}, "flags": f"-aic-num-cores={i + 1}", "baseline": i == 0,
             "figures": {"samples_per_second": rate}}))
-    code, _, err = _cli(capsys, "report", "win", "--storage", storage, "--out", str(tmp_path / "r"))
+    code, _, err = run_cli(capsys, "report", "win", "--storage", storage, "--out", str(tmp_path / "r"))
     assert code == 0, err
     page = (tmp_path / "r" / "index.html").read_text()
     assert "Winner: trial" in page and _keyed(page, "winner_trial") == "#1"
