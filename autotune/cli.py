@@ -370,7 +370,7 @@ def _qaic_job(args: argparse.Namespace, *, model: ModelSpec, scenario: Scenario,
         timeout_s=args.timeout, measure_seconds=args.measure_time or 5.0, validate_top=args.validate_top,
         validate_seconds=args.validate_time or 20.0, sampler=args.sampler, seed=args.seed,
         workdir=args.workdir.resolve(), baseline=baseline,
-        baseline_label=f"hand-tuned preset {preset.flags}" if preset else None)
+        baseline_label=preset.label() if preset else None)
     return job, f"device QID {device.qid} {device.sku} {nsp} NSPs"
 
 

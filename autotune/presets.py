@@ -6,7 +6,7 @@ import json
 import os
 import shlex
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +33,12 @@ class Baseline:
     flags: str
     batch_size: int
     activations: int | None
+    adapted_from: int | None = None
+
+    def label(self) -> str:
+        """How reports name this baseline."""
+        adapted = f" (the {self.adapted_from}-NSP preset, adapted)" if self.adapted_from else ""
+        return f"hand-tuned preset {self.flags}{adapted}"
 
     def candidate(self, device: DeviceLimits) -> Candidate:
         """The preset as a Candidate on ``device`` (activations default to floor(NSPs/cores))."""
@@ -52,12 +58,16 @@ def load_baselines(path: Path = BASELINES_FILE) -> list[Baseline]:
 
 
 def find_baseline(model: str, scenario: str, nsp: int, *, path: Path = BASELINES_FILE) -> Baseline | None:
-    """The baseline for this model, scenario and NSP count: an exact NSP match first, else one for any NSPs."""
+    """The baseline for this model, scenario and NSP count: an exact NSP match first, else one for any NSPs, else
+    the preset of the nearest other NSP count, adapted (``adapted_from`` says which; activations re-sized)."""
     matches = [b for b in load_baselines(path) if b.model == model and b.scenario == scenario]
-    exact = [b for b in matches if b.nsp == nsp]
-    general = [b for b in matches if b.nsp is None]
-    found = exact or general
-    return found[0] if found else None
+    exact = [b for b in matches if b.nsp == nsp] or [b for b in matches if b.nsp is None]
+    if exact:
+        return exact[0]
+    if not matches:
+        return None
+    nearest = min(matches, key=lambda b: abs((b.nsp or nsp) - nsp))
+    return replace(nearest, nsp=nsp, activations=None, adapted_from=nearest.nsp)
 
 
 def winner_preset(study: optuna.Study) -> dict[str, Any]:

@@ -36,7 +36,7 @@ import perf_model  # noqa: E402  (the emulator's performance model)
 from autotune import objective, tuner  # noqa: E402
 from autotune.backend import Artifact, CompileFailure, Measurement, MeasureFailure  # noqa: E402
 from autotune.models import MODELS  # noqa: E402
-from autotune.presets import load_baselines  # noqa: E402
+from autotune.presets import find_baseline  # noqa: E402
 from autotune.search_space import (BATCH_SIZES, MAX_OLS, SET_SIZES, Candidate, DeviceLimits,  # noqa: E402
                                    QaicSpace, neighbours, param_domains, params_for, suggest)
 
@@ -123,13 +123,6 @@ def cached_evaluate(scenario: objective.Scenario, measurement: Measurement, *, a
 tuner.evaluate = cached_evaluate  # the Tuner calls evaluate() per trial; memoise it for the benchmark
 
 
-def baseline_for(model: str, scenario: str, nsp: int):
-    """The preset for this NSP count, else the model's preset for another count (the local search's start)."""
-    matches = [b for b in load_baselines() if b.model == model and b.scenario == scenario]
-    exact = [b for b in matches if b.nsp in (nsp, None)]
-    return (exact or matches or [None])[0]
-
-
 def search_space_points(nsp: int, depth_first: bool):
     """Every distinct (compile cfg, activations, set size) that `suggest` can produce."""
     for cores in range(1, nsp + 1):
@@ -174,16 +167,15 @@ def make_tuner(model: str, scenario: str, nsp: int, *, sampler: str, seed: int, 
     spec = MODELS[model]
     scen = objective.SCENARIOS[scenario]
     device = DeviceLimits(nsp_total=nsp)
-    preset = baseline_for(model, scenario, nsp)
+    preset = find_baseline(model, scenario, nsp)
     extra = Candidate.from_flags(preset.flags).extra_flags if preset else ()
-    exact = preset is not None and preset.nsp in (nsp, None)
     job = tuner.TuningJob(
         model=spec, onnx_path=Path("surface.onnx"), scenario=scen, bound_ms=spec.latency_bounds_ms.get(scenario),
         backend=SurfaceBackend(profile=PROFILES[model], nsp=nsp, workdir=workdir),
         space=QaicSpace(device=device, scenario=scenario, extra_flags=extra), device_qid=0, device_size=nsp,
         sku="emulated", storage=optuna.storages.InMemoryStorage(), study_name=f"{model}-{scenario}-{nsp}",
         n_trials=budget, validate_top=0, sampler=sampler, seed=seed, polish_every=polish_every, workdir=workdir,
-        baseline=preset.candidate(device) if warm and exact else None)
+        baseline=preset.candidate(device) if warm and preset else None)
     return tuner.Tuner(job, progress=lambda _: None)
 
 
@@ -212,19 +204,10 @@ def run_local(model: str, scenario: str, nsp: int, *, seed: int, budget: int, wo
     t = make_tuner(model, scenario, nsp, sampler="random", seed=seed, warm=False, budget=budget, workdir=workdir)
     rng = random.Random(seed)
     device = DeviceLimits(nsp_total=nsp)
-    start = baseline_for(model, scenario, nsp)
-    extra = ()
-    if start is not None:
-        candidate = Candidate.from_flags(start.flags, batch_size=start.batch_size)
-        extra = candidate.extra_flags
-        cores = min(candidate.cores, nsp)
-        candidate = Candidate(cores=cores, ols=candidate.ols, mos=tuple(min(m, cores) for m in (candidate.mos or (1,)))
-                              if not candidate.sdp_clusters else candidate.mos, sdp_clusters=candidate.sdp_clusters,
-                              multicast_weights=candidate.multicast_weights, batch_size=candidate.batch_size,
-                              extra_flags=extra, activations=min(start.activations or nsp // cores, nsp // cores))
-        current = params_for(candidate, scenario=scenario)
-    else:
-        current = params_for(Candidate(cores=1, activations=nsp), scenario=scenario)
+    start = find_baseline(model, scenario, nsp)
+    extra = Candidate.from_flags(start.flags).extra_flags if start else ()
+    first = start.candidate(device) if start else Candidate(cores=1, activations=nsp)
+    current = params_for(first, scenario=scenario)
     domains = param_domains(device, scenario=scenario)
     current = {"mos_1": 1} | current  # a step to two SDP clusters needs the second cluster's mos
     seen: dict[str, float] = {}
@@ -286,7 +269,7 @@ def main() -> None:
             nsp = int(nsp_text)
             scen = objective.SCENARIOS[scenario]
             bound = MODELS[model].latency_bounds_ms.get(scenario)
-            start = baseline_for(model, scenario, nsp)
+            start = find_baseline(model, scenario, nsp)
             extra = Candidate.from_flags(start.flags).extra_flags if start else ()
             best = optimum(PROFILES[model], nsp, scen, bound, extra)
             results: dict[str, dict[str, list[int | None]]] = {k: {"3": [], "1": []} for k in ("auto", "rand", "local")}
@@ -300,7 +283,7 @@ def main() -> None:
                                         budget=args.random_budget, workdir=work / "rand"),
                     "local": run_local(model, scenario, nsp, seed=seed, budget=args.budget, workdir=work / "local"),
                 }
-                preset_value = curves["auto"][0] if start and start.nsp in (nsp, None) else None
+                preset_value = curves["auto"][0] if start else None
                 at40.append(curves["auto"][min(39, len(curves["auto"]) - 1)] / best * 100)
                 for name, curve in curves.items():
                     for pct in ("3", "1"):
@@ -309,9 +292,11 @@ def main() -> None:
             t3 = " / ".join(median_or_none(results[k]["3"], budgets[k]) for k in results)
             t1 = " / ".join(median_or_none(results[k]["1"], budgets[k]) for k in results)
             preset = f"{preset_value / best * 100:.1f}%" if preset_value else "-"
+            preset += "*" if start and start.adapted_from else ""
             print(f"{model + ' ' + scenario + ' ' + str(nsp):<26} {best:>9.1f} {preset:>9} | {t3:>34} | {t1:>34} | "
                   f"{statistics.median(at40):>11.1f}%", flush=True)
-    print(f"medians over {args.seeds} seeds; preset = the hand-tuned preset as % of the optimum; "
+    print(f"medians over {args.seeds} seeds; preset = the hand-tuned preset as % of the optimum (* adapted from "
+          f"another NSP count); "
           f"best@40 = autotune's best after 40 measured trials as % of the optimum; {time.monotonic() - started:.0f} s")
 
 

@@ -21,6 +21,9 @@ def test_baselines_cover_the_sdk_facts_table():
     assert find_baseline("bert-99", "offline", 16).flags.endswith("-ols=2")
     assert find_baseline("retinanet", "singlestream", 14).nsp is None
     assert find_baseline("resnet50", "multistream", 16) is None
+    adapted = find_baseline("resnet50", "offline", 16)
+    assert adapted.adapted_from == 14 and "adapted" in adapted.label()
+    assert adapted.candidate(DeviceLimits(nsp_total=16)).activations == 4  # floor(16 / 4), not the 14-NSP 3
     assert find_baseline("retinanet", "multistream", 16).candidate(DeviceLimits(nsp_total=16)).activations == 4
 
 
