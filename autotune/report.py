@@ -294,7 +294,7 @@ def history_figure(frame: pd.DataFrame, summary: dict[str, Any]) -> bytes:
     ax.step(ok["trial"], best, where="post", color="#54a24b", linewidth=1.8, label="best so far")
     if summary["baseline_search_value"] is not None:
         ax.axhline(summary["baseline_search_value"], color="#f58518", linestyle="--", linewidth=1.4,
-                   label=f"baseline preset (#{summary['baseline_trial']}): {summary['baseline_search_value']:,.2f}")
+                   label=f"baseline (#{summary['baseline_trial']}): {summary['baseline_search_value']:,.2f}")
     bad = done[done["outcome"] == "infeasible"]
     if len(bad):
         ax.scatter(bad["trial"], [0.03] * len(bad), transform=ax.get_xaxis_transform(), marker="x", s=36,
@@ -471,7 +471,7 @@ def build_figures(study: optuna.Study, frame: pd.DataFrame, summary: dict[str, A
     feasible = int(((frame["outcome"] == "feasible") & frame["duplicate_of"].isna()).sum()) if len(frame) else 0
     figures = [
         Figure(key="history", title="Optimisation history",
-               caption="Each feasible trial's search value, the best so far, and the baseline preset's value as a "
+               caption="Each feasible trial's search value, the best so far, and the baseline's value as a "
                        "dashed line; red crosses at the bottom are infeasible trials."),
         Figure(key="importances", title="Parameter importances",
                caption="PED-ANOVA importances of the knobs (as they ran) for the objective, over feasible trials."),
@@ -618,13 +618,13 @@ def _summary_html(summary: dict[str, Any], frame: pd.DataFrame) -> str:
         kind = "validated" if summary["winner_validated"] else "search value, not validated yet"
         gain = summary["gain_pct"]
         if winner.trial.number == summary["baseline_trial"]:
-            parts.append(f'<div class="headline">The baseline preset won: trial <b data-key="winner_trial">'
+            parts.append(f'<div class="headline">The baseline won: trial <b data-key="winner_trial">'
                          f'#{winner.trial.number}</b>, <b data-key="winner_value">{_num(winner.value)}</b> {_e(unit)} '
                          f'({_e(kind)}); no candidate beat it (gain <span data-key="gain_pct">'
                          f'{f"{gain:+.1f}%" if gain is not None else "—"}</span>). Search longer (--trials) to find '
                          f'a better one.</div>')
             gain = None
-        against = (f', <b data-key="gain_pct">{gain:+.1f}%</b> against the baseline preset '
+        against = (f', <b data-key="gain_pct">{gain:+.1f}%</b> against the baseline '
                    f'({_num(summary["baseline_value"])} {_e(unit)})') if gain is not None else \
             " (no baseline figure to compare with)"
         if winner.trial.number != summary["baseline_trial"]:
@@ -653,7 +653,7 @@ def _summary_html(summary: dict[str, Any], frame: pd.DataFrame) -> str:
             _kv("measure_command", "measure command", _command(winner.attr("measure_argv"))),
         ]
     rows += [
-        _kv("baseline_flags", "baseline preset flags",
+        _kv("baseline_flags", "baseline flags",
             f"<code>{_e(summary['baseline_flags'])}</code>" if summary["baseline_flags"] not in (None, MISSING)
             else _attr(summary["baseline_flags"]) + (" (no hand-tuned preset: searched from scratch)"
                                                      if summary["baseline_flags"] is None else "")),
@@ -664,7 +664,7 @@ def _summary_html(summary: dict[str, Any], frame: pd.DataFrame) -> str:
         _kv("trials", "trials", f"{summary['trials']} in all: " + ", ".join(
             f'<span data-key="count_{o}">{outcomes[o]}</span> {o}' for o in OUTCOME_ORDER if outcomes.get(o))),
         _kv("duplicates", "duplicates",
-            f"{summary['duplicates']} (re-proposed candidates, figures reused); {summary['qpc_reused']} compiled QPC "
+            f"{summary['duplicates']} (re-proposed candidates, figures reused); {summary['qpc_reused']} compiled model "
             f"reused for other runtime settings; {summary['polish']} one-knob polish steps"),
         _kv("time", "time", f"compiling {_seconds(summary['compile_seconds'])}, measuring "
                             f"{_seconds(summary['measure_seconds'])}, validating ≈ "
@@ -696,7 +696,7 @@ def _validation_html(summary: dict[str, Any], unit: str) -> str:
     if validation is None:
         return f'<h3>Validation</h3><p>{_missing("no validation record in the storage")}</p>'
     runs = validation.get("validated") or []
-    head = (f"<h3>Validation</h3><p>The best of the search and the baseline preset re-measured ({len(runs)} runs of "
+    head = (f"<h3>Validation</h3><p>The best of the search and the baseline re-measured ({len(runs)} runs of "
             f"{_e(_num(validation.get('validate_seconds'), 1))} s at {_attr(validation.get('validated_at', MISSING))})"
             f"; the winner is chosen on these runs.</p>")
     lines = [f"<tr><th>trial</th><th>role</th><th>search value</th><th>validated value ({_e(unit)})</th>"
@@ -744,13 +744,13 @@ def _trials_html(frame: pd.DataFrame, summary: dict[str, Any]) -> str:
         if r["trial"] == summary["winner_trial"]:
             notes.append("winner")
         if _true(r["baseline"]):
-            notes.append("baseline preset")
+            notes.append("baseline")
         if pd.notna(r.get("duplicate_of")):
             notes.append(f"same as #{int(r['duplicate_of'])}")
         if pd.notna(r.get("polish_of")):
             notes.append(f"polish of #{int(r['polish_of'])}")
         if _true(r["compile_reused"]):
-            notes.append("QPC reused")
+            notes.append("compiled model reused")
         if r["outcome"] in ("feasible", "infeasible") and not _true(r["has_figures"]) and not _given(r["failure_stage"]):
             notes.append("figures missing")
         reason = ": ".join(str(r[k]) for k in ("failure_stage", "failure_reason") if _given(r[k]))

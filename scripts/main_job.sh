@@ -17,6 +17,6 @@ for name in ('resnet50', 'retinanet'): build_convnet(Path(f'.autotune/models/{na
 autotune devices --sdk-root tests/qaic_emulator
 autotune bench --model resnet50 --onnx .autotune/models/resnet50-small.onnx \
   --flags "-aic-num-cores=2 -mos=1 -ols=2" --activations 7 --time 5 --sdk-root tests/qaic_emulator
-autotune run --model retinanet --scenario server --onnx .autotune/models/retinanet-small.onnx --trials 12 \
+autotune run --model retinanet --scenario server --onnx .autotune/models/retinanet-small.onnx --trials 30 \
   --sdk-root tests/qaic_emulator --storage sqlite:///studies/emulated.db --seed 0
 autotune export retinanet-server-qaic-16nsp --storage sqlite:///studies/emulated.db --format cmdline
