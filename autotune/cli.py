@@ -86,8 +86,9 @@ def build_parser() -> argparse.ArgumentParser:
                                                   "(Qualcomm Cloud AI 100 via qaic-exec/qaic-runner).")
     commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
-    devices = commands.add_parser("devices", help="list Cloud AI 100 devices (qaic-util -q)",
-                                  description="List the devices qaic-util reports; only Ready ones are used.")
+    devices = commands.add_parser("devices", help="list Cloud AI 100 devices (qaic-util -q), or the CPU",
+                                  description="List the devices qaic-util reports (only Ready ones are used); "
+                                              "where no SDK is found, the CPU that autotune run would use.")
     _add_sdk_options(devices)
     devices.add_argument("--json", action="store_true", help="print JSON instead of a table")
     devices.set_defaults(handler=cmd_devices)
@@ -213,6 +214,18 @@ def _add_sdk_options(parser: argparse.ArgumentParser) -> None:
 
 
 def cmd_devices(args: argparse.Namespace) -> int:
+    if args.sdk_root is None and choose_backend("auto", None, quiet=True) == "ort":
+        from autotune.ort_bench import cpu_device
+
+        cpu = cpu_device()
+        if args.json:
+            print(json.dumps([{"backend": "ort", "cores": cpu.cores, "model": cpu.model_name,
+                               "isa_flags": list(cpu.isa_flags)}], indent=2))
+        else:
+            print("no Cloud AI 100 SDK found (pass --sdk-root DIR or set AUTOTUNE_SDK_ROOT to use one); "
+                  f"autotune run will use this CPU: {cpu.model_name}, {cpu.cores} cores, "
+                  f"{', '.join(cpu.isa_flags) or 'no AVX2'}")
+        return 0
     backend = QaicBackend(sdk_root=args.sdk_root)
     devices = backend.devices()
     if args.json:
@@ -318,7 +331,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     return 0
 
 
-def choose_backend(requested: str, sdk_root: str | None) -> str:
+def choose_backend(requested: str, sdk_root: str | None, *, quiet: bool = False) -> str:
     """``auto``: qaic where a Cloud AI 100 SDK is found, else the local CPU (ONNX Runtime); says which."""
     if requested != "auto":
         return requested
@@ -327,9 +340,11 @@ def choose_backend(requested: str, sdk_root: str | None) -> str:
     try:
         root = resolve_sdk_root(sdk_root)
     except AutotuneError:
-        print("backend: ort (ONNX Runtime on this CPU; no Cloud AI 100 SDK found, pass --sdk-root to use one)")
+        if not quiet:
+            print("backend: ort (ONNX Runtime on this CPU; no Cloud AI 100 SDK found, pass --sdk-root to use one)")
         return "ort"
-    print(f"backend: qaic (Cloud AI 100 SDK at {root})")
+    if not quiet:
+        print(f"backend: qaic (Cloud AI 100 SDK at {root})")
     return "qaic"
 
 

@@ -212,3 +212,11 @@ def test_cpu_bad_inputs(tmp_path, capsys):
     corrupt.write_bytes(b"\x08\x07\x12\x03abc" * 10)
     code, _, err = _ort_run(capsys, tmp_path, "--scenario", "offline", "--onnx", str(corrupt), "--trials", "1")
     assert "is not an ONNX model" in one_line_error(code, err) or "not a usable ONNX model" in err
+
+
+def test_devices_without_an_sdk_shows_the_cpu(capsys, monkeypatch, tmp_path):
+    monkeypatch.setenv("AUTOTUNE_SDK_ROOT", str(tmp_path / "no-sdk"))
+    code, out, _ = run_cli(capsys, "devices")
+    assert code == 0 and "no Cloud AI 100 SDK found" in out and "autotune run will use this CPU" in out
+    code, _, err = run_cli(capsys, "devices", "--sdk-root", str(tmp_path / "no-sdk"))
+    assert "SDK not found" in one_line_error(code, err)
