@@ -160,10 +160,12 @@ def optimum(profile: str, nsp: int, scenario: objective.Scenario, bound: float |
 
 
 POLISH_EVERY = 3
+POLISH_AFTER = 25
 
 
 def make_tuner(model: str, scenario: str, nsp: int, *, sampler: str, seed: int, warm: bool,
-               budget: int, workdir: Path, polish_every: int = POLISH_EVERY) -> tuner.Tuner:
+               budget: int, workdir: Path, polish_every: int = POLISH_EVERY,
+               polish_after: int = POLISH_AFTER) -> tuner.Tuner:
     spec = MODELS[model]
     scen = objective.SCENARIOS[scenario]
     device = DeviceLimits(nsp_total=nsp)
@@ -174,7 +176,8 @@ def make_tuner(model: str, scenario: str, nsp: int, *, sampler: str, seed: int, 
         backend=SurfaceBackend(profile=PROFILES[model], nsp=nsp, workdir=workdir),
         space=QaicSpace(device=device, scenario=scenario, extra_flags=extra), device_qid=0, device_size=nsp,
         sku="emulated", storage=optuna.storages.InMemoryStorage(), study_name=f"{model}-{scenario}-{nsp}",
-        n_trials=budget, validate_top=0, sampler=sampler, seed=seed, polish_every=polish_every, workdir=workdir,
+        n_trials=budget, validate_top=0, sampler=sampler, seed=seed, polish_every=polish_every,
+        polish_after=polish_after, workdir=workdir,
         baseline=preset.candidate(device) if warm and preset else None)
     return tuner.Tuner(job, progress=lambda _: None)
 
@@ -192,9 +195,9 @@ def measured_curve(study: optuna.Study, direction: str) -> list[float]:
 
 
 def run_sampler(model: str, scenario: str, nsp: int, *, sampler: str, seed: int, warm: bool, budget: int,
-                workdir: Path, polish_every: int = POLISH_EVERY) -> list[float]:
+                workdir: Path, polish_every: int = POLISH_EVERY, polish_after: int = POLISH_AFTER) -> list[float]:
     t = make_tuner(model, scenario, nsp, sampler=sampler, seed=seed, warm=warm, budget=budget, workdir=workdir,
-                   polish_every=polish_every)
+                   polish_every=polish_every, polish_after=polish_after)
     t.run()
     return measured_curve(t.study, "maximize")
 
@@ -258,6 +261,7 @@ def main() -> None:
     parser.add_argument("--cases", nargs="*", default=None, help="e.g. resnet50:offline:14")
     parser.add_argument("--polish-every", type=int, default=POLISH_EVERY,
                         help="autotune's one-knob polishing step every N trials (0: pure TPE)")
+    parser.add_argument("--polish-after", type=int, default=POLISH_AFTER, help="first trial that may be a polish step")
     args = parser.parse_args()
     cases = [tuple(c.split(":")) for c in args.cases] if args.cases else [
         (m, s, str(n)) for m in PROFILES for n in (14, 16) for s in ("offline", "server")]
@@ -278,7 +282,8 @@ def main() -> None:
                 work = Path(tmp) / f"{model}-{scenario}-{nsp}-{seed}"
                 curves = {
                     "auto": run_sampler(model, scenario, nsp, sampler="tpe", seed=seed, warm=True,
-                                        budget=args.budget, workdir=work / "auto", polish_every=args.polish_every),
+                                        budget=args.budget, workdir=work / "auto", polish_every=args.polish_every,
+                                        polish_after=args.polish_after),
                     "rand": run_sampler(model, scenario, nsp, sampler="random", seed=seed, warm=False,
                                         budget=args.random_budget, workdir=work / "rand"),
                     "local": run_local(model, scenario, nsp, seed=seed, budget=args.budget, workdir=work / "local"),
