@@ -10,7 +10,7 @@ import re
 import signal
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Sequence
+from typing import Any, Callable, Sequence
 
 from autotune.backend import AutotuneError
 from autotune.models import (MODELS, ModelSpec, check_onnx, download_model, get_model, resolve_onnx,
@@ -19,9 +19,8 @@ from autotune.objective import SCENARIOS, Scenario, get_scenario, latency_bound_
 from autotune.presets import EXPORT_FORMATS, find_baseline, winner_preset, write_preset
 from autotune.qaic_bench import QaicBackend, command_line
 from autotune.search_space import Candidate, DeviceLimits, QaicSpace, max_activations, violations
-
-if TYPE_CHECKING:
-    from autotune.tuner import TuningJob
+from autotune.tuner import (Tuner, TuningJob, default_storage_url, default_study_name, load_study,
+                            open_existing_storage, study_overview)
 
 DEFAULT_WORKDIR = Path(".autotune") / "work"
 FLAG_VALUED_OPTIONS = ("--flags", "--base-flags", "--timeout", "--latency-bound-ms")
@@ -126,7 +125,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--timeout", type=_duration, help="wall-clock budget for new trials, e.g. 90m, 2h, 600")
     run.add_argument("--latency-bound-ms", type=_positive_float,
                      help="p99 latency bound (default: the model's MLPerf bound)")
-    run.add_argument("--storage", help="Optuna storage URL (default sqlite:///studies/autotune.db)")
+    _add_storage_option(run)
     run.add_argument("--study", help="study name (default <model>-<scenario>-<backend>-<N>nsp)")
     run.add_argument("--device", type=int, help="device QID (default: first Ready device)")
     run.add_argument("--nsp", type=_positive_int, help="NSPs to tune for (default: the device's)")
@@ -154,7 +153,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Write the validated winner of a study as a preset: flags, figures, provenance and the exact "
                     "command lines. Into an existing file it updates that one entry and keeps the others.")
     export.add_argument("study", help="study name (see autotune studies)")
-    export.add_argument("--storage", help="Optuna storage URL (default sqlite:///studies/autotune.db)")
+    _add_storage_option(export)
     export.add_argument("--format", choices=EXPORT_FORMATS, default="yaml",
                         help="yaml/json preset file, cm (CM script variation env) or cmdline (shell lines)")
     export.add_argument("--out", type=Path, help="file to write or update (default: print to stdout)")
@@ -162,7 +161,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     studies = commands.add_parser("studies", help="list the studies in a storage",
                                   description="The studies in a storage with trial counts, best and baseline values.")
-    studies.add_argument("--storage", help="Optuna storage URL (default sqlite:///studies/autotune.db)")
+    _add_storage_option(studies)
     studies.set_defaults(handler=cmd_studies)
     _add_report_commands(commands)
     return parser
@@ -174,7 +173,7 @@ def _add_report_commands(commands: argparse._SubParsersAction) -> None:
         description="Write a self-contained HTML page (summary, figures, every trial; opens without network) and "
                     "trials.csv for a study. Read-only: works on a study that is still running.")
     report.add_argument("study", help="study name (see autotune studies)")
-    report.add_argument("--storage", help="Optuna storage URL (default sqlite:///studies/autotune.db)")
+    _add_storage_option(report)
     report.add_argument("--out", type=Path, help="directory to write index.html and trials.csv (default reports/<study>/)")
     report.set_defaults(handler=cmd_report)
 
@@ -195,7 +194,7 @@ def _add_report_commands(commands: argparse._SubParsersAction) -> None:
         description="Serve optuna-dashboard (pip install optuna-dashboard) on 127.0.0.1 for the storage's studies; "
                     "Ctrl-C stops it.")
     dashboard.add_argument("study", nargs="?", help="study to open first (default: the list of studies)")
-    dashboard.add_argument("--storage", help="Optuna storage URL (default sqlite:///studies/autotune.db)")
+    _add_storage_option(dashboard)
     dashboard.add_argument("--port", type=_positive_int, default=8080, help="port on 127.0.0.1 (default 8080)")
     dashboard.set_defaults(handler=cmd_dashboard)
 
@@ -205,6 +204,10 @@ def _add_model_options(parser: argparse.ArgumentParser) -> None:
                         help=f"a known model ({', '.join(MODELS)}) or a name for your own --onnx model")
     parser.add_argument("--onnx", help="path of the ONNX file to compile")
     parser.add_argument("--base-flags", default="", help="extra base qaic-exec flags (e.g. -node-precision-info=F)")
+
+
+def _add_storage_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--storage", help=f"Optuna storage URL (default {default_storage_url(create=False)})")
 
 
 def _add_sdk_options(parser: argparse.ArgumentParser) -> None:
@@ -290,8 +293,6 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from autotune.tuner import Tuner, default_storage_url
-
     scenario = get_scenario(args.scenario)
     model = get_model(args.model, extra_base_flags=args.base_flags, onnx_given=args.onnx is not None)
     bound = latency_bound_ms(scenario, model, args.latency_bound_ms)
@@ -365,8 +366,6 @@ def model_file(model: ModelSpec, onnx: str | None, *, synthetic: bool) -> tuple[
 
 def _qaic_job(args: argparse.Namespace, *, model: ModelSpec, scenario: Scenario, bound: float | None,
               onnx_path: Path) -> tuple[TuningJob, str]:
-    from autotune.tuner import TuningJob, default_study_name
-
     backend = QaicBackend(sdk_root=args.sdk_root, compile_timeout_s=args.compile_timeout)
     device = backend.ready_device(args.device)
     nsp = args.nsp or device.nsp_total
@@ -392,7 +391,6 @@ def _qaic_job(args: argparse.Namespace, *, model: ModelSpec, scenario: Scenario,
 def _ort_job(args: argparse.Namespace, *, model: ModelSpec, scenario: Scenario, bound: float | None,
              onnx_path: Path) -> tuple[TuningJob, str]:
     from autotune.ort_bench import OrtBackend, OrtSpace
-    from autotune.tuner import TuningJob, default_study_name
 
     backend = OrtBackend(input_shapes=dict(args.input_shape))
     cores = backend.device.cores
@@ -418,9 +416,7 @@ def _best_latency_note(tuner: Any) -> str:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    from autotune.tuner import default_storage_url, load_study
-
-    study = load_study(args.storage or default_storage_url(create=False), args.study)
+    study = load_study(_reading(args.storage), args.study)
     preset = winner_preset(study)
     text = write_preset(preset, fmt=args.format, out=args.out)
     if args.out is None:
@@ -432,9 +428,7 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 
 def cmd_studies(args: argparse.Namespace) -> int:
-    from autotune.tuner import default_storage_url, open_existing_storage, study_overview
-
-    rows = study_overview(open_existing_storage(args.storage or default_storage_url(create=False)))
+    rows = study_overview(open_existing_storage(_reading(args.storage)))
     if not rows:
         print("no studies in this storage")
         return 0
@@ -445,17 +439,15 @@ def cmd_studies(args: argparse.Namespace) -> int:
     return 0
 
 
-def _read_storage(url: str | None) -> str:
-    """The storage URL to read (no side effects: reading never creates the default directory)."""
-    from autotune.tuner import DEFAULT_STORAGE_PATH
-
-    return url or f"sqlite:///{DEFAULT_STORAGE_PATH}"
+def _reading(url: str | None) -> str:
+    """The storage URL to read: the given one, else the default (reading never creates it)."""
+    return url or default_storage_url(create=False)
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    from autotune.report import default_report_dir, open_study, write_report
+    from autotune.report import default_report_dir, write_report
 
-    study = open_study(_read_storage(args.storage), args.study)
+    study = load_study(_reading(args.storage), args.study)
     page = write_report(study, args.out or default_report_dir(args.study))
     print(f"wrote {page} and {page.parent / 'trials.csv'} ({len(study.trials)} trials)")
     return 0
@@ -464,7 +456,7 @@ def cmd_report(args: argparse.Namespace) -> int:
 def cmd_compare(args: argparse.Namespace) -> int:
     from autotune.compare import compare, format_table, write_html
 
-    entries, rows = compare(args.targets, [_read_storage(s) for s in args.storage or [None]])
+    entries, rows = compare(args.targets, [_reading(s) for s in args.storage or [None]])
     print(format_table(entries, rows), end="")
     if args.out is not None:
         print(f"wrote {write_html(entries, rows, args.out)}")
@@ -475,7 +467,7 @@ def cmd_dashboard(args: argparse.Namespace) -> int:
     from autotune.report import serve_dashboard
 
     try:
-        serve_dashboard(_read_storage(args.storage), args.study, args.port, say=lambda line: print(line, flush=True))
+        serve_dashboard(_reading(args.storage), args.study, args.port, say=lambda line: print(line, flush=True))
     except KeyboardInterrupt:
         print("dashboard stopped")
     return 0

@@ -19,8 +19,8 @@ from typing import Any
 
 import optuna
 from autotune.backend import AutotuneError
-from autotune.tuner import gain_pct
-from autotune.report import (CSS, Winner, find_winner, is_feasible, knob_values, maximizing, open_study, outcome,
+from autotune.tuner import gain_pct, is_feasible, load_study
+from autotune.report import (CSS, Winner, find_winner, knob_values, maximizing, outcome,
                              png_bytes, pyplot, shown_url)
 
 LABELS = "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
@@ -79,7 +79,7 @@ def parse_target(text: str) -> tuple[str, int | None]:
 def resolve(target: str, storage: str, label: str) -> Entry:
     """Load the study of ``target`` and pick its winner or the named trial."""
     name, number = parse_target(target)
-    study = open_study(storage, name)
+    study = load_study(storage, name)
     if number is None:
         return Entry(label=label, target=target, study=study, storage=storage, pick=find_winner(study),
                      is_trial=False)

@@ -18,7 +18,6 @@ from autotune.backend import AutotuneError
 
 SCENARIO_NAMES = {"offline": "Offline", "server": "Server", "singlestream": "SingleStream",
                   "multistream": "MultiStream"}
-SERVER_MIN_QUERIES = 600  # fewer and early stopping cannot conclude (TOOLCHAIN-NOTES)
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -10,7 +10,6 @@ from typing import Any, Literal
 
 from autotune.backend import AutotuneError, Measurement
 from autotune.models import ModelSpec
-from autotune.search_space import Candidate
 
 MULTISTREAM_SAMPLES_PER_QUERY = 8
 SIMULATED_QUERIES = 4000
@@ -80,14 +79,6 @@ def latency_bound_ms(scenario: Scenario, model: ModelSpec, override_ms: float | 
 def worst_value(scenario: Scenario) -> float:
     """The value told to the study for a candidate that produced no figure."""
     return 0.0 if scenario.direction == "maximize" else math.inf
-
-
-def candidate_rule_violations(scenario: Scenario, candidate: Candidate) -> list[str]:
-    """What the scenario forbids outright (checked before anything is compiled)."""
-    if scenario.name == "singlestream" and (candidate.batch_size != 1 or candidate.activations != 1):
-        return [f"singlestream runs one activation at batch 1, not {candidate.activations} at batch "
-                f"{candidate.batch_size}"]
-    return []
 
 
 def evaluate(scenario: Scenario, measurement: Measurement, *, activations: int,

@@ -14,10 +14,10 @@ from typing import Any
 import numpy as np
 
 from autotune.backend import Artifact, AutotuneError, CompileFailure, Measurement, MeasureFailure
+from autotune.objective import MULTISTREAM_SAMPLES_PER_QUERY
 from autotune.loadgen_driver import BatchingSUT, LoadGenResult, LoadGenRun, find_server_qps, run_loadgen
 
 GRAPH_LEVELS = ("disable", "basic", "extended", "all")
-MULTISTREAM_SAMPLES = 8
 SERVER_PROBES = 5
 EXECUTION_MODES = ("sequential", "parallel")
 ONNX_TO_NUMPY = {"tensor(float)": np.float32, "tensor(float16)": np.float16, "tensor(double)": np.float64,
@@ -183,7 +183,7 @@ class OrtBackend:
             run = LoadGenRun(scenario="singlestream", min_duration_ms=duration_ms, min_query_count=32,
                              expected_latency_ms=batch_s * 1000)
         elif scenario == "multistream":
-            rounds = -(-MULTISTREAM_SAMPLES // candidate.batch_size) / max(1, candidate.instances)
+            rounds = -(-MULTISTREAM_SAMPLES_PER_QUERY // candidate.batch_size) / max(1, candidate.instances)
             run = LoadGenRun(scenario="multistream", min_duration_ms=duration_ms, min_query_count=32,
                              expected_latency_ms=max(1.0, rounds) * batch_s * 1000)
         else:

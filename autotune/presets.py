@@ -15,6 +15,7 @@ import yaml
 
 from autotune.backend import AutotuneError
 from autotune.search_space import Candidate, DeviceLimits, max_activations
+from autotune.tuner import is_feasible
 
 EXPORT_FORMATS = ("yaml", "json", "cm", "cmdline")
 SUT_FLAGS = ("-aic-num-cores", "-mos", "-ols")
@@ -84,8 +85,7 @@ def winner_preset(study: optuna.Study) -> dict[str, Any]:
         raise AutotuneError(f"the last validation of study {study.study_name!r} found no candidate valid in the "
                             f"longer run ({validation.get('validated_at')}): nothing to export; run more trials")
     if number is None:
-        feasible = [t for t in trials if t.state == optuna.trial.TrialState.COMPLETE
-                    and t.constraints.get("feasible", 1) <= 0 and "candidate" in t.user_attrs]
+        feasible = [t for t in trials if is_feasible(t) and "candidate" in t.user_attrs]
         if not feasible:
             raise AutotuneError(f"study {study.study_name!r} has no feasible trial: nothing to export")
         pick = max if study.direction == optuna.study.StudyDirection.MAXIMIZE else min

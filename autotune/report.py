@@ -25,8 +25,7 @@ from optuna.distributions import BaseDistribution, CategoricalDistribution, IntD
 from optuna.trial import FrozenTrial, TrialState
 
 from autotune.backend import AutotuneError
-
-FEASIBLE = "feasible"  # the constraint name autotune.tuner stores
+from autotune.tuner import gain_pct, is_feasible, load_study, open_existing_storage
 INT_COLUMNS = ("trial", "duplicate_of", "polish_of")
 KNOB = "knob_"  # frame columns of the candidate's knobs: knob_cores, knob_batch_size, ... (whatever the backend has)
 SHORT_NAMES = {"sdp_clusters": "sdp", "multicast_weights": "multicast", "batch_size": "batch", "activations": "act.",
@@ -40,36 +39,9 @@ STAGE_COLOURS = {"feasible": "#4c78a8", "constraint": "#bab0ac", "compile": "#e4
 
 
 # -- reading the storage ---------------------------------------------------------------------------------------
-def check_storage_file(storage_url: str) -> None:
-    """A SQLite URL whose file does not exist is an error here: reading must not create an empty storage."""
-    if storage_url.startswith("sqlite:///"):
-        path = Path(storage_url.removeprefix("sqlite:///"))
-        if str(path) != ":memory:" and not path.is_file():
-            raise AutotuneError(f"no storage file {path} (from {storage_url}); pass the --storage the study was "
-                                f"written to")
-
-
 def shown_url(storage_url: str) -> str:
     """The storage URL as printed: a password in it replaced by ***."""
     return re.sub(r"(://[^:/@]+):[^@/]*@", r"\1:***@", storage_url)
-
-
-def open_study(storage_url: str, name: str) -> optuna.Study:
-    """The study ``name`` (read-only use); a missing SQLite file or an unknown name is a one-line error."""
-    from autotune.tuner import load_study
-
-    check_storage_file(storage_url)
-    return load_study(storage_url, name)
-
-
-def is_feasible(trial: FrozenTrial) -> bool:
-    """Complete, finite and within the ``feasible`` constraint; without a constraint (older storages), no failure."""
-    if trial.state != TrialState.COMPLETE or trial.value is None or not math.isfinite(trial.value):
-        return False
-    constraint = trial.constraints.get(FEASIBLE)
-    if constraint is not None:
-        return constraint <= 0
-    return trial.user_attrs.get("failure_stage") is None
 
 
 def outcome(trial: FrozenTrial) -> str:
@@ -178,8 +150,6 @@ def find_winner(study: optuna.Study) -> Winner | None:
 
 def summarize(study: optuna.Study, frame: pd.DataFrame) -> dict[str, Any]:
     """The figures the summary shows, straight from the storage (None where the storage lacks them)."""
-    from autotune.tuner import gain_pct
-
     attrs = study.user_attrs
     validation = attrs.get("validation") if isinstance(attrs.get("validation"), dict) else None
     winner = find_winner(study)
@@ -843,10 +813,7 @@ def serve_dashboard(storage_url: str, study_name: str | None, port: int, *, say:
     except ImportError:
         raise AutotuneError("optuna-dashboard is not installed: pip install optuna-dashboard "
                             "(or pip install -e '.[dashboard]')") from None
-    from autotune.tuner import load_study, open_storage
-
-    check_storage_file(storage_url)
-    storage = open_storage(storage_url)
+    storage = open_existing_storage(storage_url)
     path = "dashboard/"
     if study_name is not None:
         load_study(storage, study_name)  # an unknown name: one line listing the studies

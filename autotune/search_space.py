@@ -17,7 +17,6 @@ Stage = Literal["compile", "runtime"]
 BATCH_SIZES = (1, 2, 4, 8, 16)
 SET_SIZES = (1, 2, 4, 8, 10, 16)
 MAX_OLS = 8
-VTCM_MB_PER_NSP = 8
 
 
 @dataclass(frozen=True, kw_only=True)

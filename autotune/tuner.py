@@ -133,7 +133,8 @@ def open_existing_storage(url: str) -> optuna.storages.BaseStorage:
     if url.startswith("sqlite:///"):
         path = Path(url.removeprefix("sqlite:///"))
         if not path.is_file():
-            raise AutotuneError(f"no study storage at {path}: run `autotune run` first, or pass --storage URL")
+            raise AutotuneError(f"no study storage at {path} (no storage file there): run `autotune run` first, or "
+                                f"pass the --storage the study was written to")
     return open_storage(url)
 
 
@@ -176,11 +177,10 @@ class Tuner:
     def _open_study(self) -> optuna.Study:
         job = self.job
         storage = open_storage(job.storage) if isinstance(job.storage, str) else job.storage
-        sampler = _make_sampler(job.sampler, job.seed)
-        study = optuna.create_study(study_name=job.study_name, storage=storage, sampler=sampler,
+        study = optuna.create_study(study_name=job.study_name, storage=storage,
                                     direction=job.scenario.direction, load_if_exists=True)
-        if job.seed is not None and study.trials:  # a resumed, seeded run must not replay its first proposals
-            study.sampler = _make_sampler(job.sampler, job.seed + len(study.trials))
+        # a resumed, seeded run must not replay its first proposals: offset the seed by the trials stored
+        study.sampler = _make_sampler(job.sampler, None if job.seed is None else job.seed + len(study.trials))
         size_key = "nsp" if job.backend.name == "qaic" else "cores"
         identity = {"model": job.model.name, "scenario": job.scenario.name, "backend": job.backend.name,
                     size_key: job.device_size, "onnx_sha256": onnx_identity(job.onnx_path),
@@ -206,7 +206,7 @@ class Tuner:
         attrs = trial.user_attrs
         if "candidate" not in attrs:
             return
-        if attrs.get("duplicate_of") is None and attrs.get("failure_stage") not in ("interrupted",):
+        if attrs.get("duplicate_of") is None:
             self.results.setdefault(candidate_key(self.job.space.from_dict(attrs["candidate"])), trial)
         key = attrs.get("compile_key")
         if key and key not in self.artifacts:
@@ -259,12 +259,14 @@ class Tuner:
         The peak of a compiler's surface is narrow; a sampler finds the region and these steps climb to its top.
         """
         job = self.job
-        finished = len(self.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)))
-        waiting = self.study.get_trials(deepcopy=False, states=(TrialState.WAITING,))
-        if job.polish_every <= 0 or job.sampler == "random" or waiting or finished < job.polish_after \
-                or finished % job.polish_every:
+        if job.polish_every <= 0 or job.sampler == "random":
             return
-        best = self.best_trial()
+        trials = self.study.get_trials(deepcopy=False)
+        finished = sum(t.state == TrialState.COMPLETE for t in trials)
+        waiting = any(t.state == TrialState.WAITING for t in trials)
+        if waiting or finished < job.polish_after or finished % job.polish_every:
+            return
+        best = self.best_trial(trials)
         if best is None:
             return
         space = job.space
@@ -323,7 +325,7 @@ class Tuner:
         previous = self.results.get(candidate_key(candidate))
         if previous is not None:
             reused = {k: v for k, v in previous.user_attrs.items() if k != "baseline"}
-            return TrialRecord(value=previous.value, feasible=_is_feasible(previous),
+            return TrialRecord(value=previous.value, feasible=is_feasible(previous),
                                attrs=reused | {"duplicate_of": previous.number})
         problems = job.space.violations(candidate)
         if problems:
@@ -395,7 +397,7 @@ class Tuner:
         """Re-measure the best few (and the baseline) with a longer run; the winner is chosen on that run."""
         job = self.job
         feasible = [t for t in self.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-                    if _is_feasible(t) and t.user_attrs.get("duplicate_of") is None and "candidate" in t.user_attrs]
+                    if is_feasible(t) and t.user_attrs.get("duplicate_of") is None and "candidate" in t.user_attrs]
         if not feasible:
             self.progress("no feasible trial yet: nothing to validate")
             return {}
@@ -471,9 +473,9 @@ class Tuner:
         return (f"[{done}{total}] #{number} {knobs} -> {result} | {best_text} | "
                 f"{_clock(elapsed)} elapsed, ~{_clock(left)} left")
 
-    def best_trial(self) -> FrozenTrial | None:
-        feasible = [t for t in self.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-                    if _is_feasible(t)]
+    def best_trial(self, trials: list[FrozenTrial] | None = None) -> FrozenTrial | None:
+        """The best feasible trial of ``trials`` (default: the study's)."""
+        feasible = [t for t in (trials or self.study.get_trials(deepcopy=False)) if is_feasible(t)]
         if not feasible:
             return None
         pick = max if self.job.scenario.direction == "maximize" else min
@@ -501,9 +503,14 @@ def gain_pct(value: float, baseline: float, direction: str) -> float:
     return (baseline / value - 1.0) * 100.0
 
 
-def _is_feasible(trial: FrozenTrial) -> bool:
+def is_feasible(trial: FrozenTrial) -> bool:
+    """Complete, finite and within the ``feasible`` constraint; without a constraint (older storages), no failure."""
+    if trial.state != TrialState.COMPLETE or trial.value is None or not math.isfinite(trial.value):
+        return False
     constraint = trial.constraints.get(FEASIBLE)
-    return constraint is not None and constraint <= 0 and trial.value is not None and math.isfinite(trial.value)
+    if constraint is not None:
+        return constraint <= 0
+    return trial.user_attrs.get("failure_stage") is None
 
 
 def _clock(seconds: float) -> str:
@@ -519,7 +526,7 @@ def study_overview(storage: optuna.storages.BaseStorage) -> list[dict[str, Any]]
         study = optuna.load_study(study_name=summary.study_name, storage=storage)
         trials = study.get_trials(deepcopy=False)
         complete = [t for t in trials if t.state == TrialState.COMPLETE]
-        feasible = [t for t in complete if _is_feasible(t)]
+        feasible = [t for t in complete if is_feasible(t)]
         pick = max if study.direction == optuna.study.StudyDirection.MAXIMIZE else min
         best = pick(feasible, key=lambda t: t.value).value if feasible else None
         baseline = next((t.value for t in feasible if t.user_attrs.get("baseline")), None)

@@ -188,7 +188,7 @@ def measured_curve(study: optuna.Study, direction: str) -> list[float]:
     for t in study.get_trials(deepcopy=False):
         if t.state != optuna.trial.TrialState.COMPLETE or t.user_attrs.get("duplicate_of") is not None:
             continue
-        if tuner._is_feasible(t):
+        if tuner.is_feasible(t):
             best = max(best, t.value)
         curve.append(best)
     return curve

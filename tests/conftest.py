@@ -21,6 +21,22 @@ def retinanet_onnx(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return build_convnet(tmp_path_factory.mktemp("models") / "retinanet-tiny.onnx")
 
 
+@pytest.fixture(scope="session")
+def dynamic_onnx(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A one-Relu model whose input ``x`` has a dynamic ``seq`` dimension besides the batch."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    graph = helper.make_graph([helper.make_node("Relu", ["x"], ["y"])], "g",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch_size", "seq"])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch_size", "seq"])])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8  # onnxruntime refuses the IR version onnx.helper writes by default
+    path = tmp_path_factory.mktemp("models") / "dyn.onnx"
+    onnx.save(model, str(path))
+    return path
+
+
 @pytest.fixture()
 def emulator(monkeypatch: pytest.MonkeyPatch) -> Path:
     """The emulated SDK root with a fresh, quiet environment (one Ready 16-NSP device, fixed seed)."""

@@ -189,17 +189,8 @@ def test_cpu_server_bound_nothing_meets_reports_best_p99(tiny_onnx, tmp_path, ca
     assert "no valid configuration found for resnet50 server within 0.001 ms; the best p99 found was" in out
 
 
-def test_cpu_bad_inputs(tmp_path, capsys):
-    import onnx
-    from onnx import TensorProto, helper
-
-    graph = helper.make_graph([helper.make_node("Relu", ["x"], ["y"])], "g",
-                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch_size", "seq"])],
-                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch_size", "seq"])])
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    model.ir_version = 8
-    dynamic = tmp_path / "dyn.onnx"
-    onnx.save(model, str(dynamic))
+def test_cpu_bad_inputs(tmp_path, capsys, dynamic_onnx):
+    dynamic = dynamic_onnx
     code, _, err = _ort_run(capsys, tmp_path, "--scenario", "offline", "--onnx", str(dynamic), "--trials", "1")
     assert "dynamic dimension 'seq': pass --input-shape x=" in one_line_error(code, err)
     code, _, err = _ort_run(capsys, tmp_path, "--scenario", "offline", "--onnx", str(dynamic), "--trials", "1",

@@ -10,7 +10,7 @@ from optuna.trial import create_trial
 from autotune.backend import AutotuneError
 from autotune.compare import compare, flag_changes, format_table, parse_target, write_html
 from autotune.report import shown_url
-from helpers import one_line_error, run_cli
+from helpers import run_cli
 
 
 def _study(storage: str, name: str, *, nsp: int, sdk: str, rates: list[float], validated: bool = True) -> None:

@@ -6,9 +6,9 @@ import pytest
 
 from autotune.backend import AutotuneError, Measurement
 from autotune.models import MODELS, get_model
-from autotune.objective import (SCENARIOS, candidate_rule_violations, evaluate, get_scenario, latency_bound_ms,
+from autotune.objective import (SCENARIOS, evaluate, get_scenario, latency_bound_ms,
                                 multistream_p99_ms, server_qps, simulate_server_p99_ms, worst_value)
-from autotune.search_space import Candidate
+from autotune.search_space import Candidate, DeviceLimits, QaicSpace
 
 
 def _measurement(service_ms: list[float], *, batch: int = 1, rate: float = 1000.0) -> Measurement:
@@ -41,8 +41,9 @@ def test_offline_value_is_throughput():
 
 
 def test_singlestream_rule_and_value():
-    assert candidate_rule_violations(SCENARIOS["singlestream"], Candidate(cores=8, batch_size=4))
-    assert not candidate_rule_violations(SCENARIOS["singlestream"], Candidate(cores=8))
+    singlestream = QaicSpace(device=DeviceLimits(nsp_total=16), scenario="singlestream")
+    assert singlestream.violations(Candidate(cores=8, batch_size=4))
+    assert not singlestream.violations(Candidate(cores=8))
     outcome = evaluate(SCENARIOS["singlestream"], _measurement([1.0] * 50 + [3.0] * 50), activations=1,
                        bound_ms=None)
     assert outcome.value == pytest.approx(3.2) and outcome.feasible and not outcome.estimated

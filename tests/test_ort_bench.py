@@ -44,17 +44,8 @@ def test_corrupt_model_is_a_compile_failure(tmp_path):
         OrtBackend().compile(bad, None, OrtCandidate(), tmp_path / "w")
 
 
-def test_dynamic_dimension_needs_input_shape(tmp_path):
-    import onnx
-    from onnx import TensorProto, helper
-
-    graph = helper.make_graph([helper.make_node("Relu", ["x"], ["y"])], "g",
-                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch_size", "seq"])],
-                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch_size", "seq"])])
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    model.ir_version = 8
-    path = tmp_path / "dyn.onnx"
-    onnx.save(model, str(path))
+def test_dynamic_dimension_needs_input_shape(tmp_path, dynamic_onnx):
+    path = dynamic_onnx
     with pytest.raises(AutotuneError, match="dynamic dimension 'seq': pass --input-shape x="):
         OrtBackend().compile(path, None, OrtCandidate(), tmp_path / "w")
     artifact = OrtBackend(input_shapes={"x": [1, 16]}).compile(path, None, OrtCandidate(batch_size=2), tmp_path / "w")

@@ -3,7 +3,6 @@ from __future__ import annotations
 import json
 import re
 import subprocess
-from pathlib import Path
 
 import pytest
 import yaml
@@ -12,7 +11,7 @@ from autotune.backend import AutotuneError
 from autotune.presets import find_baseline, load_baselines, winner_preset, write_preset
 from autotune.search_space import DeviceLimits
 from autotune.tuner import load_study
-from helpers import one_line_error, run_cli
+from helpers import run_cli
 
 
 def test_baselines_cover_the_sdk_facts_table():

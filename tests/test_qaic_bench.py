@@ -1,9 +1,7 @@
 from __future__ import annotations
 
-import os
 import stat
 import time
-from pathlib import Path
 
 import pytest
 

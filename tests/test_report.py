@@ -17,7 +17,7 @@ import pytest
 from optuna.trial import TrialState, create_trial
 
 from autotune.cli import main
-from autotune.tuner import _is_feasible
+from autotune.tuner import is_feasible
 from helpers import one_line_error, run_cli
 
 EMULATOR = Path(__file__).resolve().parent / "qaic_emulator"
@@ -70,12 +70,12 @@ def test_report_summary_and_table_match_the_storage(emulated):
     assert _keyed(page, "winner_value") == f"{validation['winner_value']:,.2f}"
     assert _keyed(page, "gain_pct") == f"{validation['gain_pct']:+.1f}%"
     assert _keyed(page, "sdk_version") == study.user_attrs["sdk_version"]
-    feasible = sum(_is_feasible(t) for t in trials)
+    feasible = sum(is_feasible(t) for t in trials)
     assert _keyed(page, "count_feasible") == str(feasible)
     if feasible < len(trials):
         assert _keyed(page, "count_infeasible") == str(len(trials) - feasible)
         for t in trials:
-            if not _is_feasible(t):
+            if not is_feasible(t):
                 assert f"#{t.number}" in _keyed(page, "infeasible_groups")
     assert sorted(int(n) for n in re.findall(r'<tr class="[^"]*" data-trial="(\d+)"', page)) == \
         [t.number for t in trials]
@@ -91,7 +91,7 @@ def test_report_summary_and_table_match_the_storage(emulated):
     csv = pd.read_csv(out / "trials.csv")
     assert list(csv["trial"]) == [t.number for t in trials]
     for t, value in zip(trials, csv["value"]):
-        assert (math.isnan(value) if not _is_feasible(t) else value == pytest.approx(t.value))
+        assert (math.isnan(value) if not is_feasible(t) else value == pytest.approx(t.value))
 
 
 def test_report_of_an_unknown_study_lists_the_studies(emulated, capsys, tmp_path):
@@ -118,7 +118,7 @@ def test_compare_two_emulated_studies_and_two_trials(emulated, capsys, tmp_path)
     assert len(_images(page)) == 1 and 'class="diff"' in page and "http" not in page
 
     study = optuna.load_study(study_name=STUDY_16, storage=storage)
-    other = next(t.number for t in study.trials if _is_feasible(t) and t.number != 0)
+    other = next(t.number for t in study.trials if is_feasible(t) and t.number != 0)
     code, out, err = run_cli(capsys, "compare", f"{STUDY_16}#0", f"{STUDY_16}#{other}", "--storage", storage)
     assert code == 0, err
     assert f"B = {STUDY_16}#{other}" in out and "B vs A: " in out

@@ -41,6 +41,7 @@ import os
 import random
 from collections import namedtuple
 from collections.abc import Mapping
+from typing import Any
 
 VTCM_MB = 8.0  # on-chip memory per NSP
 VTCM_FAIL_RATIO = 3.0  # working set beyond this multiple of VTCM does not compile
