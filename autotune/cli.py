@@ -9,18 +9,21 @@ import os
 import re
 import signal
 import sys
+import time
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from autotune.backend import AutotuneError
-from autotune.models import (MODELS, ModelSpec, check_onnx, download_model, get_model, resolve_onnx,
-                             synthetic_model)
+from autotune.models import (MODELS, ModelSpec, check_onnx, download_model, get_model,
+                             resolve_onnx, synthetic_model)
 from autotune.objective import SCENARIOS, Scenario, get_scenario, latency_bound_ms
 from autotune.presets import EXPORT_FORMATS, find_baseline, winner_preset, write_preset
 from autotune.qaic_bench import QaicBackend, command_line
 from autotune.search_space import Candidate, DeviceLimits, QaicSpace, max_activations, violations
-from autotune.tuner import (Tuner, TuningJob, default_storage_url, default_study_name, load_study,
-                            open_existing_storage, study_overview)
+from autotune.compile_cache import CompileCache, default_cache_dir
+from autotune.storage import (DEFAULT_HEARTBEAT_S, DEFAULT_WAIT_S, default_storage_url, display_url, load_study,
+                              open_existing_storage)
+from autotune.tuner import Tuner, TuningJob, default_study_name, study_overview
 
 DEFAULT_WORKDIR = Path(".autotune") / "work"
 FLAG_VALUED_OPTIONS = ("--flags", "--base-flags", "--timeout", "--latency-bound-ms")
@@ -127,7 +130,21 @@ def build_parser() -> argparse.ArgumentParser:
                      help="p99 latency bound (default: the model's MLPerf bound)")
     _add_storage_option(run)
     run.add_argument("--study", help="study name (default <model>-<scenario>-<backend>-<N>nsp)")
-    run.add_argument("--device", type=int, help="device QID (default: first Ready device)")
+    run.add_argument("--devices", type=_qid_list,
+                     help="device QIDs to measure on, e.g. 0,1 (default: every Ready device of the first one's SKU)")
+    run.add_argument("--device", type=lambda text: _qid_list(text)[:1], dest="devices", help=argparse.SUPPRESS)
+    run.add_argument("--compile-jobs", type=_non_negative_int,
+                     help="compiles run ahead in parallel while devices measure; 0 compiles each trial just before "
+                          f"its measurement (default on qaic: this host's cores, {os.cpu_count() or 1}; ort: 0, as "
+                          "compiling on the CPU would disturb its measurements)")
+    run.add_argument("--cache-dir", type=Path,
+                     help=f"compile cache shared by all studies (default {default_cache_dir()}); share it between "
+                          "hosts to compile each flag set once")
+    run.add_argument("--heartbeat", type=_positive_int, default=DEFAULT_HEARTBEAT_S,
+                     help="seconds between this worker's heartbeats; a trial silent for 3 heartbeats (a crashed "
+                          f"worker) is failed and queued again (default {DEFAULT_HEARTBEAT_S})")
+    run.add_argument("--storage-wait", type=_duration, default=DEFAULT_WAIT_S,
+                     help=f"how long to wait and retry while the storage is unreachable (default {DEFAULT_WAIT_S:g} s)")
     run.add_argument("--nsp", type=_positive_int, help="NSPs to tune for (default: the device's)")
     run.add_argument("--backend", choices=("auto", "qaic", "ort"), default="auto",
                      help="qaic (Cloud AI 100), ort (ONNX Runtime on this CPU, measured with MLPerf LoadGen), or "
@@ -147,6 +164,16 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--seed", type=int, help="sampler seed, for a repeatable search")
     run.add_argument("--workdir", type=Path, default=DEFAULT_WORKDIR, help=f"QPCs and logs (default {DEFAULT_WORKDIR})")
     run.set_defaults(handler=cmd_run)
+
+    cache = commands.add_parser(
+        "cache", help="show or prune the compile cache",
+        description="The compile cache holds one compiled artifact per model file, compile flags, base flags, SDK "
+                    "version and SKU: a hit skips the compiler. info shows its size; prune removes entries not used "
+                    "for --older-than (all without it) and what interrupted compiles left behind.")
+    cache.add_argument("action", choices=("info", "prune"), help="info or prune")
+    cache.add_argument("--older-than", type=_duration, help="prune only entries unused for this long, e.g. 7d, 12h")
+    cache.add_argument("--cache-dir", type=Path, help=f"the cache folder (default {default_cache_dir()})")
+    cache.set_defaults(handler=cmd_cache)
 
     export = commands.add_parser(
         "export", help="write a study's winner as a preset",
@@ -207,7 +234,9 @@ def _add_model_options(parser: argparse.ArgumentParser) -> None:
 
 
 def _add_storage_option(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--storage", help=f"Optuna storage URL (default {default_storage_url(create=False)})")
+    parser.add_argument("--storage", help=f"Optuna storage: sqlite:///FILE (default "
+                                          f"{default_storage_url(create=False)}), journal:FILE for several processes "
+                                          "on one host, postgresql://USER:PASSWORD@HOST/DB for several hosts")
 
 
 def _add_sdk_options(parser: argparse.ArgumentParser) -> None:
@@ -303,10 +332,15 @@ def cmd_run(args: argparse.Namespace) -> int:
     job.storage = args.storage or default_storage_url()
     job.n_trials = args.trials if args.trials or args.timeout else 40
     job.synthetic = synthetic
+    job.heartbeat_s = args.heartbeat
+    job.storage_wait_s = args.storage_wait
+    job.cache_dir = args.cache_dir or default_cache_dir()
     tuner = Tuner(job, progress=lambda line: print(line, flush=True))
     stored = len(tuner.study.trials)
-    print(f"study {job.study_name} in {job.storage} ({stored} trials stored): {model.name} {scenario.name} "
-          f"({scenario.description}), {device_text}, {job.backend.version()}")
+    print(f"study {job.study_name} in {display_url(job.storage)} ({stored} trials stored): {model.name} "
+          f"{scenario.name} ({scenario.description}), {device_text}, {job.backend.version()}")
+    jobs = f"{job.compile_jobs} compile workers ahead" if job.compile_jobs else "compiles one at a time, in line"
+    print(f"pipeline: {jobs}; compile cache {tuner.cache.root if tuner.cache else 'off'}")
     if synthetic:
         print("SYNTHETIC MODEL: random weights of the same architecture; figures show speed, not accuracy")
     if job.baseline_label:
@@ -320,6 +354,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         print(f"autotune: interrupted; {done} finished trials are stored in study {job.study_name}. "
               f"Run the same command again to resume.", file=sys.stderr)
         return 130
+    _print_device_use(tuner)
     if "winner_trial" not in summary:
         print(f"no valid configuration found for {model.name} {scenario.name}" +
               (f" within {bound:g} ms" if bound else "") + _best_latency_note(tuner))
@@ -330,6 +365,14 @@ def cmd_run(args: argparse.Namespace) -> int:
     print(f"export it with: autotune export {job.study_name}" +
           (f" --storage {args.storage}" if args.storage else ""))
     return 0
+
+
+def _print_device_use(tuner: Tuner) -> None:
+    stats = tuner.stats
+    if stats is None or not stats.devices or stats.wall_s <= 0:
+        return
+    each = ", ".join(f"QID {qid}: {use.measurements} measurements" for qid, use in stats.devices.items())
+    print(f"devices busy {stats.busy_fraction():.0%} of {stats.wall_s:.0f} s ({each})")
 
 
 def choose_backend(requested: str, sdk_root: str | None, *, quiet: bool = False) -> str:
@@ -367,7 +410,8 @@ def model_file(model: ModelSpec, onnx: str | None, *, synthetic: bool) -> tuple[
 def _qaic_job(args: argparse.Namespace, *, model: ModelSpec, scenario: Scenario, bound: float | None,
               onnx_path: Path) -> tuple[TuningJob, str]:
     backend = QaicBackend(sdk_root=args.sdk_root, compile_timeout_s=args.compile_timeout)
-    device = backend.ready_device(args.device)
+    devices = backend.ready_devices(args.devices)
+    device = devices[0]
     nsp = args.nsp or device.nsp_total
     if nsp > device.nsp_total:
         raise AutotuneError(f"--nsp {nsp} is more than the {device.nsp_total} NSPs of device QID {device.qid}")
@@ -379,25 +423,32 @@ def _qaic_job(args: argparse.Namespace, *, model: ModelSpec, scenario: Scenario,
     job = TuningJob(
         model=model, onnx_path=onnx_path, scenario=scenario, bound_ms=bound, backend=backend,
         space=QaicSpace(device=limits, scenario=scenario.name, extra_flags=baseline.extra_flags if baseline else ()),
-        device_qid=device.qid, device_size=nsp, sku=device.sku, storage="",
+        devices=[d.qid for d in devices], device_size=nsp, sku=device.sku, storage="",
         study_name=args.study or default_study_name(model.name, scenario.name, backend.name, nsp),
         timeout_s=args.timeout, measure_seconds=args.measure_time or 5.0, validate_top=args.validate_top,
         validate_seconds=args.validate_time or 20.0, sampler=args.sampler, seed=args.seed,
         workdir=args.workdir.resolve(), baseline=baseline,
-        baseline_label=preset.label() if preset else None)
-    return job, f"device QID {device.qid} {device.sku} {nsp} NSPs"
+        baseline_label=preset.label() if preset else None,
+        compile_jobs=os.cpu_count() or 1 if args.compile_jobs is None else args.compile_jobs)
+    qids = ", ".join(str(d.qid) for d in devices)
+    return job, f"device{'s' if len(devices) > 1 else ''} QID {qids} {device.sku} {nsp} NSPs"
 
 
 def _ort_job(args: argparse.Namespace, *, model: ModelSpec, scenario: Scenario, bound: float | None,
              onnx_path: Path) -> tuple[TuningJob, str]:
     from autotune.ort_bench import OrtBackend, OrtSpace
 
+    if args.compile_jobs:
+        raise AutotuneError("--compile-jobs is for Cloud AI 100: the CPU backend compiles and measures on the same "
+                            "cores, so it compiles each trial just before measuring it")
+    if args.devices and args.devices != [0]:
+        raise AutotuneError("--devices is for Cloud AI 100: the CPU backend measures on this host's CPU (device 0)")
     backend = OrtBackend(input_shapes=dict(args.input_shape))
     cores = backend.device.cores
     space = OrtSpace(cores=cores, scenario=scenario.name)
     job = TuningJob(
         model=model, onnx_path=onnx_path, scenario=scenario, bound_ms=bound, backend=backend, space=space,
-        device_qid=0, device_size=cores, sku=backend.device.model_name, storage="",
+        devices=[0], device_size=cores, sku=backend.device.model_name, storage="",
         study_name=args.study or default_study_name(model.name, scenario.name, backend.name, cores),
         timeout_s=args.timeout, measure_seconds=args.measure_time or 3.0, validate_top=args.validate_top,
         validate_seconds=args.validate_time or 10.0, sampler=args.sampler, seed=args.seed,
@@ -413,6 +464,20 @@ def _best_latency_note(tuner: Any) -> str:
             t.user_attrs.get("figures", {}).get("latency_p99_ms") for t in tuner.study.get_trials(deepcopy=False)]
     p99s = [p for p in p99s if p is not None]
     return f"; the best p99 found was {min(p99s):.2f} ms" if p99s else ""
+
+
+def cmd_cache(args: argparse.Namespace) -> int:
+    cache = CompileCache(root=args.cache_dir or default_cache_dir())
+    if args.action == "prune":
+        result = cache.prune(older_than_s=args.older_than)
+        print(f"pruned {result.entries} entries, {result.partial} unfinished compiles and {result.failed_logs} "
+              f"failure logs from {cache.root}: {result.freed_bytes / 2**20:,.1f} MB freed")
+    info = cache.info()
+    when = lambda t: "-" if t is None else time.strftime("%Y-%m-%d %H:%M", time.localtime(t))  # noqa: E731
+    print(f"compile cache {info.root}: {info.entries} entries, {info.entry_bytes / 2**20:,.1f} MB; last used "
+          f"{when(info.oldest_use)} .. {when(info.newest_use)}; {info.partial} unfinished compiles "
+          f"({info.partial_bytes / 2**20:,.1f} MB), {info.failed_logs} failure logs")
+    return 0
 
 
 def cmd_export(args: argparse.Namespace) -> int:
@@ -489,10 +554,10 @@ def _input_shape(text: str) -> tuple[str, list[int]]:
 
 
 def _duration(text: str) -> float:
-    match = re.fullmatch(r"\s*(-?\d+(?:\.\d+)?)\s*([smh]?)\s*", text)
+    match = re.fullmatch(r"\s*(-?\d+(?:\.\d+)?)\s*([smhd]?)\s*", text)
     if not match:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a duration (e.g. 600, 45s, 90m, 2h)")
-    value = float(match.group(1)) * {"": 1, "s": 1, "m": 60, "h": 3600}[match.group(2)]
+        raise argparse.ArgumentTypeError(f"{text!r} is not a duration (e.g. 600, 45s, 90m, 2h, 7d)")
+    value = float(match.group(1)) * {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}[match.group(2)]
     if value <= 0:
         raise argparse.ArgumentTypeError(f"{text} must be positive")
     return value
@@ -510,6 +575,26 @@ def _positive_int(text: str) -> int:
     if value < 1:
         raise argparse.ArgumentTypeError(f"{text} must be at least 1")
     return value
+
+
+def _non_negative_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"{text} must be 0 or more")
+    return value
+
+
+def _qid_list(text: str) -> list[int]:
+    try:
+        qids = [int(part) for part in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a comma list of device QIDs, e.g. 0,1") from None
+    if any(q < 0 for q in qids) or len(set(qids)) != len(qids):
+        raise argparse.ArgumentTypeError(f"{text!r}: QIDs must be distinct and not negative")
+    return qids
 
 
 def _positive_float(text: str) -> float:

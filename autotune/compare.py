@@ -19,7 +19,8 @@ from typing import Any
 
 import optuna
 from autotune.backend import AutotuneError
-from autotune.tuner import gain_pct, is_feasible, load_study
+from autotune.storage import load_study
+from autotune.tuner import gain_pct, is_feasible
 from autotune.report import (CSS, Winner, find_winner, knob_values, maximizing, outcome,
                              png_bytes, pyplot, shown_url)
 

@@ -10,6 +10,7 @@ import signal
 import statistics
 import subprocess
 import tempfile
+import threading
 import time
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass
@@ -30,6 +31,8 @@ ACTIVATION_ERROR_HINTS = (
 )
 DEVICE_ERROR_HINTS = ("not in ready state", "Invalid device", "Failed to initialize QAIC runner")
 RUNNER_ERROR_HINTS = DEVICE_ERROR_HINTS + ("Inference run failed",)
+_LIVE: set[subprocess.Popen[bytes]] = set()  # compiler and runner processes running now (cancel() kills them)
+_LIVE_LOCK = threading.Lock()
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -100,6 +103,34 @@ class QaicBackend:
                                 f"{(result.stdout + result.stderr).strip()[:200]}")
         return parse_devices(result.stdout)
 
+    def ready_devices(self, qids: list[int] | None = None) -> list[QaicDevice]:
+        """The devices to measure on: ``qids`` (each must be Ready, all of one SKU), else every Ready device of the
+        first Ready one's SKU and size."""
+        if qids:
+            chosen = [self.ready_device(qid) for qid in qids]
+            kinds = {(d.sku, d.nsp_total) for d in chosen}
+            if len(kinds) > 1:
+                raise AutotuneError("--devices mixes SKUs (" + ", ".join(f"QID {d.qid}: {d.sku} {d.nsp_total} NSPs"
+                                                                      for d in chosen) +
+                                    "): a study tunes for one kind of card; pick devices of one SKU")
+            return chosen
+        first = self.ready_device()
+        return [d for d in self.devices() if d.ready and (d.sku, d.nsp_total) == (first.sku, first.nsp_total)]
+
+    def device_status(self, qid: int) -> str:
+        """What qaic-util says of device ``qid`` now (``Ready``, ``Error``, ... or ``missing``)."""
+        return next((d.status for d in self.devices() if d.qid == qid), "missing")
+
+    def cancel(self) -> None:
+        """Kill every qaic-exec and qaic-runner this process started that is still running."""
+        with _LIVE_LOCK:
+            running = list(_LIVE)
+        for process in running:
+            try:
+                os.killpg(process.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+
     def ready_device(self, qid: int | None = None) -> QaicDevice:
         """The device to use: ``qid`` if given (it must be Ready), else the first Ready one."""
         devices = self.devices()
@@ -134,7 +165,9 @@ class QaicBackend:
         seconds = time.monotonic() - started
         if returncode is None:
             raise CompileFailure(f"qaic-exec still running after {self.compile_timeout_s:g} s: killed",
-                                 log_path=log_path, retryable=True)
+                                 log_path=log_path)
+        if returncode < 0:
+            raise CompileFailure(f"qaic-exec crashed ({_signal_name(-returncode)})", log_path=log_path)
         if returncode != 0:
             reason = parse_compile_error(log_path.read_text(errors="replace"))
             raise CompileFailure(reason or f"qaic-exec exited with code {returncode}", log_path=log_path)
@@ -156,12 +189,14 @@ class QaicBackend:
                       seconds: float, device: int, log_dir: Path) -> Measurement:
         """The tuner's call: qaic-runner with the candidate's runtime knobs; latency profiling unless offline."""
         return self.measure(artifact, activations=candidate.activations, set_size=candidate.set_size, device=device,
-                            seconds=seconds, latency=scenario != "offline")
+                            seconds=seconds, latency=scenario != "offline", log_dir=log_dir)
 
     def measure(self, artifact: Artifact, *, activations: int, set_size: int, device: int = 0,
-                seconds: float = 10.0, latency: bool = True) -> Measurement:
-        """Run qaic-runner for ``seconds``; raises MeasureFailure with the device's reason."""
-        run_dir = Path(tempfile.mkdtemp(prefix="measure-", dir=artifact.path.parent))
+                seconds: float = 10.0, latency: bool = True, log_dir: Path | None = None) -> Measurement:
+        """Run qaic-runner for ``seconds`` (logs under ``log_dir``, else beside the QPC); raises MeasureFailure."""
+        root = log_dir or artifact.path.parent
+        root.mkdir(parents=True, exist_ok=True)
+        run_dir = Path(tempfile.mkdtemp(prefix="measure-", dir=root))
         profiling_dir = run_dir / "profiling" if latency else None
         if profiling_dir is not None:
             profiling_dir.mkdir()
@@ -307,6 +342,13 @@ def _leading_int(value: str | None) -> int | None:
     return int(match.group(1)) if match else None
 
 
+def _signal_name(number: int) -> str:
+    try:
+        return f"killed by {signal.Signals(number).name}"
+    except ValueError:
+        return f"killed by signal {number}"
+
+
 def _run_logged(command: list[str], log_path: Path, *, timeout_s: float) -> int | None:
     """Run ``command`` with output to ``log_path``; kill its process group past the limit and return None."""
     with log_path.open("w") as log:
@@ -317,6 +359,8 @@ def _run_logged(command: list[str], log_path: Path, *, timeout_s: float) -> int 
                                        start_new_session=True)
         except OSError as exc:
             raise AutotuneError(f"could not start {command[0]}: {exc.strerror}") from None
+        with _LIVE_LOCK:
+            _LIVE.add(process)
         try:
             return process.wait(timeout=timeout_s)
         except subprocess.TimeoutExpired:
@@ -328,3 +372,6 @@ def _run_logged(command: list[str], log_path: Path, *, timeout_s: float) -> int 
             os.killpg(process.pid, signal.SIGKILL)
             process.wait()
             raise
+        finally:
+            with _LIVE_LOCK:
+                _LIVE.discard(process)

@@ -25,7 +25,8 @@ from optuna.distributions import BaseDistribution, CategoricalDistribution, IntD
 from optuna.trial import FrozenTrial, TrialState
 
 from autotune.backend import AutotuneError
-from autotune.tuner import gain_pct, is_feasible, load_study, open_existing_storage
+from autotune.storage import load_study, open_existing_storage
+from autotune.tuner import gain_pct, is_feasible
 INT_COLUMNS = ("trial", "duplicate_of", "polish_of")
 KNOB = "knob_"  # frame columns of the candidate's knobs: knob_cores, knob_batch_size, ... (whatever the backend has)
 SHORT_NAMES = {"sdp_clusters": "sdp", "multicast_weights": "multicast", "batch_size": "batch", "activations": "act.",

@@ -1,4 +1,4 @@
-"""The Optuna study per model and scenario: storage, warm start, the ask/tell loop and final validation."""
+"""The Optuna study per model and scenario: identity, warm start, the stages of a trial and final validation."""
 
 from __future__ import annotations
 
@@ -18,9 +18,12 @@ from autotune.backend import (Artifact, AutotuneError, CompileFailure, DeviceFai
                               TrialFailure)
 from autotune.models import ModelSpec, file_sha256
 from autotune.objective import Outcome, Scenario, evaluate, worst_value
+from autotune.compile_cache import CompileCache, cache_key
+from autotune.pipeline import Flight, Pipeline, PipelineStats
 from autotune.search_space import neighbours
+from autotune.storage import (DEFAULT_HEARTBEAT_S, DEFAULT_WAIT_S, ResilientStorage, fail_stale_trials,
+                              open_storage)
 
-DEFAULT_STORAGE_PATH = Path("studies") / "autotune.db"
 FEASIBLE = "feasible"
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -77,7 +80,7 @@ class TuningJob:
     bound_ms: float | None
     backend: Backend
     space: SearchSpace
-    device_qid: int
+    devices: list[int]
     device_size: int
     sku: str
     storage: str | optuna.storages.BaseStorage
@@ -95,6 +98,10 @@ class TuningJob:
     baseline: Any | None = None
     baseline_label: str | None = None
     synthetic: bool = False
+    compile_jobs: int = 0
+    cache_dir: Path | None = None
+    heartbeat_s: int = DEFAULT_HEARTBEAT_S
+    storage_wait_s: float = DEFAULT_WAIT_S
 
 
 @dataclass(kw_only=True)
@@ -107,45 +114,9 @@ class TrialRecord:
     retry: bool = False
 
 
-def default_storage_url(*, create: bool = True) -> str:
-    """The embedded default: one SQLite file under ``studies/`` (its folder made only when ``create``)."""
-    if create:
-        DEFAULT_STORAGE_PATH.parent.mkdir(parents=True, exist_ok=True)
-    return f"sqlite:///{DEFAULT_STORAGE_PATH}"
-
-
-def open_storage(url: str) -> optuna.storages.BaseStorage:
-    """An Optuna storage for ``url``; a URL that cannot be opened is a one-line AutotuneError."""
-    try:
-        return optuna.storages.get_storage(url)
-    except Exception as exc:  # sqlalchemy and drivers raise many types for a bad URL or an unreachable server
-        first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise AutotuneError(f"cannot open storage {url!r}: {first_line}") from None
-
-
 def default_study_name(model: str, scenario: str, backend: str, size: int) -> str:
     """``<model>-<scenario>-<backend>-<N>nsp`` for cards, ``...-<N>cores`` for the CPU."""
     return f"{model}-{scenario}-{backend}-{size}{'nsp' if backend == 'qaic' else 'cores'}"
-
-
-def open_existing_storage(url: str) -> optuna.storages.BaseStorage:
-    """A storage to read: an SQLite URL must name a file that exists (reading never creates an empty one)."""
-    if url.startswith("sqlite:///"):
-        path = Path(url.removeprefix("sqlite:///"))
-        if not path.is_file():
-            raise AutotuneError(f"no study storage at {path} (no storage file there): run `autotune run` first, or "
-                                f"pass the --storage the study was written to")
-    return open_storage(url)
-
-
-def load_study(storage: str | optuna.storages.BaseStorage, name: str) -> optuna.Study:
-    """An existing study, or a one-line error listing the studies that do exist."""
-    storage_obj = open_existing_storage(storage) if isinstance(storage, str) else storage
-    try:
-        return optuna.load_study(study_name=name, storage=storage_obj)
-    except KeyError:
-        names = [s.study_name for s in optuna.get_all_study_summaries(storage_obj)]
-        raise AutotuneError(f"no study {name!r} in the storage; studies there: {', '.join(names) or 'none'}") from None
 
 
 def onnx_identity(path: Path) -> str | None:
@@ -162,28 +133,33 @@ def compile_key(candidate: Candidate) -> str:
 
 
 class Tuner:
-    """Runs a TuningJob's trials against its study, reusing every figure and QPC it already has."""
+    """Runs a TuningJob's trials against its study, reusing every figure and compiled artifact it already has."""
 
     def __init__(self, job: TuningJob, *, progress: Callable[[str], None] = print) -> None:
         self.job = job
         self.progress = progress
+        self.heartbeat_s = job.heartbeat_s
+        self.storage = (open_storage(job.storage, heartbeat_s=job.heartbeat_s, wait_s=job.storage_wait_s,
+                                     progress=progress) if isinstance(job.storage, str) else job.storage)
+        self.model_sha256 = onnx_identity(job.onnx_path)
         self.study = self._open_study()
+        self.cache = CompileCache(root=job.cache_dir) if job.cache_dir is not None else None
         self.results: dict[str, FrozenTrial] = {}
         self.artifacts: dict[str, Artifact | CompileFailure] = {}
-        for trial in self.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
-            self._remember(trial)
+        self.stats: PipelineStats | None = None
+        self._seen: set[int] = set()
+        self._refresh(self.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)))
 
     # -- study -------------------------------------------------------------------------------------------------
     def _open_study(self) -> optuna.Study:
         job = self.job
-        storage = open_storage(job.storage) if isinstance(job.storage, str) else job.storage
-        study = optuna.create_study(study_name=job.study_name, storage=storage,
+        study = optuna.create_study(study_name=job.study_name, storage=self.storage,
                                     direction=job.scenario.direction, load_if_exists=True)
         # a resumed, seeded run must not replay its first proposals: offset the seed by the trials stored
         study.sampler = _make_sampler(job.sampler, None if job.seed is None else job.seed + len(study.trials))
         size_key = "nsp" if job.backend.name == "qaic" else "cores"
         identity = {"model": job.model.name, "scenario": job.scenario.name, "backend": job.backend.name,
-                    size_key: job.device_size, "onnx_sha256": onnx_identity(job.onnx_path),
+                    size_key: job.device_size, "onnx_sha256": self.model_sha256,
                     "latency_bound_ms": job.bound_ms, "base_flags": " ".join(job.model.base_flags),
                     "sdk_version": job.backend.version(), "sku": job.sku}
         stored = study.user_attrs
@@ -201,6 +177,13 @@ class Tuner:
             if key not in stored:
                 study.set_user_attr(key, value)
         return study
+
+    def _refresh(self, trials: list[FrozenTrial]) -> None:
+        """Learn the results of COMPLETE trials not seen yet (this worker's, and other workers' on the study)."""
+        for trial in trials:
+            if trial.state == TrialState.COMPLETE and trial.number not in self._seen:
+                self._seen.add(trial.number)
+                self._remember(trial)
 
     def _remember(self, trial: FrozenTrial) -> None:
         attrs = trial.user_attrs
@@ -224,36 +207,45 @@ class Tuner:
         if self.job.baseline is None:
             return
         for trial in self.study.get_trials(deepcopy=False):
-            if trial.user_attrs.get("baseline") and trial.state in (TrialState.COMPLETE, TrialState.WAITING):
+            if trial.user_attrs.get("baseline") and trial.state in (TrialState.COMPLETE, TrialState.WAITING,
+                                                                    TrialState.RUNNING):
                 return
         self.study.enqueue_trial(self.job.space.params_for(self.job.baseline), user_attrs={"baseline": True})
 
+    def fail_stale_trials(self) -> None:
+        """Fail (and queue again) the trials of workers that stopped sending heartbeats."""
+        fail_stale_trials(self.study)
+
+    def heartbeat(self, trial: optuna.Trial) -> None:
+        """Tell the storage this worker still works on ``trial``."""
+        storage = self.study._storage
+        if isinstance(storage, ResilientStorage):
+            storage.record_heartbeat(trial._trial_id)
+
+    def trial_by_id(self, trial_id: int) -> FrozenTrial:
+        return self.study._storage.get_trial(trial_id)
+
     # -- loop --------------------------------------------------------------------------------------------------
     def run(self) -> dict[str, Any]:
-        """Run the job's new trials, then validate the best few; returns the validation summary."""
+        """Run the job's new trials through the compile and device pools, then validate the best few."""
         job = self.job
         if job.n_trials is None and job.timeout_s is None:
             raise AutotuneError("give --trials N or --timeout DURATION")
         self._warm_start()
-        started = time.monotonic()
-        done = 0
-        while job.n_trials is None or done < job.n_trials:
-            elapsed = time.monotonic() - started
-            if job.timeout_s is not None and elapsed >= job.timeout_s:
-                self.progress(f"timeout of {_clock(job.timeout_s)} reached after {done} trials")
-                break
-            number, record = self.step()
-            done += 1
-            self.progress(self._progress_line(number, done, record, time.monotonic() - started))
+        pipeline = Pipeline(self, compile_jobs=job.compile_jobs, devices=job.devices,
+                            status=getattr(job.backend, "device_status", None))
+        self.stats = pipeline.stats
+        pipeline.run(n_trials=job.n_trials, timeout_s=job.timeout_s)
+        self._validation_device = pipeline.pool.usable[0] if pipeline.pool.usable else job.devices[0]
         return self.validate() if job.validate_top else {}
 
     def step(self) -> tuple[int, TrialRecord]:
-        """Ask the study for one trial (an enqueued one first), evaluate it and tell the result."""
-        self._polish()
-        trial = self.study.ask()
-        return trial.number, self._run_trial(trial)
+        """One trial, serially: ask (an enqueued one first), compile, measure and tell."""
+        pipeline = Pipeline(self, compile_jobs=0, devices=self.job.devices[:1])
+        pipeline.run(n_trials=1, timeout_s=None)
+        return pipeline.finished[-1]
 
-    def _polish(self) -> None:
+    def _polish(self, trials: list[FrozenTrial]) -> None:
         """Every ``polish_every``-th trial after ``polish_after``, queue an unmeasured one-knob step from the best.
 
         The peak of a compiler's surface is narrow; a sampler finds the region and these steps climb to its top.
@@ -261,7 +253,6 @@ class Tuner:
         job = self.job
         if job.polish_every <= 0 or job.sampler == "random":
             return
-        trials = self.study.get_trials(deepcopy=False)
         finished = sum(t.state == TrialState.COMPLETE for t in trials)
         waiting = any(t.state == TrialState.WAITING for t in trials)
         if waiting or finished < job.polish_after or finished % job.polish_every:
@@ -278,35 +269,178 @@ class Tuner:
                 self.study.enqueue_trial(params, user_attrs={"polish_of": best.number})
                 return
 
-    def _run_trial(self, trial: optuna.Trial) -> TrialRecord:
-        """Evaluate and tell; whatever happens, the trial ends COMPLETE or FAIL, never left RUNNING."""
+    # -- the stages of one trial (Pipeline calls these; only admit, tell and fail touch the storage) -------------
+    def admit(self, in_flight: dict[str, Flight]) -> Flight:
+        """Ask for a trial and decide what it needs: nothing (a known result), a twin's result, or a compile."""
         job = self.job
+        trials = self.study.get_trials(deepcopy=False)
+        self._refresh(trials)
+        self._polish(trials)
+        with warnings.catch_warnings():  # heartbeats are recorded here, with ask/tell, not by Study.optimize
+            warnings.filterwarnings("ignore", message="Heartbeat of storage is supposed to be used")
+            trial = self.study.ask()
+        self.heartbeat(trial)
         candidate = None
         try:
             candidate = job.space.suggest(trial)
             if trial.user_attrs.get("baseline") and job.baseline is not None:
                 candidate = job.baseline
-            record = self._evaluate(candidate, trial.number)
+            attrs: dict[str, Any] = {"candidate": candidate.to_dict(), "flags": candidate.flag_string(),
+                                     "compile_key": compile_key(candidate)}
+            for key, value in attrs.items():  # published now: other workers see what this trial holds
+                trial.set_user_attr(key, value)
+            flight = Flight(trial=trial, candidate=candidate, attrs=attrs)
+            key = candidate_key(candidate)
+            previous = self.results.get(key)
+            problems = job.space.violations(candidate)
+            known = self.artifacts.get(attrs["compile_key"])
+            if previous is not None:
+                flight.record = self.reuse(previous)
+            elif problems:
+                flight.record = self._infeasible(attrs, "constraint", "; ".join(problems))
+            elif isinstance(known, CompileFailure):
+                flight.record = self._infeasible(attrs, "compile", known.reason)
+            elif key in in_flight:
+                flight.twin, flight.twin_id = in_flight[key].number, in_flight[key].trial._trial_id
+            else:
+                twin = self._remote_twin(key, trial.number)
+                if twin is not None:
+                    flight.twin, flight.twin_id = twin.number, twin._trial_id
+                    self.progress(f"trial #{trial.number}: another worker measures the same candidate (#{twin.number});"
+                                  f" waiting for its result")
+            return flight
+        except BaseException as exc:
+            self.fail(trial, candidate, exc)
+            raise
+
+    def _remote_twin(self, key: str, number: int) -> FrozenTrial | None:
+        """An earlier RUNNING trial of another worker with the same candidate (the earlier one measures it)."""
+        for other in self.study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+            data = other.user_attrs.get("candidate")
+            if other.number < number and data and candidate_key(self.job.space.from_dict(data)) == key:
+                return other
+        return None
+
+    def reuse(self, previous: FrozenTrial) -> TrialRecord | None:
+        """A duplicate's record: the result of ``previous`` when it is COMPLETE, else None (measure it after all)."""
+        if previous.state != TrialState.COMPLETE:
+            return None
+        self._refresh([previous])
+        reused = {k: v for k, v in previous.user_attrs.items() if k != "baseline"}
+        return TrialRecord(value=previous.value, feasible=is_feasible(previous),
+                           attrs=reused | {"duplicate_of": previous.number})
+
+    def known_artifact(self, candidate: Candidate) -> Artifact | None:
+        """The compiled artifact for the candidate's compile flags, when one is at hand without compiling."""
+        cached = self.artifacts.get(compile_key(candidate))
+        if isinstance(cached, Artifact) and _usable(cached.path):
+            return cached
+        if self.cache is not None:
+            return self.cache.lookup(self._cache_key(candidate))
+        return None
+
+    def compile(self, candidate: Candidate) -> tuple[Artifact, bool]:
+        """The candidate's artifact and whether it was reused: from the cache, or compiled now (worker thread)."""
+        job = self.job
+        key = compile_key(candidate)
+        cached = self.artifacts.get(key)
+        if isinstance(cached, CompileFailure):
+            raise cached
+        if isinstance(cached, Artifact) and _usable(cached.path):
+            return cached, True
+        try:
+            if self.cache is None:
+                artifact = job.backend.compile(job.onnx_path, job.model, candidate, job.workdir / job.study_name)
+                reused = False
+            else:
+                identity = self._cache_identity(candidate)
+                artifact, reused = self.cache.get_or_compile(
+                    cache_key(identity), identity,
+                    lambda workdir: job.backend.compile(job.onnx_path, job.model, candidate, workdir))
+        except CompileFailure as failure:
+            if not failure.retryable:
+                self.artifacts[key] = failure
+            raise
+        self.artifacts[key] = artifact
+        return artifact, reused
+
+    def _cache_identity(self, candidate: Candidate) -> dict[str, Any]:
+        job = self.job
+        return {"backend": job.backend.name, "toolchain": job.backend.version(), "sku": job.sku,
+                "device_size": job.device_size, "model_sha256": self.model_sha256 or str(job.onnx_path),
+                "base_flags": list(job.model.base_flags), "compile": list(candidate.compile_key())}
+
+    def _cache_key(self, candidate: Candidate) -> str:
+        return cache_key(self._cache_identity(candidate))
+
+    def compile_failed(self, flight: Flight, failure: CompileFailure) -> TrialRecord:
+        attrs = flight.attrs | {"compile_log": str(failure.log_path or "")}
+        if failure.retryable:
+            return self._retry(attrs, failure)
+        return self._infeasible(attrs, "compile", failure.reason)
+
+    def measure(self, flight: Flight, device: int) -> Measurement:
+        """Measure a compiled flight on ``device`` (worker thread)."""
+        flight.attrs["measure_started"] = time.monotonic()
+        return self._measure(flight.artifact, flight.candidate, self.job.measure_seconds, f"trial-{flight.number}",
+                             device)
+
+    def measure_failed(self, flight: Flight, failure: MeasureFailure) -> TrialRecord:
+        attrs = self._compiled_attrs(flight) | {"measure_log": str(failure.log_path or "")}
+        if failure.retryable:
+            return self._retry(attrs, failure)
+        return self._infeasible(attrs, "measure", failure.reason)
+
+    def measured(self, flight: Flight, measurement: Measurement) -> TrialRecord:
+        """The scenario's value and feasibility from a measurement."""
+        job = self.job
+        attrs = self._compiled_attrs(flight) | {
+            "measure_seconds": round(time.monotonic() - flight.attrs.pop("measure_started"), 3),
+            "measure_argv": measurement.command, "measure_log": str(measurement.log_path),
+            "figures": measurement.figures()}
+        outcome = evaluate(job.scenario, measurement, activations=getattr(flight.candidate, "activations", 1),
+                           bound_ms=job.bound_ms)
+        attrs |= {"estimated": outcome.estimated, "scenario_figures": outcome.figures}
+        if not outcome.feasible:
+            attrs |= {"failure_stage": "scenario", "failure_reason": outcome.reason}
+        return TrialRecord(value=outcome.value, feasible=outcome.feasible, attrs=attrs)
+
+    def _compiled_attrs(self, flight: Flight) -> dict[str, Any]:
+        artifact = flight.artifact
+        attrs = {k: v for k, v in flight.attrs.items() if k != "measure_started"}
+        attrs |= {"artifact_path": str(artifact.path), "compile_argv": artifact.command,
+                  "compile_log": str(artifact.log_path), "compile_seconds": round(artifact.compile_seconds, 3),
+                  "compile_reused": flight.reused}
+        if self.job.backend.name == "qaic":
+            attrs["qpc_dir"] = str(artifact.path)
+        return attrs
+
+    def tell(self, flight: Flight, record: TrialRecord) -> None:
+        """Store the record on the trial and end it: COMPLETE (feasible or not), or FAIL when it may be retried."""
+        trial = flight.trial
+        try:
             for key, value in record.attrs.items():
                 trial.set_user_attr(key, value)
             if record.retry:
                 self.study.tell(trial, state=TrialState.FAIL)
-                return record
+                return
             trial.set_constraint(FEASIBLE, 0.0 if record.feasible else 1.0)
             frozen = self.study.tell(trial, record.value)
         except BaseException as exc:
-            self._fail(trial, candidate, exc)
+            self.fail(trial, flight.candidate, exc)
             raise
         if record.attrs.get("duplicate_of") is None:
+            self._seen.add(frozen.number)
             self._remember(frozen)
-        return record
 
-    def _fail(self, trial: optuna.Trial, candidate: Any, exc: BaseException) -> None:
+    def fail(self, trial: optuna.Trial, candidate: Any, exc: BaseException) -> None:
         """Record why a trial did not finish (interrupted, device gone, a bug) and end it as FAIL."""
         if isinstance(exc, KeyboardInterrupt):
             stage, reason = "interrupted", "interrupted by the user; re-run the command to resume"
         elif isinstance(exc, TrialFailure):
             stage, reason = exc.stage, exc.reason
+        elif isinstance(exc, AutotuneError):
+            stage, reason = "stopped", str(exc)
         else:
             stage, reason = "error", f"{type(exc).__name__}: {exc}"
         try:
@@ -318,51 +452,16 @@ class Tuner:
         except Exception:  # the storage itself may be what failed; the original error is the one to report
             pass
 
-    def _evaluate(self, candidate: Any, number: int) -> TrialRecord:
-        job = self.job
-        attrs: dict[str, Any] = {"candidate": candidate.to_dict(), "flags": candidate.flag_string(),
-                                 "compile_key": compile_key(candidate)}
-        previous = self.results.get(candidate_key(candidate))
-        if previous is not None:
-            reused = {k: v for k, v in previous.user_attrs.items() if k != "baseline"}
-            return TrialRecord(value=previous.value, feasible=is_feasible(previous),
-                               attrs=reused | {"duplicate_of": previous.number})
-        problems = job.space.violations(candidate)
-        if problems:
-            return self._infeasible(attrs, "constraint", "; ".join(problems))
-        try:
-            artifact, reused_qpc = self._artifact(candidate)
-        except CompileFailure as failure:
-            if failure.retryable:
-                return self._retry(attrs | {"compile_log": str(failure.log_path or "")}, failure)
-            return self._infeasible(attrs | {"compile_log": str(failure.log_path or "")}, "compile", failure.reason)
-        attrs |= {"artifact_path": str(artifact.path), "compile_argv": artifact.command,
-                  "compile_log": str(artifact.log_path), "compile_seconds": round(artifact.compile_seconds, 3),
-                  "compile_reused": reused_qpc}
-        if job.backend.name == "qaic":
-            attrs["qpc_dir"] = str(artifact.path)
-        started = time.monotonic()
-        try:
-            measurement = self._measure(artifact, candidate, job.measure_seconds, f"trial-{number}")
-        except DeviceFailure:
-            raise
-        except MeasureFailure as failure:
-            if failure.retryable:
-                return self._retry(attrs | {"measure_log": str(failure.log_path or "")}, failure)
-            return self._infeasible(attrs | {"measure_log": str(failure.log_path or "")}, "measure", failure.reason)
-        attrs |= {"measure_seconds": round(time.monotonic() - started, 3), "measure_argv": measurement.command,
-                  "measure_log": str(measurement.log_path), "figures": measurement.figures()}
-        outcome = evaluate(job.scenario, measurement, activations=getattr(candidate, "activations", 1),
-                           bound_ms=job.bound_ms)
-        attrs |= {"estimated": outcome.estimated, "scenario_figures": outcome.figures}
-        if not outcome.feasible:
-            attrs |= {"failure_stage": "scenario", "failure_reason": outcome.reason}
-        return TrialRecord(value=outcome.value, feasible=outcome.feasible, attrs=attrs)
+    def cancel_children(self) -> None:
+        """Kill the backend's running compiles and measurements (the run is stopping)."""
+        cancel = getattr(self.job.backend, "cancel", None)
+        if cancel is not None:
+            cancel()
 
-    def _measure(self, artifact: Artifact, candidate: Any, seconds: float, label: str) -> Measurement:
+    def _measure(self, artifact: Artifact, candidate: Any, seconds: float, label: str, device: int) -> Measurement:
         job = self.job
         return job.backend.measure_trial(artifact, candidate, scenario=job.scenario.name, bound_ms=job.bound_ms,
-                                         seconds=seconds, device=job.device_qid,
+                                         seconds=seconds, device=device,
                                          log_dir=job.workdir / job.study_name / "runs" / label)
 
     def _retry(self, attrs: dict[str, Any], failure: TrialFailure) -> TrialRecord:
@@ -373,24 +472,6 @@ class Tuner:
     def _infeasible(self, attrs: dict[str, Any], stage: str, reason: str) -> TrialRecord:
         return TrialRecord(value=worst_value(self.job.scenario), feasible=False,
                            attrs=attrs | {"failure_stage": stage, "failure_reason": reason})
-
-    def _artifact(self, candidate: Candidate) -> tuple[Artifact, bool]:
-        """The QPC for the candidate's compile flags: reused when compiled before, else compiled now."""
-        key = compile_key(candidate)
-        cached = self.artifacts.get(key)
-        if isinstance(cached, CompileFailure):
-            raise cached
-        if cached is not None and _usable(cached.path):
-            return cached, True
-        try:
-            artifact = self.job.backend.compile(self.job.onnx_path, self.job.model, candidate,
-                                                self.job.workdir / self.job.study_name)
-        except CompileFailure as failure:
-            if not failure.retryable:
-                self.artifacts[key] = failure
-            raise
-        self.artifacts[key] = artifact
-        return artifact, False
 
     # -- validation --------------------------------------------------------------------------------------------
     def validate(self) -> dict[str, Any]:
@@ -435,8 +516,9 @@ class Tuner:
                                   "batch_size": candidate.batch_size, "activations": activations,
                                   "search_value": trial.value}
         try:
-            artifact, _ = self._artifact(candidate)
-            measurement = self._measure(artifact, candidate, job.validate_seconds, f"validate-{trial.number}")
+            artifact = self.known_artifact(candidate) or self.compile(candidate)[0]
+            measurement = self._measure(artifact, candidate, job.validate_seconds, f"validate-{trial.number}",
+                                         self._validation_device)
         except DeviceFailure:
             raise
         except TrialFailure as failure:
@@ -449,7 +531,7 @@ class Tuner:
                          "measure_argv": measurement.command}
 
     # -- output ------------------------------------------------------------------------------------------------
-    def _progress_line(self, number: int, done: int, record: TrialRecord, elapsed: float) -> str:
+    def progress_line(self, number: int, done: int, record: TrialRecord, elapsed: float) -> str:
         job = self.job
         knobs = job.space.from_dict(record.attrs["candidate"]).describe()
         if record.retry:

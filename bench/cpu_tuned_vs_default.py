@@ -24,7 +24,7 @@ from autotune.backend import AutotuneError  # noqa: E402
 from autotune.models import MODELS, synthetic_model  # noqa: E402
 from autotune.ort_bench import OrtBackend, OrtCandidate  # noqa: E402
 from autotune.presets import winner_preset  # noqa: E402
-from autotune.tuner import load_study  # noqa: E402
+from autotune.storage import load_study  # noqa: E402
 
 
 def tuned_candidate(scenario: str, *, storage: str, onnx: Path, trials: int) -> OrtCandidate:

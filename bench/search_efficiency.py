@@ -174,7 +174,7 @@ def make_tuner(model: str, scenario: str, nsp: int, *, sampler: str, seed: int, 
     job = tuner.TuningJob(
         model=spec, onnx_path=Path("surface.onnx"), scenario=scen, bound_ms=spec.latency_bounds_ms.get(scenario),
         backend=SurfaceBackend(profile=PROFILES[model], nsp=nsp, workdir=workdir),
-        space=QaicSpace(device=device, scenario=scenario, extra_flags=extra), device_qid=0, device_size=nsp,
+        space=QaicSpace(device=device, scenario=scenario, extra_flags=extra), devices=[0], device_size=nsp,
         sku="emulated", storage=optuna.storages.InMemoryStorage(), study_name=f"{model}-{scenario}-{nsp}",
         n_trials=budget, validate_top=0, sampler=sampler, seed=seed, polish_every=polish_every,
         polish_after=polish_after, workdir=workdir,

@@ -5,6 +5,8 @@ cd "$(dirname "$0")/.."
 PYTHON="${PYTHON:-python3}"
 # Headless Chromium for the report's browser test (Debian's package; skipped when it is already there).
 command -v chromium >/dev/null || (apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y chromium)
+# PostgreSQL for the storage tests (Debian's package; the tests start their own throwaway server, not the system cluster).
+compgen -G '/usr/lib/postgresql/*/bin/initdb' >/dev/null || (apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y postgresql)
 if [ ! -x .venv/bin/python ]; then
   "$PYTHON" -m venv .venv
 fi

@@ -1,10 +1,13 @@
 from __future__ import annotations
 
+import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from autotune.synthetic import build_convnet
+from postgres_server import PostgresNotInstalled, PostgresServer
 
 EMULATOR = Path(__file__).resolve().parent / "qaic_emulator"
 
@@ -46,3 +49,26 @@ def emulator(monkeypatch: pytest.MonkeyPatch) -> Path:
     monkeypatch.setenv("QAIC_EMU_SEED", "0")
     monkeypatch.setenv("QAIC_EMU_TIME_SCALE", "0.001")
     return EMULATOR
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[PostgresServer]:
+    """A started throwaway PostgreSQL server on 127.0.0.1 (closed at the end of the session).
+
+    Missing binaries fail the test (CI must have them) unless AUTOTUNE_SKIP_POSTGRES=1, which skips it instead.
+    """
+    try:
+        server = PostgresServer()
+    except PostgresNotInstalled as exc:
+        missing = str(exc)
+    else:
+        missing = ""
+    if missing:  # outside the except block, so the report shows just the message
+        if os.environ.get("AUTOTUNE_SKIP_POSTGRES") == "1":
+            pytest.skip(f"{missing} (skipped: AUTOTUNE_SKIP_POSTGRES=1)")
+        pytest.fail(missing, pytrace=False)
+    try:
+        server.start()
+        yield server
+    finally:
+        server.close()

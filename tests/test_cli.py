@@ -132,7 +132,7 @@ def test_export_unknown_study_or_storage(tmp_path, capsys):
 @pytest.mark.slow
 def test_retinanet_server_30_trials_beats_or_matches_the_baseline_and_resumes(emulator, retinanet_onnx, tmp_path,
                                                                                capsys):
-    from autotune.tuner import load_study
+    from autotune.storage import load_study
 
     storage = f"sqlite:///{tmp_path / 'r.db'}"
     argv = ["run", "--model", "retinanet", "--scenario", "server", "--onnx", str(retinanet_onnx), "--trials", "30",
@@ -155,7 +155,7 @@ def _ort_run(capsys, tmp_path, *extra: str) -> tuple[int, str, str]:
 
 @pytest.mark.slow
 def test_cpu_backend_runs_a_study_measured_by_loadgen(tiny_onnx, tmp_path, capsys, monkeypatch):
-    from autotune.tuner import load_study
+    from autotune.storage import load_study
 
     monkeypatch.setenv("AUTOTUNE_SDK_ROOT", str(tmp_path / "no-sdk"))
     code, out, err = run_cli(capsys, "run", "--model", "resnet50", "--scenario", "singlestream", "--onnx",

@@ -10,7 +10,7 @@ import yaml
 from autotune.backend import AutotuneError
 from autotune.presets import find_baseline, load_baselines, winner_preset, write_preset
 from autotune.search_space import DeviceLimits
-from autotune.tuner import load_study
+from autotune.storage import load_study
 from helpers import run_cli
 
 

@@ -17,7 +17,8 @@ from autotune.objective import SCENARIOS
 from autotune.presets import find_baseline
 from autotune.qaic_bench import QaicBackend
 from autotune.search_space import DeviceLimits, QaicSpace, params_for
-from autotune.tuner import Tuner, TuningJob, default_study_name, load_study, open_storage, study_overview
+from autotune.storage import load_study, open_storage
+from autotune.tuner import Tuner, TuningJob, default_study_name, study_overview
 
 
 def _job(emulator: Path, onnx: Path, tmp_path: Path, *, scenario: str = "offline", model: str = "resnet50",
@@ -30,10 +31,11 @@ def _job(emulator: Path, onnx: Path, tmp_path: Path, *, scenario: str = "offline
                   bound_ms=spec.latency_bounds_ms.get(scenario), backend=QaicBackend(sdk_root=emulator),
                   space=QaicSpace(device=device, scenario=scenario,
                                   extra_flags=baseline.extra_flags if baseline else ()),
-                  device_qid=0, device_size=nsp, sku="PCIe Pro",
+                  devices=[0], device_size=nsp, sku="PCIe Pro",
                   storage=f"sqlite:///{tmp_path / 'studies.db'}",
                   study_name=default_study_name(model, scenario, "qaic", nsp), n_trials=trials,
                   measure_seconds=1.0, validate_seconds=2.0, validate_top=2, seed=1, workdir=tmp_path / "work",
+                  cache_dir=tmp_path / "cache",
                   baseline=baseline, baseline_label=preset.flags if preset else None)
     fields.update(overrides)
     return TuningJob(**fields)
@@ -217,19 +219,26 @@ def test_a_device_that_is_not_ready_stops_the_run_without_blaming_candidates(emu
     assert _trials(job)[-1].user_attrs.get("baseline") and _trials(job)[-1].state == TrialState.COMPLETE
 
 
-def test_a_compile_time_out_is_retried_later_not_held_against_the_candidate(emulator, tiny_onnx, tmp_path,
-                                                                            monkeypatch):
-    monkeypatch.setenv("QAIC_EMU_COMPILE_HANG", "1")
-    job = _job(emulator, tiny_onnx, tmp_path, trials=1, nsp=14, validate_top=0,
-               backend=QaicBackend(sdk_root=emulator, compile_timeout_s=0.5))
-    Tuner(job, progress=lambda _: None).run()
-    (hung,) = _trials(job)
-    assert hung.state == TrialState.FAIL and "still running after 0.5 s" in hung.user_attrs["failure_reason"]
-    monkeypatch.delenv("QAIC_EMU_COMPILE_HANG")
-    Tuner(_job(emulator, tiny_onnx, tmp_path, trials=1, nsp=14, validate_top=0), progress=lambda _: None).run()
-    retried = _trials(job)[-1]
-    assert retried.user_attrs.get("baseline") and retried.state == TrialState.COMPLETE
-    assert retried.constraints == {"feasible": 0.0}
+def test_a_hung_or_crashed_compile_is_infeasible_with_its_reason_and_the_pool_goes_on(emulator, tiny_onnx,
+                                                                                     tmp_path, monkeypatch):
+    monkeypatch.setenv("QAIC_EMU_COMPILE_HANG", "-aic-num-cores=3 ")
+    monkeypatch.setenv("QAIC_EMU_COMPILE_CRASH", "-aic-num-cores=5 ")
+    job = _job(emulator, tiny_onnx, tmp_path, trials=3, nsp=16, validate_top=0, preset=None, compile_jobs=3,
+               backend=QaicBackend(sdk_root=emulator, compile_timeout_s=2))
+    tuner = Tuner(job, progress=lambda _: None)
+    base = {"ols": 1, "sdp_clusters": 1, "mos_0": 1, "multicast_weights": False, "batch_size": 1, "set_size": 4}
+    for cores in (3, 5, 2):
+        tuner.study.enqueue_trial(base | {"cores": cores, "activations": 1})
+    tuner.run()
+    hung, crashed, fine = _trials(job)
+    assert hung.state == crashed.state == fine.state == TrialState.COMPLETE
+    assert hung.constraints == crashed.constraints == {"feasible": 1.0}
+    assert hung.user_attrs["failure_reason"] == "qaic-exec still running after 2 s: killed"
+    assert crashed.user_attrs["failure_reason"] == "qaic-exec crashed (killed by SIGSEGV)"
+    assert "Compile started" in Path(hung.user_attrs["compile_log"]).read_text()
+    assert fine.constraints == {"feasible": 0.0} and fine.value > 0
+    (entry,) = (tmp_path / "cache" / "entries").iterdir()  # only the compile that finished became an entry
+    assert (entry / "entry.json").is_file() and not list((tmp_path / "cache" / "tmp").iterdir())
 
 
 def test_an_unexpected_error_leaves_the_trial_failed_not_running(emulator, tiny_onnx, tmp_path, monkeypatch):

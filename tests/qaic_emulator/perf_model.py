@@ -423,10 +423,21 @@ def env_nsp(environ: Mapping[str, str]) -> int:
 
 
 def env_devices(environ: Mapping[str, str]) -> list[str]:
-    """Device statuses from QAIC_EMU_DEVICES (comma list, default one `Ready` device)."""
+    """Device statuses: the file QAIC_EMU_DEVICES_FILE names when it exists (read at every call, so a test can
+    change a device mid-run), else QAIC_EMU_DEVICES (comma list, default one `Ready` device)."""
     raw = environ.get("QAIC_EMU_DEVICES", "Ready")
+    path = environ.get("QAIC_EMU_DEVICES_FILE")
+    if path and os.path.isfile(path):
+        with open(path) as fh:
+            raw = fh.read()
     statuses = [s.strip() for s in raw.split(",") if s.strip()]
     return statuses or ["Ready"]
+
+
+def env_matches(environ: Mapping[str, str], name: str, argv: list[str]) -> bool:
+    """True when variable ``name`` is ``1``, or a text found in the command line ``argv`` (joined by spaces)."""
+    value = environ.get(name, "")
+    return value == "1" or (bool(value) and value in " ".join(argv))
 
 
 def env_float(environ: Mapping[str, str], name: str, default: float) -> float:

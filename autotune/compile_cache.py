@@ -1,0 +1,229 @@
+"""A content-addressed cache of compiled artifacts, shared by every study, run and process on a host.
+
+An entry's key is the SHA-256 of what decides the compiler's output: model file hash, compile flags, base flags,
+toolchain version and device (SKU, NSPs). A compile runs in a private folder under ``tmp/`` and becomes an entry by
+one atomic rename, after its ``entry.json`` is written: a crashed or killed compile leaves no entry that looks valid.
+One lock file per key makes processes that want the same artifact wait for one compile instead of running two.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+from autotune.backend import Artifact, AutotuneError, CompileFailure
+from autotune.models import cache_dir
+
+ENTRY_FILE = "entry.json"
+MIN_FREE_MB = 100  # below this, a compile is not started: a full disk would look like a compiler failure
+
+
+@dataclass(frozen=True, kw_only=True)
+class CacheInfo:
+    """What ``autotune cache info`` shows."""
+
+    root: Path
+    entries: int
+    entry_bytes: int
+    partial: int
+    partial_bytes: int
+    failed_logs: int
+    oldest_use: float | None
+    newest_use: float | None
+
+
+@dataclass(frozen=True, kw_only=True)
+class PruneResult:
+    """What ``autotune cache prune`` removed."""
+
+    entries: int
+    partial: int
+    failed_logs: int
+    freed_bytes: int
+
+
+def default_cache_dir() -> Path:
+    """``compiled/`` in autotune's cache folder ($AUTOTUNE_CACHE, else ~/.cache/autotune)."""
+    return cache_dir() / "compiled"
+
+
+def cache_key(identity: dict[str, Any]) -> str:
+    """The key of an artifact: SHA-256 over its identity as canonical JSON."""
+    return hashlib.sha256(json.dumps(identity, sort_keys=True, default=list).encode()).hexdigest()
+
+
+class CompileCache:
+    """Compiled artifacts under ``root``: ``entries/<key>/``, ``tmp/`` (compiles in progress), ``locks/``, ``failed/``."""
+
+    def __init__(self, *, root: Path) -> None:
+        self.root = root.expanduser().resolve()
+        try:
+            for part in ("entries", "tmp", "locks", "failed"):
+                (self.root / part).mkdir(parents=True, exist_ok=True)
+            probe = self.root / "tmp" / f".probe-{os.getpid()}"
+            probe.write_bytes(b"")
+            probe.unlink()
+        except OSError as exc:
+            raise AutotuneError(f"compile cache {self.root} is not writable ({exc.strerror or exc}): "
+                                f"fix the folder or pass --cache-dir") from None
+
+    # -- lookup and compile -------------------------------------------------------------------------------------
+    def lookup(self, key: str) -> Artifact | None:
+        """The finished artifact of ``key``, or None (never a partial one)."""
+        entry = self.root / "entries" / key
+        try:
+            data = json.loads((entry / ENTRY_FILE).read_text())
+        except (OSError, ValueError):
+            return None
+        stored = data["artifact"]
+        artifact = Artifact(path=entry / stored["path"], command=stored["command"],
+                            log_path=entry / stored["log_path"], compile_seconds=stored["compile_seconds"],
+                            batch_size=stored["batch_size"], cores=stored["cores"])
+        return artifact if artifact.path.exists() else None
+
+    def get_or_compile(self, key: str, identity: dict[str, Any],
+                       compile_fn: Callable[[Path], Artifact]) -> tuple[Artifact, bool]:
+        """The artifact of ``key`` and whether it was cached; ``compile_fn(workdir)`` makes it on a miss."""
+        with self._lock(key):
+            hit = self.lookup(key)
+            if hit is not None:
+                os.utime(self.root / "entries" / key / ENTRY_FILE)  # last use, for prune --older-than
+                return hit, True
+            self.check_space()
+            work = Path(tempfile.mkdtemp(prefix=f"{key}.", dir=self.root / "tmp"))
+            try:
+                artifact = compile_fn(work)
+                final = self.root / "entries" / key
+                entry = {"key": key, "identity": identity, "created": time.strftime("%Y-%m-%d %H:%M:%S"),
+                         "artifact": {"path": str(artifact.path.relative_to(work)),
+                                      "log_path": str(artifact.log_path.relative_to(work)),
+                                      "command": [arg.replace(str(work), str(final)) for arg in artifact.command],
+                                      "compile_seconds": artifact.compile_seconds,
+                                      "batch_size": artifact.batch_size, "cores": artifact.cores}}
+                _write_synced(work / ENTRY_FILE, json.dumps(entry, indent=1))
+                os.rename(work, final)
+            except CompileFailure as failure:
+                kept = self._keep_log(key, failure.log_path)
+                shutil.rmtree(work, ignore_errors=True)
+                self.check_space()  # a compiler that failed on a full disk says nothing about the candidate
+                raise CompileFailure(failure.reason, log_path=kept, retryable=failure.retryable) from None
+            except OSError as exc:
+                shutil.rmtree(work, ignore_errors=True)
+                raise AutotuneError(f"compile cache {self.root}: cannot write ({exc.strerror or exc}); free space "
+                                    f"or pass --cache-dir") from None
+            except BaseException:
+                shutil.rmtree(work, ignore_errors=True)
+                raise
+        found = self.lookup(key)
+        if found is None:
+            raise AutotuneError(f"compile cache {self.root}: entry {key[:12]} vanished right after it was written")
+        return found, False
+
+    def check_space(self) -> None:
+        """Refuse to compile onto a nearly full disk."""
+        free_mb = shutil.disk_usage(self.root).free // 2**20
+        if free_mb < MIN_FREE_MB:
+            raise AutotuneError(f"compile cache {self.root} has {free_mb} MB free (needs {MIN_FREE_MB} MB): free "
+                                f"space (autotune cache prune) or pass --cache-dir")
+
+    # -- maintenance --------------------------------------------------------------------------------------------
+    def info(self) -> CacheInfo:
+        """Entries, their size and last use, and the leftovers of compiles that did not finish."""
+        entries = [p for p in (self.root / "entries").iterdir() if p.is_dir()]
+        uses = [_last_use(p) for p in entries]
+        partial = self._orphans()
+        return CacheInfo(root=self.root, entries=len(entries), entry_bytes=sum(_size(p) for p in entries),
+                         partial=len(partial), partial_bytes=sum(_size(p) for p in partial),
+                         failed_logs=len(list((self.root / "failed").iterdir())),
+                         oldest_use=min(uses, default=None), newest_use=max(uses, default=None))
+
+    def prune(self, *, older_than_s: float | None = None) -> PruneResult:
+        """Remove entries unused for ``older_than_s`` (all when None), old failure logs and orphaned partials."""
+        cutoff = time.time() - (older_than_s or 0.0)
+        removed = freed = 0
+        for entry in (self.root / "entries").iterdir():
+            if _last_use(entry) > cutoff and older_than_s is not None:
+                continue
+            with self._lock(entry.name, blocking=False) as locked:
+                if not locked:
+                    continue  # in use by a compile that waits on it right now
+                size = _size(entry)
+                doomed = Path(tempfile.mkdtemp(prefix="pruned.", dir=self.root / "tmp"))
+                os.rename(entry, doomed / "entry")  # invalid at once; the slow delete comes after
+                shutil.rmtree(doomed, ignore_errors=True)
+                removed, freed = removed + 1, freed + size
+        orphans = self._orphans()
+        for path in orphans:
+            freed += _size(path)
+            shutil.rmtree(path, ignore_errors=True)
+        logs = [p for p in (self.root / "failed").iterdir() if older_than_s is None or p.stat().st_mtime <= cutoff]
+        for path in logs:
+            freed += _size(path)
+            path.unlink(missing_ok=True)
+        return PruneResult(entries=removed, partial=len(orphans), failed_logs=len(logs), freed_bytes=freed)
+
+    # -- internals ----------------------------------------------------------------------------------------------
+    @contextmanager
+    def _lock(self, key: str, *, blocking: bool = True) -> Iterator[bool]:
+        with open(self.root / "locks" / f"{key}.lock", "a") as handle:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | (0 if blocking else fcntl.LOCK_NB))
+            except BlockingIOError:
+                yield False
+                return
+            try:
+                yield True
+            finally:
+                fcntl.flock(handle, fcntl.LOCK_UN)
+
+    def _orphans(self) -> list[Path]:
+        """Folders under tmp/ that no running compile holds: what a crash or a kill left behind."""
+        orphans = []
+        for path in (self.root / "tmp").iterdir():
+            key = path.name.split(".")[0]
+            if path.name.startswith("pruned."):
+                orphans.append(path)
+                continue
+            with self._lock(key, blocking=False) as locked:
+                if locked:
+                    orphans.append(path)
+        return orphans
+
+    def _keep_log(self, key: str, log_path: Path | None) -> Path | None:
+        if log_path is None or not log_path.is_file():
+            return log_path
+        kept = self.root / "failed" / f"{key[:16]}-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}.log"
+        try:
+            shutil.copyfile(log_path, kept)
+        except OSError:
+            return None
+        return kept
+
+
+def _write_synced(path: Path, text: str) -> None:
+    with open(path, "w") as handle:
+        handle.write(text)
+        handle.flush()
+        os.fsync(handle.fileno())
+
+
+def _last_use(entry: Path) -> float:
+    try:
+        return (entry / ENTRY_FILE).stat().st_mtime
+    except OSError:
+        return entry.stat().st_mtime
+
+
+def _size(path: Path) -> int:
+    if path.is_file():
+        return path.stat().st_size
+    return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())

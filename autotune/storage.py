@@ -1,0 +1,231 @@
+"""Optuna storages by URL: SQLite by default, PostgreSQL or MySQL for many hosts, a journal file for many processes.
+
+Every storage autotune opens is wrapped in :class:`ResilientStorage`: it records heartbeats (a crashed worker's
+trials are failed and queued again by the next worker that looks) and it waits, retrying, while the storage server
+is unreachable, then stops with one line.
+"""
+
+from __future__ import annotations
+
+import abc
+import time
+import warnings
+from pathlib import Path
+from typing import Any, Callable
+
+import optuna
+from optuna.exceptions import UpdateFinishedTrialError
+from optuna.storages import BaseStorage
+from optuna.storages._heartbeat import BaseHeartbeat
+from optuna.trial import FrozenTrial, TrialState
+
+from autotune.backend import AutotuneError
+
+DEFAULT_STORAGE_PATH = Path("studies") / "autotune.db"
+JOURNAL_PREFIX = "journal:"
+DEFAULT_HEARTBEAT_S = 60
+DEFAULT_WAIT_S = 300.0
+GRACE_HEARTBEATS = 3  # a trial silent for this many heartbeat intervals is stale
+MAX_REQUEUES = 3  # how often one candidate is queued again after its workers died
+HEARTBEAT_ATTR = "autotune:heartbeat"  # journal storages keep heartbeats as a system attribute (wall clock)
+_DELEGATED = (
+    "create_new_study", "delete_study", "set_study_user_attr", "set_study_system_attr", "get_study_id_from_name",
+    "get_study_name_from_id", "get_study_directions", "get_study_user_attrs", "get_study_system_attrs",
+    "get_all_studies", "create_new_trial", "set_trial_param", "get_trial_id_from_study_id_trial_number",
+    "get_trial_number_from_id", "get_trial_param", "set_trial_state_values", "set_trial_intermediate_value",
+    "set_trial_user_attr", "set_trial_system_attr", "get_trial", "get_all_trials", "get_n_trials",
+    "get_trial_params", "get_trial_user_attrs", "get_trial_system_attrs",
+)
+
+
+class StorageUnreachable(AutotuneError):
+    """The storage could not be reached within the wait limit: nothing more can be written to it."""
+
+
+def default_storage_url(*, create: bool = True) -> str:
+    """The embedded default: one SQLite file under ``studies/`` (its folder made only when ``create``)."""
+    if create:
+        DEFAULT_STORAGE_PATH.parent.mkdir(parents=True, exist_ok=True)
+    return f"sqlite:///{DEFAULT_STORAGE_PATH}"
+
+
+def display_url(url: str) -> str:
+    """``url`` with any password hidden, for messages."""
+    if url.startswith(JOURNAL_PREFIX) or "://" not in url:
+        return url
+    try:
+        from sqlalchemy.engine import make_url
+
+        return make_url(url).render_as_string(hide_password=True)
+    except Exception:  # not a database URL sqlalchemy can read: show it as given, minus nothing to hide
+        return url
+
+
+def open_storage(url: str, *, heartbeat_s: int = DEFAULT_HEARTBEAT_S, wait_s: float = DEFAULT_WAIT_S,
+                 progress: Callable[[str], None] = print) -> ResilientStorage:
+    """The storage at ``url`` (``sqlite:///F``, ``postgresql://...``, ``mysql://...`` or ``journal:F``).
+
+    A URL that cannot be opened is a one-line AutotuneError.
+    """
+    requeue = _requeue_callback(heartbeat_s, progress)
+    try:
+        if url.startswith(JOURNAL_PREFIX):
+            path = Path(url.removeprefix(JOURNAL_PREFIX)).expanduser()
+            if not path.parent.is_dir():
+                raise AutotuneError(f"cannot open storage {url!r}: no folder {path.parent}")
+            from optuna.storages.journal import JournalFileBackend, JournalStorage
+
+            inner: BaseStorage = JournalStorage(JournalFileBackend(str(path)))
+        else:
+            engine_kwargs = {} if url.startswith("sqlite") else {"pool_pre_ping": True}
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                inner = optuna.storages.get_storage(optuna.storages.RDBStorage(
+                    url, engine_kwargs=engine_kwargs, heartbeat_interval=heartbeat_s,
+                    grace_period=GRACE_HEARTBEATS * heartbeat_s, heartbeat_stale_trial_callback=requeue))
+    except AutotuneError:
+        raise
+    except Exception as exc:  # sqlalchemy and drivers raise many types for a bad URL or an unreachable server
+        first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise AutotuneError(f"cannot open storage {display_url(url)!r}: {first_line}") from None
+    return ResilientStorage(inner, url=url, heartbeat_s=heartbeat_s, wait_s=wait_s, progress=progress,
+                            requeue=requeue)
+
+
+def open_existing_storage(url: str) -> ResilientStorage:
+    """A storage to read: a file URL must name a file that exists (reading never creates an empty one)."""
+    for prefix in ("sqlite:///", JOURNAL_PREFIX):
+        if url.startswith(prefix):
+            path = Path(url.removeprefix(prefix)).expanduser()
+            if not path.is_file():
+                raise AutotuneError(f"no study storage at {path} (no storage file there): run `autotune run` "
+                                    f"first, or pass the --storage the study was written to")
+    return open_storage(url)
+
+
+def load_study(storage: str | BaseStorage, name: str) -> optuna.Study:
+    """An existing study, or a one-line error listing the studies that do exist."""
+    storage_obj = open_existing_storage(storage) if isinstance(storage, str) else storage
+    try:
+        return optuna.load_study(study_name=name, storage=storage_obj)
+    except KeyError:
+        names = [s.study_name for s in optuna.get_all_study_summaries(storage_obj)]
+        raise AutotuneError(f"no study {name!r} in the storage; studies there: {', '.join(names) or 'none'}") from None
+
+
+def fail_stale_trials(study: optuna.Study) -> None:
+    """Fail the RUNNING trials whose worker stopped sending heartbeats, and queue their candidates again."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        optuna.storages.fail_stale_trials(study)
+
+
+def _requeue_callback(heartbeat_s: int, progress: Callable[[str], None]) -> Callable[[optuna.Study, FrozenTrial],
+                                                                                       None]:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        retry = optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=MAX_REQUEUES)
+
+    def requeue(study: optuna.Study, trial: FrozenTrial) -> None:
+        retry(study, trial)
+        progress(f"trial #{trial.number} lost its worker (no heartbeat for {GRACE_HEARTBEATS * heartbeat_s} s): "
+                 f"failed, and its candidate queued again")
+    return requeue
+
+
+def _unreachable(exc: BaseException) -> str | None:
+    """The reason when ``exc`` (or what caused it) says the storage cannot be reached; None for other errors."""
+    import sqlalchemy.exc
+
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, (sqlalchemy.exc.OperationalError, sqlalchemy.exc.InterfaceError,
+                             sqlalchemy.exc.DisconnectionError, ConnectionError, TimeoutError)):
+            text = str(getattr(seen, "orig", None) or seen).strip().splitlines()
+            return f"{type(seen).__name__}: {text[0] if text else ''}".strip()
+        if isinstance(seen, OSError) and not isinstance(seen, (PermissionError, FileNotFoundError,
+                                                               IsADirectoryError, NotADirectoryError)):
+            return f"{type(seen).__name__}: {seen.strerror or seen}"
+        seen = seen.__cause__ or seen.__context__
+    return None
+
+
+def _retrying(name: str) -> Callable[..., Any]:
+    def method(self: ResilientStorage, *args: Any, **kwargs: Any) -> Any:
+        return self._call(name, args, kwargs)
+    method.__name__ = name
+    return method
+
+
+class ResilientStorage(BaseStorage, BaseHeartbeat):
+    """Another storage, with heartbeats for every backend and retries while it cannot be reached."""
+
+    def __init__(self, inner: BaseStorage, *, url: str, heartbeat_s: int, wait_s: float,
+                 progress: Callable[[str], None], requeue: Callable[[optuna.Study, FrozenTrial], None]) -> None:
+        self.inner = inner
+        self.url = url
+        self.heartbeat_s = heartbeat_s
+        self.wait_s = wait_s
+        self.progress = progress
+        self._requeue = requeue
+
+    def _call(self, name: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        started: float | None = None
+        delay = 1.0
+        while True:
+            try:
+                return getattr(self.inner, name)(*args, **kwargs)
+            except UpdateFinishedTrialError:
+                if started is not None and name == "set_trial_state_values":
+                    return True  # the reply was lost, not the write: the trial was finished before the outage
+                raise
+            except Exception as exc:
+                reason = _unreachable(exc)
+                if reason is None:
+                    raise
+                now = time.monotonic()
+                started = now if started is None else started
+                if now - started >= self.wait_s:
+                    raise StorageUnreachable(
+                        f"storage {display_url(self.url)} unreachable for {self.wait_s:g} s ({reason}): stopped. "
+                        f"Finished trials are stored; trials in flight are failed and queued again by the "
+                        f"heartbeat check of the next run") from None
+                self.progress(f"storage {display_url(self.url)} unreachable ({reason}): retrying in {delay:g} s "
+                              f"(waited {now - started:.0f} of {self.wait_s:g} s)")
+                time.sleep(delay)
+                delay = min(delay * 2, 10.0)
+
+    def remove_session(self) -> None:
+        self.inner.remove_session()
+
+    # -- heartbeats ---------------------------------------------------------------------------------------------
+    def record_heartbeat(self, trial_id: int) -> None:
+        """One heartbeat; a storage that cannot be reached now just misses this one."""
+        try:
+            if isinstance(self.inner, BaseHeartbeat):
+                self.inner.record_heartbeat(trial_id)
+            else:
+                self.inner.set_trial_system_attr(trial_id, HEARTBEAT_ATTR, time.time())
+        except UpdateFinishedTrialError:
+            pass
+        except Exception as exc:
+            if _unreachable(exc) is None:
+                raise
+
+    def _get_stale_trial_ids(self, study_id: int) -> list[int]:
+        if isinstance(self.inner, BaseHeartbeat):
+            return self._call("_get_stale_trial_ids", (study_id,), {})
+        limit = time.time() - GRACE_HEARTBEATS * self.heartbeat_s
+        running = self._call("get_all_trials", (study_id,), {"deepcopy": False, "states": (TrialState.RUNNING,)})
+        return [t._trial_id for t in running if t.system_attrs.get(HEARTBEAT_ATTR, time.time()) < limit]
+
+    def get_heartbeat_interval(self) -> int | None:
+        return self.heartbeat_s
+
+    def get_heartbeat_stale_trial_callback(self) -> Callable[[optuna.Study, FrozenTrial], None] | None:
+        return self._requeue
+
+
+for _name in _DELEGATED:
+    setattr(ResilientStorage, _name, _retrying(_name))
+abc.update_abstractmethods(ResilientStorage)
