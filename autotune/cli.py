@@ -161,7 +161,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--validate-time", type=_positive_float,
                      help="seconds per validation measurement (default 20 on qaic, 10 on ort)")
     run.add_argument("--sampler", choices=("tpe", "random"), default="tpe", help="search strategy (default tpe)")
-    run.add_argument("--seed", type=int, help="sampler seed, for a repeatable search")
+    run.add_argument("--seed", type=int, help="sampler seed; the search repeats exactly only with --compile-jobs 0 "
+                                                 "(compiles ahead finish in an order the seed does not fix)")
     run.add_argument("--workdir", type=Path, default=DEFAULT_WORKDIR, help=f"QPCs and logs (default {DEFAULT_WORKDIR})")
     run.set_defaults(handler=cmd_run)
 

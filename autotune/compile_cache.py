@@ -69,9 +69,9 @@ class CompileCache:
         try:
             for part in ("entries", "tmp", "locks", "failed"):
                 (self.root / part).mkdir(parents=True, exist_ok=True)
-            probe = self.root / "tmp" / f".probe-{os.getpid()}"
-            probe.write_bytes(b"")
-            probe.unlink()
+            handle, probe = tempfile.mkstemp(prefix=".probe-", dir=self.root / "tmp")
+            os.close(handle)
+            os.unlink(probe)
         except OSError as exc:
             raise AutotuneError(f"compile cache {self.root} is not writable ({exc.strerror or exc}): "
                                 f"fix the folder or pass --cache-dir") from None
@@ -81,13 +81,12 @@ class CompileCache:
         """The finished artifact of ``key``, or None (never a partial one)."""
         entry = self.root / "entries" / key
         try:
-            data = json.loads((entry / ENTRY_FILE).read_text())
-        except (OSError, ValueError):
+            stored = json.loads((entry / ENTRY_FILE).read_text())["artifact"]
+            artifact = Artifact(path=entry / stored["path"], command=list(stored["command"]),
+                                log_path=entry / stored["log_path"], compile_seconds=float(stored["compile_seconds"]),
+                                batch_size=int(stored["batch_size"]), cores=int(stored["cores"]))
+        except (OSError, ValueError, KeyError, TypeError):
             return None
-        stored = data["artifact"]
-        artifact = Artifact(path=entry / stored["path"], command=stored["command"],
-                            log_path=entry / stored["log_path"], compile_seconds=stored["compile_seconds"],
-                            batch_size=stored["batch_size"], cores=stored["cores"])
         return artifact if artifact.path.exists() else None
 
     def get_or_compile(self, key: str, identity: dict[str, Any],
@@ -110,7 +109,10 @@ class CompileCache:
                                       "compile_seconds": artifact.compile_seconds,
                                       "batch_size": artifact.batch_size, "cores": artifact.cores}}
                 _write_synced(work / ENTRY_FILE, json.dumps(entry, indent=1))
+                if final.exists():  # a broken entry (its artifact deleted, entry.json lost): set it aside first
+                    self._discard(final)
                 os.rename(work, final)
+                found = self.lookup(key)
             except CompileFailure as failure:
                 kept = self._keep_log(key, failure.log_path)
                 shutil.rmtree(work, ignore_errors=True)
@@ -123,9 +125,9 @@ class CompileCache:
             except BaseException:
                 shutil.rmtree(work, ignore_errors=True)
                 raise
-        found = self.lookup(key)
         if found is None:
-            raise AutotuneError(f"compile cache {self.root}: entry {key[:12]} vanished right after it was written")
+            raise AutotuneError(f"compile cache {self.root}: entry {key[:12]} is unreadable right after it was "
+                                f"written")
         return found, False
 
     def check_space(self) -> None:
@@ -157,14 +159,15 @@ class CompileCache:
                 if not locked:
                     continue  # in use by a compile that waits on it right now
                 size = _size(entry)
-                doomed = Path(tempfile.mkdtemp(prefix="pruned.", dir=self.root / "tmp"))
-                os.rename(entry, doomed / "entry")  # invalid at once; the slow delete comes after
-                shutil.rmtree(doomed, ignore_errors=True)
+                self._discard(entry)
                 removed, freed = removed + 1, freed + size
         orphans = self._orphans()
         for path in orphans:
             freed += _size(path)
-            shutil.rmtree(path, ignore_errors=True)
+            if path.is_dir() and not path.is_symlink():
+                shutil.rmtree(path, ignore_errors=True)
+            else:
+                path.unlink(missing_ok=True)
         logs = [p for p in (self.root / "failed").iterdir() if older_than_s is None or p.stat().st_mtime <= cutoff]
         for path in logs:
             freed += _size(path)
@@ -184,6 +187,12 @@ class CompileCache:
                 yield True
             finally:
                 fcntl.flock(handle, fcntl.LOCK_UN)
+
+    def _discard(self, entry: Path) -> None:
+        """Make an entry invalid at once (one rename out of entries/), then delete it."""
+        doomed = Path(tempfile.mkdtemp(prefix="pruned.", dir=self.root / "tmp"))
+        os.rename(entry, doomed / "entry")
+        shutil.rmtree(doomed, ignore_errors=True)
 
     def _orphans(self) -> list[Path]:
         """Folders under tmp/ that no running compile holds: what a crash or a kill left behind."""

@@ -163,7 +163,9 @@ class Pipeline:
 
     @property
     def max_in_flight(self) -> int:
-        return 1 if self.compile_jobs == 0 else self.compile_jobs + 2 * len(self.pool.usable)
+        # each compile worker compiles one and each device measures one: more ahead would only make the sampler
+        # propose from older results
+        return 1 if self.compile_jobs == 0 else self.compile_jobs + len(self.pool.usable)
 
     def run(self, *, n_trials: int | None, timeout_s: float | None) -> int:
         """Run new trials until ``n_trials`` were asked or ``timeout_s`` passed; returns how many finished."""
@@ -201,15 +203,19 @@ class Pipeline:
                         self._start_compile(flight, compilers)
                 self._dispatch(measurers)
                 done += self._resolve_twins(started, done, compilers)
+                for flight in [f for f in self.flights.values() if f.record is not None]:
+                    done += self._finish(flight, flight.record, started, done)
                 if not self.flights and (out_of_time or (n_trials is not None and asked >= n_trials)):
                     break
+                if len(self.flights) < self.max_in_flight and not out_of_time and (
+                        n_trials is None or asked < n_trials):
+                    continue  # room for another trial (one just ended inline, or as a known result)
                 pending = list(self.compiling) + list(self.measuring)
                 if pending:
                     finished, _ = wait(pending, timeout=POLL_S, return_when=FIRST_COMPLETED)
                 else:
                     finished = set()
-                    if self.flights:
-                        time.sleep(POLL_S)  # only trials parked behind another worker's twin
+                    time.sleep(POLL_S)  # only trials parked behind another worker's twin are left
                 for future in finished:
                     if future in self.compiling:
                         self._compiled(future, self.compiling.pop(future))
@@ -217,9 +223,7 @@ class Pipeline:
                         flight, qid = self.measuring.pop(future)
                         record = self._measured(future, flight, qid)
                         if record is not None:
-                            done += self._finish(flight, record, started, done)
-                for flight in [f for f in self.flights.values() if f.record is not None]:
-                    done += self._finish(flight, flight.record, started, done)
+                            flight.record = record
         except BaseException as exc:
             self._abort(exc, compilers, measurers)
             raise

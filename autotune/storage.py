@@ -77,12 +77,7 @@ def open_storage(url: str, *, heartbeat_s: int = DEFAULT_HEARTBEAT_S, wait_s: fl
 
             inner: BaseStorage = JournalStorage(JournalFileBackend(str(path)))
         else:
-            engine_kwargs = {} if url.startswith("sqlite") else {"pool_pre_ping": True}
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-                inner = optuna.storages.get_storage(optuna.storages.RDBStorage(
-                    url, engine_kwargs=engine_kwargs, heartbeat_interval=heartbeat_s,
-                    grace_period=GRACE_HEARTBEATS * heartbeat_s, heartbeat_stale_trial_callback=requeue))
+            inner = _open_rdb(url, heartbeat_s, requeue)
     except AutotuneError:
         raise
     except Exception as exc:  # sqlalchemy and drivers raise many types for a bad URL or an unreachable server
@@ -90,6 +85,26 @@ def open_storage(url: str, *, heartbeat_s: int = DEFAULT_HEARTBEAT_S, wait_s: fl
         raise AutotuneError(f"cannot open storage {display_url(url)!r}: {first_line}") from None
     return ResilientStorage(inner, url=url, heartbeat_s=heartbeat_s, wait_s=wait_s, progress=progress,
                             requeue=requeue)
+
+
+def _open_rdb(url: str, heartbeat_s: int, requeue: Callable[[optuna.Study, FrozenTrial], None]) -> BaseStorage:
+    """An RDB storage; workers that start together on an empty database race to create its tables: the loser
+    tries again once the winner is done."""
+    import sqlalchemy.exc
+
+    engine_kwargs = {} if url.startswith("sqlite") else {"pool_pre_ping": True}
+    for attempt in range(5):
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                return optuna.storages.get_storage(optuna.storages.RDBStorage(
+                    url, engine_kwargs=engine_kwargs, heartbeat_interval=heartbeat_s,
+                    grace_period=GRACE_HEARTBEATS * heartbeat_s, heartbeat_stale_trial_callback=requeue))
+        except (sqlalchemy.exc.IntegrityError, sqlalchemy.exc.ProgrammingError):
+            if attempt == 4:
+                raise
+            time.sleep(0.5 * (attempt + 1))
+    raise AssertionError("unreachable")
 
 
 def open_existing_storage(url: str) -> ResilientStorage:

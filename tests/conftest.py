@@ -40,11 +40,19 @@ def dynamic_onnx(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return path
 
 
+@pytest.fixture(autouse=True)
+def private_cache(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Each test gets its own $AUTOTUNE_CACHE: no compile cache or download shared between tests or with the user."""
+    root = tmp_path_factory.mktemp("autotune-cache")
+    monkeypatch.setenv("AUTOTUNE_CACHE", str(root))
+    return root
+
+
 @pytest.fixture()
 def emulator(monkeypatch: pytest.MonkeyPatch) -> Path:
     """The emulated SDK root with a fresh, quiet environment (one Ready 16-NSP device, fixed seed)."""
-    for name in ("QAIC_EMU_NSP", "QAIC_EMU_DEVICES", "QAIC_EMU_COMPILE_HANG", "QAIC_EMU_COMPILE_SECONDS",
-                 "AUTOTUNE_SDK_ROOT"):
+    for name in ("QAIC_EMU_NSP", "QAIC_EMU_DEVICES", "QAIC_EMU_DEVICES_FILE", "QAIC_EMU_COMPILE_HANG",
+                 "QAIC_EMU_COMPILE_CRASH", "QAIC_EMU_COMPILE_LOG", "QAIC_EMU_COMPILE_SECONDS", "AUTOTUNE_SDK_ROOT"):
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("QAIC_EMU_SEED", "0")
     monkeypatch.setenv("QAIC_EMU_TIME_SCALE", "0.001")

@@ -136,7 +136,8 @@ def test_retinanet_server_30_trials_beats_or_matches_the_baseline_and_resumes(em
 
     storage = f"sqlite:///{tmp_path / 'r.db'}"
     argv = ["run", "--model", "retinanet", "--scenario", "server", "--onnx", str(retinanet_onnx), "--trials", "30",
-            "--sdk-root", str(emulator), "--storage", storage, "--workdir", str(tmp_path / "w"), "--seed", "0"]
+            "--sdk-root", str(emulator), "--storage", storage, "--workdir", str(tmp_path / "w"), "--seed", "0",
+            "--compile-jobs", "0"]  # the serial search: a seeded run proposes the same trials on any host
     code, out, err = run_cli(capsys, *argv)
     assert code == 0, err
     assert "[30/30]" in out and "(est.)" in out

@@ -177,8 +177,8 @@ def test_sigint_keeps_finished_trials_and_resume_continues(emulator, tiny_onnx, 
     trials = study.get_trials()
     complete = [t for t in trials if t.state == TrialState.COMPLETE]
     assert len(complete) >= 3
-    interrupted = [t for t in trials if t.state == TrialState.FAIL]
-    assert len(interrupted) == 1 and interrupted[0].user_attrs["failure_stage"] == "interrupted"
+    interrupted = [t for t in trials if t.state == TrialState.FAIL]  # the trials in flight (compiles run ahead)
+    assert interrupted and all(t.user_attrs["failure_stage"] == "interrupted" for t in interrupted)
     assert not [t for t in trials if t.state == TrialState.RUNNING]
     resumed = subprocess.run(command[:command.index("--trials") + 1] + ["2"] + command[command.index("--trials") + 2:],
                              capture_output=True, text=True, env=env | {"QAIC_EMU_COMPILE_SECONDS": "0"}, timeout=120)

@@ -1,0 +1,226 @@
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import optuna
+import pytest
+import sqlalchemy.exc
+from optuna.trial import TrialState
+
+from autotune.storage import (ResilientStorage, StorageUnreachable, display_url, fail_stale_trials, load_study,
+                              open_storage)
+
+STUDY = "resnet50-offline-qaic-16nsp"
+
+
+def test_display_url_hides_the_password():
+    assert display_url("postgresql://tuner:s3cret@db.example:5432/autotune") == \
+        "postgresql://tuner:***@db.example:5432/autotune"
+    assert display_url("journal:/tmp/x.log") == "journal:/tmp/x.log"
+
+
+def _flaky(failures: int) -> tuple[ResilientStorage, list[str]]:
+    said: list[str] = []
+    inner = optuna.storages.InMemoryStorage()
+    real = inner.get_all_studies
+    calls = {"n": 0}
+
+    def get_all_studies():
+        calls["n"] += 1
+        if calls["n"] <= failures:
+            raise sqlalchemy.exc.OperationalError("SELECT 1", {}, ConnectionRefusedError("connection refused"))
+        return real()
+    inner.get_all_studies = get_all_studies  # type: ignore[method-assign]
+    storage = ResilientStorage(inner, url="postgresql://u:pw@h/db", heartbeat_s=60, wait_s=4.0,
+                               progress=said.append, requeue=lambda study, trial: None)
+    return storage, said
+
+
+def test_an_unreachable_storage_is_retried_with_a_message_until_it_answers():
+    storage, said = _flaky(failures=2)
+    assert storage.get_all_studies() == []
+    assert len(said) == 2 and all(line.startswith("storage postgresql://u:***@h/db unreachable") for line in said)
+    assert "retrying in 1 s" in said[0] and "retrying in 2 s" in said[1]
+
+
+def test_a_storage_that_stays_away_stops_the_run_after_the_wait_limit():
+    storage, said = _flaky(failures=1000)
+    started = time.monotonic()
+    with pytest.raises(StorageUnreachable, match=r"unreachable for 4 s .*: stopped"):
+        storage.get_all_studies()
+    assert 4.0 <= time.monotonic() - started < 12.0 and said
+
+
+def test_other_storage_errors_are_not_retried():
+    storage = open_storage("sqlite:///:memory:")
+    with pytest.raises(KeyError):
+        storage.get_study_id_from_name("nosuch")
+
+
+@pytest.mark.filterwarnings("ignore:Heartbeat of storage is supposed to be used with Study.optimize")
+@pytest.mark.parametrize("kind", ["sqlite", "journal"])
+def test_heartbeats_keep_a_live_trial_and_fail_and_requeue_a_silent_one(tmp_path, kind):
+    url = f"sqlite:///{tmp_path / 'h.db'}" if kind == "sqlite" else f"journal:{tmp_path / 'h.log'}"
+    said: list[str] = []
+    storage = open_storage(url, heartbeat_s=1, progress=said.append)
+    study = optuna.create_study(storage=storage, study_name="h")
+    alive, silent = study.ask({"x": optuna.distributions.IntDistribution(0, 9)}), study.ask()
+    storage.record_heartbeat(silent._trial_id)
+    for _ in range(4):
+        storage.record_heartbeat(alive._trial_id)
+        time.sleep(1.0)
+    fail_stale_trials(study)
+    states = {t.number: t.state for t in study.get_trials()}
+    assert states == {0: TrialState.RUNNING, 1: TrialState.FAIL, 2: TrialState.WAITING}
+    assert said == ["trial #1 lost its worker (no heartbeat for 3 s): failed, and its candidate queued again"]
+
+
+# -- workers on one study (subprocesses of `autotune run`) --------------------------------------------------------
+def _worker(storage: str, onnx: Path, tmp_path: Path, *extra: str, **env: str) -> subprocess.Popen[str]:
+    command = [sys.executable, "-m", "autotune", "run", "--model", "resnet50", "--scenario", "offline", "--onnx",
+               str(onnx), "--storage", storage, "--measure-time", "1", "--validate-top", "1", "--validate-time", "1",
+               "--workdir", str(tmp_path / "work"), "--cache-dir", str(tmp_path / "cache"), *extra]
+    return subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env=os.environ | env)
+
+
+def _compiles(log: Path) -> list[str]:
+    return [json.dumps(json.loads(line)["argv"]) for line in log.read_text().splitlines()] if log.exists() else []
+
+
+def _kill_compilers(log: Path) -> None:
+    for line in log.read_text().splitlines() if log.exists() else []:
+        try:
+            os.killpg(json.loads(line)["pid"], signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+
+
+def _two_workers_share_one_study(storage: str, onnx: Path, tmp_path: Path, emulator: Path) -> None:
+    log = tmp_path / "compiles.jsonl"
+    env = {"AUTOTUNE_SDK_ROOT": str(emulator), "QAIC_EMU_COMPILE_LOG": str(log), "QAIC_EMU_COMPILE_SECONDS": "0.3"}
+    workers = [_worker(storage, onnx, tmp_path, "--trials", "6", "--seed", str(seed), "--compile-jobs", "2", **env)
+               for seed in (1, 2)]
+    for worker in workers:
+        out, err = worker.communicate(timeout=300)
+        assert worker.returncode == 0, err
+    trials = load_study(storage, STUDY).get_trials()
+    assert len(trials) == 12 and sorted(t.number for t in trials) == list(range(12))
+    assert all(t.state == TrialState.COMPLETE for t in trials)
+    compiled = _compiles(log)
+    assert compiled and len(compiled) == len(set(compiled))  # no flag set compiled twice
+    assert len([t for t in trials if t.user_attrs.get("baseline")]) >= 1
+
+
+def test_two_workers_on_one_journal_file_compile_nothing_twice(emulator, tiny_onnx, tmp_path):
+    _two_workers_share_one_study(f"journal:{tmp_path / 'study.log'}", tiny_onnx, tmp_path, emulator)
+
+
+@pytest.mark.slow
+def test_two_workers_on_one_postgresql_study_compile_nothing_twice(emulator, tiny_onnx, tmp_path, postgres):
+    _two_workers_share_one_study(postgres.create_database("two_workers"), tiny_onnx, tmp_path, emulator)
+
+
+@pytest.mark.parametrize("kind", ["sqlite", "journal"])
+def test_a_killed_workers_trial_is_failed_by_heartbeat_and_run_again(emulator, tiny_onnx, tmp_path, kind):
+    storage = f"sqlite:///{tmp_path / 's.db'}" if kind == "sqlite" else f"journal:{tmp_path / 's.log'}"
+    log = tmp_path / "compiles.jsonl"
+    env = {"AUTOTUNE_SDK_ROOT": str(emulator), "QAIC_EMU_COMPILE_LOG": str(log)}
+    worker = _worker(storage, tiny_onnx, tmp_path, "--trials", "1", "--heartbeat", "1", "--compile-jobs", "1",
+                     **env, QAIC_EMU_COMPILE_SECONDS="60")
+    try:
+        deadline = time.monotonic() + 60
+        while not _compiles(log) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert _compiles(log), "the first worker never started compiling"
+        worker.kill()  # SIGKILL: no handler runs, the trial stays RUNNING
+        worker.communicate(timeout=30)
+    finally:
+        _kill_compilers(log)
+    (stuck,) = load_study(storage, STUDY).get_trials()
+    assert stuck.state == TrialState.RUNNING
+    time.sleep(3.5)  # three heartbeats of silence
+    second = _worker(storage, tiny_onnx, tmp_path, "--trials", "1", "--heartbeat", "1", **env)
+    out, err = second.communicate(timeout=120)
+    assert second.returncode == 0, err
+    assert "trial #0 lost its worker (no heartbeat for 3 s): failed, and its candidate queued again" in out
+    first, again = load_study(storage, STUDY).get_trials()
+    assert first.state == TrialState.FAIL and again.state == TrialState.COMPLETE
+    assert again.user_attrs["candidate"] == stuck.user_attrs["candidate"] and again.user_attrs.get("baseline")
+
+
+def _read_progress(process: subprocess.Popen[str], lines: list[str]) -> threading.Thread:
+    def pump() -> None:
+        for line in process.stdout:
+            lines.append(line)
+    thread = threading.Thread(target=pump, daemon=True)
+    thread.start()
+    return thread
+
+
+def _wait_for_trials(lines: list[str], count: int, timeout_s: float = 120) -> None:
+    deadline = time.monotonic() + timeout_s
+    while sum(line.startswith("[") for line in lines) < count:
+        assert time.monotonic() < deadline, "".join(lines)
+        time.sleep(0.1)
+
+
+@pytest.mark.slow
+def test_the_run_waits_for_a_storage_server_that_goes_away_and_comes_back(emulator, tiny_onnx, tmp_path, postgres):
+    url = postgres.create_database("outage")
+    worker = _worker(url, tiny_onnx, tmp_path, "--trials", "8", "--compile-jobs", "1",
+                     AUTOTUNE_SDK_ROOT=str(emulator), QAIC_EMU_COMPILE_SECONDS="0.5")
+    lines: list[str] = []
+    pump = _read_progress(worker, lines)
+    try:
+        _wait_for_trials(lines, 2)
+        postgres.stop()
+        time.sleep(5)
+    finally:
+        postgres.start()
+    worker.wait(timeout=300)
+    pump.join(timeout=10)
+    assert worker.returncode == 0, worker.stderr.read()
+    assert any("unreachable" in line and "retrying" in line for line in lines), "".join(lines)
+    trials = load_study(url, STUDY).get_trials()
+    assert len(trials) == 8 and all(t.state == TrialState.COMPLETE for t in trials)
+
+
+@pytest.mark.slow
+def test_a_storage_that_stays_away_ends_the_run_with_one_line_and_loses_no_trial(emulator, tiny_onnx, tmp_path,
+                                                                                 postgres):
+    url = postgres.create_database("gone")
+    env = {"AUTOTUNE_SDK_ROOT": str(emulator), "QAIC_EMU_COMPILE_SECONDS": "0.5"}
+    worker = _worker(url, tiny_onnx, tmp_path, "--trials", "20", "--compile-jobs", "2", "--heartbeat", "1",
+                     "--storage-wait", "3", **env)
+    lines: list[str] = []
+    pump = _read_progress(worker, lines)
+    try:
+        _wait_for_trials(lines, 2)
+        postgres.stop()
+        worker.wait(timeout=120)
+    finally:
+        postgres.start()
+    pump.join(timeout=10)
+    err = worker.stderr.read()
+    assert worker.returncode == 1 and len(err.strip().splitlines()) == 1 and "Traceback" not in err, err
+    assert "unreachable for 3 s" in err and "postgres@127.0.0.1" in err
+    before = load_study(url, STUDY).get_trials()
+    finished = {t.number: t.value for t in before if t.state == TrialState.COMPLETE}
+    assert len(finished) >= 2
+    time.sleep(3.5)
+    again = _worker(url, tiny_onnx, tmp_path, "--trials", "2", "--heartbeat", "1", **env)
+    out, err = again.communicate(timeout=120)
+    assert again.returncode == 0, err
+    after = load_study(url, STUDY).get_trials()
+    assert {t.number: t.value for t in after if t.number in finished} == finished
+    assert not [t for t in after if t.state == TrialState.RUNNING]
+    stuck = [t for t in before if t.state == TrialState.RUNNING]
+    assert all(f"trial #{t.number} lost its worker" in out for t in stuck)
