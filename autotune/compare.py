@@ -19,10 +19,10 @@ from typing import Any
 
 import optuna
 from autotune.backend import AutotuneError
-from autotune.storage import load_study
+from autotune.storage import display_url, load_study
 from autotune.tuner import gain_pct, is_feasible
 from autotune.report import (CSS, Winner, find_winner, knob_values, maximizing, outcome,
-                             png_bytes, pyplot, shown_url)
+                             png_bytes, pyplot)
 
 LABELS = "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
 FIGURES = (("samples_per_second", "samples/s"), ("latency_p50_ms", "latency p50 ms"),
@@ -225,7 +225,7 @@ def _ratio(value: float | None) -> str:
 
 def format_table(entries: list[Entry], rows: list[Row]) -> str:
     """The terminal table: a legend of the columns, rows marked * where entries differ, then flag differences."""
-    legend = [f"{e.label} = {e.target}" + ("" if e.is_trial else " (its winner)") + f"  [{shown_url(e.storage)}]"
+    legend = [f"{e.label} = {e.target}" + ("" if e.is_trial else " (its winner)") + f"  [{display_url(e.storage)}]"
               for e in entries]
     head = ["", *[e.label for e in entries], *[f"{e.label}/{entries[0].label}" for e in entries[1:]]]
     body = [[("* " if r.differs else "  ") + r.label, *[_text(v) for v in r.values], *map(_ratio, r.ratios())]

@@ -331,7 +331,10 @@ class Pipeline:
             with self._lock:
                 trials = [f.trial for f in self.flights.values()]
             for trial in trials:
-                self.tuner.heartbeat(trial)
+                try:
+                    self.tuner.heartbeat(trial)
+                except Exception:  # a missed beat is harmless; the main thread reports storage trouble
+                    pass
 
     def _abort(self, exc: BaseException, compilers: Executor, measurers: Executor) -> None:
         """Stop every compile and measurement, and end each trial in flight as FAIL with the reason."""

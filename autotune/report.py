@@ -25,7 +25,7 @@ from optuna.distributions import BaseDistribution, CategoricalDistribution, IntD
 from optuna.trial import FrozenTrial, TrialState
 
 from autotune.backend import AutotuneError
-from autotune.storage import load_study, open_existing_storage
+from autotune.storage import display_url, load_study, open_existing_storage
 from autotune.tuner import gain_pct, is_feasible
 INT_COLUMNS = ("trial", "duplicate_of", "polish_of")
 KNOB = "knob_"  # frame columns of the candidate's knobs: knob_cores, knob_batch_size, ... (whatever the backend has)
@@ -40,11 +40,6 @@ STAGE_COLOURS = {"feasible": "#4c78a8", "constraint": "#bab0ac", "compile": "#e4
 
 
 # -- reading the storage ---------------------------------------------------------------------------------------
-def shown_url(storage_url: str) -> str:
-    """The storage URL as printed: a password in it replaced by ***."""
-    return re.sub(r"(://[^:/@]+):[^@/]*@", r"\1:***@", storage_url)
-
-
 def outcome(trial: FrozenTrial) -> str:
     """feasible, infeasible, running, waiting, failed, interrupted or pruned."""
     if trial.state == TrialState.COMPLETE:
@@ -819,7 +814,7 @@ def serve_dashboard(storage_url: str, study_name: str | None, port: int, *, say:
     if study_name is not None:
         load_study(storage, study_name)  # an unknown name: one line listing the studies
         path += f"studies/{storage.get_study_id_from_name(study_name)}"
-    say(f"optuna-dashboard for {shown_url(storage_url)} on http://127.0.0.1:{port}/{path} (Ctrl-C stops it)")
+    say(f"optuna-dashboard for {display_url(storage_url)} on http://127.0.0.1:{port}/{path} (Ctrl-C stops it)")
     try:
         optuna_dashboard.run_server(storage, host="127.0.0.1", port=port)
     except OSError as exc:

@@ -147,6 +147,7 @@ class Tuner:
         self.results: dict[str, FrozenTrial] = {}
         self.artifacts: dict[str, Artifact | CompileFailure] = {}
         self.stats: PipelineStats | None = None
+        self._validation_device = job.devices[0]
         self._seen: set[int] = set()
         self._refresh(self.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)))
 

@@ -98,8 +98,21 @@ def test_console_script_runs_as_module(emulator):
     (["--latency-bound-ms", "nan"], "--latency-bound-ms: nan is not a finite number"),
     (["--onnx", "__FLAGS__", "--base-flags", "-ols=2"], "base flag '-ols=2' sets a searched knob"),
     (["--nsp", "20"], "--nsp 20 is more than the 16 NSPs"),
+    (["--devices", "0,x"], "'0,x' is not a comma list of device QIDs"),
+    (["--devices", "0,0"], "QIDs must be distinct"),
+    (["--devices", "0,1"], "device QID 1 is Error, not Ready"),
+    (["--devices", "5"], "no device QID 5: qaic-util reports [0, 1]"),
+    (["--compile-jobs", "-1"], "argument --compile-jobs: -1 must be at least 0"),
+    (["--heartbeat", "0"], "argument --heartbeat: 0 must be at least 1"),
+    (["--storage-wait", "never"], "argument --storage-wait: 'never' is not a duration"),
+    (["--storage", "journal:/nonexistent/dir/x.log"], "cannot open storage 'journal:/nonexistent/dir/x.log': no folder"),
+    (["--cache-dir", "__FILE__/cache"], "is not writable"),
 ])
-def test_run_bad_input_gets_one_line(emulator, tiny_onnx, tmp_path, capsys, argv, message):
+def test_run_bad_input_gets_one_line(emulator, tiny_onnx, tmp_path, capsys, monkeypatch, argv, message):
+    monkeypatch.setenv("QAIC_EMU_DEVICES", "Ready,Error")
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    argv = [a.replace("__FILE__", str(blocker)) for a in argv]
     base = {"--model": "resnet50", "--scenario": "offline", "--onnx": str(tiny_onnx), "--sdk-root": str(emulator),
             "--storage": f"sqlite:///{tmp_path / 'x.db'}", "--workdir": str(tmp_path), "--trials": "1"}
     code, _, err = run_cli(capsys, "run", *_argv(base, argv))
@@ -204,6 +217,15 @@ def test_cpu_bad_inputs(tmp_path, capsys, dynamic_onnx):
     corrupt.write_bytes(b"\x08\x07\x12\x03abc" * 10)
     code, _, err = _ort_run(capsys, tmp_path, "--scenario", "offline", "--onnx", str(corrupt), "--trials", "1")
     assert "is not an ONNX model" in one_line_error(code, err) or "not a usable ONNX model" in err
+
+
+def test_cpu_refuses_card_only_pipeline_options(tmp_path, capsys, tiny_onnx):
+    code, _, err = _ort_run(capsys, tmp_path, "--scenario", "offline", "--onnx", str(tiny_onnx), "--trials", "1",
+                            "--compile-jobs", "2")
+    assert "--compile-jobs is for Cloud AI 100" in one_line_error(code, err)
+    code, _, err = _ort_run(capsys, tmp_path, "--scenario", "offline", "--onnx", str(tiny_onnx), "--trials", "1",
+                            "--devices", "0,1")
+    assert "--devices is for Cloud AI 100" in one_line_error(code, err)
 
 
 def test_devices_without_an_sdk_shows_the_cpu(capsys, monkeypatch, tmp_path):

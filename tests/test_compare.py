@@ -9,7 +9,6 @@ from optuna.trial import create_trial
 
 from autotune.backend import AutotuneError
 from autotune.compare import compare, flag_changes, format_table, parse_target, write_html
-from autotune.report import shown_url
 from helpers import run_cli
 
 
@@ -56,11 +55,6 @@ def test_parse_target():
     for bad in ("s#x", "#3", "s#"):
         with pytest.raises(AutotuneError, match="STUDY#TRIAL"):
             parse_target(bad)
-
-
-def test_printed_storage_urls_hide_passwords():
-    assert shown_url("postgresql://tuner:s3cret@db.local:5432/optuna") == "postgresql://tuner:***@db.local:5432/optuna"
-    assert shown_url("sqlite:///studies/autotune.db") == "sqlite:///studies/autotune.db"
 
 
 def test_flag_changes_spell_out_values_added_and_removed():

@@ -219,19 +219,20 @@ def test_entry_folder_without_entry_json_is_not_a_hit(cache: CompileCache) -> No
     assert cache.lookup(key) is None
 
 
-def test_entry_whose_artifact_is_gone_is_not_a_hit(cache: CompileCache) -> None:
+def _entry_without_its_artifact(cache: CompileCache) -> str:
     key = cache_key(IDENTITY)
     artifact, _ = cache.get_or_compile(key, IDENTITY, fake_compile())
     (artifact.path / "programqpc.bin").unlink()
     artifact.path.rmdir()
-    assert cache.lookup(key) is None
+    return key
+
+
+def test_entry_whose_artifact_is_gone_is_not_a_hit(cache: CompileCache) -> None:
+    assert cache.lookup(_entry_without_its_artifact(cache)) is None
 
 
 def test_broken_entry_is_recompiled(cache: CompileCache) -> None:
-    key = cache_key(IDENTITY)
-    artifact, _ = cache.get_or_compile(key, IDENTITY, fake_compile())
-    (artifact.path / "programqpc.bin").unlink()
-    artifact.path.rmdir()
+    key = _entry_without_its_artifact(cache)
     calls: list[Path] = []
     again, hit = cache.get_or_compile(key, IDENTITY, fake_compile(calls))
     assert hit is False and len(calls) == 1 and (again.path / "programqpc.bin").is_file()

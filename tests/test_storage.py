@@ -24,6 +24,7 @@ def test_display_url_hides_the_password():
     assert display_url("postgresql://tuner:s3cret@db.example:5432/autotune") == \
         "postgresql://tuner:***@db.example:5432/autotune"
     assert display_url("journal:/tmp/x.log") == "journal:/tmp/x.log"
+    assert display_url("sqlite:///studies/autotune.db") == "sqlite:///studies/autotune.db"
 
 
 def _flaky(failures: int) -> tuple[ResilientStorage, list[str]]:
