@@ -14,6 +14,7 @@ import json
 import os
 import shutil
 import tempfile
+import threading
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -24,6 +25,7 @@ from autotune.backend import Artifact, AutotuneError, CompileFailure
 from autotune.models import cache_dir
 
 ENTRY_FILE = "entry.json"
+LOCK_POLL_S = 0.2  # how often a compile waiting for another's lock looks again (and checks for cancel)
 MIN_FREE_MB = 100  # below this, a compile is not started: a full disk would look like a compiler failure
 
 
@@ -66,6 +68,7 @@ class CompileCache:
 
     def __init__(self, *, root: Path) -> None:
         self.root = root.expanduser().resolve()
+        self._cancelled = threading.Event()
         try:
             for part in ("entries", "tmp", "locks", "failed"):
                 (self.root / part).mkdir(parents=True, exist_ok=True)
@@ -87,7 +90,13 @@ class CompileCache:
                                 batch_size=int(stored["batch_size"]), cores=int(stored["cores"]))
         except (OSError, ValueError, KeyError, TypeError):
             return None
-        return artifact if artifact.path.exists() else None
+        if not artifact.path.exists():
+            return None
+        try:
+            os.utime(entry / ENTRY_FILE)  # last use, for prune --older-than
+        except OSError:
+            pass
+        return artifact
 
     def get_or_compile(self, key: str, identity: dict[str, Any],
                        compile_fn: Callable[[Path], Artifact]) -> tuple[Artifact, bool]:
@@ -95,7 +104,6 @@ class CompileCache:
         with self._lock(key):
             hit = self.lookup(key)
             if hit is not None:
-                os.utime(self.root / "entries" / key / ENTRY_FILE)  # last use, for prune --older-than
                 return hit, True
             self.check_space()
             work = Path(tempfile.mkdtemp(prefix=f"{key}.", dir=self.root / "tmp"))
@@ -175,14 +183,23 @@ class CompileCache:
         return PruneResult(entries=removed, partial=len(orphans), failed_logs=len(logs), freed_bytes=freed)
 
     # -- internals ----------------------------------------------------------------------------------------------
+    def cancel(self) -> None:
+        """Make compiles that wait for another's lock give up (the run is stopping)."""
+        self._cancelled.set()
+
     @contextmanager
     def _lock(self, key: str, *, blocking: bool = True) -> Iterator[bool]:
         with open(self.root / "locks" / f"{key}.lock", "a") as handle:
-            try:
-                fcntl.flock(handle, fcntl.LOCK_EX | (0 if blocking else fcntl.LOCK_NB))
-            except BlockingIOError:
-                yield False
-                return
+            while True:
+                try:
+                    fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    break
+                except BlockingIOError:
+                    if not blocking:
+                        yield False
+                        return
+                    if self._cancelled.wait(LOCK_POLL_S):
+                        raise AutotuneError("compile cancelled while waiting for another compile of the same flags")
             try:
                 yield True
             finally:

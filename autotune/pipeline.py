@@ -7,11 +7,14 @@ time: the serial loop, used where compiling would disturb the measurement (the C
 
 from __future__ import annotations
 
+import fcntl
+import socket
 import threading
 import time
 from collections import deque
 from concurrent.futures import FIRST_COMPLETED, Executor, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Callable
 
 import optuna
@@ -56,8 +59,12 @@ class DevicePool:
     """Devices leased to one measurement at a time; a device that keeps failing is set aside with a message."""
 
     def __init__(self, *, devices: list[int], progress: Callable[[str], None],
-                 status: Callable[[int], str] | None = None, failure_limit: int = DEVICE_FAILURE_LIMIT) -> None:
+                 status: Callable[[int], str] | None = None, failure_limit: int = DEVICE_FAILURE_LIMIT,
+                 lock_dir: Path | None = None, lock_prefix: str = "device") -> None:
         self.free: deque[int] = deque(devices)
+        self._lock_dir = lock_dir
+        self._lock_prefix = f"{lock_prefix}-{socket.gethostname()}"
+        self._handles: dict[int, Any] = {}
         self.usable = list(devices)
         self.set_aside: dict[int, str] = {}
         self.use = {qid: DeviceUse() for qid in devices}
@@ -68,10 +75,14 @@ class DevicePool:
         self._limit = failure_limit
 
     def lease(self) -> int | None:
-        """A free usable device, or None."""
-        if not self.free:
+        """A free usable device no other process on this host measures on, or None."""
+        for _ in range(len(self.free)):
+            qid = self.free.popleft()
+            if self._take(qid):
+                break
+            self.free.append(qid)
+        else:
             return None
-        qid = self.free.popleft()
         now = time.monotonic()
         self._leased_at[qid] = now
         use = self.use[qid]
@@ -81,6 +92,7 @@ class DevicePool:
     def release(self, qid: int, *, failure: str | None = None) -> None:
         """Give ``qid`` back; with a ``failure``, count it and set the device aside when it keeps failing."""
         now = time.monotonic()
+        self._give(qid)
         use = self.use[qid]
         use.busy_s += now - self._leased_at.pop(qid, now)
         use.last_release = now
@@ -91,7 +103,8 @@ class DevicePool:
             return
         self._failures[qid] += 1
         status = self._query(qid)
-        if self._failures[qid] >= self._limit or (status is not None and status != "Ready"):
+        # a device qaic-util still calls Ready stays: the candidate, not the card, is then the likelier cause
+        if (status is None and self._failures[qid] >= self._limit) or (status is not None and status != "Ready"):
             self.usable.remove(qid)
             self.set_aside[qid] = failure
             state = f", qaic-util says {status}" if status else ""
@@ -100,6 +113,25 @@ class DevicePool:
                            f"(devices left: {rest})")
         else:
             self.free.append(qid)
+
+    def _take(self, qid: int) -> bool:
+        """Lock ``qid`` for this process (host-wide, so two runs on one host never share a card)."""
+        if self._lock_dir is None:
+            return True
+        handle = open(self._lock_dir / f"{self._lock_prefix}-{qid}.lock", "a")
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.close()
+            return False
+        self._handles[qid] = handle
+        return True
+
+    def _give(self, qid: int) -> None:
+        handle = self._handles.pop(qid, None)
+        if handle is not None:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+            handle.close()
 
     def _query(self, qid: int) -> str | None:
         if self._status is None:
@@ -151,7 +183,8 @@ class Pipeline:
                  status: Callable[[int], str] | None = None) -> None:
         self.tuner = tuner
         self.compile_jobs = compile_jobs
-        self.pool = DevicePool(devices=devices, progress=tuner.progress, status=status)
+        self.pool = DevicePool(devices=devices, progress=tuner.progress, status=status, lock_dir=tuner.lock_dir(),
+                               lock_prefix=f"device-{tuner.job.backend.name}")
         self.flights: dict[int, Flight] = {}
         self.ready: deque[Flight] = deque()
         self.compiling: dict[Future[Any], Flight] = {}
@@ -183,6 +216,8 @@ class Pipeline:
             while True:
                 now = time.monotonic()
                 if now - last_stale_check >= tuner.heartbeat_s:
+                    for flight in list(self.flights.values()):  # fresh beats first: never fail our own trials
+                        tuner.heartbeat(flight.trial)
                     tuner.fail_stale_trials()
                     last_stale_check = now
                 out_of_time = timeout_s is not None and now - started >= timeout_s
@@ -274,8 +309,9 @@ class Pipeline:
             measurement = future.result()
         except DeviceFailure as failure:
             self.pool.release(qid, failure=failure.reason)
-            flight.device_failures += 1
-            if flight.device_failures >= DEVICE_FAILURE_LIMIT and len(self.pool.usable) > 0:
+            if qid in self.pool.usable:
+                flight.device_failures += 1
+            if flight.device_failures >= DEVICE_FAILURE_LIMIT and self.pool.usable:
                 return self.tuner.measure_failed(flight, MeasureFailure(
                     f"failed on {flight.device_failures} devices that are still usable: {failure.reason}",
                     log_path=failure.log_path))
@@ -337,13 +373,13 @@ class Pipeline:
                     pass
 
     def _abort(self, exc: BaseException, compilers: Executor, measurers: Executor) -> None:
-        """Stop every compile and measurement, and end each trial in flight as FAIL with the reason."""
-        self.tuner.cancel_children()
-        compilers.shutdown(wait=True, cancel_futures=True)
-        measurers.shutdown(wait=True, cancel_futures=True)
-        if isinstance(exc, StorageUnreachable):  # nothing can be written: the next run's heartbeat check fails them
+        """End each trial in flight as FAIL with the reason, then stop every compile and measurement."""
+        with self._lock:
+            flights = list(self.flights.values())
             self.flights.clear()
-            return
-        for flight in list(self.flights.values()):
-            self.tuner.fail(flight.trial, flight.candidate, exc)
-        self.flights.clear()
+        if not isinstance(exc, StorageUnreachable):  # else nothing can be written: heartbeat checks fail them later
+            for flight in flights:
+                self.tuner.fail(flight.trial, flight.candidate, exc)
+        self.tuner.cancel_children()
+        compilers.shutdown(wait=False, cancel_futures=True)
+        measurers.shutdown(wait=False, cancel_futures=True)

@@ -13,7 +13,7 @@ import tempfile
 import threading
 import time
 import xml.etree.ElementTree as ET
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from autotune.backend import Artifact, AutotuneError, CompileFailure, DeviceFailure, Measurement, MeasureFailure
@@ -31,8 +31,6 @@ ACTIVATION_ERROR_HINTS = (
 )
 DEVICE_ERROR_HINTS = ("not in ready state", "Invalid device", "Failed to initialize QAIC runner")
 RUNNER_ERROR_HINTS = DEVICE_ERROR_HINTS + ("Inference run failed",)
-_LIVE: set[subprocess.Popen[bytes]] = set()  # compiler and runner processes running now (cancel() kills them)
-_LIVE_LOCK = threading.Lock()
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -87,6 +85,7 @@ class QaicBackend:
         self.qaic_exec = self.sdk_root / "exec" / "qaic-exec"
         self.qaic_runner = self.sdk_root / "exec" / "qaic-runner"
         self.qaic_util = self.sdk_root / "tools" / "qaic-util"
+        self._children = _Children()
 
     def version(self) -> str:
         """Apps and Platform SDK versions from ``versions/*.xml``."""
@@ -122,14 +121,12 @@ class QaicBackend:
         return next((d.status for d in self.devices() if d.qid == qid), "missing")
 
     def cancel(self) -> None:
-        """Kill every qaic-exec and qaic-runner this process started that is still running."""
-        with _LIVE_LOCK:
-            running = list(_LIVE)
+        """Kill every qaic-exec and qaic-runner this process started, and start none from now on."""
+        with self._children.lock:
+            self._children.cancelled = True
+            running = list(self._children.running)
         for process in running:
-            try:
-                os.killpg(process.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
+            _kill_group(process)
 
     def ready_device(self, qid: int | None = None) -> QaicDevice:
         """The device to use: ``qid`` if given (it must be Ready), else the first Ready one."""
@@ -161,11 +158,14 @@ class QaicBackend:
         log_path = out / "qaic-exec.log"
         command = self.compile_command(onnx_path, model, candidate, qpc_dir)
         started = time.monotonic()
-        returncode = _run_logged(command, log_path, timeout_s=self.compile_timeout_s)
+        returncode = _run_logged(command, log_path, timeout_s=self.compile_timeout_s, children=self._children)
         seconds = time.monotonic() - started
         if returncode is None:
             raise CompileFailure(f"qaic-exec still running after {self.compile_timeout_s:g} s: killed",
                                  log_path=log_path)
+        if returncode == -signal.SIGKILL:  # the kernel's out-of-memory killer, or someone: not the candidate's fault
+            raise CompileFailure("qaic-exec was killed (SIGKILL: out of memory, or from outside); to be retried",
+                                 log_path=log_path, retryable=True)
         if returncode < 0:
             raise CompileFailure(f"qaic-exec crashed ({_signal_name(-returncode)})", log_path=log_path)
         if returncode != 0:
@@ -203,7 +203,7 @@ class QaicBackend:
         log_path = run_dir / "qaic-runner.log"
         command = self.measure_command(artifact, activations=activations, set_size=set_size, device=device,
                                        seconds=seconds, profiling_dir=profiling_dir)
-        returncode = _run_logged(command, log_path, timeout_s=3 * seconds + 120)
+        returncode = _run_logged(command, log_path, timeout_s=3 * seconds + 120, children=self._children)
         output = log_path.read_text(errors="replace")
         if returncode is None:
             raise MeasureFailure(f"qaic-runner did not finish within {3 * seconds + 120:g} s: killed",
@@ -349,7 +349,16 @@ def _signal_name(number: int) -> str:
         return f"killed by signal {number}"
 
 
-def _run_logged(command: list[str], log_path: Path, *, timeout_s: float) -> int | None:
+@dataclass
+class _Children:
+    """The compiler and runner processes a backend has running (cancel() kills them, and any started after)."""
+
+    running: set[subprocess.Popen[bytes]] = field(default_factory=set)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    cancelled: bool = False
+
+
+def _run_logged(command: list[str], log_path: Path, *, timeout_s: float, children: _Children) -> int | None:
     """Run ``command`` with output to ``log_path``; kill its process group past the limit and return None."""
     with log_path.open("w") as log:
         log.write(f"$ {command_line(command)}\n")
@@ -359,19 +368,38 @@ def _run_logged(command: list[str], log_path: Path, *, timeout_s: float) -> int 
                                        start_new_session=True)
         except OSError as exc:
             raise AutotuneError(f"could not start {command[0]}: {exc.strerror}") from None
-        with _LIVE_LOCK:
-            _LIVE.add(process)
+        with children.lock:
+            children.running.add(process)
+            if children.cancelled:
+                _kill_group(process)
+        # Popen.wait(timeout) polls (a wake-up every 50 ms per waiting thread); a timer that kills the group lets
+        # this thread block in waitpid instead, which matters with dozens of compiles in flight
+        expired = threading.Event()
+
+        def kill_at_limit() -> None:
+            expired.set()
+            _kill_group(process)
+        timer = threading.Timer(timeout_s, kill_at_limit)
+        timer.daemon = True
+        timer.start()
         try:
-            return process.wait(timeout=timeout_s)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait()
-            log.write(f"\n[autotune] killed after {timeout_s:g} s\n")
-            return None
+            returncode = process.wait()
         except BaseException:
-            os.killpg(process.pid, signal.SIGKILL)
+            _kill_group(process)
             process.wait()
             raise
         finally:
-            with _LIVE_LOCK:
-                _LIVE.discard(process)
+            timer.cancel()
+            with children.lock:
+                children.running.discard(process)
+        if expired.is_set():
+            log.write(f"\n[autotune] killed after {timeout_s:g} s\n")
+            return None
+        return returncode
+
+
+def _kill_group(process: subprocess.Popen[bytes]) -> None:
+    try:
+        os.killpg(process.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass

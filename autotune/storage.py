@@ -62,10 +62,11 @@ def display_url(url: str) -> str:
 
 
 def open_storage(url: str, *, heartbeat_s: int = DEFAULT_HEARTBEAT_S, wait_s: float = DEFAULT_WAIT_S,
-                 progress: Callable[[str], None] = print) -> ResilientStorage:
+                 progress: Callable[[str], None] = print, writing: bool = True) -> ResilientStorage:
     """The storage at ``url`` (``sqlite:///F``, ``postgresql://...``, ``mysql://...`` or ``journal:F``).
 
-    A URL that cannot be opened is a one-line AutotuneError.
+    ``writing`` puts an SQLite file in WAL mode (reading leaves the file as it is). A URL that cannot be opened is a
+    one-line AutotuneError.
     """
     requeue = _requeue_callback(heartbeat_s, progress)
     try:
@@ -77,7 +78,7 @@ def open_storage(url: str, *, heartbeat_s: int = DEFAULT_HEARTBEAT_S, wait_s: fl
 
             inner: BaseStorage = JournalStorage(JournalFileBackend(str(path)))
         else:
-            inner = _open_rdb(url, heartbeat_s, requeue)
+            inner = _open_rdb(url, heartbeat_s, requeue, writing=writing)
     except AutotuneError:
         raise
     except Exception as exc:  # sqlalchemy and drivers raise many types for a bad URL or an unreachable server
@@ -87,7 +88,8 @@ def open_storage(url: str, *, heartbeat_s: int = DEFAULT_HEARTBEAT_S, wait_s: fl
                             requeue=requeue)
 
 
-def _open_rdb(url: str, heartbeat_s: int, requeue: Callable[[optuna.Study, FrozenTrial], None]) -> BaseStorage:
+def _open_rdb(url: str, heartbeat_s: int, requeue: Callable[[optuna.Study, FrozenTrial], None], *,
+              writing: bool) -> BaseStorage:
     """An RDB storage; workers that start together on an empty database race to create its tables: the loser
     tries again once the winner is done."""
     import sqlalchemy.exc
@@ -97,14 +99,32 @@ def _open_rdb(url: str, heartbeat_s: int, requeue: Callable[[optuna.Study, Froze
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-                return optuna.storages.get_storage(optuna.storages.RDBStorage(
+                rdb = optuna.storages.RDBStorage(
                     url, engine_kwargs=engine_kwargs, heartbeat_interval=heartbeat_s,
-                    grace_period=GRACE_HEARTBEATS * heartbeat_s, heartbeat_stale_trial_callback=requeue))
+                    grace_period=GRACE_HEARTBEATS * heartbeat_s, heartbeat_stale_trial_callback=requeue)
+            if url.startswith("sqlite") and writing and ":memory:" not in url:
+                _write_ahead_log(rdb.engine)
+            return optuna.storages.get_storage(rdb)
         except (sqlalchemy.exc.IntegrityError, sqlalchemy.exc.ProgrammingError):
             if attempt == 4:
                 raise
             time.sleep(0.5 * (attempt + 1))
     raise AssertionError("unreachable")
+
+
+def _write_ahead_log(engine: Any) -> None:
+    """SQLite in WAL mode with ``synchronous=NORMAL``: a commit no longer waits for the disk (each trial writes a
+    few dozen attributes), and a committed trial still survives a crash of autotune; only an OS crash or power loss
+    can lose the last commits."""
+    import sqlalchemy
+
+    def on_connect(connection: Any, _record: Any) -> None:
+        cursor = connection.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute("PRAGMA synchronous=NORMAL")
+        cursor.close()
+    sqlalchemy.event.listen(engine, "connect", on_connect)
+    engine.dispose()  # the connection made while creating the tables predates the listener
 
 
 def open_existing_storage(url: str) -> ResilientStorage:
@@ -115,7 +135,7 @@ def open_existing_storage(url: str) -> ResilientStorage:
             if not path.is_file():
                 raise AutotuneError(f"no study storage at {path} (no storage file there): run `autotune run` "
                                     f"first, or pass the --storage the study was written to")
-    return open_storage(url)
+    return open_storage(url, writing=False)
 
 
 def load_study(storage: str | BaseStorage, name: str) -> optuna.Study:
@@ -148,8 +168,11 @@ def _requeue_callback(heartbeat_s: int, progress: Callable[[str], None]) -> Call
     return requeue
 
 
-def _unreachable(exc: BaseException) -> str | None:
-    """The reason when ``exc`` (or what caused it) says the storage cannot be reached; None for other errors."""
+def _unreachable(exc: BaseException, *, sqlite: bool = False) -> str | None:
+    """The reason when ``exc`` (or what caused it) says the storage cannot be reached; None for other errors.
+
+    An SQLite file has no server to lose: only a lock held by another writer passes by waiting.
+    """
     import sqlalchemy.exc
 
     seen: BaseException | None = exc
@@ -157,7 +180,10 @@ def _unreachable(exc: BaseException) -> str | None:
         if isinstance(seen, (sqlalchemy.exc.OperationalError, sqlalchemy.exc.InterfaceError,
                              sqlalchemy.exc.DisconnectionError, ConnectionError, TimeoutError)):
             text = str(getattr(seen, "orig", None) or seen).strip().splitlines()
-            return f"{type(seen).__name__}: {text[0] if text else ''}".strip()
+            first = text[0] if text else ""
+            if "readonly" in first.replace("-", "") or (sqlite and "locked" not in first and "busy" not in first):
+                return None  # waiting does not bring these back
+            return f"{type(seen).__name__}: {first}".strip()
         if isinstance(seen, OSError) and not isinstance(seen, (PermissionError, FileNotFoundError,
                                                                IsADirectoryError, NotADirectoryError)):
             return f"{type(seen).__name__}: {seen.strerror or seen}"
@@ -183,8 +209,11 @@ class ResilientStorage(BaseStorage, BaseHeartbeat):
         self.wait_s = wait_s
         self.progress = progress
         self._requeue = requeue
+        self.gave_up: str | None = None  # once the wait limit is spent, every later call fails at once
 
     def _call(self, name: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        if self.gave_up is not None:
+            raise StorageUnreachable(self.gave_up)
         started: float | None = None
         delay = 1.0
         while True:
@@ -195,16 +224,16 @@ class ResilientStorage(BaseStorage, BaseHeartbeat):
                     return True  # the reply was lost, not the write: the trial was finished before the outage
                 raise
             except Exception as exc:
-                reason = _unreachable(exc)
+                reason = _unreachable(exc, sqlite=self.url.startswith("sqlite"))
                 if reason is None:
                     raise
                 now = time.monotonic()
                 started = now if started is None else started
                 if now - started >= self.wait_s:
-                    raise StorageUnreachable(
-                        f"storage {display_url(self.url)} unreachable for {self.wait_s:g} s ({reason}): stopped. "
-                        f"Finished trials are stored; trials in flight are failed and queued again by the "
-                        f"heartbeat check of the next run") from None
+                    self.gave_up = (f"storage {display_url(self.url)} unreachable for {self.wait_s:g} s ({reason}): "
+                                    f"stopped. Finished trials are stored; trials in flight are failed and queued "
+                                    f"again by the heartbeat check of the next run")
+                    raise StorageUnreachable(self.gave_up) from None
                 self.progress(f"storage {display_url(self.url)} unreachable ({reason}): retrying in {delay:g} s "
                               f"(waited {now - started:.0f} of {self.wait_s:g} s)")
                 time.sleep(delay)
@@ -232,7 +261,10 @@ class ResilientStorage(BaseStorage, BaseHeartbeat):
             return self._call("_get_stale_trial_ids", (study_id,), {})
         limit = time.time() - GRACE_HEARTBEATS * self.heartbeat_s
         running = self._call("get_all_trials", (study_id,), {"deepcopy": False, "states": (TrialState.RUNNING,)})
-        return [t._trial_id for t in running if t.system_attrs.get(HEARTBEAT_ATTR, time.time()) < limit]
+        # a queued-again trial inherits its predecessor's last beat: its own start counts as one
+        return [t._trial_id for t in running
+                if max(t.system_attrs.get(HEARTBEAT_ATTR, 0.0),
+                       t.datetime_start.timestamp() if t.datetime_start else time.time()) < limit]
 
     def get_heartbeat_interval(self) -> int | None:
         return self.heartbeat_s

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any, Callable, Protocol
 
 import optuna
+from optuna.exceptions import UpdateFinishedTrialError
 from optuna.trial import FrozenTrial, TrialState
 
 from autotune.backend import (Artifact, AutotuneError, CompileFailure, DeviceFailure, Measurement, MeasureFailure,
@@ -21,8 +22,8 @@ from autotune.objective import Outcome, Scenario, evaluate, worst_value
 from autotune.compile_cache import CompileCache, cache_key
 from autotune.pipeline import Flight, Pipeline, PipelineStats
 from autotune.search_space import neighbours
-from autotune.storage import (DEFAULT_HEARTBEAT_S, DEFAULT_WAIT_S, ResilientStorage, fail_stale_trials,
-                              open_storage)
+from autotune.storage import (DEFAULT_HEARTBEAT_S, DEFAULT_WAIT_S, ResilientStorage, StorageUnreachable,
+                              fail_stale_trials, open_storage)
 
 FEASIBLE = "feasible"
 
@@ -274,15 +275,15 @@ class Tuner:
     def admit(self, in_flight: dict[str, Flight]) -> Flight:
         """Ask for a trial and decide what it needs: nothing (a known result), a twin's result, or a compile."""
         job = self.job
-        trials = self.study.get_trials(deepcopy=False)
+        trials = self.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.WAITING))
         self._refresh(trials)
         self._polish(trials)
         with warnings.catch_warnings():  # heartbeats are recorded here, with ask/tell, not by Study.optimize
             warnings.filterwarnings("ignore", message="Heartbeat of storage is supposed to be used")
             trial = self.study.ask()
-        self.heartbeat(trial)
         candidate = None
         try:
+            self.heartbeat(trial)
             candidate = job.space.suggest(trial)
             if trial.user_attrs.get("baseline") and job.baseline is not None:
                 candidate = job.baseline
@@ -427,6 +428,10 @@ class Tuner:
                 return
             trial.set_constraint(FEASIBLE, 0.0 if record.feasible else 1.0)
             frozen = self.study.tell(trial, record.value)
+        except UpdateFinishedTrialError:
+            self.progress(f"trial #{trial.number} was ended by another worker's heartbeat check (this worker could "
+                          f"not reach the storage for too long): its result is dropped; the candidate was queued again")
+            return
         except BaseException as exc:
             self.fail(trial, flight.candidate, exc)
             raise
@@ -436,6 +441,8 @@ class Tuner:
 
     def fail(self, trial: optuna.Trial, candidate: Any, exc: BaseException) -> None:
         """Record why a trial did not finish (interrupted, device gone, a bug) and end it as FAIL."""
+        if isinstance(exc, StorageUnreachable):
+            return  # nothing can be written; heartbeat checks fail the trial and queue its candidate again
         if isinstance(exc, KeyboardInterrupt):
             stage, reason = "interrupted", "interrupted by the user; re-run the command to resume"
         elif isinstance(exc, TrialFailure):
@@ -458,6 +465,12 @@ class Tuner:
         cancel = getattr(self.job.backend, "cancel", None)
         if cancel is not None:
             cancel()
+        if self.cache is not None:
+            self.cache.cancel()
+
+    def lock_dir(self) -> Path | None:
+        """Where host-wide device locks live: beside the compile cache's (None without a cache)."""
+        return self.cache.root / "locks" if self.cache is not None else None
 
     def _measure(self, artifact: Artifact, candidate: Any, seconds: float, label: str, device: int) -> Measurement:
         job = self.job

@@ -2,8 +2,10 @@
 
 Real compiles take one to several minutes and a measurement seconds. Here the emulated qaic-exec sleeps
 ``--compile-seconds`` and qaic-runner sleeps ``--measure-time`` x ``--time-scale``: compile about 30x a measurement (its runner start-up included),
-scaled down. Every configuration runs autotune's own Tuner (TPE, SQLite storage, a fresh compile cache) through
-real subprocesses; the table shows:
+scaled down. Every configuration runs autotune's own Tuner (TPE, a fresh storage and compile cache) through
+real subprocesses. The storage is Optuna's journal file (what several processes on one host share); the last row
+repeats the two-device run on SQLite, whose per-trial cost on this host is the storage's, not the pipeline's.
+The table shows:
 
   busy     leased time of the devices / (devices x wall time): the whole run, the first compile wave included
   steady   leased time / (first lease .. last release): the devices once the pipeline is full
@@ -34,6 +36,8 @@ from autotune.synthetic import build_convnet  # noqa: E402
 from autotune.tuner import Tuner, TuningJob  # noqa: E402
 
 EMULATOR = ROOT / "tests" / "qaic_emulator"
+STORAGES = {"journal": lambda folder: f"journal:{folder / 'study.log'}",
+            "sqlite": lambda folder: f"sqlite:///{folder / 'study.db'}"}
 
 
 @dataclass(frozen=True)
@@ -42,6 +46,7 @@ class Config:
     compile_jobs: int
     devices: int
     trials: int
+    storage: str = "journal"
 
 
 @dataclass(frozen=True)
@@ -64,7 +69,7 @@ def run_config(config: Config, *, onnx: Path, work: Path, measure_time: float) -
         model=spec, onnx_path=onnx, scenario=SCENARIOS["offline"], bound_ms=None,
         backend=QaicBackend(sdk_root=EMULATOR), space=QaicSpace(device=device, scenario="offline"),
         devices=list(range(config.devices)), device_size=16, sku="PCIe Pro",
-        storage=f"sqlite:///{folder / 'study.db'}", study_name="pipeline", n_trials=config.trials,
+        storage=STORAGES[config.storage](folder), study_name="pipeline", n_trials=config.trials,
         measure_seconds=measure_time, validate_top=0, seed=0, workdir=folder / "work", cache_dir=folder / "cache",
         compile_jobs=config.compile_jobs)
     tuner = Tuner(job, progress=lambda _: None)
@@ -100,6 +105,7 @@ def main() -> int:
         Config(f"{enough} compile workers", enough, 1, args.trials),
         Config(f"{2 * enough} compile workers", 2 * enough, 1, args.trials),
         Config(f"{2 * enough} workers, 2 devices", 2 * enough, 2, args.trials),
+        Config(f"{2 * enough} workers, 2 dev., SQLite", 2 * enough, 2, args.trials, "sqlite"),
     ]
     print(f"emulated compile {args.compile_seconds:g} s, measurement {nominal_measure:g} s nominal "
           f"(+ runner start-up); host {os.cpu_count()} cores")

@@ -294,8 +294,9 @@ def test_hit_refreshes_last_use(cache: CompileCache) -> None:
     entry_json = cache.root / "entries" / key / ENTRY_FILE
     long_ago = time.time() - 30 * 86400
     os.utime(entry_json, (long_ago, long_ago))
-    assert cache.lookup(key) is not None
-    assert entry_json.stat().st_mtime == pytest.approx(long_ago)  # a plain lookup is not a use
+    assert cache.lookup(key) is not None  # a lookup is a use too: the tuner reuses artifacts it looked up
+    assert entry_json.stat().st_mtime > time.time() - 60
+    os.utime(entry_json, (long_ago, long_ago))
 
     _, hit = cache.get_or_compile(key, IDENTITY, fake_compile())
     assert hit is True

@@ -38,6 +38,23 @@ def test_device_pool_sets_aside_at_once_a_device_qaic_util_no_longer_reports_rea
     assert pool.usable == [1] and "qaic-util says Error" in said[0]
 
 
+def test_a_device_qaic_util_still_calls_ready_stays_in_use_after_failures():
+    said: list[str] = []
+    pool = DevicePool(devices=[0], progress=said.append, status=lambda qid: "Ready")
+    for _ in range(3):
+        pool.release(pool.lease(), failure="Failed to initialize QAIC runner")
+    assert pool.usable == [0] and said == []
+
+
+def test_two_pools_on_one_host_never_lease_the_same_device(tmp_path):
+    first = DevicePool(devices=[0, 1], progress=print, lock_dir=tmp_path)
+    second = DevicePool(devices=[0, 1], progress=print, lock_dir=tmp_path)
+    assert first.lease() == 0
+    assert second.lease() == 1 and second.lease() is None
+    first.release(0)
+    assert second.lease() == 0
+
+
 def _enqueue(tuner: Tuner, cores: list[int]) -> None:
     for n in cores:
         tuner.study.enqueue_trial(FIXED | {"cores": n, "activations": 1})

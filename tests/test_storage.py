@@ -57,6 +57,10 @@ def test_a_storage_that_stays_away_stops_the_run_after_the_wait_limit():
     with pytest.raises(StorageUnreachable, match=r"unreachable for 4 s .*: stopped"):
         storage.get_all_studies()
     assert 4.0 <= time.monotonic() - started < 12.0 and said
+    again = time.monotonic()
+    with pytest.raises(StorageUnreachable):  # once given up, no second wait
+        storage.get_all_studies()
+    assert time.monotonic() - again < 0.5
 
 
 def test_other_storage_errors_are_not_retried():
