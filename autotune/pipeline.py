@@ -250,7 +250,7 @@ class Pipeline:
                     finished, _ = wait(pending, timeout=POLL_S, return_when=FIRST_COMPLETED)
                 else:
                     finished = set()
-                    time.sleep(POLL_S)  # only trials parked behind another worker's twin are left
+                    time.sleep(POLL_S)  # trials wait on another worker: its twin, or a device it holds
                 for future in finished:
                     if future in self.compiling:
                         self._compiled(future, self.compiling.pop(future))

@@ -18,7 +18,7 @@ from autotune.presets import find_baseline
 from autotune.qaic_bench import QaicBackend
 from autotune.search_space import DeviceLimits, QaicSpace, params_for
 from autotune.storage import load_study, open_storage
-from autotune.tuner import Tuner, TuningJob, default_study_name, study_overview
+from autotune.tuner import TrialRecord, Tuner, TuningJob, default_study_name, study_overview
 
 
 def _job(emulator: Path, onnx: Path, tmp_path: Path, *, scenario: str = "offline", model: str = "resnet50",
@@ -260,3 +260,13 @@ def test_a_half_initialised_study_is_completed_not_refused(emulator, tiny_onnx, 
     Tuner(job, progress=lambda _: None).run()
     attrs = load_study(job.storage, job.study_name).user_attrs
     assert attrs["model"] == "resnet50" and attrs["latency_bound_ms"] is None and "validation" in attrs
+
+
+def test_a_trial_another_worker_failed_meanwhile_is_dropped_not_fatal(emulator, tiny_onnx, tmp_path):
+    lines: list[str] = []
+    tuner = Tuner(_job(emulator, tiny_onnx, tmp_path, trials=1, preset=None), progress=lines.append)
+    flight = tuner.admit({})
+    tuner.study._storage.set_trial_state_values(flight.trial._trial_id, state=TrialState.FAIL)  # its heartbeat check
+    tuner.tell(flight, TrialRecord(value=1.0, feasible=True, attrs={"figures": {}}))
+    assert "was ended by another worker's heartbeat check" in lines[-1]
+    assert [t.state for t in _trials(tuner.job)] == [TrialState.FAIL]
