@@ -69,11 +69,15 @@ def knob_columns(frame: pd.DataFrame) -> list[str]:
 def trial_frame(study: optuna.Study) -> pd.DataFrame:
     """One row per trial: state, value (feasible trials only), knobs, figures, timing, notes and failure reason."""
     rows = []
-    for t in study.get_trials(deepcopy=False):
+    trials = study.get_trials(deepcopy=False)
+    requeued = {lost: t.number for t in trials for lost in t.system_attrs.get("retry_history", [])}
+    for t in trials:
         a = t.user_attrs
         figures = a.get("figures") if isinstance(a.get("figures"), dict) else {}
         scenario = a.get("scenario_figures") if isinstance(a.get("scenario_figures"), dict) else {}
         stage, reason = a.get("failure_stage"), a.get("failure_reason")
+        if t.state == TrialState.FAIL and stage is None and t.number in requeued:  # failed by a heartbeat check
+            stage, reason = "heartbeat", f"its worker stopped (no heartbeat); queued again as #{requeued[t.number]}"
         row: dict[str, Any] = _row_template() | {
             "trial": t.number, "state": t.state.name, "outcome": outcome(t),
             "value": t.value if is_feasible(t) else None,

@@ -14,6 +14,7 @@ import pytest
 import sqlalchemy.exc
 from optuna.trial import TrialState
 
+from autotune.report import trial_frame
 from autotune.storage import (ResilientStorage, StorageUnreachable, display_url, fail_stale_trials, load_study,
                               open_storage)
 
@@ -159,6 +160,8 @@ def test_a_killed_workers_trial_is_failed_by_heartbeat_and_run_again(emulator, t
     first, again = load_study(storage, STUDY).get_trials()
     assert first.state == TrialState.FAIL and again.state == TrialState.COMPLETE
     assert again.user_attrs["candidate"] == stuck.user_attrs["candidate"] and again.user_attrs.get("baseline")
+    row = trial_frame(load_study(storage, STUDY)).iloc[0]  # the report names what happened to the lost trial
+    assert row["failure_stage"] == "heartbeat" and row["failure_reason"].endswith("queued again as #1")
 
 
 def _read_progress(process: subprocess.Popen[str], lines: list[str]) -> threading.Thread:
