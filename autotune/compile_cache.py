@@ -64,7 +64,8 @@ def cache_key(identity: dict[str, Any]) -> str:
 
 
 class CompileCache:
-    """Compiled artifacts under ``root``: ``entries/<key>/``, ``tmp/`` (compiles in progress), ``locks/``, ``failed/``."""
+    """Compiled artifacts under ``root``: ``entries/<key>/``, ``tmp/`` (compiles in progress), ``locks/``,
+    ``failed/`` (logs of failed compiles)."""
 
     def __init__(self, *, root: Path) -> None:
         self.root = root.expanduser().resolve()

@@ -39,6 +39,7 @@ class Flight:
     twin_id: int | None = None  # its storage id (trials of other workers are polled)
     record: Any = None  # set when the trial is decided without a measurement
     device_failures: int = 0
+    measure_started: float | None = None
 
     @property
     def number(self) -> int:
@@ -212,6 +213,10 @@ class Pipeline:
         beats = threading.Thread(target=self._heartbeats, name="heartbeat", daemon=True)
         beats.start()
         last_stale_check = 0.0
+        out_of_time = False
+
+        def may_ask() -> bool:
+            return not out_of_time and (n_trials is None or asked < n_trials)
         try:
             while True:
                 now = time.monotonic()
@@ -225,9 +230,8 @@ class Pipeline:
                     said_timeout = True
                     tuner.progress(f"time budget reached after {done} trials"
                                    + (f"; finishing the {len(self.flights)} in flight" if self.flights else ""))
-                while (not out_of_time and (n_trials is None or asked < n_trials)
-                       and len(self.flights) < self.max_in_flight):
-                    flight = tuner.admit(self._in_flight_keys())
+                while may_ask() and len(self.flights) < self.max_in_flight:
+                    flight = tuner.admit(list(self.flights.values()))
                     asked += 1
                     if flight.record is not None:
                         done += self._finish(flight, flight.record, started, done)
@@ -240,10 +244,9 @@ class Pipeline:
                 done += self._resolve_twins(started, done, compilers)
                 for flight in [f for f in self.flights.values() if f.record is not None]:
                     done += self._finish(flight, flight.record, started, done)
-                if not self.flights and (out_of_time or (n_trials is not None and asked >= n_trials)):
+                if not self.flights and not may_ask():
                     break
-                if len(self.flights) < self.max_in_flight and not out_of_time and (
-                        n_trials is None or asked < n_trials):
+                if may_ask() and len(self.flights) < self.max_in_flight:
                     continue  # room for another trial (one just ended inline, or as a known result)
                 pending = list(self.compiling) + list(self.measuring)
                 if pending:
@@ -255,10 +258,7 @@ class Pipeline:
                     if future in self.compiling:
                         self._compiled(future, self.compiling.pop(future))
                     else:
-                        flight, qid = self.measuring.pop(future)
-                        record = self._measured(future, flight, qid)
-                        if record is not None:
-                            flight.record = record
+                        self._collect(future)
         except BaseException as exc:
             self._abort(exc, compilers, measurers)
             raise
@@ -298,10 +298,14 @@ class Pipeline:
             future = measurers.submit(self.tuner.measure, flight, qid)
             self.measuring[future] = (flight, qid)
             if future.done():  # inline
-                flight, qid = self.measuring.pop(future)
-                record = self._measured(future, flight, qid)
-                if record is not None:
-                    flight.record = record
+                self._collect(future)
+
+    def _collect(self, future: Future[Any]) -> None:
+        """A finished measurement: its record on the flight, or the flight back in the queue for another device."""
+        flight, qid = self.measuring.pop(future)
+        record = self._measured(future, flight, qid)
+        if record is not None:
+            flight.record = record
 
     def _measured(self, future: Future[Any], flight: Flight, qid: int) -> Any:
         """The trial's record, or None when it goes back to the queue for another device."""
@@ -355,11 +359,6 @@ class Pipeline:
             else:
                 finished += self._finish(flight, record, started, done + finished)
         return finished
-
-    def _in_flight_keys(self) -> dict[str, Flight]:
-        from autotune.tuner import candidate_key
-
-        return {candidate_key(f.candidate): f for f in self.flights.values()}
 
     # -- faults -------------------------------------------------------------------------------------------------
     def _heartbeats(self) -> None:

@@ -105,16 +105,17 @@ class QaicBackend:
     def ready_devices(self, qids: list[int] | None = None) -> list[QaicDevice]:
         """The devices to measure on: ``qids`` (each must be Ready, all of one SKU), else every Ready device of the
         first Ready one's SKU and size."""
+        devices = self.devices()
         if qids:
-            chosen = [self.ready_device(qid) for qid in qids]
+            chosen = [self.ready_device(qid, devices=devices) for qid in qids]
             kinds = {(d.sku, d.nsp_total) for d in chosen}
             if len(kinds) > 1:
                 raise AutotuneError("--devices mixes SKUs (" + ", ".join(f"QID {d.qid}: {d.sku} {d.nsp_total} NSPs"
                                                                       for d in chosen) +
                                     "): a study tunes for one kind of card; pick devices of one SKU")
             return chosen
-        first = self.ready_device()
-        return [d for d in self.devices() if d.ready and (d.sku, d.nsp_total) == (first.sku, first.nsp_total)]
+        first = self.ready_device(devices=devices)
+        return [d for d in devices if d.ready and (d.sku, d.nsp_total) == (first.sku, first.nsp_total)]
 
     def device_status(self, qid: int) -> str:
         """What qaic-util says of device ``qid`` now (``Ready``, ``Error``, ... or ``missing``)."""
@@ -128,15 +129,17 @@ class QaicBackend:
         for process in running:
             _kill_group(process)
 
-    def ready_device(self, qid: int | None = None) -> QaicDevice:
-        """The device to use: ``qid`` if given (it must be Ready), else the first Ready one."""
-        devices = self.devices()
+    def ready_device(self, qid: int | None = None, *, devices: list[QaicDevice] | None = None) -> QaicDevice:
+        """The device to use: ``qid`` if given (it must be Ready), else the first Ready one (of ``devices``, else of
+        what qaic-util reports now)."""
+        devices = self.devices() if devices is None else devices
         if qid is not None:
             for device in devices:
                 if device.qid == qid:
                     if not device.ready:
                         raise AutotuneError(f"device QID {qid} is {device.status}, not Ready; check `qaic-util -q` "
-                                            f"(a user outside the qaic group sees Error) or pick another with --device")
+                                            f"(a user outside the qaic group sees Error) or pick others "
+                                            f"(run --devices, bench --device)")
                     return device
             raise AutotuneError(f"no device QID {qid}: qaic-util reports {[d.qid for d in devices]}")
         for device in devices:

@@ -224,7 +224,7 @@ class ResilientStorage(BaseStorage, BaseHeartbeat):
                     return True  # the reply was lost, not the write: the trial was finished before the outage
                 raise
             except Exception as exc:
-                reason = _unreachable(exc, sqlite=self.url.startswith("sqlite"))
+                reason = self._outage(exc)
                 if reason is None:
                     raise
                 now = time.monotonic()
@@ -238,6 +238,9 @@ class ResilientStorage(BaseStorage, BaseHeartbeat):
                               f"(waited {now - started:.0f} of {self.wait_s:g} s)")
                 time.sleep(delay)
                 delay = min(delay * 2, 10.0)
+
+    def _outage(self, exc: BaseException) -> str | None:
+        return _unreachable(exc, sqlite=self.url.startswith("sqlite"))
 
     def remove_session(self) -> None:
         self.inner.remove_session()
@@ -253,7 +256,7 @@ class ResilientStorage(BaseStorage, BaseHeartbeat):
         except UpdateFinishedTrialError:
             pass
         except Exception as exc:
-            if _unreachable(exc) is None:
+            if self._outage(exc) is None:
                 raise
 
     def _get_stale_trial_ids(self, study_id: int) -> list[int]:

@@ -272,7 +272,7 @@ class Tuner:
                 return
 
     # -- the stages of one trial (Pipeline calls these; only admit, tell and fail touch the storage) -------------
-    def admit(self, in_flight: dict[str, Flight]) -> Flight:
+    def admit(self, in_flight: list[Flight]) -> Flight:
         """Ask for a trial and decide what it needs: nothing (a known result), a twin's result, or a compile."""
         job = self.job
         trials = self.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.WAITING))
@@ -296,14 +296,15 @@ class Tuner:
             previous = self.results.get(key)
             problems = job.space.violations(candidate)
             known = self.artifacts.get(attrs["compile_key"])
+            local = next((f for f in in_flight if candidate_key(f.candidate) == key), None)
             if previous is not None:
                 flight.record = self.reuse(previous)
             elif problems:
                 flight.record = self._infeasible(attrs, "constraint", "; ".join(problems))
             elif isinstance(known, CompileFailure):
                 flight.record = self._infeasible(attrs, "compile", known.reason)
-            elif key in in_flight:
-                flight.twin, flight.twin_id = in_flight[key].number, in_flight[key].trial._trial_id
+            elif local is not None:
+                flight.twin, flight.twin_id = local.number, local.trial._trial_id
             else:
                 twin = self._remote_twin(key, trial.number)
                 if twin is not None:
@@ -342,14 +343,14 @@ class Tuner:
         return None
 
     def compile(self, candidate: Candidate) -> tuple[Artifact, bool]:
-        """The candidate's artifact and whether it was reused: from the cache, or compiled now (worker thread)."""
+        """The candidate's artifact and whether it was reused: from the cache, or compiled now (worker thread).
+
+        Callers look for an artifact at hand first (:meth:`known_artifact`)."""
         job = self.job
         key = compile_key(candidate)
         cached = self.artifacts.get(key)
-        if isinstance(cached, CompileFailure):
+        if isinstance(cached, CompileFailure):  # another trial of these flags failed while this one waited
             raise cached
-        if isinstance(cached, Artifact) and _usable(cached.path):
-            return cached, True
         try:
             if self.cache is None:
                 artifact = job.backend.compile(job.onnx_path, job.model, candidate, job.workdir / job.study_name)
@@ -383,7 +384,7 @@ class Tuner:
 
     def measure(self, flight: Flight, device: int) -> Measurement:
         """Measure a compiled flight on ``device`` (worker thread)."""
-        flight.attrs["measure_started"] = time.monotonic()
+        flight.measure_started = time.monotonic()
         return self._measure(flight.artifact, flight.candidate, self.job.measure_seconds, f"trial-{flight.number}",
                              device)
 
@@ -397,7 +398,7 @@ class Tuner:
         """The scenario's value and feasibility from a measurement."""
         job = self.job
         attrs = self._compiled_attrs(flight) | {
-            "measure_seconds": round(time.monotonic() - flight.attrs.pop("measure_started"), 3),
+            "measure_seconds": round(time.monotonic() - flight.measure_started, 3),
             "measure_argv": measurement.command, "measure_log": str(measurement.log_path),
             "figures": measurement.figures()}
         outcome = evaluate(job.scenario, measurement, activations=getattr(flight.candidate, "activations", 1),
@@ -409,10 +410,9 @@ class Tuner:
 
     def _compiled_attrs(self, flight: Flight) -> dict[str, Any]:
         artifact = flight.artifact
-        attrs = {k: v for k, v in flight.attrs.items() if k != "measure_started"}
-        attrs |= {"artifact_path": str(artifact.path), "compile_argv": artifact.command,
-                  "compile_log": str(artifact.log_path), "compile_seconds": round(artifact.compile_seconds, 3),
-                  "compile_reused": flight.reused}
+        attrs = flight.attrs | {"artifact_path": str(artifact.path), "compile_argv": artifact.command,
+                                "compile_log": str(artifact.log_path),
+                                "compile_seconds": round(artifact.compile_seconds, 3), "compile_reused": flight.reused}
         if self.job.backend.name == "qaic":
             attrs["qpc_dir"] = str(artifact.path)
         return attrs

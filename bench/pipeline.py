@@ -1,8 +1,8 @@
 """Pipeline utilisation on the emulated SDK: device busy fraction and wall time, serial loop against the pipeline.
 
 Real compiles take one to several minutes and a measurement seconds. Here the emulated qaic-exec sleeps
-``--compile-seconds`` and qaic-runner sleeps ``--measure-time`` x ``--time-scale``: compile about 30x a measurement (its runner start-up included),
-scaled down. Every configuration runs autotune's own Tuner (TPE, a fresh storage and compile cache) through
+``--compile-seconds`` and qaic-runner sleeps ``--measure-time`` x ``--time-scale``: compile about 30x a measurement
+(its runner start-up included), scaled down. Every configuration runs autotune's own Tuner (TPE, a fresh storage and compile cache) through
 real subprocesses. The storage is Optuna's journal file (what several processes on one host share); the last row
 repeats the two-device run on SQLite, whose per-trial cost on this host is the storage's, not the pipeline's.
 The table shows:

@@ -265,7 +265,7 @@ def test_a_half_initialised_study_is_completed_not_refused(emulator, tiny_onnx, 
 def test_a_trial_another_worker_failed_meanwhile_is_dropped_not_fatal(emulator, tiny_onnx, tmp_path):
     lines: list[str] = []
     tuner = Tuner(_job(emulator, tiny_onnx, tmp_path, trials=1, preset=None), progress=lines.append)
-    flight = tuner.admit({})
+    flight = tuner.admit([])
     tuner.study._storage.set_trial_state_values(flight.trial._trial_id, state=TrialState.FAIL)  # its heartbeat check
     tuner.tell(flight, TrialRecord(value=1.0, feasible=True, attrs={"figures": {}}))
     assert "was ended by another worker's heartbeat check" in lines[-1]
