@@ -8,6 +8,7 @@ is unreachable, then stops with one line.
 from __future__ import annotations
 
 import abc
+import logging
 import time
 import warnings
 from pathlib import Path
@@ -36,6 +37,18 @@ _DELEGATED = (
     "set_trial_user_attr", "set_trial_system_attr", "get_trial", "get_all_trials", "get_n_trials",
     "get_trial_params", "get_trial_user_attrs", "get_trial_system_attrs",
 )
+
+
+class _NoOutageWarnings(logging.Filter):
+    """Optuna's RDB storage warns, over many lines, when a lost connection breaks a query it then retries another way;
+    ResilientStorage reports outages itself, on one line."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        return not (message.startswith("Caught an error from sqlalchemy") and "connection" in message)
+
+
+logging.getLogger("optuna.storages._rdb.storage").addFilter(_NoOutageWarnings())
 
 
 class StorageUnreachable(AutotuneError):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime
 import json
 import math
 import random
@@ -22,8 +23,8 @@ from autotune.objective import Outcome, Scenario, evaluate, worst_value
 from autotune.compile_cache import CompileCache, cache_key
 from autotune.pipeline import Flight, Pipeline, PipelineStats
 from autotune.search_space import neighbours
-from autotune.storage import (DEFAULT_HEARTBEAT_S, DEFAULT_WAIT_S, ResilientStorage, StorageUnreachable,
-                              fail_stale_trials, open_storage)
+from autotune.storage import (DEFAULT_HEARTBEAT_S, DEFAULT_WAIT_S, GRACE_HEARTBEATS, ResilientStorage,
+                              StorageUnreachable, fail_stale_trials, open_storage)
 
 FEASIBLE = "feasible"
 
@@ -215,8 +216,17 @@ class Tuner:
         self.study.enqueue_trial(self.job.space.params_for(self.job.baseline), user_attrs={"baseline": True})
 
     def fail_stale_trials(self) -> None:
-        """Fail (and queue again) the trials of workers that stopped sending heartbeats."""
+        """Fail (and queue again) the trials of workers that stopped sending heartbeats, and fail the trials a worker
+        created but never got to give a candidate (it died, or lost the storage, inside ask): those never beat."""
         fail_stale_trials(self.study)
+        limit = datetime.datetime.now() - datetime.timedelta(seconds=GRACE_HEARTBEATS * self.heartbeat_s)
+        for trial in self.study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+            if "candidate" not in trial.user_attrs and trial.datetime_start and trial.datetime_start < limit:
+                try:
+                    self.study._storage.set_trial_state_values(trial._trial_id, state=TrialState.FAIL)
+                except UpdateFinishedTrialError:
+                    continue  # another worker got there first
+                self.progress(f"trial #{trial.number} was left without a candidate by a worker that stopped: failed")
 
     def heartbeat(self, trial: optuna.Trial) -> None:
         """Tell the storage this worker still works on ``trial``."""

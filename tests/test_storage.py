@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 import signal
 import subprocess
@@ -232,3 +233,30 @@ def test_a_storage_that_stays_away_ends_the_run_with_one_line_and_loses_no_trial
     assert not [t for t in after if t.state == TrialState.RUNNING]
     stuck = [t for t in before if t.state == TrialState.RUNNING]
     assert all(f"trial #{t.number} lost its worker" in out for t in stuck)
+
+
+def test_optunas_multi_line_warning_about_a_lost_connection_is_not_shown(caplog):
+    log = logging.getLogger("optuna.storages._rdb.storage")
+    with caplog.at_level(logging.WARNING, logger="optuna.storages._rdb.storage"):
+        log.warning("Caught an error from sqlalchemy: (psycopg2.OperationalError) server closed the connection "
+                    "unexpectedly\n[SQL: SELECT ...]. Falling back to a slower alternative.")
+        log.warning("Caught an error from sqlalchemy: too many SQL variables. Falling back to a slower alternative.")
+    assert [r.getMessage() for r in caplog.records] == [
+        "Caught an error from sqlalchemy: too many SQL variables. Falling back to a slower alternative."]
+
+
+@pytest.mark.filterwarnings("ignore:Heartbeat of storage is supposed to be used with Study.optimize")
+def test_a_trial_left_without_a_candidate_is_failed_once_it_is_old(emulator, tiny_onnx, tmp_path):
+    from test_tuner import _job
+
+    from autotune.tuner import Tuner
+
+    lines: list[str] = []
+    tuner = Tuner(_job(emulator, tiny_onnx, tmp_path, heartbeat_s=1), progress=lines.append)
+    orphan = tuner.study.ask()  # a worker that died inside ask: no candidate, no heartbeat
+    tuner.fail_stale_trials()
+    assert tuner.study.trials[orphan.number].state == TrialState.RUNNING  # too young to tell
+    time.sleep(3.2)
+    tuner.fail_stale_trials()
+    assert tuner.study.trials[orphan.number].state == TrialState.FAIL
+    assert lines == [f"trial #{orphan.number} was left without a candidate by a worker that stopped: failed"]
