@@ -21,7 +21,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
-from autotune.backend import Artifact, AutotuneError, CompileFailure
+from autotune.backends.base import Artifact
+from autotune.errors import AutotuneError, CompileFailure
 from autotune.models import cache_dir
 
 ENTRY_FILE = "entry.json"
@@ -88,7 +89,7 @@ class CompileCache:
             stored = json.loads((entry / ENTRY_FILE).read_text())["artifact"]
             artifact = Artifact(path=entry / stored["path"], command=list(stored["command"]),
                                 log_path=entry / stored["log_path"], compile_seconds=float(stored["compile_seconds"]),
-                                batch_size=int(stored["batch_size"]), cores=int(stored["cores"]))
+                                batch_size=int(stored["batch_size"]))
         except (OSError, ValueError, KeyError, TypeError):
             return None
         if not artifact.path.exists():
@@ -116,7 +117,7 @@ class CompileCache:
                                       "log_path": str(artifact.log_path.relative_to(work)),
                                       "command": [arg.replace(str(work), str(final)) for arg in artifact.command],
                                       "compile_seconds": artifact.compile_seconds,
-                                      "batch_size": artifact.batch_size, "cores": artifact.cores}}
+                                      "batch_size": artifact.batch_size}}
                 _write_synced(work / ENTRY_FILE, json.dumps(entry, indent=1))
                 if final.exists():  # a broken entry (its artifact deleted, entry.json lost): set it aside first
                     self._discard(final)

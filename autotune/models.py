@@ -1,17 +1,16 @@
-"""Known models (MLPerf names, base compile flags, symbols, latency bounds) and ONNX file resolution."""
+"""Known models (MLPerf names, symbols, latency bounds, official sources) and ONNX file resolution."""
 
 from __future__ import annotations
 
 import hashlib
 import os
-import shlex
 import sys
 import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from autotune.backend import AutotuneError
+from autotune.errors import AutotuneError
 
 CACHE_ENV = "AUTOTUNE_CACHE"
 DOWNLOAD_TIMEOUT_S = 60.0
@@ -29,15 +28,13 @@ class ModelSource:
 
 @dataclass(frozen=True, kw_only=True)
 class ModelSpec:
-    """A model autotune knows: its base (not searched) qaic-exec flags and MLPerf rules.
+    """A model autotune knows (or a user's, by name): its MLPerf rules and where its official file comes from.
 
-    ``base_flags`` never set a searched knob (batch size, multicast...): CM's bert-99 base flags carry
-    ``-multicast-weights``, so its presets in presets/baselines.yaml carry it instead.
-    ``latency_bounds_ms`` maps a scenario to its MLPerf p99 bound.
+    ``latency_bounds_ms`` maps a scenario to its MLPerf p99 bound; ``symbols`` are dimensions every target fixes
+    (BERT's sequence length). What a target compiles it with (qaic-exec base flags...) is the backend's own data.
     """
 
     name: str
-    base_flags: tuple[str, ...] = ()
     symbols: dict[str, int] = field(default_factory=dict)
     latency_bounds_ms: dict[str, float] = field(default_factory=dict)
     description: str = ""
@@ -46,74 +43,36 @@ class ModelSpec:
 
 
 _BERT_BOUNDS = {"server": 130.0}
+_BERT_SOURCE = ModelSource(url="https://zenodo.org/record/3733910/files/model.onnx", filename="bert_large.onnx")
 
 MODELS: dict[str, ModelSpec] = {
     spec.name: spec
     for spec in (
-        ModelSpec(
-            name="resnet50",
-            description="ResNet-50 v1.5, ImageNet, int8",
-            base_flags=tuple(shlex.split(
-                "-aic-hw -aic-hw-version=2.0 -quantization-schema=symmetric_with_uint8 -quantization-precision=Int8 "
-                "-output-node-name=ArgMax -vvv -compile-only -use-producer-dma=1")),
-            latency_bounds_ms={"server": 15.0},
-            source=ModelSource(url="https://zenodo.org/record/4735647/files/resnet50_v1.onnx",
-                               filename="resnet50_v1.onnx"),
-            synthetic="resnet50",
-        ),
-        ModelSpec(
-            name="retinanet",
-            description="RetinaNet (ResNeXt50 FPN), OpenImages, int8; real compiles also need "
-                        "--base-flags -node-precision-info=FILE",
-            base_flags=tuple(shlex.split(
-                "-aic-hw -aic-hw-version=2.0 -compile-only -enable-channelwise "
-                "-quantization-schema-constants=symmetric_with_uint8 -quantization-schema-activations=asymmetric "
-                "-quantization-calibration=None")),
-            latency_bounds_ms={"server": 100.0},
-            source=ModelSource(url="https://zenodo.org/record/6617879/files/resnext50_32x4d_fpn.onnx",
-                               filename="resnext50_32x4d_fpn.onnx"),
-            synthetic="retinanet",
-        ),
-        ModelSpec(
-            name="bert-99",
-            description="BERT-large SQuAD, int8 with fp16 nodes (99% accuracy target)",
-            base_flags=tuple(shlex.split(
-                "-aic-hw -aic-hw-version=2.0 -execute-nodes-in-fp16=Add,Div,Erf,Softmax "
-                "-quantization-schema=symmetric_with_uint8 -quantization-precision=Int8 "
-                "-quantization-precision-bias=Int32 -vvv -compile-only -onnx-define-symbol=seg_length,384 "
-                "-combine-inputs=false -combine-outputs=false")),
-            symbols={"seg_length": 384},
-            latency_bounds_ms=_BERT_BOUNDS,
-            source=ModelSource(url="https://zenodo.org/record/3733910/files/model.onnx", filename="bert_large.onnx"),
-        ),
-        ModelSpec(
-            name="bert-99.9",
-            description="BERT-large SQuAD, fp16 (99.9% accuracy target)",
-            base_flags=tuple(shlex.split(
-                "-aic-hw -aic-hw-version=2.0 -convert-to-fp16 -vvv -compile-only "
-                "-onnx-define-symbol=seg_length,384 -combine-inputs=false -combine-outputs=false")),
-            symbols={"seg_length": 384},
-            latency_bounds_ms=_BERT_BOUNDS,
-            source=ModelSource(url="https://zenodo.org/record/3733910/files/model.onnx", filename="bert_large.onnx"),
-        ),
+        ModelSpec(name="resnet50", description="ResNet-50 v1.5, ImageNet, int8", latency_bounds_ms={"server": 15.0},
+                  source=ModelSource(url="https://zenodo.org/record/4735647/files/resnet50_v1.onnx",
+                                     filename="resnet50_v1.onnx"),
+                  synthetic="resnet50"),
+        ModelSpec(name="retinanet", description="RetinaNet (ResNeXt50 FPN), OpenImages, int8",
+                  latency_bounds_ms={"server": 100.0},
+                  source=ModelSource(url="https://zenodo.org/record/6617879/files/resnext50_32x4d_fpn.onnx",
+                                     filename="resnext50_32x4d_fpn.onnx"),
+                  synthetic="retinanet"),
+        ModelSpec(name="bert-99", description="BERT-large SQuAD, int8 with fp16 nodes (99% accuracy target)",
+                  symbols={"seg_length": 384}, latency_bounds_ms=_BERT_BOUNDS, source=_BERT_SOURCE),
+        ModelSpec(name="bert-99.9", description="BERT-large SQuAD, fp16 (99.9% accuracy target)",
+                  symbols={"seg_length": 384}, latency_bounds_ms=_BERT_BOUNDS, source=_BERT_SOURCE),
     )
 }
 
 
-def get_model(name: str, *, extra_base_flags: str = "", onnx_given: bool = False) -> ModelSpec:
-    """The registered model ``name`` (plus extra base flags); any other name is a user model and needs --onnx."""
-    from autotune.search_space import check_base_flags
-
-    extra = check_base_flags(extra_base_flags)
+def get_model(name: str, *, onnx_given: bool = False) -> ModelSpec:
+    """The registered model ``name``; any other name is a user model and needs --onnx."""
     if name in MODELS:
-        spec = MODELS[name]
-        return ModelSpec(name=spec.name, base_flags=spec.base_flags + extra, symbols=spec.symbols,
-                         latency_bounds_ms=spec.latency_bounds_ms, description=spec.description,
-                         source=spec.source, synthetic=spec.synthetic)
+        return MODELS[name]
     if not onnx_given:
         raise AutotuneError(f"unknown model {name!r}: known models are {', '.join(MODELS)}; "
-                            f"for your own model pass --onnx PATH (and --base-flags if it needs them)")
-    return ModelSpec(name=name, base_flags=extra, description="user model")
+                            f"for your own model pass --onnx PATH")
+    return ModelSpec(name=name, description="user model")
 
 
 def resolve_onnx(path: str | Path | None, model: ModelSpec) -> Path:

@@ -20,7 +20,7 @@ from optuna.storages import BaseStorage
 from optuna.storages._heartbeat import BaseHeartbeat
 from optuna.trial import FrozenTrial, TrialState
 
-from autotune.backend import AutotuneError
+from autotune.errors import AutotuneError
 
 DEFAULT_STORAGE_PATH = Path("studies") / "autotune.db"
 JOURNAL_PREFIX = "journal:"

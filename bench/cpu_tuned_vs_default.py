@@ -20,17 +20,19 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from autotune.backend import AutotuneError  # noqa: E402
+from autotune.backends.ort import OrtBackend  # noqa: E402
+from autotune.backends.ort.space import OrtCandidate  # noqa: E402
+from autotune.errors import AutotuneError  # noqa: E402
 from autotune.models import MODELS, synthetic_model  # noqa: E402
-from autotune.ort_bench import OrtBackend, OrtCandidate  # noqa: E402
-from autotune.presets import winner_preset  # noqa: E402
+from autotune.results.export import winner_preset  # noqa: E402
+from autotune.scenarios import SCENARIOS  # noqa: E402
 from autotune.storage import load_study  # noqa: E402
 
 
 def tuned_candidate(scenario: str, *, storage: str, onnx: Path, trials: int) -> OrtCandidate:
     """The validated winner of the CPU study for this scenario (tuned now if the study does not exist)."""
     backend = OrtBackend()
-    name = f"resnet50-{scenario}-ort-{backend.device.cores}cores"
+    name = f"resnet50-{scenario}-ort-{backend.cpu.cores}cores"
     try:
         study = load_study(storage, name)
     except AutotuneError:
@@ -61,10 +63,10 @@ def main() -> None:
             figures: dict[str, list[float]] = {"default": [], "tuned": []}
             for repeat in range(args.repeats):
                 for label, candidate in (("default", OrtCandidate()), ("tuned", tuned)):
-                    artifact = backend.compile(onnx, None, candidate, Path(tmp) / f"{scenario}-{label}")
-                    m = backend.measure_trial(artifact, candidate, scenario=scenario, bound_ms=None,
-                                              seconds=args.seconds, device=0,
-                                              log_dir=Path(tmp) / f"{scenario}-{label}-{repeat}-{time.time_ns()}")
+                    artifact = backend.compile(onnx, MODELS["resnet50"], candidate, Path(tmp) / f"{scenario}-{label}")
+                    m = backend.measure(artifact, candidate, scenario=SCENARIOS[scenario], bound_ms=None,
+                                        seconds=args.seconds, device=0,
+                                        log_dir=Path(tmp) / f"{scenario}-{label}-{repeat}-{time.time_ns()}")
                     figures[label].append(m.samples_per_second if scenario == "offline" else m.latency_p90_ms)
             default, best = statistics.median(figures["default"]), statistics.median(figures["tuned"])
             ratio = best / default if better is max else default / best

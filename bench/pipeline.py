@@ -28,12 +28,13 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from autotune.backends.qaic import QaicBackend  # noqa: E402
+from autotune.backends.qaic.space import DeviceLimits, QaicSpace  # noqa: E402
 from autotune.models import MODELS  # noqa: E402
-from autotune.objective import SCENARIOS  # noqa: E402
-from autotune.qaic_bench import QaicBackend  # noqa: E402
-from autotune.search_space import DeviceLimits, QaicSpace  # noqa: E402
+from autotune.scenarios import SCENARIOS  # noqa: E402
+from autotune.search.records import TuningJob  # noqa: E402
+from autotune.search.tuner import Tuner  # noqa: E402
 from autotune.synthetic import build_convnet  # noqa: E402
-from autotune.tuner import Tuner, TuningJob  # noqa: E402
 
 EMULATOR = ROOT / "tests" / "qaic_emulator"
 STORAGES = {"journal": lambda folder: f"journal:{folder / 'study.log'}",

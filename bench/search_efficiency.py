@@ -33,12 +33,17 @@ sys.path.insert(0, str(ROOT / "tests" / "qaic_emulator"))
 
 import perf_model  # noqa: E402  (the emulator's performance model)
 
-from autotune import objective, tuner  # noqa: E402
-from autotune.backend import Artifact, CompileFailure, Measurement, MeasureFailure  # noqa: E402
+from autotune import scenarios  # noqa: E402
+from autotune.backends.base import Artifact, Measurement  # noqa: E402
+from autotune.backends.qaic.backend import estimate_scenario  # noqa: E402
+from autotune.backends.qaic.baselines import find_baseline  # noqa: E402
+from autotune.backends.qaic.space import BATCH_SIZES, MAX_OLS, SET_SIZES, DeviceLimits, QaicSpace, suggest  # noqa: E402
+from autotune.backends.qaic.space import QaicCandidate as Candidate  # noqa: E402
+from autotune.errors import CompileFailure, MeasureFailure  # noqa: E402
 from autotune.models import MODELS  # noqa: E402
-from autotune.presets import find_baseline  # noqa: E402
-from autotune.search_space import (BATCH_SIZES, MAX_OLS, SET_SIZES, Candidate, DeviceLimits,  # noqa: E402
-                                   QaicSpace, neighbours, param_domains, params_for, suggest)
+from autotune.results.attrs import is_feasible  # noqa: E402
+from autotune.search.records import TuningJob, candidate_key  # noqa: E402
+from autotune.search.tuner import Tuner  # noqa: E402
 
 PROFILES = {"resnet50": "resnet50", "retinanet": "retinanet", "bert-99": "bert"}
 LATENCY_SAMPLES = 16
@@ -56,13 +61,41 @@ def cfg_of(candidate: Candidate) -> dict[str, Any]:
 class SurfaceBackend:
     """The emulator's performance model in process, noise free: the same answers as tests/qaic_emulator, fast."""
 
-    name = "qaic"
+    name = "surface"
+    title = "the emulated card's surface, in process"
+    priority = 99
+    device_word = "QID"
+    size_key = "nsp"
+    size_unit = "NSPs"
+    knob_labels: dict[str, str] = {}
+    export_formats = ("yaml", "json")
+    estimated_scenarios = frozenset({"server", "multistream"})
+    compiles_ahead = False
+    measure_seconds = 1.0
+    validate_seconds = 1.0
+    emulated = True
 
     def __init__(self, *, profile: str, nsp: int, workdir: Path) -> None:
         self.profile, self.nsp, self.workdir, self.count = profile, nsp, workdir, 0
 
     def version(self) -> str:
         return "emulated surface"
+
+    def base_flags(self, model: Any) -> tuple[str, ...]:
+        return ()
+
+    def device_status(self, index: int) -> str | None:
+        return None
+
+    def cancel(self) -> None:
+        pass
+
+    def artifact_usable(self, path: Path) -> bool:
+        return (path / "programqpc.bin").is_file()
+
+    def preset_fields(self, candidate: Candidate, artifact: Artifact, measurement: Measurement, *,
+                      name: str) -> dict[str, Any]:
+        return {}
 
     def compile(self, onnx_path: Path, model: Any, candidate: Candidate, workdir: Path) -> Artifact:
         cfg = cfg_of(candidate)
@@ -74,12 +107,13 @@ class SurfaceBackend:
         path.mkdir(parents=True)
         (path / "programqpc.bin").write_text(json.dumps(cfg))
         return Artifact(path=path, command=["qaic-exec"], log_path=path / "log", compile_seconds=0.0,
-                        batch_size=candidate.batch_size, cores=candidate.cores)
+                        batch_size=candidate.batch_size)
 
-    def measure_trial(self, artifact: Artifact, candidate: Candidate, *, scenario: str, bound_ms: float | None,
-                      seconds: float, device: int, log_dir: Path) -> Measurement:
+    def measure(self, artifact: Artifact, candidate: Candidate, *, scenario: scenarios.Scenario | None,
+                bound_ms: float | None, seconds: float, device: int, log_dir: Path) -> Measurement:
         cfg = json.loads((artifact.path / "programqpc.bin").read_text())
-        return surface_measurement(self.profile, cfg, candidate.activations, candidate.set_size, self.nsp)
+        return surface_measurement(self.profile, cfg, candidate.activations, candidate.set_size, self.nsp,
+                                   scenario=scenario.name if scenario else None, bound_ms=bound_ms)
 
 
 @functools.lru_cache(maxsize=None)
@@ -92,35 +126,31 @@ def _surface(profile: str, cfg_json: str, activations: int, set_size: int, nsp: 
             perf_model.exec_latency_us(profile, cfg, nsp) / 1000.0)
 
 
-def surface_measurement(profile: str, cfg: dict[str, Any], activations: int, set_size: int, nsp: int) -> Measurement:
-    rate, latency_ms = _surface(profile, json.dumps(cfg, sort_keys=True), activations, set_size, nsp)
-    samples = [latency_ms] * LATENCY_SAMPLES
-    return Measurement(samples_per_second=rate, duration_seconds=1.0, batch_size=cfg["batch"],
-                       latency_samples_ms=samples, service_samples_ms=samples, latency_p50_ms=latency_ms,
-                       latency_p90_ms=latency_ms, latency_p99_ms=latency_ms, command=["qaic-runner"])
-
-
-_real_evaluate = objective.evaluate
-
-
 @functools.lru_cache(maxsize=None)
-def _cached_evaluate(scenario: str, rate: float, batch: int, activations: int, bound: float | None,
-                     service_ms: float) -> objective.Outcome:
-    samples = [service_ms] * LATENCY_SAMPLES
-    m = Measurement(samples_per_second=rate, duration_seconds=1.0, batch_size=batch, latency_samples_ms=samples,
-                    service_samples_ms=samples, latency_p50_ms=service_ms, latency_p90_ms=service_ms,
-                    latency_p99_ms=service_ms)
-    return _real_evaluate(objective.SCENARIOS[scenario], m, activations=activations, bound_ms=bound)
+def _estimated(scenario: str, rate: float, batch: int, activations: int, bound: float | None,
+               service_ms: float) -> tuple[float | None, float | None, float | None]:
+    """The queueing estimate qaic makes of these figures, memoised: the surface is noise free."""
+    m = _plain(rate, batch, service_ms)
+    estimate_scenario(m, scenarios.SCENARIOS[scenario], activations=activations, bound_ms=bound)
+    return m.server_qps, m.server_p99_ms, m.multistream_p99_ms
 
 
-def cached_evaluate(scenario: objective.Scenario, measurement: Measurement, *, activations: int,
-                    bound_ms: float | None, seed: int = 0) -> objective.Outcome:
-    """objective.evaluate, memoised: the surface is noise free, so equal inputs give equal outcomes."""
-    return _cached_evaluate(scenario.name, measurement.samples_per_second, measurement.batch_size, activations,
-                            bound_ms, measurement.service_samples_ms[0])
+def _plain(rate: float, batch: int, latency_ms: float) -> Measurement:
+    samples = [latency_ms] * LATENCY_SAMPLES
+    return Measurement(samples_per_second=rate, duration_seconds=1.0, batch_size=batch, latency_samples_ms=samples,
+                       service_samples_ms=samples, latency_p50_ms=latency_ms, latency_p90_ms=latency_ms,
+                       latency_p99_ms=latency_ms, command=["qaic-runner"])
 
 
-tuner.evaluate = cached_evaluate  # the Tuner calls evaluate() per trial; memoise it for the benchmark
+def surface_measurement(profile: str, cfg: dict[str, Any], activations: int, set_size: int, nsp: int, *,
+                        scenario: str | None = None, bound_ms: float | None = None) -> Measurement:
+    rate, latency_ms = _surface(profile, json.dumps(cfg, sort_keys=True), activations, set_size, nsp)
+    m = _plain(rate, cfg["batch"], latency_ms)
+    if scenario in ("server", "multistream"):
+        m.estimated = True
+        m.server_qps, m.server_p99_ms, m.multistream_p99_ms = _estimated(scenario, rate, cfg["batch"], activations,
+                                                                         bound_ms, latency_ms)
+    return m
 
 
 def search_space_points(nsp: int, depth_first: bool):
@@ -137,7 +167,7 @@ def search_space_points(nsp: int, depth_first: bool):
                         yield cfg, activations, set_size
 
 
-def optimum(profile: str, nsp: int, scenario: objective.Scenario, bound: float | None,
+def optimum(profile: str, nsp: int, scenario: scenarios.Scenario, bound: float | None,
             extra: tuple[str, ...]) -> float:
     """The exhaustive optimum; server uses branch and bound (the rate never exceeds the throughput)."""
     rows = []
@@ -152,8 +182,8 @@ def optimum(profile: str, nsp: int, scenario: objective.Scenario, bound: float |
     for rate, cfg, activations, set_size in rows:
         if rate <= best:
             break
-        m = surface_measurement(profile, cfg, activations, set_size, nsp)
-        outcome = cached_evaluate(scenario, m, activations=activations, bound_ms=bound)
+        m = surface_measurement(profile, cfg, activations, set_size, nsp, scenario=scenario.name, bound_ms=bound)
+        outcome = scenarios.judge(scenario, m, bound_ms=bound)
         if outcome.feasible:
             best = max(best, outcome.value)
     return best
@@ -165,13 +195,13 @@ POLISH_AFTER = 25
 
 def make_tuner(model: str, scenario: str, nsp: int, *, sampler: str, seed: int, warm: bool,
                budget: int, workdir: Path, polish_every: int = POLISH_EVERY,
-               polish_after: int = POLISH_AFTER) -> tuner.Tuner:
+               polish_after: int = POLISH_AFTER) -> Tuner:
     spec = MODELS[model]
-    scen = objective.SCENARIOS[scenario]
+    scen = scenarios.SCENARIOS[scenario]
     device = DeviceLimits(nsp_total=nsp)
     preset = find_baseline(model, scenario, nsp)
     extra = Candidate.from_flags(preset.flags).extra_flags if preset else ()
-    job = tuner.TuningJob(
+    job = TuningJob(
         model=spec, onnx_path=Path("surface.onnx"), scenario=scen, bound_ms=spec.latency_bounds_ms.get(scenario),
         backend=SurfaceBackend(profile=PROFILES[model], nsp=nsp, workdir=workdir),
         space=QaicSpace(device=device, scenario=scenario, extra_flags=extra), devices=[0], device_size=nsp,
@@ -179,7 +209,7 @@ def make_tuner(model: str, scenario: str, nsp: int, *, sampler: str, seed: int, 
         n_trials=budget, validate_top=0, sampler=sampler, seed=seed, polish_every=polish_every,
         polish_after=polish_after, workdir=workdir,
         baseline=preset.candidate(device) if warm and preset else None)
-    return tuner.Tuner(job, progress=lambda _: None)
+    return Tuner(job, progress=lambda _: None)
 
 
 def measured_curve(study: optuna.Study, direction: str) -> list[float]:
@@ -188,7 +218,7 @@ def measured_curve(study: optuna.Study, direction: str) -> list[float]:
     for t in study.get_trials(deepcopy=False):
         if t.state != optuna.trial.TrialState.COMPLETE or t.user_attrs.get("duplicate_of") is not None:
             continue
-        if tuner.is_feasible(t):
+        if is_feasible(t):
             best = max(best, t.value)
         curve.append(best)
     return curve
@@ -210,14 +240,14 @@ def run_local(model: str, scenario: str, nsp: int, *, seed: int, budget: int, wo
     start = find_baseline(model, scenario, nsp)
     extra = Candidate.from_flags(start.flags).extra_flags if start else ()
     first = start.candidate(device) if start else Candidate(cores=1, activations=nsp)
-    current = params_for(first, scenario=scenario)
-    domains = param_domains(device, scenario=scenario)
-    current = {"mos_1": 1} | current  # a step to two SDP clusters needs the second cluster's mos
+    space = QaicSpace(device=device, scenario=scenario, extra_flags=extra)
+    current = space.params_for(first)
+    domains = space.domains()
     seen: dict[str, float] = {}
 
     def value_of(params: dict[str, Any]) -> float:
         c = suggest(optuna.trial.FixedTrial(params), device, scenario=scenario, extra_flags=extra)
-        key = tuner.candidate_key(c)
+        key = candidate_key(c)
         if key not in seen:
             t.study.enqueue_trial(params)
             _, record = t.step()
@@ -226,7 +256,7 @@ def run_local(model: str, scenario: str, nsp: int, *, seed: int, budget: int, wo
 
     current_value = value_of(current)
     while len(seen) < budget:
-        steps = neighbours(current, domains)
+        steps = space.neighbours(space.suggest(optuna.trial.FixedTrial(current)))
         rng.shuffle(steps)
         for params in steps:
             if len(seen) >= budget:
@@ -236,7 +266,8 @@ def run_local(model: str, scenario: str, nsp: int, *, seed: int, budget: int, wo
                 current, current_value = params, value
                 break
         else:
-            current = {name: rng.choice(domain) for name, domain in domains.items() if name in current}
+            current = {name: rng.choice(domain) for name, domain in domains.items() if name in current or
+                       name == "mos_1"}
             current_value = value_of(current)
     return measured_curve(t.study, "maximize")
 
@@ -271,7 +302,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         for model, scenario, nsp_text in cases:
             nsp = int(nsp_text)
-            scen = objective.SCENARIOS[scenario]
+            scen = scenarios.SCENARIOS[scenario]
             bound = MODELS[model].latency_bounds_ms.get(scenario)
             start = find_baseline(model, scenario, nsp)
             extra = Candidate.from_flags(start.flags).extra_flags if start else ()

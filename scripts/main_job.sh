@@ -9,7 +9,7 @@ cd "$(dirname "$0")/.."
 export PATH="$PWD/.venv/bin:$PATH"
 
 autotune run --model resnet50 --scenario offline --trials 12 --synthetic --seed 0
-study="resnet50-offline-ort-$(python -c 'from autotune.ort_bench import cpu_device; print(cpu_device().cores)')cores"
+study="resnet50-offline-ort-$(python -c 'from autotune.backends._cpu import cpu_device; print(cpu_device().cores)')cores"
 autotune report "$study"
 autotune export "$study" --out presets/cpu-winners.yaml
 

@@ -7,9 +7,9 @@ from pathlib import Path
 import pytest
 
 from autotune.synthetic import build_convnet
+from helpers import EMULATOR
 from postgres_server import PostgresNotInstalled, PostgresServer
 
-EMULATOR = Path(__file__).resolve().parent / "qaic_emulator"
 
 
 @pytest.fixture(scope="session")

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from autotune.cli import main
+
+EMULATOR = Path(__file__).resolve().parent / "qaic_emulator"  # the emulated Cloud AI 100 SDK root
 
 
 def run_cli(capsys, *argv: str) -> tuple[int, str, str]:

@@ -15,7 +15,8 @@ import pytest
 from helpers import one_line_error, run_cli
 
 from autotune import compile_cache
-from autotune.backend import Artifact, AutotuneError, CompileFailure
+from autotune.backends.base import Artifact
+from autotune.errors import AutotuneError, CompileFailure
 from autotune.compile_cache import ENTRY_FILE, CompileCache, cache_key
 
 IDENTITY = {"model_sha256": "ab" * 32, "flags": ["-aic-num-cores=2", "-mos=1"], "base_flags": ["-aic-hw"],
@@ -38,7 +39,7 @@ def fake_compile(calls: list[Path] | None = None, *, payload: bytes = b"QPC" * 1
             before_return(workdir)
         return Artifact(path=qpc, command=["/opt/qti-aic/exec/qaic-exec", "-m=model.onnx",
                                            f"-aic-binary-dir={qpc}"],
-                        log_path=log, compile_seconds=1.5, batch_size=1, cores=2)
+                        log_path=log, compile_seconds=1.5, batch_size=1)
 
     return compile_fn
 
@@ -94,7 +95,7 @@ def test_miss_compiles_once_then_hits(cache: CompileCache) -> None:
     assert artifact.log_path == final / "compile-x" / "compile.log" and artifact.log_path.is_file()
     assert artifact.command[-1] == f"-aic-binary-dir={final / 'compile-x' / 'qpc'}"
     assert not any(str(cache.root / "tmp") in arg for arg in artifact.command)
-    assert (artifact.compile_seconds, artifact.batch_size, artifact.cores) == (1.5, 1, 2)
+    assert (artifact.compile_seconds, artifact.batch_size) == (1.5, 1)
     assert listing(cache.root / "tmp") == []
     entry = json.loads((final / ENTRY_FILE).read_text())
     assert entry["key"] == key and entry["identity"] == json.loads(json.dumps(IDENTITY))

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import pytest
 
-from autotune.backend import AutotuneError
+from autotune.errors import AutotuneError
 from autotune.models import MODELS, get_model, resolve_onnx
 
 
@@ -13,27 +13,11 @@ def test_registry_has_the_mlperf_models_with_bounds():
     assert MODELS["bert-99"].latency_bounds_ms["server"] == 130.0
 
 
-def test_base_flags_never_set_a_searched_knob():
-    from autotune.search_space import check_base_flags
-
-    for spec in MODELS.values():
-        assert "-aic-hw" in spec.base_flags
-        assert check_base_flags(" ".join(spec.base_flags)) == spec.base_flags
-    with pytest.raises(AutotuneError, match="sets a searched knob"):
-        get_model("resnet50", extra_base_flags="-onnx-define-symbol=batch_size,4")
-    with pytest.raises(AutotuneError, match="set by autotune"):
-        get_model("resnet50", extra_base_flags="-aic-binary-dir=/tmp/x")
-    with pytest.raises(AutotuneError, match="cannot read the flags"):
-        get_model("resnet50", extra_base_flags="-node-precision-info='x")
-
-
-def test_user_model_needs_onnx_and_keeps_base_flags():
+def test_user_model_needs_onnx():
     with pytest.raises(AutotuneError, match="unknown model 'mine'.*resnet50"):
         get_model("mine")
-    spec = get_model("mine", extra_base_flags="-aic-hw -convert-to-fp16", onnx_given=True)
-    assert spec.base_flags == ("-aic-hw", "-convert-to-fp16")
-    assert get_model("retinanet", extra_base_flags="-node-precision-info=p.yaml").base_flags[-1] == \
-        "-node-precision-info=p.yaml"
+    spec = get_model("mine", onnx_given=True)
+    assert spec.name == "mine" and spec.latency_bounds_ms == {} and spec.source is None
 
 
 def test_resolve_onnx_checks_the_file(tmp_path, tiny_onnx):

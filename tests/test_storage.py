@@ -15,7 +15,7 @@ import pytest
 import sqlalchemy.exc
 from optuna.trial import TrialState
 
-from autotune.report import trial_frame
+from autotune.results.frame import trial_frame
 from autotune.storage import (ResilientStorage, StorageUnreachable, display_url, fail_stale_trials, load_study,
                               open_storage)
 
@@ -247,16 +247,15 @@ def test_optunas_multi_line_warning_about_a_lost_connection_is_not_shown(caplog)
 
 @pytest.mark.filterwarnings("ignore:Heartbeat of storage is supposed to be used with Study.optimize")
 def test_a_trial_left_without_a_candidate_is_failed_once_it_is_old(emulator, tiny_onnx, tmp_path):
-    from test_tuner import _job
-
-    from autotune.tuner import Tuner
+    from autotune.search.tuner import Tuner
+    from jobs import qaic_job as _job
 
     lines: list[str] = []
     tuner = Tuner(_job(emulator, tiny_onnx, tmp_path, heartbeat_s=1), progress=lines.append)
     orphan = tuner.study.ask()  # a worker that died inside ask: no candidate, no heartbeat
-    tuner.fail_stale_trials()
+    tuner.recorder.fail_stale_trials()
     assert tuner.study.trials[orphan.number].state == TrialState.RUNNING  # too young to tell
     time.sleep(3.2)
-    tuner.fail_stale_trials()
+    tuner.recorder.fail_stale_trials()
     assert tuner.study.trials[orphan.number].state == TrialState.FAIL
     assert lines == [f"trial #{orphan.number} was left without a candidate by a worker that stopped: failed"]

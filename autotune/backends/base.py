@@ -1,0 +1,248 @@
+"""The Backend protocol every target implements, and the records it hands back: devices, artifacts, measurements.
+
+A backend is a class. Its class attributes and class methods are what autotune knows of a target before it is set
+up (its name, its words for devices and sizes, its command-line options, whether it is usable here); an instance is
+the target set up from those options (the toolchain found, the devices it can see).
+"""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar, Protocol, runtime_checkable
+
+from autotune.models import ModelSpec
+from autotune.scenarios import Scenario
+
+
+@dataclass(frozen=True, kw_only=True)
+class Device:
+    """One device a backend measures on: a card (QID), a GPU, or the host's CPU."""
+
+    index: int
+    name: str  # what kind of device it is: the SKU, the GPU or the CPU model
+    size: int  # in the backend's size unit (NSPs, cores, ...)
+    status: str = "Ready"
+    details: dict[str, Any] = field(default_factory=dict)  # shown by ``autotune devices``
+
+    @property
+    def ready(self) -> bool:
+        return self.status == "Ready"
+
+
+@dataclass(frozen=True, kw_only=True)
+class Artifact:
+    """A compiled model: a file or directory the runtime loads, and how it was made."""
+
+    path: Path
+    command: list[str]
+    log_path: Path
+    compile_seconds: float
+    batch_size: int
+
+
+@dataclass(kw_only=True)
+class Measurement:
+    """Figures from one measurement, the scenario's own figure included; latencies in milliseconds.
+
+    ``latency_samples_ms`` are per-inference round trips as the host saw them; ``service_samples_ms`` are the
+    device's execution times of one batch. ``server_qps`` is the highest Poisson rate kept within the latency bound
+    (0.0 when none was), ``multistream_p99_ms`` the p99 of 8-sample queries. ``estimated``: those scenario figures
+    come from a queueing simulation over measured times, not from a run of the scenario itself.
+    """
+
+    samples_per_second: float
+    duration_seconds: float
+    batch_size: int
+    executions: int | None = None
+    latency_p50_ms: float | None = None
+    latency_p90_ms: float | None = None
+    latency_p99_ms: float | None = None
+    latency_samples_ms: list[float] = field(default_factory=list, repr=False)
+    service_samples_ms: list[float] = field(default_factory=list, repr=False)
+    estimated: bool = False
+    loadgen: bool = False
+    server_qps: float | None = None
+    server_p99_ms: float | None = None
+    multistream_p99_ms: float | None = None
+    server_probes: list[dict[str, Any]] = field(default_factory=list)
+    command: list[str] = field(default_factory=list)
+    log_path: Path | None = None
+
+    def figures(self) -> dict[str, Any]:
+        """The measured figures, JSON-ready (no sample lists, command or log path)."""
+        data = asdict(self)
+        for key in ("latency_samples_ms", "service_samples_ms", "command", "log_path"):
+            data.pop(key)
+        return data
+
+
+class Candidate(Protocol):
+    """One point of a backend's search space."""
+
+    batch_size: int
+
+    @property
+    def concurrency(self) -> int:
+        """How many batches run at once (activations, sessions, streams)."""
+        ...
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain JSON-ready form; the space's ``from_dict`` reads it back."""
+        ...
+
+    def compile_key(self) -> tuple[Any, ...]:
+        """Identity of the compiled artifact: equal keys share one artifact whatever the runtime knobs."""
+        ...
+
+    def flag_string(self) -> str:
+        """The settings as one line, in the form the space's ``parse`` reads back."""
+        ...
+
+    def describe(self) -> str:
+        """A short one-line view for progress output."""
+        ...
+
+
+class SearchSpace(Protocol):
+    """A target's knobs for one study: Optuna suggestions and their inverse, one-knob domains and the rules."""
+
+    def suggest(self, trial: Any) -> Candidate:
+        """Draw a candidate from an Optuna trial (or a FixedTrial of ``params_for``)."""
+        ...
+
+    def params_for(self, candidate: Any) -> dict[str, Any]:
+        """The ``suggest`` parameters that give ``candidate`` (for enqueued trials and one-knob steps)."""
+        ...
+
+    def domains(self) -> dict[str, list[Any]]:
+        """The ordered domain of every ``suggest`` parameter."""
+        ...
+
+    def violations(self, candidate: Any) -> list[str]:
+        """Every rule of the device and scenario the candidate breaks, readable; empty when it is valid."""
+        ...
+
+    def neighbours(self, candidate: Any) -> list[dict[str, Any]]:
+        """Every ``suggest`` parameter set one knob step away from ``candidate`` (``one_knob_steps`` does this)."""
+        ...
+
+    def from_dict(self, data: dict[str, Any]) -> Candidate:
+        """Inverse of ``Candidate.to_dict``."""
+        ...
+
+    def parse(self, text: str, *, options: Mapping[str, Any] | None = None) -> Candidate:
+        """A candidate from its flag string (a preset's, or one typed by hand); ``options`` are command-line values
+        the backend's options added (``autotune bench``). Raises AutotuneError naming what it cannot read."""
+        ...
+
+
+def one_knob_steps(params: dict[str, Any], domains: dict[str, list[Any]]) -> list[dict[str, Any]]:
+    """Every parameter set one step away from ``params`` in one parameter's ordered domain."""
+    steps = []
+    for name, domain in domains.items():
+        if params.get(name) not in domain:
+            continue
+        i = domain.index(params[name])
+        steps += [params | {name: domain[j]} for j in (i - 1, i + 1) if 0 <= j < len(domain)]
+    return steps
+
+
+@dataclass(frozen=True, kw_only=True)
+class Target:
+    """What a backend chose for one study: the devices to measure on, the size tuned for, its space and baseline."""
+
+    devices: list[Device]
+    size: int
+    sku: str
+    space: SearchSpace
+    baseline: Candidate | None
+    baseline_label: str | None
+    description: str  # one line for the run's header, in the backend's own words
+
+
+@runtime_checkable
+class Backend(Protocol):
+    """Everything the rest of autotune asks of a target."""
+
+    name: ClassVar[str]  # the --backend name, stored on every study
+    title: ClassVar[str]  # a few words: "Cloud AI 100", "ONNX Runtime on this CPU"
+    priority: ClassVar[int]  # --backend auto tries lower numbers first
+    device_word: ClassVar[str]  # what a device is called in messages: "QID", "GPU", "CPU"
+    size_key: ClassVar[str]  # the study attribute and name suffix of the size tuned for: "nsp", "cores"
+    size_unit: ClassVar[str]  # how that size is counted in text: "NSPs", "cores"
+    knob_labels: ClassVar[Mapping[str, str]]  # short column names of knobs in reports
+    export_formats: ClassVar[tuple[str, ...]]  # what ``autotune export --format`` offers for its studies
+    estimated_scenarios: ClassVar[frozenset[str]]  # scenarios whose figure it estimates rather than runs
+    compiles_ahead: ClassVar[bool]  # False: compiling would disturb measurements (the serial loop)
+    measure_seconds: ClassVar[float]  # default length of a search measurement
+    validate_seconds: ClassVar[float]  # default length of a validation measurement
+    emulated: bool  # the toolchain is one of the project's test emulators: its figures are not hardware figures
+
+    @classmethod
+    def add_options(cls, parser: argparse._ActionsContainer, command: str) -> None:
+        """Add this backend's options to ``autotune COMMAND`` (``run``, ``bench`` or ``devices``)."""
+        ...
+
+    @classmethod
+    def requested(cls, args: argparse.Namespace) -> bool:
+        """Whether the user gave one of this backend's own options (``--backend auto`` then picks it)."""
+        ...
+
+    @classmethod
+    def probe(cls, args: argparse.Namespace) -> str | None:
+        """None when the backend can be set up here; otherwise why not, in a few words, with what to do."""
+        ...
+
+    @classmethod
+    def from_options(cls, args: argparse.Namespace) -> Backend:
+        """The backend set up from the command line; raises AutotuneError saying what is missing."""
+        ...
+
+    def version(self) -> str:
+        """The toolchain's version: part of every study's identity and compile-cache key."""
+        ...
+
+    def devices(self) -> list[Device]:
+        """Every device the toolchain reports, ready or not."""
+        ...
+
+    def device_status(self, index: int) -> str | None:
+        """What the device reports now (``Ready``, ``Error``, ``missing``), or None when nothing can be asked."""
+        ...
+
+    def target(self, *, model: ModelSpec, scenario: Scenario, devices: list[int] | None) -> Target:
+        """Choose the devices (``devices``, else the backend's default), the size to tune for, the search space and
+        the baseline for one study; raises AutotuneError for devices that cannot be used."""
+        ...
+
+    def base_flags(self, model: ModelSpec) -> tuple[str, ...]:
+        """Flags every compile of ``model`` carries, not searched (part of the study's identity)."""
+        ...
+
+    def compile(self, onnx_path: Path, model: ModelSpec, candidate: Any, workdir: Path) -> Artifact:
+        """Compile into ``workdir``; raises CompileFailure with the compiler's reason."""
+        ...
+
+    def measure(self, artifact: Artifact, candidate: Any, *, scenario: Scenario | None, bound_ms: float | None,
+                seconds: float, device: int, log_dir: Path) -> Measurement:
+        """Measure for ``scenario`` (its figure measured or estimated), or plainly (throughput and latency) when it is
+        None; raises MeasureFailure, or DeviceFailure when the device is at fault."""
+        ...
+
+    def cancel(self) -> None:
+        """Stop every compile and measurement running, and start none from now on."""
+        ...
+
+    def artifact_usable(self, path: Path) -> bool:
+        """Whether a compiled artifact stored earlier is still whole on disk."""
+        ...
+
+    def preset_fields(self, candidate: Any, artifact: Artifact, measurement: Measurement, *,
+                      name: str) -> dict[str, Any]:
+        """What this backend's presets carry beyond autotune's own fields: the runtime knobs by name, the command
+        lines that reproduce the measurement (keys ending in ``_command``, in order; ``name`` names their output)
+        and, for the ``cm`` format, ``cm_env``."""
+        ...

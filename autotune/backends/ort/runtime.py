@@ -1,0 +1,276 @@
+"""The ONNX Runtime target on this host's CPU: compile = an optimised model file per (graph level, batch);
+measure = MLPerf LoadGen running the scenario itself against sessions of that file."""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from autotune.backends._cpu import cpu_device
+from autotune.backends._loadgen import BatchingSUT, LoadGenResult, LoadGenRun, find_server_qps, run_loadgen
+from autotune.backends.base import Artifact, Device, Measurement, Target
+from autotune.backends.ort.space import OrtCandidate, OrtSpace
+from autotune.errors import AutotuneError, CompileFailure, MeasureFailure
+from autotune.models import ModelSpec
+from autotune.options import input_shape
+from autotune.scenarios import MULTISTREAM_SAMPLES_PER_QUERY, Scenario
+
+SERVER_PROBES = 5
+ONNX_TO_NUMPY = {"tensor(float)": np.float32, "tensor(float16)": np.float16, "tensor(double)": np.float64,
+                 "tensor(int64)": np.int64, "tensor(int32)": np.int32, "tensor(int8)": np.int8,
+                 "tensor(uint8)": np.uint8, "tensor(bool)": np.bool_}
+
+
+class OrtBackend:
+    """ONNX Runtime on the host's CPU; every figure is measured with MLPerf LoadGen."""
+
+    name = "ort"
+    title = "ONNX Runtime on this CPU"
+    priority = 90
+    device_word = "CPU"
+    size_key = "cores"
+    size_unit = "cores"
+    knob_labels = {"batch_size": "batch", "intra_threads": "intra", "inter_threads": "inter",
+                   "execution_mode": "mode", "graph_level": "graph opt", "instances": "sessions"}
+    export_formats = ("yaml", "json")
+    estimated_scenarios: frozenset[str] = frozenset()
+    compiles_ahead = False  # compiling on the cores being measured would disturb the figures
+    measure_seconds = 3.0
+    validate_seconds = 10.0
+    emulated = False
+
+    @classmethod
+    def add_options(cls, parser: argparse._ActionsContainer, command: str) -> None:
+        if command == "run":
+            parser.add_argument("--input-shape", type=input_shape, action="append", default=[],
+                                help="NAME=D0,D1,... for an input with dynamic dimensions (repeatable)")
+
+    @classmethod
+    def requested(cls, args: argparse.Namespace) -> bool:
+        return False
+
+    @classmethod
+    def probe(cls, args: argparse.Namespace) -> str | None:
+        try:
+            import onnxruntime  # noqa: F401
+        except ImportError:
+            return "onnxruntime is not installed (pip install onnxruntime)"
+        return None
+
+    @classmethod
+    def from_options(cls, args: argparse.Namespace) -> OrtBackend:
+        return cls(input_shapes=dict(getattr(args, "input_shape", None) or []))
+
+    def __init__(self, *, input_shapes: dict[str, list[int]] | None = None) -> None:
+        import onnxruntime
+
+        self.ort = onnxruntime
+        self.input_shapes = input_shapes or {}
+        self.cpu = cpu_device()
+
+    def version(self) -> str:
+        return f"onnxruntime {self.ort.__version__} on {self.cpu.model_name} ({self.cpu.cores} cores)"
+
+    def devices(self) -> list[Device]:
+        return [self.cpu.as_device()]
+
+    def device_status(self, index: int) -> str | None:
+        return None
+
+    def target(self, *, model: ModelSpec, scenario: Scenario, devices: list[int] | None) -> Target:
+        if devices and devices != [0]:
+            raise AutotuneError("--devices: the ort backend measures on this host's CPU (device 0) alone")
+        space = OrtSpace(cores=self.cpu.cores, scenario=scenario.name)
+        return Target(devices=[self.cpu.as_device()], size=self.cpu.cores, sku=self.cpu.model_name, space=space,
+                      baseline=space.baseline(), baseline_label="ONNX Runtime's default session settings",
+                      description=self.cpu.describe())
+
+    def base_flags(self, model: ModelSpec) -> tuple[str, ...]:
+        return ()
+
+    def compile(self, onnx_path: Path, model: ModelSpec, candidate: OrtCandidate, workdir: Path) -> Artifact:
+        """Save the graph optimised at ``graph_level`` with the batch fixed; the file is reused by every session."""
+        workdir.mkdir(parents=True, exist_ok=True)
+        out = Path(tempfile.mkdtemp(prefix="ort-", dir=workdir))
+        optimised = out / "model.opt.onnx"
+        options = self._options(candidate, optimised_path=optimised)
+        started = time.monotonic()
+        try:
+            session = self.ort.InferenceSession(str(onnx_path), options, providers=["CPUExecutionProvider"])
+        except Exception as exc:  # onnxruntime raises its own Fail/InvalidGraph/... types
+            raise CompileFailure(f"onnxruntime cannot load {onnx_path.name}: {str(exc).splitlines()[0]}") from None
+        self.input_feed(session, candidate.batch_size)  # dynamic dimensions are checked here, before any run
+        return Artifact(path=optimised, command=[f"onnxruntime graph_level={candidate.graph_level} "
+                                                 f"batch={candidate.batch_size}"],
+                        log_path=out / "compile.log", compile_seconds=time.monotonic() - started,
+                        batch_size=candidate.batch_size)
+
+    def measure(self, artifact: Artifact, candidate: OrtCandidate, *, scenario: Scenario | None,
+                bound_ms: float | None, seconds: float, device: int, log_dir: Path) -> Measurement:
+        """Run the scenario itself with LoadGen (offline when it is None); expectations come from a quick timing of
+        one batch. Server: the highest target QPS whose p99 stays within the bound, bracketed then bisected."""
+        make_sut = self._sut_factory(artifact, candidate)
+        batch_s = self._batch_seconds(make_sut)
+        rate = candidate.instances * candidate.batch_size / batch_s
+        duration_ms = int(seconds * 1000)
+        name = "offline" if scenario is None else scenario.name
+        if name == "offline":
+            run = LoadGenRun(scenario="offline", min_duration_ms=duration_ms, expected_qps=rate * 1.5)
+        elif name == "singlestream":
+            run = LoadGenRun(scenario="singlestream", min_duration_ms=duration_ms, min_query_count=32,
+                             expected_latency_ms=batch_s * 1000)
+        elif name == "multistream":
+            rounds = -(-MULTISTREAM_SAMPLES_PER_QUERY // candidate.batch_size) / max(1, candidate.instances)
+            run = LoadGenRun(scenario="multistream", min_duration_ms=duration_ms, min_query_count=32,
+                             expected_latency_ms=max(1.0, rounds) * batch_s * 1000)
+        else:
+            return self._server(make_sut, candidate, rate=rate, bound_ms=bound_ms, seconds=seconds, log_dir=log_dir)
+        return self.run_once(make_sut, candidate, run, log_dir)
+
+    def cancel(self) -> None:
+        """Nothing to kill: measurements run in this process and end with their LoadGen run."""
+
+    def artifact_usable(self, path: Path) -> bool:
+        return path.is_file()
+
+    def preset_fields(self, candidate: OrtCandidate, artifact: Artifact, measurement: Measurement, *,
+                      name: str) -> dict[str, Any]:
+        """The session settings by name (ONNX Runtime has no command line to reproduce them)."""
+        return {"session_options": candidate.to_dict()}
+
+    def _server(self, make_sut: Any, candidate: OrtCandidate, *, rate: float, bound_ms: float | None,
+                seconds: float, log_dir: Path) -> Measurement:
+        assert bound_ms is not None
+        probe_ms = max(500, int(seconds * 1000 / SERVER_PROBES))
+
+        def probe(qps: float) -> LoadGenResult:
+            run = LoadGenRun(scenario="server", min_duration_ms=probe_ms, min_query_count=100, target_qps=qps,
+                             latency_bound_ms=bound_ms)
+            return self._run(make_sut, run, log_dir / f"server-{qps:.1f}qps")
+
+        best, probes = find_server_qps(probe, start_qps=rate * 0.5, bound_ms=bound_ms, max_probes=SERVER_PROBES)
+        shown = best or min(probes, key=lambda p: p.latency_p99_ms or float("inf"))
+        return Measurement(
+            samples_per_second=shown.samples_per_second, duration_seconds=len(probes) * probe_ms / 1000,
+            batch_size=candidate.batch_size, executions=shown.query_count, latency_p50_ms=shown.latency_p50_ms,
+            latency_p90_ms=shown.latency_p90_ms, latency_p99_ms=shown.latency_p99_ms, loadgen=True,
+            server_qps=best.samples_per_second if best else 0.0, server_p99_ms=shown.latency_p99_ms,
+            server_probes=[{"target_qps": float(p.detail.get("requested_server_target_qps", 0.0)),
+                            "scheduled_qps": p.samples_per_second, "p99_ms": p.latency_p99_ms,
+                            "constraints_met": p.constraints_met, "log_dir": str(p.log_dir)} for p in probes],
+            command=[f"loadgen server, {len(probes)} probes"], log_path=log_dir)
+
+    def run_once(self, make_sut: Any, candidate: OrtCandidate, run: LoadGenRun, log_dir: Path) -> Measurement:
+        """One LoadGen run of ``run`` against the SUT ``make_sut`` makes."""
+        result = self._run(make_sut, run, log_dir)
+        return Measurement(samples_per_second=result.samples_per_second, duration_seconds=run.min_duration_ms / 1000,
+                           batch_size=candidate.batch_size, executions=result.query_count,
+                           latency_p50_ms=result.latency_p50_ms, latency_p90_ms=result.latency_p90_ms,
+                           latency_p99_ms=result.latency_p99_ms, loadgen=True,
+                           multistream_p99_ms=result.latency_p99_ms if run.scenario == "multistream" else None,
+                           command=[f"loadgen {run.scenario}"], log_path=log_dir)
+
+    @staticmethod
+    def _run(make_sut: Any, run: LoadGenRun, log_dir: Path) -> LoadGenResult:
+        try:
+            return run_loadgen(make_sut(), run, sample_count=1024, log_dir=log_dir)
+        except AutotuneError as exc:
+            raise MeasureFailure(str(exc), log_path=log_dir) from None
+
+    @staticmethod
+    def _batch_seconds(make_sut: Any) -> float:
+        """Time of one batch on one session after a warm-up run (the shorter of two): LoadGen's expectation."""
+        sut = make_sut()
+        sut.infer([0])
+        times = []
+        for _ in range(2):
+            started = time.perf_counter()
+            sut.infer([0])
+            times.append(time.perf_counter() - started)
+        return max(min(times), 1e-5)
+
+    def _sut_factory(self, artifact: Artifact, candidate: OrtCandidate) -> Any:
+        """A function making a fresh BatchingSUT over ``candidate.instances`` sessions, loaded once."""
+        try:
+            sessions = [self._session(artifact.path, candidate) for _ in range(candidate.instances)]
+        except Exception as exc:
+            raise MeasureFailure(f"onnxruntime cannot create a session: {str(exc).splitlines()[0]}") from None
+        feeds = [self.input_feed(s, candidate.batch_size) for s in sessions]
+
+        def make_sut() -> BatchingSUT:
+            free = list(range(len(sessions)))
+            lock, local = threading.Lock(), threading.local()
+
+            def infer(indices: list[int]) -> None:
+                if not hasattr(local, "slot"):
+                    with lock:
+                        local.slot = free.pop() if free else 0
+                sessions[local.slot].run(None, feeds[local.slot])
+
+            return BatchingSUT(infer, batch_size=candidate.batch_size, instances=candidate.instances)
+        return make_sut
+
+    def input_feed(self, session: Any, batch_size: int) -> dict[str, np.ndarray]:
+        """Random inputs of one batch; a dynamic dimension other than the batch needs ``--input-shape``."""
+        feed = {}
+        inputs = {spec.name: spec for spec in session.get_inputs()}
+        for name, shape in self.input_shapes.items():
+            if name not in inputs:
+                raise AutotuneError(f"--input-shape names {name!r}, which is not an input of the model "
+                                    f"(inputs: {', '.join(inputs)})")
+            if len(shape) != len(inputs[name].shape):
+                raise AutotuneError(f"--input-shape {name}={','.join(map(str, shape))} has {len(shape)} dimensions; "
+                                    f"the model's input has {len(inputs[name].shape)} ({inputs[name].shape})")
+            for given, declared in zip(shape[1:], inputs[name].shape[1:]):
+                if isinstance(declared, int) and declared > 0 and given != declared:
+                    raise AutotuneError(f"--input-shape {name}={','.join(map(str, shape))} does not match the "
+                                        f"model's fixed shape {inputs[name].shape}")
+        for spec in inputs.values():
+            if spec.name in self.input_shapes:
+                shape = list(self.input_shapes[spec.name])
+                shape[0] = batch_size
+            else:
+                shape = []
+                for i, dim in enumerate(spec.shape):
+                    if isinstance(dim, int) and dim > 0:
+                        shape.append(dim)
+                    elif i == 0:
+                        shape.append(batch_size)
+                    else:
+                        raise AutotuneError(f"input {spec.name!r} has dynamic dimension {dim!r}: pass --input-shape "
+                                            f"{spec.name}=" + ",".join(str(d if isinstance(d, int) else 1)
+                                                                       for d in spec.shape))
+            dtype = ONNX_TO_NUMPY.get(spec.type)
+            if dtype is None:
+                raise AutotuneError(f"input {spec.name!r} has type {spec.type}, which autotune cannot generate")
+            feed[spec.name] = np.random.default_rng(0).random(shape).astype(dtype)
+        return feed
+
+    def _options(self, candidate: OrtCandidate, *, optimised_path: Path | None = None) -> Any:
+        ort = self.ort
+        options = ort.SessionOptions()
+        options.graph_optimization_level = {
+            "disable": ort.GraphOptimizationLevel.ORT_DISABLE_ALL, "basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
+            "extended": ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED,
+            "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL}[candidate.graph_level]
+        options.add_free_dimension_override_by_name("batch_size", candidate.batch_size)
+        options.intra_op_num_threads = candidate.intra_threads
+        options.inter_op_num_threads = candidate.inter_threads
+        options.execution_mode = (ort.ExecutionMode.ORT_PARALLEL if candidate.execution_mode == "parallel"
+                                  else ort.ExecutionMode.ORT_SEQUENTIAL)
+        options.add_session_config_entry("session.intra_op.allow_spinning", "1" if candidate.spinning else "0")
+        options.log_severity_level = 3
+        if optimised_path is not None:
+            options.optimized_model_filepath = str(optimised_path)
+        return options
+
+    def _session(self, path: Path, candidate: OrtCandidate) -> Any:
+        options = self._options(candidate)
+        options.graph_optimization_level = self.ort.GraphOptimizationLevel.ORT_DISABLE_ALL  # already optimised
+        return self.ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])

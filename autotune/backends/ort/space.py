@@ -1,0 +1,140 @@
+"""The ONNX Runtime search space on the host's cores: session settings as a candidate, and its rules."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, fields
+from typing import Any
+
+from autotune.backends.base import one_knob_steps
+from autotune.errors import AutotuneError
+
+GRAPH_LEVELS = ("disable", "basic", "extended", "all")
+EXECUTION_MODES = ("sequential", "parallel")
+BATCH_SIZES = (1, 2, 4, 8, 16)
+# how flag_string spells each knob (what a user sets in SessionOptions), and back
+SPELLING = {"graph_level": "graph_optimization_level", "batch_size": "batch_size",
+            "intra_threads": "intra_op_num_threads", "inter_threads": "inter_op_num_threads",
+            "execution_mode": "execution_mode", "spinning": "allow_spinning", "instances": "instances"}
+
+
+@dataclass(frozen=True, kw_only=True)
+class OrtCandidate:
+    """ONNX Runtime knobs: graph level and batch are compiled in; the rest are runtime settings (0 threads: the
+    runtime's default)."""
+
+    graph_level: str = "all"
+    batch_size: int = 1
+    intra_threads: int = 0
+    inter_threads: int = 0
+    execution_mode: str = "sequential"
+    spinning: bool = True
+    instances: int = 1
+
+    @property
+    def concurrency(self) -> int:
+        return self.instances
+
+    def compile_key(self) -> tuple[Any, ...]:
+        return (self.graph_level, self.batch_size)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def flag_string(self) -> str:
+        """The session settings as one line (what a user sets in SessionOptions)."""
+        return " ".join(f"{SPELLING[name]}={_spell(name, value)}" for name, value in self.to_dict().items())
+
+    def describe(self) -> str:
+        return (f"opt={self.graph_level} bs={self.batch_size} intra={self.intra_threads or 'dflt'} "
+                f"inter={self.inter_threads or 'dflt'} {self.execution_mode[:3]} spin={int(self.spinning)} "
+                f"inst={self.instances}")
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> OrtCandidate:
+        return cls(**{k: data[k] for k in cls.__dataclass_fields__ if k in data})
+
+
+@dataclass(frozen=True, kw_only=True)
+class OrtSpace:
+    """The ONNX Runtime search space on ``cores`` CPU cores; the untuned default session is the baseline."""
+
+    cores: int
+    scenario: str
+
+    def domains(self) -> dict[str, list[Any]]:
+        domains: dict[str, list[Any]] = {
+            "graph_level": list(GRAPH_LEVELS), "intra_threads": list(range(1, self.cores + 1)),
+            "inter_threads": list(range(1, self.cores + 1)), "execution_mode": list(EXECUTION_MODES),
+            "spinning": [True, False]}
+        if self.scenario != "singlestream":
+            domains |= {"batch_size": [b for b in BATCH_SIZES if self.scenario != "multistream" or b <= 8],
+                        "instances": list(range(1, self.cores + 1))}
+        return domains
+
+    def suggest(self, trial: Any) -> OrtCandidate:
+        values = {name: (trial.suggest_int(name, domain[0], domain[-1]) if name.endswith(("threads", "instances"))
+                         else trial.suggest_categorical(name, domain)) for name, domain in self.domains().items()}
+        return OrtCandidate(**values)
+
+    def params_for(self, candidate: OrtCandidate) -> dict[str, Any]:
+        data = candidate.to_dict()
+        data["intra_threads"] = data["intra_threads"] or self.cores
+        data["inter_threads"] = data["inter_threads"] or 1
+        return {k: v for k, v in data.items() if k in self.domains()}
+
+    def violations(self, candidate: OrtCandidate) -> list[str]:
+        if self.scenario == "singlestream" and (candidate.batch_size != 1 or candidate.instances != 1):
+            return [f"singlestream runs one session at batch 1, not {candidate.instances} at batch "
+                    f"{candidate.batch_size}"]
+        return []
+
+    def neighbours(self, candidate: OrtCandidate) -> list[dict[str, Any]]:
+        return one_knob_steps(self.params_for(candidate), self.domains())
+
+    def baseline(self) -> OrtCandidate:
+        """ONNX Runtime's default session settings: what a user gets without tuning."""
+        return OrtCandidate()
+
+    def from_dict(self, data: dict[str, Any]) -> OrtCandidate:
+        return OrtCandidate.from_dict(data)
+
+    def parse(self, text: str, *, options: Mapping[str, Any] | None = None) -> OrtCandidate:
+        """``graph_optimization_level=all intra_op_num_threads=2 ...`` (the form ``flag_string`` writes); settings
+        left out keep ONNX Runtime's defaults, and ``options["batch_size"]`` sets the batch."""
+        names = {spelled: name for name, spelled in SPELLING.items()}
+        types = {f.name: f.type for f in fields(OrtCandidate)}
+        values: dict[str, Any] = {}
+        for token in text.split():
+            key, sep, raw = token.partition("=")
+            if not sep or key not in names:
+                raise AutotuneError(f"unknown ONNX Runtime setting {token!r} (known: {', '.join(SPELLING.values())},"
+                                    f" each as NAME=VALUE)")
+            values[names[key]] = _read(names[key], raw, types[names[key]], token)
+        if options and options.get("batch_size"):
+            values["batch_size"] = options["batch_size"]
+        candidate = OrtCandidate(**values)
+        if candidate.graph_level not in GRAPH_LEVELS or candidate.execution_mode not in EXECUTION_MODES:
+            raise AutotuneError(f"graph_optimization_level must be one of {', '.join(GRAPH_LEVELS)} and "
+                                f"execution_mode one of {', '.join(EXECUTION_MODES)}")
+        return candidate
+
+
+def _spell(name: str, value: Any) -> str:
+    if name.endswith("threads") and value == 0:
+        return "default"
+    return str(int(value)) if isinstance(value, bool) else str(value)
+
+
+def _read(name: str, raw: str, kind: str, token: str) -> Any:
+    if kind == "str":
+        return raw
+    if name.endswith("threads") and raw == "default":
+        return 0
+    try:
+        value = int(raw)
+    except ValueError:
+        raise AutotuneError(f"malformed setting {token!r}: expected an integer") from None
+    if value < 0 or (kind == "bool" and value > 1):
+        raise AutotuneError(f"malformed setting {token!r}: out of range")
+    return bool(value) if kind == "bool" else value

@@ -1,0 +1,233 @@
+"""The ``autotune`` command line: every subcommand, its options and its help (backends add their own options)."""
+
+from __future__ import annotations
+
+import argparse
+import os
+from pathlib import Path
+
+from autotune import backends
+from autotune.cli import read, run
+from autotune.compile_cache import default_cache_dir
+from autotune.models import MODELS
+from autotune.options import device_list, duration, non_negative_int, positive_float, positive_int
+from autotune.results.export import EXPORT_FORMATS
+from autotune.scenarios import SCENARIOS
+from autotune.storage import DEFAULT_HEARTBEAT_S, DEFAULT_WAIT_S, default_storage_url
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse that reports a usage error on one line."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The whole command line."""
+    parser = _Parser(prog="autotune", description="Measured search of inference compiler and runtime settings: "
+                                                  + ", ".join(f"{cls.title} ({cls.name})"
+                                                              for cls in backends.available()) + ".")
+    commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    _add_run(commands)
+    _add_bench(commands)
+    _add_devices(commands)
+    _add_read_commands(commands)
+    return parser
+
+
+def join_dash_values(parser: argparse.ArgumentParser, argv: list[str]) -> list[str]:
+    """``--flags "-ols=2"`` as ``--flags=-ols=2``: argparse would read a lone ``-ols=2`` (or ``-5m``) as an option.
+
+    Applies to every option that takes one value, when the next word is not an option of the command."""
+    sub = next((a for a in parser._actions if isinstance(a, argparse._SubParsersAction)), None)
+    command = sub.choices.get(argv[0]) if sub is not None and argv else None
+    if command is None:
+        return argv
+    known = {s for action in command._actions for s in action.option_strings}
+    valued = {s for action in command._actions for s in action.option_strings
+              if action.nargs is None and not isinstance(action, (argparse._StoreTrueAction,
+                                                                 argparse._HelpAction))}
+    joined: list[str] = []
+    i = 0
+    while i < len(argv):
+        if argv[i] in valued and i + 1 < len(argv) and argv[i + 1].startswith("-") and \
+                argv[i + 1].partition("=")[0] not in known:
+            joined.append(f"{argv[i]}={argv[i + 1]}")
+            i += 2
+        else:
+            joined.append(argv[i])
+            i += 1
+    return joined
+
+
+def _add_run(commands: argparse._SubParsersAction) -> None:
+    p = commands.add_parser(
+        "run", help="search the settings of one model and scenario (an Optuna study)",
+        description="Search a target's compile and runtime knobs with an Optuna study: each trial compiles a "
+                    "candidate and measures it for the scenario. The baseline (a hand-tuned preset, or the "
+                    "runtime's defaults) is measured first; the best few are re-measured with a longer run at the "
+                    "end. Running the same command again continues the study.")
+    _add_model_options(p)
+    p.add_argument("--scenario", required=True, help=f"MLPerf scenario: {', '.join(SCENARIOS)}")
+    p.add_argument("--trials", type=positive_int, help="number of new trials (default 40 without --timeout)")
+    p.add_argument("--timeout", type=duration, help="wall-clock budget for new trials, e.g. 90m, 2h, 600")
+    p.add_argument("--latency-bound-ms", type=positive_float,
+                   help="p99 latency bound (default: the model's MLPerf bound)")
+    _add_storage_option(p)
+    p.add_argument("--study", help="study name (default <model>-<scenario>-<backend>-<N><unit>, e.g. "
+                                   "resnet50-offline-qaic-14nsp)")
+    _add_backend_option(p)
+    p.add_argument("--devices", type=device_list,
+                   help="devices to measure on, e.g. 0,1 (default: the backend's; on Cloud AI 100 every Ready card "
+                        "of the first one's SKU)")
+    p.add_argument("--device", type=lambda text: device_list(text)[:1], dest="devices", help=argparse.SUPPRESS)
+    p.add_argument("--compile-jobs", type=non_negative_int,
+                   help="compiles run ahead in parallel while devices measure; 0 compiles each trial just before "
+                        f"its measurement (default: this host's cores, {os.cpu_count() or 1}, where the backend "
+                        "compiles off the device; 0 on the CPU backends, whose compiles would disturb measurements)")
+    p.add_argument("--compile-timeout", type=positive_float,
+                   help="seconds before a hanging compiler is killed (default 3600)")
+    p.add_argument("--cache-dir", type=Path,
+                   help=f"compile cache shared by all studies (default {default_cache_dir()}); share it between "
+                        "hosts to compile each flag set once")
+    p.add_argument("--heartbeat", type=positive_int, default=DEFAULT_HEARTBEAT_S,
+                   help="seconds between this worker's heartbeats; a trial silent for 3 heartbeats (a crashed "
+                        f"worker) is failed and queued again (default {DEFAULT_HEARTBEAT_S})")
+    p.add_argument("--storage-wait", type=duration, default=DEFAULT_WAIT_S,
+                   help=f"how long to wait and retry while the storage is unreachable (default {DEFAULT_WAIT_S:g} s)")
+    p.add_argument("--synthetic", action="store_true",
+                   help="tune a random-weight model of the same architecture (resnet50, retinanet) instead of "
+                        "downloading the official file; every output marks the study as synthetic")
+    p.add_argument("--measure-time", type=positive_float,
+                   help="seconds per measurement while searching (default: the backend's, "
+                        + ", ".join(f"{c.measure_seconds:g} on {c.name}" for c in backends.available()) + ")")
+    p.add_argument("--validate-top", type=positive_int, default=3,
+                   help="re-measure this many of the best at the end (default 3)")
+    p.add_argument("--validate-time", type=positive_float,
+                   help="seconds per validation measurement (default: the backend's, "
+                        + ", ".join(f"{c.validate_seconds:g} on {c.name}" for c in backends.available()) + ")")
+    p.add_argument("--sampler", choices=("tpe", "random"), default="tpe", help="search strategy (default tpe)")
+    p.add_argument("--seed", type=int, help="sampler seed; the search repeats exactly only with --compile-jobs 0 "
+                                            "(compiles ahead finish in an order the seed does not fix)")
+    p.add_argument("--workdir", type=Path, default=run.DEFAULT_WORKDIR,
+                   help=f"compiled models and logs (default {run.DEFAULT_WORKDIR})")
+    _add_backend_options(p, "run")
+    p.set_defaults(handler=run.cmd_run)
+
+
+def _add_bench(commands: argparse._SubParsersAction) -> None:
+    p = commands.add_parser(
+        "bench", help="compile and measure one set of settings",
+        description="Compile one set of settings and measure it: what you run to check a preset by hand. "
+                    "Example: autotune bench --model resnet50 --onnx model.onnx "
+                    "--flags \"-aic-num-cores=2 -mos=1 -ols=2\" --activations 7")
+    _add_model_options(p)
+    _add_backend_option(p)
+    p.add_argument("--flags", required=True,
+                   help="the settings in the backend's own form: CM-style qaic-exec flags, e.g. "
+                        "\"-aic-num-cores=4 -mos=1,2 -ols=4 -sdp-cluster-sizes=2,2 -multicast-weights\"; ONNX "
+                        "Runtime session settings, e.g. \"intra_op_num_threads=2 execution_mode=sequential\"")
+    p.add_argument("--batch-size", type=positive_int, help="batch size (default: from --flags, else 1)")
+    p.add_argument("--time", type=positive_float, default=10.0, help="seconds to measure (default 10)")
+    p.add_argument("--device", type=int, help="device to measure on (default: the backend's first ready one)")
+    p.add_argument("--compile-timeout", type=positive_float,
+                   help="seconds before a hanging compiler is killed (default 3600)")
+    p.add_argument("--workdir", type=Path, default=None,
+                   help=f"where compiled models and logs go (default {run.DEFAULT_WORKDIR}/bench)")
+    p.add_argument("--json", action="store_true", help="print the result as JSON")
+    _add_backend_options(p, "bench")
+    p.set_defaults(handler=run.cmd_bench)
+
+
+def _add_devices(commands: argparse._SubParsersAction) -> None:
+    p = commands.add_parser("devices", help="list the devices a backend would measure on",
+                            description="List the devices the backend reports (only Ready ones are used): Cloud AI "
+                                        "100 cards from qaic-util where an SDK is found, else this host's CPU.")
+    _add_backend_option(p)
+    p.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    _add_backend_options(p, "devices")
+    p.set_defaults(handler=run.cmd_devices)
+
+
+def _add_read_commands(commands: argparse._SubParsersAction) -> None:
+    p = commands.add_parser(
+        "export", help="write a study's winner as a preset",
+        description="Write the validated winner of a study as a preset: flags, figures, provenance and the exact "
+                    "command lines. Into an existing file it updates that one entry and keeps the others.")
+    p.add_argument("study", help="study name (see autotune studies)")
+    _add_storage_option(p)
+    p.add_argument("--format", choices=EXPORT_FORMATS, default="yaml",
+                   help="yaml/json preset file, cm (CM script variation env) or cmdline (shell lines); the formats "
+                        "a study offers depend on its backend")
+    p.add_argument("--out", type=Path, help="file to write or update (default: print to stdout)")
+    p.set_defaults(handler=read.cmd_export)
+
+    p = commands.add_parser("studies", help="list the studies in a storage",
+                            description="The studies in a storage with trial counts, best and baseline values.")
+    _add_storage_option(p)
+    p.set_defaults(handler=read.cmd_studies)
+
+    p = commands.add_parser(
+        "report", help="write an HTML report of a study",
+        description="Write a self-contained HTML page (summary, figures, every trial; opens without network) and "
+                    "trials.csv for a study. Read-only: works on a study that is still running.")
+    p.add_argument("study", help="study name (see autotune studies)")
+    _add_storage_option(p)
+    p.add_argument("--out", type=Path, help="directory to write index.html and trials.csv (default reports/<study>/)")
+    p.set_defaults(handler=read.cmd_report)
+
+    p = commands.add_parser(
+        "compare", help="compare studies or trials side by side",
+        description="Compare studies (their winners) or single trials (STUDY#TRIAL) side by side: figures with "
+                    "ratios against the first, differing rows and flags marked. Example: autotune compare "
+                    "retinanet-server-qaic-14nsp retinanet-server-qaic-16nsp --out reports/nsp.html")
+    p.add_argument("targets", nargs="+", metavar="STUDY[#TRIAL]", help="two or more studies or trials")
+    p.add_argument("--storage", action="append", help="Optuna storage URL: once for all, or once per study/trial in "
+                                                      f"order (default {default_storage_url(create=False)})")
+    p.add_argument("--out", type=Path, help="also write an HTML page (a .html file, or a directory)")
+    p.set_defaults(handler=read.cmd_compare)
+
+    p = commands.add_parser(
+        "dashboard", help="open the live optuna-dashboard on a storage",
+        description="Serve optuna-dashboard (pip install optuna-dashboard) on 127.0.0.1 for the storage's studies; "
+                    "Ctrl-C stops it.")
+    p.add_argument("study", nargs="?", help="study to open first (default: the list of studies)")
+    _add_storage_option(p)
+    p.add_argument("--port", type=positive_int, default=8080, help="port on 127.0.0.1 (default 8080)")
+    p.set_defaults(handler=read.cmd_dashboard)
+
+    p = commands.add_parser(
+        "cache", help="show or prune the compile cache",
+        description="The compile cache holds one compiled artifact per model file, compile flags, base flags, "
+                    "toolchain version and device: a hit skips the compiler. info shows its size; prune removes "
+                    "entries not used for --older-than (all without it) and what interrupted compiles left behind.")
+    p.add_argument("action", choices=("info", "prune"), help="info or prune")
+    p.add_argument("--older-than", type=duration, help="prune only entries unused for this long, e.g. 7d, 12h")
+    p.add_argument("--cache-dir", type=Path, help=f"the cache folder (default {default_cache_dir()})")
+    p.set_defaults(handler=read.cmd_cache)
+
+
+def _add_model_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--model", help=f"a known model ({', '.join(MODELS)}) or a name for your own --onnx model "
+                                        "(default: the --onnx file's name)")
+    parser.add_argument("--onnx", help="path of the ONNX file to compile")
+
+
+def _add_backend_option(parser: argparse.ArgumentParser) -> None:
+    names = backends.names()
+    parser.add_argument("--backend", choices=("auto", *names), default="auto",
+                        help=", ".join(f"{cls.name} ({cls.title})" for cls in backends.available()) +
+                             ", or auto (default): a backend whose options you gave, else the first of "
+                             f"{', '.join(names)} usable here")
+
+
+def _add_backend_options(parser: argparse.ArgumentParser, command: str) -> None:
+    for cls in backends.available():
+        cls.add_options(parser.add_argument_group(f"{cls.title} ({cls.name})"), command)
+
+
+def _add_storage_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--storage", help=f"Optuna storage: sqlite:///FILE (default "
+                                          f"{default_storage_url(create=False)}), journal:FILE for several processes "
+                                          "on one host, postgresql://USER:PASSWORD@HOST/DB for several hosts")

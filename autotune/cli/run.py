@@ -1,0 +1,196 @@
+"""The commands that drive a target: ``run`` (a study), ``bench`` (one set of settings) and ``devices``."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shlex
+import sys
+from pathlib import Path
+from typing import Any
+
+from autotune import backends
+from autotune.backends.base import Backend
+from autotune.compile_cache import default_cache_dir
+from autotune.errors import AutotuneError
+from autotune.models import ModelSpec, check_onnx, download_model, get_model, resolve_onnx, synthetic_model
+from autotune.results import attrs
+from autotune.scenarios import get_scenario, latency_bound_ms
+from autotune.search.records import TuningJob, default_study_name
+from autotune.search.tuner import Tuner
+from autotune.storage import default_storage_url, display_url
+
+DEFAULT_WORKDIR = Path(".autotune") / "work"
+DEFAULT_TRIALS = 40
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    scenario = get_scenario(args.scenario)
+    model = _model(args)
+    bound = latency_bound_ms(scenario, model, args.latency_bound_ms)
+    backend = _backend(args)
+    onnx_path, synthetic = model_file(model, args.onnx, synthetic=args.synthetic)
+    if args.compile_jobs and not backend.compiles_ahead:
+        raise AutotuneError(f"--compile-jobs: the {backend.name} backend compiles on the device it measures on, so it "
+                            f"compiles each trial just before measuring it")
+    target = backend.target(model=model, scenario=scenario, devices=args.devices)
+    job = TuningJob(
+        model=model, onnx_path=onnx_path, scenario=scenario, bound_ms=bound, backend=backend, space=target.space,
+        devices=[d.index for d in target.devices], device_size=target.size, sku=target.sku,
+        storage=args.storage or default_storage_url(),
+        study_name=args.study or default_study_name(model.name, scenario.name, backend, target.size),
+        n_trials=args.trials if args.trials or args.timeout else DEFAULT_TRIALS, timeout_s=args.timeout,
+        measure_seconds=args.measure_time or backend.measure_seconds, validate_top=args.validate_top,
+        validate_seconds=args.validate_time or backend.validate_seconds, sampler=args.sampler, seed=args.seed,
+        workdir=args.workdir.resolve(), baseline=target.baseline, baseline_label=target.baseline_label,
+        synthetic=synthetic, cache_dir=args.cache_dir or default_cache_dir(), heartbeat_s=args.heartbeat,
+        storage_wait_s=args.storage_wait,
+        compile_jobs=(os.cpu_count() or 1 if backend.compiles_ahead else 0) if args.compile_jobs is None
+        else args.compile_jobs)
+    tuner = Tuner(job, progress=lambda line: print(line, flush=True))
+    print(f"study {job.study_name} in {display_url(job.storage)} ({len(tuner.study.trials)} trials stored): "
+          f"{model.name} {scenario.name} ({scenario.description}), {target.description}, {backend.version()}")
+    jobs = f"{job.compile_jobs} compile workers ahead" if job.compile_jobs else "compiles one at a time, in line"
+    print(f"pipeline: {jobs}; compile cache {tuner.cache.root if tuner.cache else 'off'}")
+    if synthetic:
+        print("SYNTHETIC MODEL: random weights of the same architecture; figures show speed, not accuracy")
+    if job.baseline is not None:
+        print(f"baseline: {job.baseline_label} (batch {job.baseline.batch_size})")
+    else:
+        print(f"no hand-tuned preset for {model.name} {scenario.name} on this device: starting from scratch")
+    try:
+        summary = tuner.run()
+    except KeyboardInterrupt:
+        done = sum(t.state.is_finished() for t in tuner.study.trials)
+        print(f"autotune: interrupted; {done} finished trials are stored in study {job.study_name}. "
+              f"Run the same command again to resume.", file=sys.stderr)
+        return 130
+    _print_device_use(tuner)
+    _print_outcome(tuner, summary, args)
+    return 0
+
+
+def _print_outcome(tuner: Tuner, summary: dict[str, Any], args: argparse.Namespace) -> None:
+    job = tuner.job
+    if attrs.WINNER_TRIAL not in summary:
+        print(f"no valid configuration found for {job.model.name} {job.scenario.name}" +
+              (f" within {job.bound_ms:g} ms" if job.bound_ms else "") + _best_latency_note(tuner))
+        return
+    print(f"winner: trial #{summary[attrs.WINNER_TRIAL]} {summary[attrs.WINNER_VALUE]:,.2f} {job.scenario.unit}" +
+          (f", {summary[attrs.GAIN_PCT]:+.1f}% against the baseline ({summary[attrs.BASELINE_VALUE]:,.2f})"
+           if attrs.GAIN_PCT in summary else ""))
+    print(f"export it with: autotune export {job.study_name}" + (f" --storage {args.storage}" if args.storage else ""))
+
+
+def _print_device_use(tuner: Tuner) -> None:
+    stats = tuner.stats
+    if stats is None or not stats.devices or stats.wall_s <= 0:
+        return
+    word = tuner.job.backend.device_word
+    each = ", ".join(f"{word} {index}: {use.measurements} measurements" for index, use in stats.devices.items())
+    print(f"{'devices' if len(stats.devices) > 1 else 'device'} busy {stats.busy_fraction():.0%} of "
+          f"{stats.wall_s:.0f} s ({each})")
+
+
+def _best_latency_note(tuner: Tuner) -> str:
+    """'; best p99 found X ms' over the study's measured trials, for a bound no configuration met."""
+    p99s = [t.user_attrs.get(attrs.SCENARIO_FIGURES, {}).get("server_p99_ms") or
+            t.user_attrs.get(attrs.FIGURES, {}).get("latency_p99_ms") for t in tuner.study.get_trials(deepcopy=False)]
+    p99s = [p for p in p99s if p is not None]
+    return f"; the best p99 found was {min(p99s):.2f} ms" if p99s else ""
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    model = _model(args)
+    backend = _backend(args, quiet=args.json)
+    onnx_path = resolve_onnx(args.onnx, model)
+    target = backend.target(model=model, scenario=get_scenario("offline"),
+                            devices=None if args.device is None else [args.device])
+    device = target.devices[0]
+    candidate = target.space.parse(args.flags, options=vars(args))
+    problems = target.space.violations(candidate)
+    if problems:
+        raise AutotuneError(f"invalid for device {backend.device_word} {device.index}: " + "; ".join(problems))
+    workdir = (args.workdir or DEFAULT_WORKDIR / "bench").resolve()
+    _say(f"compiling {model.name} with {candidate.flag_string()} (batch {candidate.batch_size}) ...", args.json)
+    artifact = backend.compile(onnx_path, model, candidate, workdir)
+    _say(f"compiled in {artifact.compile_seconds:.1f} s; measuring {args.time:g} s on {backend.device_word} "
+         f"{device.index}: {candidate.describe()} ...", args.json)
+    measurement = backend.measure(artifact, candidate, scenario=None, bound_ms=None, seconds=args.time,
+                                  device=device.index, log_dir=workdir / "runs")
+    commands = {k: v for k, v in backend.preset_fields(candidate, artifact, measurement, name="bench").items()
+                if k.endswith("_command")}
+    result = {"model": model.name, "backend": backend.name, "candidate": candidate.to_dict(),
+              "flags": candidate.flag_string(), "device": {"index": device.index, "name": device.name,
+                                                           backend.size_key: device.size},
+              "sdk_version": backend.version(), "compile_command": shlex.join(artifact.command),
+              "measure_command": shlex.join(measurement.command), "reproduce": commands,
+              "compile_seconds": round(artifact.compile_seconds, 3), "compile_log": str(artifact.log_path),
+              "measure_log": str(measurement.log_path), **measurement.figures()}
+    if args.json:
+        print(json.dumps(result, indent=2))
+        return 0
+    print(f"samples/s        {measurement.samples_per_second:,.1f}")
+    print(f"executions       {measurement.executions} in {measurement.duration_seconds:.2f} s "
+          f"(batch {measurement.batch_size})")
+    if measurement.latency_p50_ms is not None:
+        print(f"latency ms       p50 {measurement.latency_p50_ms:.3f}  p90 {measurement.latency_p90_ms:.3f}  "
+              f"p99 {measurement.latency_p99_ms:.3f}")
+    print(f"compile          {result['compile_seconds']} s, log {artifact.log_path}")
+    print(f"compile command  {result['compile_command']}")
+    print(f"measure command  {result['measure_command']}")
+    return 0
+
+
+def cmd_devices(args: argparse.Namespace) -> int:
+    cls, line = backends.choose(args.backend, args)
+    backend = cls.from_options(args)
+    devices = backend.devices()
+    if args.json:
+        print(json.dumps([{"backend": cls.name, "index": d.index, "status": d.status, "ready": d.ready,
+                           "name": d.name, cls.size_key: d.size, **d.details} for d in devices], indent=2))
+        return 0
+    print(line)
+    print(f"autotune run would use {cls.name}: {backend.version()}")
+    columns = sorted({k for d in devices for k in d.details})
+    print(f"{cls.device_word:>4}  {'status':<12} {cls.size_unit:>6}  " + "  ".join(f"{c:>14}" for c in columns) +
+          "  name")
+    for d in devices:
+        print(f"{d.index:>4}  {d.status:<12} {d.size:>6}  " +
+              "  ".join(f"{str(d.details.get(c, '-')):>14}" for c in columns) + f"  {d.name}")
+    if not any(d.ready for d in devices):
+        print(f"no Ready device: autotune cannot measure with {cls.name} on this host", file=sys.stderr)
+    return 0
+
+
+def model_file(model: ModelSpec, onnx: str | None, *, synthetic: bool) -> tuple[Path, bool]:
+    """The ONNX file to tune: --onnx, else --synthetic, else the official file (downloaded once into the cache)."""
+    if onnx is not None:
+        return resolve_onnx(onnx, model), False
+    if synthetic:
+        path = synthetic_model(model)
+        print(f"using a SYNTHETIC {model.name} (random weights, same architecture): {path}", file=sys.stderr)
+        return path, True
+    if model.source is None:
+        raise AutotuneError(f"no ONNX file for {model.name}: pass --onnx PATH")
+    path = download_model(model.source)
+    check_onnx(path)
+    return path, False
+
+
+def _model(args: argparse.Namespace) -> ModelSpec:
+    """``--model``, else the ``--onnx`` file's name."""
+    if args.model is None and args.onnx is None:
+        raise AutotuneError("give --model NAME (a known model, or a name for your own) or --onnx FILE")
+    return get_model(args.model or Path(args.onnx).stem, onnx_given=args.onnx is not None)
+
+
+def _backend(args: argparse.Namespace, *, quiet: bool = False) -> Backend:
+    cls, line = backends.choose(args.backend, args)
+    _say(line, quiet)
+    return cls.from_options(args)
+
+
+def _say(message: str, quiet: bool) -> None:
+    print(message, file=sys.stderr if quiet else sys.stdout, flush=True)

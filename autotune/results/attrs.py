@@ -1,0 +1,192 @@
+"""The names of everything autotune stores on a study and its trials, and what every reader derives from them: the
+best feasible trial, the winner, the gain over the baseline.
+
+The write side (``autotune.search``) stores under these names; the read side (report, compare, export, studies)
+reads only them, so it needs neither the tuner nor any backend.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import optuna
+from optuna.trial import FrozenTrial, TrialState
+
+# -- trial attributes ------------------------------------------------------------------------------------------
+CANDIDATE = "candidate"  # the candidate's to_dict()
+FLAGS = "flags"  # its flag string
+COMPILE_KEY = "compile_key"
+CONCURRENCY = "concurrency"  # batches in flight at once (activations, sessions)
+BASELINE = "baseline"  # True on the trial that measured the baseline
+DUPLICATE_OF = "duplicate_of"  # the trial whose figures this re-proposed candidate reused
+POLISH_OF = "polish_of"  # the best trial this one-knob step started from
+COMPILE_REUSED = "compile_reused"
+ARTIFACT_PATH = "artifact_path"
+LEGACY_QPC_DIR = "qpc_dir"  # the artifact path as studies of round 1 stored it
+COMPILE_ARGV = "compile_argv"
+COMPILE_LOG = "compile_log"
+COMPILE_SECONDS = "compile_seconds"
+MEASURE_ARGV = "measure_argv"
+MEASURE_LOG = "measure_log"
+MEASURE_SECONDS = "measure_seconds"
+FIGURES = "figures"  # Measurement.figures()
+SCENARIO_FIGURES = "scenario_figures"  # the judged scenario figures (server_qps, p90_ms, ...)
+ESTIMATED = "estimated"
+FAILURE_STAGE = "failure_stage"  # compile, measure, scenario, constraint, device, interrupted, ...
+FAILURE_REASON = "failure_reason"
+PRESET_FIELDS = "preset_fields"  # the backend's own preset fields (commands, CM env) for this trial
+
+# -- study attributes: the identity a study refuses to mix, then what readers need -----------------------------
+MODEL = "model"
+SCENARIO = "scenario"
+BACKEND = "backend"
+ONNX_SHA256 = "onnx_sha256"
+LATENCY_BOUND_MS = "latency_bound_ms"
+BASE_FLAGS = "base_flags"
+SDK_VERSION = "sdk_version"  # the toolchain's version, whatever the backend
+SKU = "sku"
+METRIC = "metric"
+UNIT = "unit"
+DIRECTION = "direction"
+ONNX = "onnx"
+CREATED = "created"
+BASELINE_FLAGS = "baseline_flags"
+SYNTHETIC = "synthetic"
+DEVICE_WORD = "device_word"
+SIZE_KEY = "size_key"  # names the attribute that holds the size tuned for ("nsp" -> 14)
+SIZE_UNIT = "size_unit"
+KNOB_LABELS = "knob_labels"
+EXPORT_FORMATS = "export_formats"
+FIGURES_ESTIMATED = "figures_estimated"  # the backend estimates this scenario's figure
+EMULATED = "emulated"
+VALIDATION = "validation"
+
+# -- the validation record and its entries ---------------------------------------------------------------------
+VALIDATED = "validated"  # one entry per re-measured candidate
+VALIDATE_SECONDS = "validate_seconds"
+VALIDATED_AT = "validated_at"
+WINNER_TRIAL = "winner_trial"
+WINNER_VALUE = "winner_value"
+BASELINE_TRIAL = "baseline_trial"
+BASELINE_VALUE = "baseline_value"
+GAIN_PCT = "gain_pct"
+TRIAL = "trial"
+SEARCH_VALUE = "search_value"
+VALUE = "value"
+FEASIBLE = "feasible"  # also the name of the constraint told to Optuna
+REASON = "reason"
+
+LEGACY_SIZE_UNITS = {"nsp": "NSPs", "cores": "cores"}  # studies written before size_key was stored
+MISSING = "missing"
+
+
+def is_feasible(trial: FrozenTrial) -> bool:
+    """Complete, finite and within the ``feasible`` constraint; without a constraint (older storages), no failure."""
+    if trial.state != TrialState.COMPLETE or trial.value is None or not math.isfinite(trial.value):
+        return False
+    constraint = trial.constraints.get(FEASIBLE)
+    if constraint is not None:
+        return constraint <= 0
+    return trial.user_attrs.get(FAILURE_STAGE) is None
+
+
+def gain_pct(value: float, baseline: float, direction: str) -> float:
+    """Improvement over the baseline in percent (positive is better in either direction)."""
+    if direction == "maximize":
+        return (value / baseline - 1.0) * 100.0
+    return (baseline / value - 1.0) * 100.0
+
+
+def maximizing(study: optuna.Study) -> bool:
+    return study.direction == optuna.study.StudyDirection.MAXIMIZE
+
+
+def best_feasible(trials: list[FrozenTrial], *, maximize: bool) -> FrozenTrial | None:
+    """The best feasible trial of ``trials``, or None."""
+    feasible = [t for t in trials if is_feasible(t)]
+    if not feasible:
+        return None
+    return (max if maximize else min)(feasible, key=lambda t: t.value)
+
+
+def validation_of(study: optuna.Study) -> dict[str, Any]:
+    """The study's validation record ({} when it has none)."""
+    record = study.user_attrs.get(VALIDATION)
+    return record if isinstance(record, dict) else {}
+
+
+def outcome(trial: FrozenTrial) -> str:
+    """feasible, infeasible, running, waiting, failed, interrupted or pruned."""
+    if trial.state == TrialState.COMPLETE:
+        return "feasible" if is_feasible(trial) else "infeasible"
+    if trial.state == TrialState.FAIL and trial.user_attrs.get(FAILURE_STAGE) == "interrupted":
+        return "interrupted"
+    return {TrialState.RUNNING: "running", TrialState.WAITING: "waiting", TrialState.FAIL: "failed",
+            TrialState.PRUNED: "pruned"}.get(trial.state, trial.state.name.lower())
+
+
+def knob_values(candidate: dict[str, Any] | None) -> dict[str, Any]:
+    """The candidate's knobs (lists joined with commas, pass-through flags left out); {} without a candidate."""
+    if not isinstance(candidate, dict):
+        return {}
+    return {k: ",".join(map(str, v)) if isinstance(v, (list, tuple)) else v
+            for k, v in candidate.items() if k != "extra_flags"}
+
+
+def size_of(attrs: dict[str, Any]) -> tuple[str | None, Any, str]:
+    """The study's size key, the size tuned for and its unit: ("nsp", 14, "NSPs")."""
+    key = attrs.get(SIZE_KEY) or next((k for k in LEGACY_SIZE_UNITS if k in attrs), None)
+    unit = attrs.get(SIZE_UNIT) or LEGACY_SIZE_UNITS.get(key or "", "")
+    return key, attrs.get(key) if key else None, unit
+
+
+def device_text(attrs: dict[str, Any]) -> str:
+    """``PCIe Pro, 14 NSPs``: the device kind and size a study tuned for, in its backend's words."""
+    _, size, unit = size_of(attrs)
+    return f"{attrs.get(SKU, '?')}, " + (f"{size} {unit}" if size is not None else "size unknown")
+
+
+@dataclass(kw_only=True)
+class Winner:
+    """The study's winner: the validated one when the study was validated, else the best feasible trial."""
+
+    trial: FrozenTrial
+    value: float
+    validated: dict[str, Any] | None
+
+    def attr(self, key: str) -> Any:
+        """An attribute of the validation run when there is one, else of the trial."""
+        if self.validated is not None and key in self.validated:
+            return self.validated[key]
+        return self.trial.user_attrs.get(key)
+
+
+def find_winner(study: optuna.Study) -> Winner | None:
+    """The validated winner, else the best feasible trial, else None."""
+    trials = {t.number: t for t in study.get_trials(deepcopy=False)}
+    validation = validation_of(study)
+    number = validation.get(WINNER_TRIAL)
+    if number in trials and validation.get(WINNER_VALUE) is not None:
+        entry = next((r for r in validation.get(VALIDATED) or [] if r.get(TRIAL) == number), None)
+        return Winner(trial=trials[number], value=float(validation[WINNER_VALUE]), validated=entry or {})
+    best = best_feasible(list(trials.values()), maximize=maximizing(study))
+    return Winner(trial=best, value=float(best.value), validated=None) if best else None
+
+
+def study_overview(storage: optuna.storages.BaseStorage) -> list[dict[str, Any]]:
+    """One row per study: trial counts by outcome, best feasible value and the baseline's value."""
+    rows = []
+    for summary in optuna.get_all_study_summaries(storage):
+        study = optuna.load_study(study_name=summary.study_name, storage=storage)
+        trials = study.get_trials(deepcopy=False)
+        complete = [t for t in trials if t.state == TrialState.COMPLETE]
+        feasible = [t for t in complete if is_feasible(t)]
+        best = best_feasible(feasible, maximize=maximizing(study))
+        baseline = next((t.value for t in feasible if t.user_attrs.get(BASELINE)), None)
+        rows.append({"study": summary.study_name, "feasible": len(feasible),
+                     "infeasible": len(complete) - len(feasible),
+                     "failed": sum(t.state == TrialState.FAIL for t in trials),
+                     "best": best.value if best else None, "baseline": baseline})
+    return rows

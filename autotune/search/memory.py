@@ -1,0 +1,61 @@
+"""What one worker knows of its study: the result of every candidate measured, and the artifact (or the compile
+failure) of every set of compile flags, this worker's and other workers' alike."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from optuna.trial import FrozenTrial, TrialState
+
+from autotune.backends.base import Artifact, Backend, SearchSpace
+from autotune.errors import CompileFailure
+from autotune.results import attrs
+from autotune.search.records import candidate_key
+
+
+class Memory:
+    """Results by candidate key and artifacts by compile key, learnt from COMPLETE trials as they are seen."""
+
+    def __init__(self, *, space: SearchSpace, backend: Backend) -> None:
+        self.space = space
+        self.backend = backend
+        self.results: dict[str, FrozenTrial] = {}
+        self.artifacts: dict[str, Artifact | CompileFailure] = {}
+        self._seen: set[int] = set()
+
+    def refresh(self, trials: list[FrozenTrial]) -> None:
+        """Learn the COMPLETE trials of ``trials`` not seen yet."""
+        for trial in trials:
+            if trial.state == TrialState.COMPLETE and trial.number not in self._seen:
+                self.remember(trial)
+
+    def remember(self, trial: FrozenTrial) -> None:
+        """Learn one finished trial: its result, and its artifact or compile failure."""
+        self._seen.add(trial.number)
+        stored = trial.user_attrs
+        if attrs.CANDIDATE not in stored:
+            return
+        if stored.get(attrs.DUPLICATE_OF) is None:
+            self.results.setdefault(candidate_key(self.space.from_dict(stored[attrs.CANDIDATE])), trial)
+        key = stored.get(attrs.COMPILE_KEY)
+        if not key or key in self.artifacts:
+            return
+        path = stored.get(attrs.ARTIFACT_PATH) or stored.get(attrs.LEGACY_QPC_DIR)
+        if stored.get(attrs.FAILURE_STAGE) == "compile":
+            self.artifacts[key] = CompileFailure(stored.get(attrs.FAILURE_REASON, "compile failed"))
+        elif path and self.backend.artifact_usable(Path(path)):
+            self.artifacts[key] = Artifact(path=Path(path), command=stored[attrs.COMPILE_ARGV],
+                                           log_path=Path(stored[attrs.COMPILE_LOG]), compile_seconds=0.0,
+                                           batch_size=stored[attrs.CANDIDATE]["batch_size"])
+
+    def known_artifact(self, key: str) -> Artifact | None:
+        """The artifact of compile key ``key`` when this worker has one still on disk."""
+        known = self.artifacts.get(key)
+        if isinstance(known, Artifact) and self.backend.artifact_usable(known.path):
+            return known
+        return None
+
+    def compile_failure(self, key: str) -> CompileFailure | None:
+        """The failure of compile key ``key`` when it failed before."""
+        known = self.artifacts.get(key)
+        return known if isinstance(known, CompileFailure) else None

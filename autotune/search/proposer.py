@@ -1,0 +1,131 @@
+"""Proposing the next trial: ask the sampler (an enqueued trial first), queue one-knob polishing steps from the best,
+and decide what a proposal needs: nothing (a known result or a broken rule), another trial's result, or a compile."""
+
+from __future__ import annotations
+
+import random
+import warnings
+from typing import Any, Callable
+
+import optuna
+from optuna.trial import FrozenTrial, TrialState
+
+from autotune.backends.base import Candidate
+from autotune.results import attrs
+from autotune.results.attrs import best_feasible, is_feasible
+from autotune.search.memory import Memory
+from autotune.search.recorder import Recorder
+from autotune.search.records import Flight, TrialRecord, TuningJob, candidate_key, compile_key, infeasible
+
+
+class Proposer:
+    """Turns asked trials into flights, reusing every result the study already holds."""
+
+    def __init__(self, *, job: TuningJob, study: optuna.Study, memory: Memory, recorder: Recorder,
+                 progress: Callable[[str], None]) -> None:
+        self.job = job
+        self.study = study
+        self.memory = memory
+        self.recorder = recorder
+        self.progress = progress
+
+    def admit(self, in_flight: list[Flight]) -> Flight:
+        """Ask for a trial and decide what it needs: nothing (a known result), a twin's result, or a compile."""
+        trials = self.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.WAITING))
+        self.memory.refresh(trials)
+        self._polish(trials)
+        with warnings.catch_warnings():  # heartbeats are recorded here, with ask/tell, not by Study.optimize
+            warnings.filterwarnings("ignore", message="Heartbeat of storage is supposed to be used")
+            trial = self.study.ask()
+        candidate = None
+        try:
+            self.recorder.heartbeat(trial)
+            candidate = self._candidate(trial)
+            stored: dict[str, Any] = {attrs.CANDIDATE: candidate.to_dict(), attrs.FLAGS: candidate.flag_string(),
+                                      attrs.COMPILE_KEY: compile_key(candidate),
+                                      attrs.CONCURRENCY: candidate.concurrency}
+            for key, value in stored.items():  # published now: other workers see what this trial holds
+                trial.set_user_attr(key, value)
+            flight = Flight(trial=trial, candidate=candidate, attrs=stored)
+            self._decide(flight, in_flight)
+            return flight
+        except BaseException as exc:
+            self.recorder.fail(trial, candidate, exc)
+            raise
+
+    def reuse(self, previous: FrozenTrial) -> TrialRecord | None:
+        """A duplicate's record: the result of ``previous`` when it is COMPLETE, else None (measure it after all)."""
+        if previous.state != TrialState.COMPLETE:
+            return None
+        self.memory.refresh([previous])
+        reused = {k: v for k, v in previous.user_attrs.items() if k != attrs.BASELINE}
+        return TrialRecord(value=previous.value, feasible=is_feasible(previous),
+                           attrs=reused | {attrs.DUPLICATE_OF: previous.number})
+
+    def best_trial(self, trials: list[FrozenTrial] | None = None) -> FrozenTrial | None:
+        """The best feasible trial of ``trials`` (default: the study's)."""
+        return best_feasible(trials or self.study.get_trials(deepcopy=False),
+                             maximize=self.job.scenario.direction == "maximize")
+
+    def _candidate(self, trial: optuna.Trial) -> Candidate:
+        candidate = self.job.space.suggest(trial)
+        if trial.user_attrs.get(attrs.BASELINE) and self.job.baseline is not None:
+            return self.job.baseline  # as given: its parameters may alias what suggest makes of them
+        return candidate
+
+    def _decide(self, flight: Flight, in_flight: list[Flight]) -> None:
+        """Settle the flight now (a known result, a rule broken, a known compile failure) or park it behind a twin;
+        otherwise leave it to be compiled."""
+        key = candidate_key(flight.candidate)
+        previous = self.memory.results.get(key)
+        problems = self.job.space.violations(flight.candidate)
+        failed = self.memory.compile_failure(flight.attrs[attrs.COMPILE_KEY])
+        local = next((f for f in in_flight if candidate_key(f.candidate) == key), None)
+        scenario = self.job.scenario
+        if previous is not None:
+            flight.record = self.reuse(previous)
+        elif problems:
+            flight.record = infeasible(scenario, flight.attrs, "constraint", "; ".join(problems))
+        elif failed is not None:
+            flight.record = infeasible(scenario, flight.attrs, "compile", failed.reason)
+        elif local is not None:
+            flight.twin, flight.twin_id = local.number, local.trial._trial_id
+        else:
+            twin = self._remote_twin(key, flight.number)
+            if twin is not None:
+                flight.twin, flight.twin_id = twin.number, twin._trial_id
+                self.progress(f"trial #{flight.number}: another worker measures the same candidate (#{twin.number});"
+                              f" waiting for its result")
+
+    def _remote_twin(self, key: str, number: int) -> FrozenTrial | None:
+        """An earlier RUNNING trial of another worker with the same candidate (the earlier one measures it)."""
+        for other in self.study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+            data = other.user_attrs.get(attrs.CANDIDATE)
+            if other.number < number and data and candidate_key(self.job.space.from_dict(data)) == key:
+                return other
+        return None
+
+    def _polish(self, trials: list[FrozenTrial]) -> None:
+        """Every ``polish_every``-th trial after ``polish_after``, queue an unmeasured one-knob step from the best.
+
+        The peak of a compiler's surface is narrow; a sampler finds the region and these steps climb to its top.
+        """
+        job = self.job
+        if job.polish_every <= 0 or job.sampler == "random":
+            return
+        finished = sum(t.state == TrialState.COMPLETE for t in trials)
+        waiting = any(t.state == TrialState.WAITING for t in trials)
+        if waiting or finished < job.polish_after or finished % job.polish_every:
+            return
+        best = self.best_trial(trials)
+        if best is None:
+            return
+        space = job.space
+        steps = space.neighbours(space.from_dict(best.user_attrs[attrs.CANDIDATE]))
+        random.Random(finished).shuffle(steps)
+        for params in steps:
+            candidate = space.suggest(optuna.trial.FixedTrial(params))
+            if candidate_key(candidate) not in self.memory.results and not space.violations(candidate):
+                self.study.enqueue_trial(params, user_attrs={attrs.POLISH_OF: best.number})
+                return
+

@@ -1,0 +1,114 @@
+"""The records a trial carries between the stages: the job, the trial in flight, and what it produced."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import optuna
+
+from autotune.backends.base import Artifact, Backend, Candidate, SearchSpace
+from autotune.errors import TrialFailure
+from autotune.models import ModelSpec
+from autotune.paths import safe_component
+from autotune.results import attrs
+from autotune.scenarios import Scenario, worst_value
+from autotune.storage import DEFAULT_HEARTBEAT_S, DEFAULT_WAIT_S
+
+
+@dataclass(kw_only=True)
+class TuningJob:
+    """Everything one ``autotune run`` needs."""
+
+    model: ModelSpec
+    onnx_path: Path
+    scenario: Scenario
+    bound_ms: float | None
+    backend: Backend
+    space: SearchSpace
+    devices: list[int]
+    device_size: int
+    sku: str
+    storage: str | optuna.storages.BaseStorage
+    study_name: str
+    n_trials: int | None = None
+    timeout_s: float | None = None
+    measure_seconds: float = 5.0
+    validate_top: int = 3
+    validate_seconds: float = 20.0
+    sampler: str = "tpe"
+    polish_every: int = 3
+    polish_after: int = 25
+    seed: int | None = None
+    workdir: Path = Path(".autotune") / "work"
+    baseline: Candidate | None = None
+    baseline_label: str | None = None
+    synthetic: bool = False
+    compile_jobs: int = 0
+    cache_dir: Path | None = None
+    heartbeat_s: int = DEFAULT_HEARTBEAT_S
+    storage_wait_s: float = DEFAULT_WAIT_S
+
+    @property
+    def study_dir(self) -> Path:
+        """This study's folder under the work directory (compiles without a cache, measurement logs)."""
+        return self.workdir / safe_component(self.study_name)
+
+
+@dataclass(kw_only=True)
+class Flight:
+    """A trial between ask and tell."""
+
+    trial: optuna.Trial
+    candidate: Candidate
+    attrs: dict[str, Any]
+    artifact: Artifact | None = None
+    reused: bool = False
+    twin: int | None = None  # the number of an unfinished trial of the same candidate this one waits for
+    twin_id: int | None = None  # its storage id (trials of other workers are polled)
+    record: TrialRecord | None = None  # set when the trial is decided without a measurement
+    device_failures: int = 0
+    measure_started: float | None = None
+
+    @property
+    def number(self) -> int:
+        return self.trial.number
+
+
+@dataclass(kw_only=True)
+class TrialRecord:
+    """What one evaluated candidate produced: value, feasibility and the attributes stored on its trial."""
+
+    value: float
+    feasible: bool
+    attrs: dict[str, Any] = field(default_factory=dict)
+    retry: bool = False
+
+
+def infeasible(scenario: Scenario, stored: dict[str, Any], stage: str, reason: str) -> TrialRecord:
+    """A candidate the search should stop proposing: told as infeasible, with the stage and the reason."""
+    return TrialRecord(value=worst_value(scenario), feasible=False,
+                       attrs=stored | {attrs.FAILURE_STAGE: stage, attrs.FAILURE_REASON: reason})
+
+
+def retry(scenario: Scenario, stored: dict[str, Any], failure: TrialFailure) -> TrialRecord:
+    """A failure that says nothing about the candidate (a time-out): FAIL, so it may be proposed again."""
+    return TrialRecord(value=worst_value(scenario), feasible=False, retry=True,
+                       attrs=stored | {attrs.FAILURE_STAGE: failure.stage, attrs.FAILURE_REASON: failure.reason})
+
+
+def default_study_name(model: str, scenario: str, backend: type[Backend] | Backend, size: int) -> str:
+    """``<model>-<scenario>-<backend>-<N><size key>``: ``resnet50-offline-qaic-14nsp``, ``...-ort-2cores``."""
+    return f"{model}-{scenario}-{backend.name}-{size}{backend.size_key}"
+
+
+def candidate_key(candidate: Candidate) -> str:
+    """The identity of a candidate: equal keys are the same measurement."""
+    return json.dumps(candidate.to_dict(), sort_keys=True)
+
+
+def compile_key(candidate: Candidate) -> str:
+    """The identity of a candidate's compiled artifact (its runtime knobs left out)."""
+    return json.dumps(candidate.compile_key(), default=list)

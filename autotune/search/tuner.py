@@ -1,0 +1,119 @@
+"""The tuner: one TuningJob's study, its trials driven through the stages by the pipeline, then validation."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Callable
+
+from optuna.trial import TrialState
+
+from autotune.compile_cache import CompileCache
+from autotune.errors import AutotuneError
+from autotune.models import file_sha256
+from autotune.results import attrs
+from autotune.search.device_pool import DevicePool
+from autotune.search.memory import Memory
+from autotune.search.pipeline import Pipeline, PipelineStats, Stages
+from autotune.search.proposer import Proposer
+from autotune.search.recorder import Recorder
+from autotune.search.records import TrialRecord, TuningJob
+from autotune.search.stages import CompileStage, MeasureStage
+from autotune.search.study import enqueue_baseline, open_study
+from autotune.search.validate import Validator
+from autotune.storage import open_storage
+
+
+class Tuner:
+    """Runs a TuningJob's trials against its study, reusing every figure and compiled artifact it already has."""
+
+    def __init__(self, job: TuningJob, *, progress: Callable[[str], None] = print) -> None:
+        self.job = job
+        self.progress = progress
+        self.storage = (open_storage(job.storage, heartbeat_s=job.heartbeat_s, wait_s=job.storage_wait_s,
+                                     progress=progress) if isinstance(job.storage, str) else job.storage)
+        self.model_sha256 = onnx_identity(job.onnx_path)
+        self.study = open_study(job, self.storage, model_sha256=self.model_sha256)
+        self.cache = CompileCache(root=job.cache_dir) if job.cache_dir is not None else None
+        self.memory = Memory(space=job.space, backend=job.backend)
+        self.memory.refresh(self.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)))
+        self.recorder = Recorder(study=self.study, memory=self.memory, heartbeat_s=job.heartbeat_s, progress=progress)
+        self.proposer = Proposer(job=job, study=self.study, memory=self.memory, recorder=self.recorder,
+                                 progress=progress)
+        self.compiler = CompileStage(job=job, memory=self.memory, cache=self.cache, model_sha256=self.model_sha256)
+        self.measurer = MeasureStage(job=job)
+        self.stats: PipelineStats | None = None
+
+    def run(self) -> dict[str, Any]:
+        """Run the job's new trials through the compile and device pools, then validate the best few."""
+        job = self.job
+        if job.n_trials is None and job.timeout_s is None:
+            raise AutotuneError("give --trials N or --timeout DURATION")
+        enqueue_baseline(self.study, job)
+        pipeline = self._pipeline(compile_jobs=job.compile_jobs, devices=job.devices)
+        self.stats = pipeline.stats
+        pipeline.run(n_trials=job.n_trials, timeout_s=job.timeout_s)
+        if not job.validate_top:
+            return {}
+        return self.validate(pipeline.pool.usable[0] if pipeline.pool.usable else job.devices[0])
+
+    def step(self) -> tuple[int, TrialRecord]:
+        """One trial, serially: ask (an enqueued one first), compile, measure and tell."""
+        pipeline = self._pipeline(compile_jobs=0, devices=self.job.devices[:1])
+        pipeline.run(n_trials=1, timeout_s=None)
+        return pipeline.finished[-1]
+
+    def validate(self, device: int | None = None) -> dict[str, Any]:
+        """Re-measure the best few and the baseline; the winner is chosen on those runs."""
+        validator = Validator(job=self.job, study=self.study, compiler=self.compiler, measurer=self.measurer,
+                              progress=self.progress)
+        return validator.validate(self.job.devices[0] if device is None else device)
+
+    def progress_line(self, number: int, done: int, record: TrialRecord, elapsed: float) -> str:
+        """``[done/N] #number knobs -> result | best | elapsed, left`` for one finished trial."""
+        job = self.job
+        stored = record.attrs
+        knobs = job.space.from_dict(stored[attrs.CANDIDATE]).describe()
+        failure = f"{stored.get(attrs.FAILURE_STAGE)}: {stored.get(attrs.FAILURE_REASON)}"
+        if record.retry:
+            result = f"failed, to be retried ({failure})"
+        elif record.feasible:
+            result = f"{record.value:,.2f} {job.scenario.unit}" + (" (est.)" if stored.get(attrs.ESTIMATED) else "")
+        else:
+            result = f"infeasible ({failure})"
+        if stored.get(attrs.DUPLICATE_OF) is not None:
+            result += f" [same as #{stored[attrs.DUPLICATE_OF]}]"
+        if stored.get(attrs.COMPILE_REUSED):
+            result += " [compiled model reused]"
+        best = self.proposer.best_trial()
+        best_text = f"best {best.value:,.2f} (#{best.number})" if best else "best: none feasible"
+        total = f"/{job.n_trials}" if job.n_trials else ""
+        left = elapsed / done * (job.n_trials - done) if job.n_trials else max(0.0, (job.timeout_s or 0) - elapsed)
+        return (f"[{done}{total}] #{number} {knobs} -> {result} | {best_text} | "
+                f"{clock(elapsed)} elapsed, ~{clock(left)} left")
+
+    def cancel_children(self) -> None:
+        """Kill the backend's running compiles and measurements (the run is stopping)."""
+        self.job.backend.cancel()
+        self.compiler.cancel()
+
+    def _pipeline(self, *, compile_jobs: int, devices: list[int]) -> Pipeline:
+        job = self.job
+        stages = Stages(proposer=self.proposer, compiler=self.compiler, measurer=self.measurer,
+                        recorder=self.recorder, progress=self.progress, progress_line=self.progress_line,
+                        cancel=self.cancel_children)
+        pool = DevicePool(devices=devices, progress=self.progress, status=job.backend.device_status,
+                          lock_dir=self.cache.root / "locks" if self.cache is not None else None,
+                          lock_prefix=f"device-{job.backend.name}", device_word=job.backend.device_word)
+        return Pipeline(stages, pool=pool, compile_jobs=compile_jobs, heartbeat_s=job.heartbeat_s)
+
+
+def onnx_identity(path: Path) -> str | None:
+    """The model file's SHA-256 (None when it is not a file: an in-process benchmark's placeholder)."""
+    return file_sha256(path) if path.is_file() else None
+
+
+def clock(seconds: float) -> str:
+    """``mm:ss``, or ``h:mm:ss`` from an hour on."""
+    seconds = int(seconds)
+    return f"{seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}" if seconds >= 3600 \
+        else f"{seconds // 60:02d}:{seconds % 60:02d}"

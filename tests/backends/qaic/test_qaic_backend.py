@@ -1,0 +1,88 @@
+from __future__ import annotations
+
+import pytest
+
+from autotune.backends.base import Measurement
+from autotune.backends.qaic import QaicBackend
+from autotune.backends.qaic.backend import estimate_scenario
+from autotune.backends.qaic.space import DeviceLimits, QaicCandidate, QaicSpace
+from autotune.errors import AutotuneError
+from autotune.models import MODELS
+from autotune.scenarios import SCENARIOS, judge
+
+
+def _measurement(service_ms: list[float], *, batch: int = 1, rate: float = 1000.0) -> Measurement:
+    return Measurement(samples_per_second=rate, duration_seconds=5.0, batch_size=batch,
+                       latency_samples_ms=[s + 0.2 for s in service_ms], service_samples_ms=service_ms,
+                       latency_p90_ms=sorted(service_ms)[int(0.9 * len(service_ms))] + 0.2,
+                       latency_p99_ms=max(service_ms) + 0.2)
+
+
+def _judged(scenario: str, m: Measurement, *, activations: int, bound_ms: float | None):
+    estimate_scenario(m, SCENARIOS[scenario], activations=activations, bound_ms=bound_ms)
+    return judge(SCENARIOS[scenario], m, bound_ms=bound_ms)
+
+
+def test_singlestream_rule_and_measured_p90():
+    singlestream = QaicSpace(device=DeviceLimits(nsp_total=16), scenario="singlestream")
+    assert singlestream.violations(QaicCandidate(cores=8, batch_size=4))
+    assert not singlestream.violations(QaicCandidate(cores=8))
+    outcome = judge(SCENARIOS["singlestream"], _measurement([1.0] * 50 + [3.0] * 50), bound_ms=None)
+    assert outcome.value == pytest.approx(3.2) and outcome.feasible and not outcome.estimated
+
+
+def test_server_infeasible_when_service_exceeds_bound():
+    outcome = _judged("server", _measurement([200.0] * 20), activations=2, bound_ms=100.0)
+    assert not outcome.feasible and outcome.estimated and "exceeds the 100 ms bound" in outcome.reason
+
+
+def test_server_rate_never_exceeds_measured_throughput():
+    slow_card = _measurement([10.0] * 100, rate=200.0)  # 4 activations could do 400/s; the card does 200/s
+    outcome = _judged("server", slow_card, activations=4, bound_ms=100.0)
+    assert outcome.feasible and outcome.value <= 200.0
+    fast = _judged("server", _measurement([10.0] * 100, rate=400.0), activations=4, bound_ms=100.0)
+    assert fast.value > outcome.value
+
+
+def test_pipelined_activations_serve_faster_than_their_latency():
+    pipelined = _measurement([10.0] * 100, rate=800.0)  # 4 activations x 1 / 10 ms = 400/s if not overlapped
+    outcome = _judged("server", pipelined, activations=4, bound_ms=100.0)
+    assert 400.0 < outcome.value <= 800.0
+    assert outcome.figures["server_p99_ms"] >= 10.0
+
+
+def test_multistream_is_estimated_from_the_measured_rate():
+    no_overlap = _measurement([5.0] * 10, rate=800.0)  # 4 activations x 1 sample / 5 ms
+    outcome = _judged("multistream", no_overlap, activations=4, bound_ms=None)
+    assert outcome.value == pytest.approx(10.0) and outcome.estimated
+
+
+def test_target_sizes_the_space_and_sizes_the_baseline_for_the_scenario(emulator, monkeypatch):
+    monkeypatch.setenv("QAIC_EMU_NSP", "14")
+    backend = QaicBackend(sdk_root=emulator)
+    target = backend.target(model=MODELS["resnet50"], scenario=SCENARIOS["offline"], devices=None)
+    assert target.size == 14 and target.sku == "PCIe Standard" and [d.index for d in target.devices] == [0]
+    assert target.baseline.activations == 3 and "hand-tuned preset" in target.baseline_label
+    single = backend.target(model=MODELS["resnet50"], scenario=SCENARIOS["singlestream"], devices=None)
+    assert single.baseline.activations == 1 and single.baseline.set_size == 1
+    assert "QID 0 PCIe Standard 14 NSPs" in target.description
+    with pytest.raises(AutotuneError, match="--nsp 20 is more than the 14 NSPs"):
+        QaicBackend(sdk_root=emulator, nsp=20).target(model=MODELS["resnet50"], scenario=SCENARIOS["offline"],
+                                                      devices=None)
+
+
+def test_base_flags_are_the_models_and_the_users(emulator):
+    backend = QaicBackend(sdk_root=emulator, extra_base_flags="-node-precision-info=x.yaml")
+    flags = backend.base_flags(MODELS["retinanet"])
+    assert "-enable-channelwise" in flags and flags[-1] == "-node-precision-info=x.yaml"
+    assert QaicBackend(sdk_root=emulator).base_flags(MODELS["bert-99"])[-1] == "-combine-outputs=false"
+    with pytest.raises(AutotuneError, match="sets a searched knob"):
+        QaicBackend(sdk_root=emulator, extra_base_flags="-ols=2")
+
+
+def test_the_emulator_is_marked_emulated(emulator, tmp_path):
+    assert QaicBackend(sdk_root=emulator).emulated
+    fake = tmp_path / "sdk"
+    (fake / "exec").mkdir(parents=True)
+    (fake / "exec" / "qaic-exec").write_text("")
+    assert not QaicBackend(sdk_root=fake).emulated

@@ -1,0 +1,105 @@
+from __future__ import annotations
+
+import pytest
+
+from autotune.backends.qaic.baselines import load_baselines
+from autotune.backends.qaic.space import DeviceLimits, QaicSpace, max_activations, param_domains, violations
+from autotune.backends.qaic.space import QaicCandidate as Candidate
+from autotune.errors import AutotuneError
+
+PRO = DeviceLimits(nsp_total=16)
+STANDARD = DeviceLimits(nsp_total=14)
+
+
+@pytest.mark.parametrize("baseline", load_baselines(), ids=lambda b: f"{b.model}-{b.scenario}-{b.nsp}")
+def test_every_sdk_facts_preset_round_trips(baseline):
+    candidate = Candidate.from_flags(baseline.flags, batch_size=baseline.batch_size)
+    rendered = candidate.flag_string()
+    assert sorted(rendered.split()) == sorted(baseline.flags.split())
+    assert Candidate.from_flags(rendered, batch_size=baseline.batch_size) == candidate
+    assert violations(candidate, DeviceLimits(nsp_total=baseline.nsp or 16)) == []
+
+
+def test_cm_flag_string_parses_into_knobs():
+    c = Candidate.from_flags("-sdp-cluster-sizes=2,2 -multicast-weights -aic-num-cores=4 -mos=1,2 -ols=4")
+    assert (c.cores, c.ols, c.mos, c.sdp_clusters, c.multicast_weights) == (4, 4, (1, 2), (2, 2), True)
+    assert c.extra_flags == ()
+
+
+def test_candidate_renders_exact_qaic_arguments():
+    c = Candidate(cores=2, ols=2, mos=(1,), batch_size=4, multicast_weights=True, activations=7, set_size=4)
+    assert c.compile_args() == ["-onnx-define-symbol=batch_size,4", "-multicast-weights", "-aic-num-cores=2",
+                                "-mos=1", "-ols=2", "-stats-batchsize=4"]
+
+
+def test_batch_size_read_from_any_batch_flag():
+    assert Candidate.from_flags("-aic-num-cores=2 -batchsize=8").batch_size == 8
+    assert Candidate.from_flags("-aic-num-cores=2 -onnx-define-symbol=batch_size,4").batch_size == 4
+    assert Candidate.from_flags("-aic-num-cores=2 -batchsize=8", batch_size=2).batch_size == 2
+
+
+def test_pass_through_flags_are_kept_verbatim():
+    c = Candidate.from_flags("-aic-enable-depth-first -aic-num-cores=2 -allocator-dealloc-delay=2")
+    assert c.extra_flags == ("-aic-enable-depth-first", "-allocator-dealloc-delay=2")
+    assert "-aic-enable-depth-first" in c.compile_args()
+
+
+@pytest.mark.parametrize("flags, named", [
+    ("-aic-num-cores=2 -retained-state", "-retained-state"),
+    ("-aic-num-cores=two", "-aic-num-cores=two"),
+    ("-aic-num-cores=2 -mos=1,,2", "-mos=1,,2"),
+    ("-aic-num-cores=2 -multicast-weights=1", "-multicast-weights=1"),
+    ("-aic-num-cores=2 -ols", "-ols"),
+    ("-aic-num-cores=2 ols=2", "ols=2"),
+    ("-aic-num-cores=2 -aic-binary-dir=/tmp/x", "-aic-binary-dir"),
+])
+def test_unknown_or_malformed_flag_is_named(flags, named):
+    with pytest.raises(AutotuneError, match=named.replace(",", ".")):
+        Candidate.from_flags(flags)
+
+
+def test_flags_without_cores_are_refused():
+    with pytest.raises(AutotuneError, match="-aic-num-cores"):
+        Candidate.from_flags("-ols=2")
+
+
+def test_device_constraints():
+    assert violations(Candidate(cores=4, mos=(1,), activations=4), PRO) == []
+    assert "outside 1..14" in violations(Candidate(cores=16), STANDARD)[0]
+    assert "NSPs, more than" in violations(Candidate(cores=4, activations=4), STANDARD)[0]
+    assert "outside 1..2" in violations(Candidate(cores=2, mos=(3,)), PRO)[0]
+    assert "sums to 3" in violations(Candidate(cores=4, sdp_clusters=(2, 1), mos=(1, 1)), PRO)[0]
+    assert "one entry per SDP cluster" in violations(Candidate(cores=4, sdp_clusters=(2, 2), mos=(1,)), PRO)[0]
+    assert violations(Candidate(cores=8, activations=2), DeviceLimits(nsp_total=16, nsp_free=12))
+
+
+def test_max_activations_follows_mlperf_sizing():
+    assert max_activations(4, STANDARD) == 3
+    assert max_activations(1, STANDARD) == 14
+    assert max_activations(16, DeviceLimits(nsp_total=16, nsp_free=8)) == 1
+
+
+def test_dict_round_trip_and_compile_key_ignores_runtime():
+    c = Candidate.from_flags("-sdp-cluster-sizes=4,4 -mos=1,4 -aic-num-cores=8 -ols=4", batch_size=8)
+    assert Candidate.from_dict(c.to_dict()) == c
+    assert c.with_runtime(activations=2, set_size=4).compile_key() == c.compile_key()
+
+
+def test_neighbours_step_one_knob_at_a_time():
+    space = QaicSpace(device=DeviceLimits(nsp_total=14), scenario="offline")
+    start = {"cores": 1, "ols": 8, "sdp_clusters": 1, "mos_0": 1, "multicast_weights": False, "batch_size": 16,
+             "activations": 14, "set_size": 10}
+    steps = space.neighbours(Candidate(cores=1, ols=8, mos=(1,), batch_size=16, activations=14, set_size=10))
+    changed = [{k for k in step if step[k] != ({"mos_1": 1} | start).get(k)} for step in steps]
+    assert all(len(c) == 1 for c in changed)
+    assert any(s["cores"] == 2 for s in steps) and any(s["ols"] == 7 for s in steps)
+    assert not any(s["cores"] == 0 or s["ols"] == 9 or s["batch_size"] == 32 for s in steps)
+    assert any(s["batch_size"] == 8 for s in steps) and any(s["set_size"] == 16 for s in steps)
+    assert "batch_size" not in param_domains(DeviceLimits(nsp_total=14), scenario="singlestream")
+
+
+def test_parse_reads_flags_and_bench_options():
+    space = QaicSpace(device=STANDARD, scenario="offline")
+    c = space.parse("-aic-num-cores=4 -mos=1 -ols=2", options={"batch_size": 8, "set_size": 4})
+    assert (c.cores, c.batch_size, c.activations, c.set_size) == (4, 8, 3, 4)
+    assert space.parse(c.flag_string(), options={"batch_size": 8, "activations": 3, "set_size": 4}) == c

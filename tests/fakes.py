@@ -1,0 +1,221 @@
+"""An in-memory target for tests: a Backend with a known performance surface, no toolchain and no subprocess.
+
+Its compile writes one small file (the compile cache renames what a compile wrote); everything else is computed.
+Failures can be planted: a compile level that never compiles, devices that report errors, slow compiles.
+"""
+
+from __future__ import annotations
+
+import argparse
+import threading
+import time
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from autotune.backends.base import Artifact, Device, Measurement, Target, one_knob_steps
+from autotune.errors import AutotuneError, CompileFailure, DeviceFailure, MeasureFailure
+from autotune.models import ModelSpec
+from autotune.scenarios import MULTISTREAM_SAMPLES_PER_QUERY, Scenario
+
+LEVELS = (1, 2, 3, 4)
+BATCHES = (1, 2, 4, 8)
+SLOTS = 16
+
+
+@dataclass(frozen=True, kw_only=True)
+class FakeCandidate:
+    """``level`` and ``batch_size`` are compiled in; ``streams`` is a runtime knob."""
+
+    level: int = 1
+    batch_size: int = 1
+    streams: int = 1
+
+    @property
+    def concurrency(self) -> int:
+        return self.streams
+
+    def compile_key(self) -> tuple[Any, ...]:
+        return (self.level, self.batch_size)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def flag_string(self) -> str:
+        return f"level={self.level} batch={self.batch_size} streams={self.streams}"
+
+    def describe(self) -> str:
+        return self.flag_string()
+
+
+@dataclass(frozen=True, kw_only=True)
+class FakeSpace:
+    scenario: str
+
+    def domains(self) -> dict[str, list[Any]]:
+        if self.scenario == "singlestream":
+            return {"level": list(LEVELS)}
+        return {"level": list(LEVELS), "batch_size": list(BATCHES), "streams": [1, 2, 3, 4]}
+
+    def suggest(self, trial: Any) -> FakeCandidate:
+        values = {"level": trial.suggest_int("level", 1, 4)}
+        if self.scenario != "singlestream":
+            batch = trial.suggest_categorical("batch_size", list(BATCHES))
+            values |= {"batch_size": batch, "streams": min(trial.suggest_int("streams", 1, 4), SLOTS // batch)}
+        return FakeCandidate(**values)
+
+    def params_for(self, candidate: FakeCandidate) -> dict[str, Any]:
+        return {k: v for k, v in candidate.to_dict().items() if k in self.domains()}
+
+    def neighbours(self, candidate: FakeCandidate) -> list[dict[str, Any]]:
+        return one_knob_steps(self.params_for(candidate), self.domains())
+
+    def violations(self, candidate: FakeCandidate) -> list[str]:
+        if candidate.batch_size * candidate.streams > SLOTS:
+            return [f"batch {candidate.batch_size} x {candidate.streams} streams needs more than {SLOTS} slots"]
+        return []
+
+    def from_dict(self, data: dict[str, Any]) -> FakeCandidate:
+        return FakeCandidate(**data)
+
+    def parse(self, text: str, *, options: Mapping[str, Any] | None = None) -> FakeCandidate:
+        try:
+            values = {k: int(v) for k, _, v in (token.partition("=") for token in text.split())}
+        except ValueError:
+            raise AutotuneError(f"malformed fake settings {text!r}") from None
+        values["batch_size"] = values.pop("batch", 1)
+        return FakeCandidate(**values)
+
+
+@dataclass
+class FakeLog:
+    """What a FakeBackend was asked to do."""
+
+    compiles: list[tuple[Any, ...]] = field(default_factory=list)
+    measurements: list[tuple[int, tuple[Any, ...]]] = field(default_factory=list)
+    in_flight: int = 0
+    most_in_flight: int = 0
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+
+class FakeBackend:
+    """A target whose best setting is level 3, batch 4, 2 streams; level ``fail_level`` never compiles."""
+
+    name = "fake"
+    title = "an in-memory test target"
+    priority = 50
+    device_word = "slot"
+    size_key = "slots"
+    size_unit = "slots"
+    knob_labels = {"streams": "str.", "batch_size": "batch"}
+    export_formats = ("yaml", "json", "cmdline")
+    estimated_scenarios: frozenset[str] = frozenset()
+    compiles_ahead = True
+    measure_seconds = 0.1
+    validate_seconds = 0.1
+    emulated = True
+
+    @classmethod
+    def add_options(cls, parser: argparse._ActionsContainer, command: str) -> None:
+        if command == "run":
+            parser.add_argument("--fake-fail-level", type=int, help="a level the fake never compiles")
+
+    @classmethod
+    def requested(cls, args: argparse.Namespace) -> bool:
+        return getattr(args, "fake_fail_level", None) is not None
+
+    @classmethod
+    def probe(cls, args: argparse.Namespace) -> str | None:
+        return "a test target: only with --backend fake"
+
+    @classmethod
+    def from_options(cls, args: argparse.Namespace) -> FakeBackend:
+        return cls(fail_level=getattr(args, "fake_fail_level", None))
+
+    def __init__(self, *, devices: int = 1, fail_level: int | None = None, compile_seconds: float = 0.0,
+                 measure_seconds: float = 0.0, statuses: dict[int, str] | None = None) -> None:
+        self.n_devices = devices
+        self.fail_level = fail_level
+        self.compile_s = compile_seconds
+        self.measure_s = measure_seconds
+        self.statuses = statuses if statuses is not None else {}
+        self.cancelled = False
+        self.log = FakeLog()
+
+    def version(self) -> str:
+        return "fake 1.0"
+
+    def devices(self) -> list[Device]:
+        return [Device(index=i, name="fake slot card", size=SLOTS, status=self.statuses.get(i, "Ready"))
+                for i in range(self.n_devices)]
+
+    def device_status(self, index: int) -> str | None:
+        return self.statuses.get(index, "Ready")
+
+    def target(self, *, model: ModelSpec, scenario: Scenario, devices: list[int] | None) -> Target:
+        chosen = [d for d in self.devices() if d.ready and (not devices or d.index in devices)]
+        if not chosen:
+            raise AutotuneError("no ready fake slot")
+        return Target(devices=chosen, size=SLOTS, sku="fake slot card", space=FakeSpace(scenario=scenario.name),
+                      baseline=FakeCandidate(), baseline_label="the fake's defaults", description="fake slots")
+
+    def base_flags(self, model: ModelSpec) -> tuple[str, ...]:
+        return ()
+
+    def compile(self, onnx_path: Path, model: ModelSpec, candidate: FakeCandidate, workdir: Path) -> Artifact:
+        time.sleep(self.compile_s)
+        if candidate.level == self.fail_level:
+            raise CompileFailure(f"level {candidate.level} does not compile")
+        self.log.compiles.append(candidate.compile_key())
+        workdir.mkdir(parents=True, exist_ok=True)
+        path = workdir / f"model-l{candidate.level}-b{candidate.batch_size}.fake"
+        path.write_text(candidate.flag_string())
+        return Artifact(path=path, command=["fake-compile", candidate.flag_string()], log_path=workdir / "log",
+                        compile_seconds=self.compile_s, batch_size=candidate.batch_size)
+
+    def measure(self, artifact: Artifact, candidate: FakeCandidate, *, scenario: Scenario | None,
+                bound_ms: float | None, seconds: float, device: int, log_dir: Path) -> Measurement:
+        if self.statuses.get(device, "Ready") != "Ready":
+            raise DeviceFailure(f"slot {device} is {self.statuses[device]}")
+        if not artifact.path.is_file():
+            raise MeasureFailure(f"cannot load {artifact.path.name}: no such file")
+        with self.log.lock:
+            self.log.in_flight += 1
+            self.log.most_in_flight = max(self.log.most_in_flight, self.log.in_flight)
+            self.log.measurements.append((device, candidate.compile_key()))
+        try:
+            time.sleep(self.measure_s)
+        finally:
+            with self.log.lock:
+                self.log.in_flight -= 1
+        rate = throughput(candidate)
+        batch_ms = candidate.batch_size * candidate.streams * 1000.0 / rate
+        m = Measurement(samples_per_second=rate, duration_seconds=seconds, batch_size=candidate.batch_size,
+                        latency_p50_ms=batch_ms, latency_p90_ms=batch_ms * 1.1, latency_p99_ms=batch_ms * 1.3,
+                        command=["fake-run", f"--device={device}", candidate.flag_string()], log_path=log_dir)
+        name = scenario.name if scenario else None
+        if name == "server":
+            p99 = batch_ms * 2
+            m.server_qps, m.server_p99_ms = (rate * 0.8, p99) if bound_ms is None or p99 <= bound_ms else (0.0, p99)
+        elif name == "multistream":
+            m.multistream_p99_ms = batch_ms * -(-MULTISTREAM_SAMPLES_PER_QUERY // candidate.batch_size)
+        return m
+
+    def cancel(self) -> None:
+        self.cancelled = True
+
+    def artifact_usable(self, path: Path) -> bool:
+        return path.is_file()
+
+    def preset_fields(self, candidate: FakeCandidate, artifact: Artifact, measurement: Measurement, *,
+                      name: str) -> dict[str, Any]:
+        return {"streams": candidate.streams, "fake_run_command": f"fake-run --out {name} {candidate.flag_string()}"}
+
+
+def throughput(candidate: FakeCandidate) -> float:
+    """The fake's surface: samples/s, highest at level 3, batch 4, 2 streams."""
+    level = {1: 0.5, 2: 0.8, 3: 1.0, 4: 0.7}[candidate.level]
+    batch = {1: 0.4, 2: 0.7, 4: 1.0, 8: 0.9}[candidate.batch_size]
+    streams = {1: 0.7, 2: 1.0, 3: 0.9, 4: 0.8}[candidate.streams]
+    return 1000.0 * level * batch * streams

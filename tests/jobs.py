@@ -1,0 +1,42 @@
+"""Tuning jobs for tests: a Cloud AI 100 study on the emulated SDK, and the trials a job stored."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import optuna
+
+from autotune.backends.qaic import QaicBackend
+from autotune.backends.qaic.baselines import find_baseline
+from autotune.backends.qaic.space import DeviceLimits, QaicSpace
+from autotune.models import MODELS
+from autotune.scenarios import SCENARIOS
+from autotune.search.records import TuningJob, default_study_name
+from autotune.storage import load_study
+
+
+def qaic_job(emulator: Path, onnx: Path, tmp_path: Path, *, scenario: str = "offline", model: str = "resnet50",
+             trials: int = 6, nsp: int = 16, **overrides) -> TuningJob:
+    """A short study of ``model`` on the emulated card (seeded, 1 s measurements, a private cache)."""
+    spec = MODELS[model]
+    device = DeviceLimits(nsp_total=nsp)
+    preset = overrides.pop("preset", find_baseline(model, scenario, nsp))
+    baseline = preset.candidate(device) if preset else None
+    backend = overrides.pop("backend", None) or QaicBackend(sdk_root=emulator)
+    fields = dict(model=spec, onnx_path=onnx, scenario=SCENARIOS[scenario],
+                  bound_ms=spec.latency_bounds_ms.get(scenario), backend=backend,
+                  space=QaicSpace(device=device, scenario=scenario,
+                                  extra_flags=baseline.extra_flags if baseline else ()),
+                  devices=[0], device_size=nsp, sku="PCIe Pro",
+                  storage=f"sqlite:///{tmp_path / 'studies.db'}",
+                  study_name=default_study_name(model, scenario, backend, nsp), n_trials=trials,
+                  measure_seconds=1.0, validate_seconds=2.0, validate_top=2, seed=1, workdir=tmp_path / "work",
+                  cache_dir=tmp_path / "cache",
+                  baseline=baseline, baseline_label=preset.flags if preset else None)
+    fields.update(overrides)
+    return TuningJob(**fields)
+
+
+def stored_trials(job: TuningJob) -> list[optuna.trial.FrozenTrial]:
+    """The trials the job's study holds now."""
+    return load_study(job.storage, job.study_name).get_trials()

@@ -1,0 +1,126 @@
+"""The tuner and the pipeline on the in-memory fake target: no emulator, no subprocess."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import optuna
+import pytest
+from optuna.trial import TrialState
+
+from autotune.errors import DeviceFailure
+from autotune.models import ModelSpec
+from autotune.scenarios import SCENARIOS
+from autotune.search.records import TuningJob
+from autotune.search.tuner import Tuner
+from fakes import FakeBackend, FakeCandidate, FakeSpace, throughput
+
+
+def _job(tmp_path: Path, backend: FakeBackend, *, trials: int = 6, scenario: str = "offline",
+         **overrides) -> TuningJob:
+    fields = dict(model=ModelSpec(name="toy"), onnx_path=tmp_path / "toy.onnx", scenario=SCENARIOS[scenario],
+                  bound_ms=50.0 if scenario == "server" else None, backend=backend,
+                  space=FakeSpace(scenario=scenario), devices=[d.index for d in backend.devices()], device_size=16,
+                  sku="fake slot card", storage=optuna.storages.InMemoryStorage(), study_name="toy",
+                  n_trials=trials, measure_seconds=0.1, validate_seconds=0.1, validate_top=2, seed=0,
+                  workdir=tmp_path / "work", cache_dir=tmp_path / "cache", baseline=FakeCandidate(),
+                  baseline_label="the fake's defaults")
+    return TuningJob(**fields | overrides)
+
+
+def _enqueue(tuner: Tuner, *candidates: FakeCandidate) -> None:
+    for c in candidates:
+        tuner.study.enqueue_trial(tuner.job.space.params_for(c))
+
+
+def test_a_study_on_the_fake_measures_the_baseline_first_and_validates_the_best(tmp_path):
+    backend = FakeBackend()
+    tuner = Tuner(_job(tmp_path, backend, trials=8), progress=lambda _: None)
+    summary = tuner.run()
+    trials = tuner.study.get_trials()
+    assert trials[0].user_attrs["baseline"] and trials[0].value == throughput(FakeCandidate())
+    assert summary["baseline_trial"] == 0 and summary["winner_value"] == max(t.value for t in trials)
+    assert trials[0].user_attrs["preset_fields"]["fake_run_command"].startswith("fake-run --out toy-t0 ")
+    assert trials[0].user_attrs["concurrency"] == 1
+    stored = tuner.study.user_attrs
+    assert (stored["backend"], stored["slots"], stored["size_unit"], stored["device_word"]) == \
+        ("fake", 16, "slots", "slot")
+    assert stored["emulated"] is True and stored["export_formats"] == ["yaml", "json", "cmdline"]
+
+
+def test_compile_failures_are_infeasible_once_and_never_compiled_again(tmp_path):
+    backend = FakeBackend(fail_level=2)
+    tuner = Tuner(_job(tmp_path, backend, trials=3, baseline=None), progress=lambda _: None)
+    _enqueue(tuner, FakeCandidate(level=2, batch_size=1), FakeCandidate(level=2, batch_size=1, streams=2),
+             FakeCandidate(level=3))
+    tuner.run()
+    first, again, fine = tuner.study.get_trials()
+    assert first.constraints == again.constraints == {"feasible": 1.0}
+    assert first.user_attrs["failure_reason"] == again.user_attrs["failure_reason"] == "level 2 does not compile"
+    assert fine.constraints == {"feasible": 0.0} and backend.log.compiles == [(3, 1)]
+
+
+def test_broken_rules_are_told_as_infeasible_without_compiling(tmp_path):
+    backend = FakeBackend()  # suggestions never break its rule; a baseline is taken as given, and this one does
+    tuner = Tuner(_job(tmp_path, backend, trials=1, baseline=FakeCandidate(batch_size=8, streams=4), validate_top=0),
+                  progress=lambda _: None)
+    tuner.run()
+    (trial,) = tuner.study.get_trials()
+    assert trial.user_attrs["failure_stage"] == "constraint" and "more than 16 slots" in trial.user_attrs[
+        "failure_reason"] and backend.log.compiles == []
+
+
+def test_runtime_knobs_reuse_the_compiled_artifact_and_duplicates_reuse_figures(tmp_path):
+    backend = FakeBackend()
+    tuner = Tuner(_job(tmp_path, backend, trials=3, baseline=None, validate_top=0), progress=lambda _: None)
+    _enqueue(tuner, FakeCandidate(level=3, batch_size=4), FakeCandidate(level=3, batch_size=4, streams=2),
+             FakeCandidate(level=3, batch_size=4))
+    tuner.run()
+    first, other_streams, duplicate = tuner.study.get_trials()
+    assert backend.log.compiles == [(3, 4)] and len(backend.log.measurements) == 2
+    assert other_streams.user_attrs["compile_reused"] is True
+    assert duplicate.user_attrs["duplicate_of"] == 0 and duplicate.value == first.value
+
+
+def test_compiles_run_ahead_while_two_devices_measure_at_once(tmp_path):
+    backend = FakeBackend(devices=2, compile_seconds=0.05, measure_seconds=0.2)
+    tuner = Tuner(_job(tmp_path, backend, trials=8, baseline=None, validate_top=0, compile_jobs=4),
+                  progress=lambda _: None)
+    _enqueue(tuner, *(FakeCandidate(level=lv, batch_size=b) for lv in (1, 2, 3, 4) for b in (1, 2)))
+    tuner.run()
+    assert all(t.state == TrialState.COMPLETE for t in tuner.study.get_trials())
+    assert backend.log.most_in_flight == 2 and {d for d, _ in backend.log.measurements} == {0, 1}
+    assert tuner.stats.busy_fraction() > 0.5
+
+
+def test_a_failing_device_is_set_aside_and_the_trial_measured_on_the_other(tmp_path):
+    backend = FakeBackend(devices=2, statuses={})
+    lines: list[str] = []
+    tuner = Tuner(_job(tmp_path, backend, trials=3, baseline=None, validate_top=0, compile_jobs=1),
+                  progress=lines.append)
+    backend.statuses[1] = "Error"  # after the target was chosen: it fails mid-run
+    _enqueue(tuner, FakeCandidate(level=1), FakeCandidate(level=2), FakeCandidate(level=3))
+    tuner.run()
+    assert all(t.state == TrialState.COMPLETE and t.constraints == {"feasible": 0.0}
+               for t in tuner.study.get_trials())
+    assert any(line.startswith("device slot 1 set aside") and "it reports Error" in line for line in lines)
+    assert {d for d, _ in backend.log.measurements} == {0}
+
+
+def test_no_usable_device_stops_the_run_with_no_trial_left_running(tmp_path):
+    backend = FakeBackend(devices=1)
+    tuner = Tuner(_job(tmp_path, backend, trials=2, baseline=None), progress=lambda _: None)
+    backend.statuses[0] = "Error"
+    with pytest.raises(DeviceFailure, match="no usable device left \\(slot 0: slot 0 is Error\\)"):
+        tuner.run()
+    assert backend.cancelled
+    assert [t.state for t in tuner.study.get_trials()] == [TrialState.FAIL]
+
+
+def test_server_and_singlestream_values_come_from_the_measurement(tmp_path):
+    for scenario, key in (("server", "server_qps"), ("singlestream", "p90_ms")):
+        tuner = Tuner(_job(tmp_path, FakeBackend(), trials=2, scenario=scenario, study_name=scenario),
+                      progress=lambda _: None)
+        tuner.run()
+        first = tuner.study.get_trials()[0]
+        assert first.user_attrs["scenario_figures"][key] == pytest.approx(first.value)

@@ -1,0 +1,249 @@
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import optuna
+import pytest
+from optuna.trial import TrialState
+
+from autotune.backends.qaic import QaicBackend
+from autotune.backends.qaic.baselines import find_baseline
+from autotune.backends.qaic.space import DeviceLimits, params_for
+from autotune.errors import AutotuneError
+from autotune.results.attrs import study_overview
+from autotune.search.records import TrialRecord
+from autotune.search.tuner import Tuner
+from autotune.storage import load_study, open_storage
+from jobs import qaic_job as _job, stored_trials as _trials
+
+
+def test_warm_start_measures_the_baseline_first_and_validates(emulator, tiny_onnx, tmp_path):
+    job = _job(emulator, tiny_onnx, tmp_path, trials=5, nsp=14)
+    summary = Tuner(job, progress=lambda _: None).run()
+    trials = _trials(job)
+    first = trials[0]
+    assert first.user_attrs["baseline"] is True
+    assert sorted(first.user_attrs["flags"].split()) == sorted(job.baseline_label.split())
+    assert first.user_attrs["candidate"]["batch_size"] == job.baseline.batch_size
+    assert len(trials) == 5 and all(t.state == TrialState.COMPLETE for t in trials)
+    for t in trials:
+        attrs = t.user_attrs
+        assert {"candidate", "flags", "compile_key"} <= set(attrs)
+        if attrs.get("failure_stage") is None:
+            assert attrs["compile_argv"][0].endswith("qaic-exec") and attrs["measure_argv"][0].endswith("qaic-runner")
+            assert attrs["figures"]["samples_per_second"] == t.value
+    assert summary["baseline_trial"] == 0 and summary["winner_value"] >= summary["baseline_value"]
+    assert {r["trial"] for r in summary["validated"]} >= {0, summary["winner_trial"]}
+
+
+def test_infeasible_candidates_are_told_as_infeasible_with_reason(emulator, retinanet_onnx, tmp_path):
+    job = _job(emulator, retinanet_onnx, tmp_path, model="retinanet", trials=3, preset=None)
+    tuner = Tuner(job, progress=lambda _: None)
+    fails_compile = {"cores": 1, "ols": 1, "sdp_clusters": 1, "mos_0": 1, "multicast_weights": False,
+                     "batch_size": 16, "activations": 16, "set_size": 10}
+    fine = fails_compile | {"cores": 4, "mos_0": 4, "batch_size": 1, "activations": 4, "set_size": 4}
+    tuner.study.enqueue_trial(fails_compile)
+    tuner.study.enqueue_trial(fine)
+    tuner.run()
+    trials = _trials(job)
+    bad, good = trials[0], trials[1]
+    assert bad.state == TrialState.COMPLETE and bad.constraints == {"feasible": 1.0}
+    assert bad.user_attrs["failure_stage"] == "compile" and "VTCM" in bad.user_attrs["failure_reason"]
+    assert Path(bad.user_attrs["compile_log"]).is_file()
+    assert good.constraints == {"feasible": 0.0} and good.value > 0
+
+
+def test_duplicates_reuse_figures_and_runtime_knobs_reuse_the_qpc(emulator, tiny_onnx, tmp_path, monkeypatch):
+    job = _job(emulator, tiny_onnx, tmp_path, trials=3, preset=None)
+    tuner = Tuner(job, progress=lambda _: None)
+    params = {"cores": 4, "ols": 2, "sdp_clusters": 1, "mos_0": 2, "multicast_weights": True, "batch_size": 4,
+              "activations": 4, "set_size": 10}
+    tuner.study.enqueue_trial(params)
+    tuner.study.enqueue_trial(params)
+    tuner.study.enqueue_trial(params | {"activations": 2, "set_size": 4})
+    calls = []
+    real_compile = job.backend.compile
+    monkeypatch.setattr(job.backend, "compile", lambda *a, **k: calls.append(1) or real_compile(*a, **k))
+    tuner.run()
+    first, dup, other_runtime = _trials(job)
+    assert dup.user_attrs["duplicate_of"] == first.number and dup.value == first.value
+    assert other_runtime.user_attrs["compile_reused"] is True
+    assert other_runtime.user_attrs["artifact_path"] == first.user_attrs["artifact_path"]
+    assert len(calls) == 1
+
+
+def test_server_latency_bound_breaks_make_infeasible(emulator, tiny_onnx, tmp_path):
+    job = _job(emulator, tiny_onnx, tmp_path, scenario="server", trials=2, preset=None, bound_ms=0.001)
+    Tuner(job, progress=lambda _: None).run()
+    for t in _trials(job):
+        assert t.constraints == {"feasible": 1.0}
+        assert t.user_attrs["failure_stage"] in ("scenario", "compile", "measure")
+    server = [t for t in _trials(job) if t.user_attrs["failure_stage"] == "scenario"]
+    assert server and "exceeds the 0.001 ms bound" in server[0].user_attrs["failure_reason"]
+    assert server[0].user_attrs["estimated"] is True
+
+
+def test_resume_continues_the_same_study(emulator, tiny_onnx, tmp_path):
+    job = _job(emulator, tiny_onnx, tmp_path, trials=3, nsp=14)
+    Tuner(job, progress=lambda _: None).run()
+    Tuner(job, progress=lambda _: None).run()
+    trials = _trials(job)
+    assert len(trials) == 6 and sum(bool(t.user_attrs.get("baseline")) for t in trials) == 1
+
+
+def test_study_with_another_model_is_refused(emulator, tiny_onnx, tmp_path):
+    job = _job(emulator, tiny_onnx, tmp_path, trials=1)
+    Tuner(job, progress=lambda _: None).run()
+    other = _job(emulator, tiny_onnx, tmp_path, scenario="server", study_name=job.study_name)
+    with pytest.raises(AutotuneError, match="another scenario 'offline' \\(not 'server'\\).*does not mix"):
+        Tuner(other, progress=lambda _: None)
+    changed = tmp_path / "resnet50-v2.onnx"
+    changed.write_bytes(tiny_onnx.read_bytes() + b" ")
+    with pytest.raises(AutotuneError, match="onnx_sha256"):
+        Tuner(_job(emulator, changed, tmp_path), progress=lambda _: None)
+
+
+def test_unopenable_storage_is_one_line_error(tmp_path):
+    with pytest.raises(AutotuneError, match="cannot open storage"):
+        open_storage(f"sqlite:///{tmp_path}/no/such/dir/x.db")
+    with pytest.raises(AutotuneError, match="cannot open storage"):
+        open_storage("notadb://what")
+
+
+def test_overview_counts(emulator, tiny_onnx, tmp_path):
+    job = _job(emulator, tiny_onnx, tmp_path, trials=3, nsp=14)
+    Tuner(job, progress=lambda _: None).run()
+    (row,) = study_overview(open_storage(job.storage))
+    assert row["study"] == job.study_name and row["feasible"] + row["infeasible"] == 3
+    assert row["baseline"] == _trials(job)[0].value and row["best"] == max(
+        t.value for t in _trials(job) if t.constraints == {"feasible": 0.0})
+
+
+def test_params_for_baseline_are_inside_the_space():
+    device = DeviceLimits(nsp_total=14)
+    baseline = find_baseline("resnet50", "offline", 14).candidate(device)
+    params = params_for(baseline, scenario="offline")
+    assert params == {"cores": 4, "ols": 4, "sdp_clusters": 2, "multicast_weights": True, "mos_0": 1, "mos_1": 2,
+                      "batch_size": 8, "activations": 3, "set_size": 10}
+
+
+@pytest.mark.slow
+def test_sigint_keeps_finished_trials_and_resume_continues(emulator, tiny_onnx, tmp_path):
+    storage = f"sqlite:///{tmp_path / 'sigint.db'}"
+    env = os.environ | {"QAIC_EMU_COMPILE_SECONDS": "2", "AUTOTUNE_SDK_ROOT": str(emulator)}
+    command = [sys.executable, "-m", "autotune", "run", "--model", "resnet50", "--scenario", "offline", "--onnx",
+               str(tiny_onnx), "--trials", "50", "--storage", storage, "--measure-time", "1",
+               "--workdir", str(tmp_path / "work"), "--seed", "3"]
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    seen = 0
+    deadline = time.monotonic() + 60
+    while seen < 3 and time.monotonic() < deadline:
+        line = process.stdout.readline()
+        seen += line.startswith("[")
+    time.sleep(0.7)  # the next trial is compiling now (each compile takes 2 s)
+    process.send_signal(signal.SIGINT)
+    out, err = process.communicate(timeout=30)
+    assert process.returncode == 130, err
+    assert "Run the same command again to resume" in err and "Traceback" not in err
+    study = load_study(storage, "resnet50-offline-qaic-16nsp")
+    trials = study.get_trials()
+    complete = [t for t in trials if t.state == TrialState.COMPLETE]
+    assert len(complete) >= 3
+    interrupted = [t for t in trials if t.state == TrialState.FAIL]  # the trials in flight (compiles run ahead)
+    assert interrupted and all(t.user_attrs["failure_stage"] == "interrupted" for t in interrupted)
+    assert not [t for t in trials if t.state == TrialState.RUNNING]
+    resumed = subprocess.run(command[:command.index("--trials") + 1] + ["2"] + command[command.index("--trials") + 2:],
+                             capture_output=True, text=True, env=env | {"QAIC_EMU_COMPILE_SECONDS": "0"}, timeout=120)
+    assert resumed.returncode == 0, resumed.stderr
+    after = load_study(storage, "resnet50-offline-qaic-16nsp").get_trials()
+    assert len([t for t in after if t.state == TrialState.COMPLETE]) == len(complete) + 2
+    assert {t.number: t.value for t in complete} == {t.number: t.value for t in after if t.number in
+                                                       {c.number for c in complete}}
+
+
+def test_polishing_queues_one_knob_steps_from_the_best(emulator, tiny_onnx, tmp_path):
+    job = _job(emulator, tiny_onnx, tmp_path, trials=8, nsp=14, polish_after=4, polish_every=2)
+    Tuner(job, progress=lambda _: None).run()
+    trials = _trials(job)
+    polished = [t for t in trials if "polish_of" in t.user_attrs]
+    assert polished
+    for t in polished:
+        origin = trials[t.user_attrs["polish_of"]].user_attrs["candidate"]
+        mine = t.user_attrs["candidate"]
+        assert mine != origin and t.user_attrs.get("duplicate_of") is None
+        assert origin["cores"] == mine["cores"] or origin["ols"] == mine["ols"]
+    random_job = _job(emulator, tiny_onnx, tmp_path, trials=8, nsp=14, sampler="random", polish_after=4,
+                      polish_every=2, study_name="random-search")
+    Tuner(random_job, progress=lambda _: None).run()
+    assert not [t for t in _trials(random_job) if "polish_of" in t.user_attrs]
+
+
+def test_a_device_that_is_not_ready_stops_the_run_without_blaming_candidates(emulator, tiny_onnx, tmp_path,
+                                                                            monkeypatch):
+    monkeypatch.setenv("QAIC_EMU_DEVICES", "Error")
+    job = _job(emulator, tiny_onnx, tmp_path, trials=3, nsp=14)
+    with pytest.raises(AutotuneError, match="device QID 0: Device:0 not in ready state"):
+        Tuner(job, progress=lambda _: None).run()
+    (trial,) = _trials(job)
+    assert trial.state == TrialState.FAIL and trial.user_attrs["failure_stage"] == "device"
+    monkeypatch.setenv("QAIC_EMU_DEVICES", "Ready")
+    Tuner(_job(emulator, tiny_onnx, tmp_path, trials=1, nsp=14), progress=lambda _: None).run()
+    assert _trials(job)[-1].user_attrs.get("baseline") and _trials(job)[-1].state == TrialState.COMPLETE
+
+
+def test_a_hung_or_crashed_compile_is_infeasible_with_its_reason_and_the_pool_goes_on(emulator, tiny_onnx,
+                                                                                     tmp_path, monkeypatch):
+    monkeypatch.setenv("QAIC_EMU_COMPILE_HANG", "-aic-num-cores=3 ")
+    monkeypatch.setenv("QAIC_EMU_COMPILE_CRASH", "-aic-num-cores=5 ")
+    job = _job(emulator, tiny_onnx, tmp_path, trials=3, nsp=16, validate_top=0, preset=None, compile_jobs=3,
+               backend=QaicBackend(sdk_root=emulator, compile_timeout_s=2))
+    tuner = Tuner(job, progress=lambda _: None)
+    base = {"ols": 1, "sdp_clusters": 1, "mos_0": 1, "multicast_weights": False, "batch_size": 1, "set_size": 4}
+    for cores in (3, 5, 2):
+        tuner.study.enqueue_trial(base | {"cores": cores, "activations": 1})
+    tuner.run()
+    hung, crashed, fine = _trials(job)
+    assert hung.state == crashed.state == fine.state == TrialState.COMPLETE
+    assert hung.constraints == crashed.constraints == {"feasible": 1.0}
+    assert hung.user_attrs["failure_reason"] == "qaic-exec still running after 2 s: killed"
+    assert crashed.user_attrs["failure_reason"] == "qaic-exec crashed (killed by SIGSEGV)"
+    assert "Compile started" in Path(hung.user_attrs["compile_log"]).read_text()
+    assert fine.constraints == {"feasible": 0.0} and fine.value > 0
+    (entry,) = (tmp_path / "cache" / "entries").iterdir()  # only the compile that finished became an entry
+    assert (entry / "entry.json").is_file() and not list((tmp_path / "cache" / "tmp").iterdir())
+
+
+def test_an_unexpected_error_leaves_the_trial_failed_not_running(emulator, tiny_onnx, tmp_path, monkeypatch):
+    job = _job(emulator, tiny_onnx, tmp_path, trials=2, nsp=14)
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("disk on fire")
+    monkeypatch.setattr(job.backend, "measure", broken)
+    with pytest.raises(RuntimeError):
+        Tuner(job, progress=lambda _: None).run()
+    (trial,) = _trials(job)
+    assert trial.state == TrialState.FAIL and trial.user_attrs["failure_reason"] == "RuntimeError: disk on fire"
+
+
+def test_a_half_initialised_study_is_completed_not_refused(emulator, tiny_onnx, tmp_path):
+    job = _job(emulator, tiny_onnx, tmp_path, trials=1, nsp=14)
+    study = optuna.create_study(study_name=job.study_name, storage=job.storage, direction="maximize")
+    study.set_user_attr("backend", "qaic")
+    Tuner(job, progress=lambda _: None).run()
+    attrs = load_study(job.storage, job.study_name).user_attrs
+    assert attrs["model"] == "resnet50" and attrs["latency_bound_ms"] is None and "validation" in attrs
+
+
+def test_a_trial_another_worker_failed_meanwhile_is_dropped_not_fatal(emulator, tiny_onnx, tmp_path):
+    lines: list[str] = []
+    tuner = Tuner(_job(emulator, tiny_onnx, tmp_path, trials=1, preset=None), progress=lines.append)
+    flight = tuner.proposer.admit([])
+    tuner.study._storage.set_trial_state_values(flight.trial._trial_id, state=TrialState.FAIL)  # its heartbeat check
+    tuner.recorder.tell(flight, TrialRecord(value=1.0, feasible=True, attrs={"figures": {}}))
+    assert "was ended by another worker's heartbeat check" in lines[-1]
+    assert [t.state for t in _trials(tuner.job)] == [TrialState.FAIL]
