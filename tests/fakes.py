@@ -10,10 +10,11 @@ import argparse
 import threading
 import time
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from autotune.backends._runtime import Move, Once, StepSearch
 from autotune.backends.base import Artifact, Device, Measurement, Target, one_knob_steps
 from autotune.errors import AutotuneError, CompileFailure, DeviceFailure, MeasureFailure
 from autotune.models import ModelSpec
@@ -51,22 +52,33 @@ class FakeCandidate:
 
 @dataclass(frozen=True, kw_only=True)
 class FakeSpace:
+    """Level and batch are compiled in; streams are searched on the compiled model (more while it helps)."""
+
     scenario: str
 
     def domains(self) -> dict[str, list[Any]]:
         if self.scenario == "singlestream":
             return {"level": list(LEVELS)}
-        return {"level": list(LEVELS), "batch_size": list(BATCHES), "streams": [1, 2, 3, 4]}
+        return {"level": list(LEVELS), "batch_size": list(BATCHES)}
 
     def suggest(self, trial: Any) -> FakeCandidate:
         values = {"level": trial.suggest_int("level", 1, 4)}
         if self.scenario != "singlestream":
-            batch = trial.suggest_categorical("batch_size", list(BATCHES))
-            values |= {"batch_size": batch, "streams": min(trial.suggest_int("streams", 1, 4), SLOTS // batch)}
+            values["batch_size"] = trial.suggest_categorical("batch_size", list(BATCHES))
         return FakeCandidate(**values)
+
+    def runtime_search(self, candidate: FakeCandidate) -> Any:
+        if self.scenario == "singlestream":
+            return Once(candidate)
+        more = Move("streams+", lambda c: replace(c, streams=c.streams + 1)
+                    if c.streams < 4 and c.batch_size * (c.streams + 1) <= SLOTS else None, repeat=True)
+        return StepSearch(candidate, [more])
 
     def params_for(self, candidate: FakeCandidate) -> dict[str, Any]:
         return {k: v for k, v in candidate.to_dict().items() if k in self.domains()}
+
+    def starts(self) -> list[FakeCandidate]:
+        return [FakeCandidate(level=4), FakeCandidate(level=2, batch_size=8)]
 
     def neighbours(self, candidate: FakeCandidate) -> list[dict[str, Any]]:
         return one_knob_steps(self.params_for(candidate), self.domains())

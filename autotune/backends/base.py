@@ -106,11 +106,31 @@ class Candidate(Protocol):
         ...
 
 
+class RuntimeSearch(Protocol):
+    """Ask/tell over the runtime knobs of one compiled candidate (``autotune.backends._runtime`` has two)."""
+
+    def ask(self) -> Any:
+        """The next setting to measure on the compiled artifact, or None when the search is done."""
+        ...
+
+    def tell(self, candidate: Any, score: float | None) -> None:
+        """The measured score of ``candidate`` (higher is better), or None when it could not run."""
+        ...
+
+
 class SearchSpace(Protocol):
-    """A target's knobs for one study: Optuna suggestions and their inverse, one-knob domains and the rules."""
+    """A target's knobs for one study: Optuna suggestions and their inverse, one-knob domains and the rules.
+
+    One trial is one compile: ``suggest`` draws the compile knobs (runtime knobs at their starting values) and
+    ``runtime_search`` then tries runtime settings on the compiled artifact.
+    """
 
     def suggest(self, trial: Any) -> Candidate:
         """Draw a candidate from an Optuna trial (or a FixedTrial of ``params_for``)."""
+        ...
+
+    def runtime_search(self, candidate: Any) -> RuntimeSearch:
+        """The runtime settings to measure on ``candidate``'s artifact, starting with ``candidate`` itself."""
         ...
 
     def params_for(self, candidate: Any) -> dict[str, Any]:
@@ -123,6 +143,10 @@ class SearchSpace(Protocol):
 
     def violations(self, candidate: Any) -> list[str]:
         """Every rule of the device and scenario the candidate breaks, readable; empty when it is valid."""
+        ...
+
+    def starts(self) -> list[Candidate]:
+        """Start points of a local search besides the baseline: the toolchain's own rules of thumb."""
         ...
 
     def neighbours(self, candidate: Any) -> list[dict[str, Any]]:

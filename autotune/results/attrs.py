@@ -15,13 +15,18 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 # -- trial attributes ------------------------------------------------------------------------------------------
-CANDIDATE = "candidate"  # the candidate's to_dict()
+CANDIDATE = "candidate"  # the candidate's to_dict(): the proposal while in flight, then the best runtime setting
+PROPOSAL = "proposal"  # the candidate as proposed (its runtime knobs where the trial's runtime search started)
+RUNTIME_SEARCHED = "runtime_searched"  # False: measured as given (a baseline), True: runtime knobs searched
+MEASUREMENTS = "measurements"  # every runtime setting the trial measured: knobs, value, feasible, reason
 FLAGS = "flags"  # its flag string
 COMPILE_KEY = "compile_key"
 CONCURRENCY = "concurrency"  # batches in flight at once (activations, sessions)
 BASELINE = "baseline"  # True on the trial that measured the baseline
 DUPLICATE_OF = "duplicate_of"  # the trial whose figures this re-proposed candidate reused
 POLISH_OF = "polish_of"  # the best trial this one-knob step started from
+LOCAL_RESTART = "local_restart"  # the local search's climb (start point) this trial belongs to
+WARM_START_FROM = "warm_start_from"  # ``study#trial`` this trial was enqueued from (--warm-start)
 COMPILE_REUSED = "compile_reused"
 ARTIFACT_PATH = "artifact_path"
 LEGACY_QPC_DIR = "qpc_dir"  # the artifact path as studies of round 1 stored it

@@ -10,7 +10,7 @@ from optuna.trial import FrozenTrial, TrialState
 from autotune.backends.base import Artifact, Backend, SearchSpace
 from autotune.errors import CompileFailure
 from autotune.results import attrs
-from autotune.search.records import candidate_key
+from autotune.search.records import proposal_key
 
 
 class Memory:
@@ -36,7 +36,7 @@ class Memory:
         if attrs.CANDIDATE not in stored:
             return
         if stored.get(attrs.DUPLICATE_OF) is None:
-            self.results.setdefault(candidate_key(self.space.from_dict(stored[attrs.CANDIDATE])), trial)
+            self.results.setdefault(self.key_of(stored), trial)
         key = stored.get(attrs.COMPILE_KEY)
         if not key or key in self.artifacts:
             return
@@ -47,6 +47,11 @@ class Memory:
             self.artifacts[key] = Artifact(path=Path(path), command=stored[attrs.COMPILE_ARGV],
                                            log_path=Path(stored[attrs.COMPILE_LOG]), compile_seconds=0.0,
                                            batch_size=stored[attrs.CANDIDATE]["batch_size"])
+
+    def key_of(self, stored: dict) -> str:
+        """The proposal key of a stored trial (trials of round 1 stored no proposal: their candidate, as given)."""
+        proposal = stored.get(attrs.PROPOSAL) or stored[attrs.CANDIDATE]
+        return proposal_key(self.space.from_dict(proposal), searched=bool(stored.get(attrs.RUNTIME_SEARCHED, False)))
 
     def known_artifact(self, key: str) -> Artifact | None:
         """The artifact of compile key ``key`` when this worker has one still on disk."""

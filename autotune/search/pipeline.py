@@ -14,12 +14,11 @@ from concurrent.futures import FIRST_COMPLETED, Executor, Future, ThreadPoolExec
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
-from autotune.backends.base import Measurement
 from autotune.errors import CompileFailure, DeviceFailure, MeasureFailure
 from autotune.search.device_pool import DEVICE_FAILURE_LIMIT, DevicePool, DeviceUse
 from autotune.search.proposer import Proposer
 from autotune.search.recorder import Recorder
-from autotune.search.records import Flight, TrialRecord
+from autotune.search.records import Flight, TrialRecord, Try
 from autotune.search.stages import CompileStage, MeasureStage
 from autotune.storage import StorageUnreachable
 
@@ -35,7 +34,7 @@ class Stages:
     measurer: MeasureStage
     recorder: Recorder
     progress: Callable[[str], None]
-    progress_line: Callable[[int, int, TrialRecord, float], str]  # (trial, done, record, elapsed) -> line
+    progress_line: Callable[[int, int, TrialRecord, float], str]  # (trial, compiles done, record, elapsed) -> line
     cancel: Callable[[], None]  # kill every compile and measurement of this process
 
 
@@ -73,19 +72,41 @@ class PipelineStats:
         return sum(b for b, _ in spans) / sum(s for _, s in spans)
 
 
+ASKS_PER_COMPILE = 4  # proposals per budgeted compile before the space counts as exhausted
+SETTLED_STREAK = 50  # proposals in a row settled without a compile: the space counts as exhausted
+
+
 @dataclass(kw_only=True)
 class _Budget:
-    """How many trials may still be asked for, and until when."""
+    """How many compiles may still be asked for, and until when: a proposal settled without compiling (a duplicate,
+    a broken rule, flags known not to compile, a twin's result) does not count."""
 
     n_trials: int | None
     timeout_s: float | None
+    max_asks: int | None = None
     started: float = field(default_factory=time.monotonic)
     asked: int = 0
+    settled: int = 0  # proposals settled without a compile
+    streak: int = 0  # of those, in a row
     done: int = 0
     out_of_time: bool = False
 
     def may_ask(self) -> bool:
-        return not self.out_of_time and (self.n_trials is None or self.asked < self.n_trials)
+        if self.out_of_time or self.exhausted() or (self.max_asks is not None and self.asked >= self.max_asks):
+            return False
+        return self.n_trials is None or self.asked - self.settled < self.n_trials
+
+    def exhausted(self) -> bool:
+        """The sampler keeps proposing what is known: the space holds no more new compiles."""
+        return self.streak >= SETTLED_STREAK or (self.n_trials is not None and
+                                                 self.asked >= ASKS_PER_COMPILE * self.n_trials + 10)
+
+    def settle(self) -> None:
+        self.settled += 1
+        self.streak += 1
+
+    def elapsed(self) -> float:
+        return time.monotonic() - self.started
 
     def elapsed(self) -> float:
         return time.monotonic() - self.started
@@ -117,9 +138,10 @@ class Pipeline:
         # propose from older results
         return 1 if self.compile_jobs == 0 else self.compile_jobs + len(self.pool.usable)
 
-    def run(self, *, n_trials: int | None, timeout_s: float | None) -> int:
-        """Run new trials until ``n_trials`` were asked or ``timeout_s`` passed; returns how many finished."""
-        budget = _Budget(n_trials=n_trials, timeout_s=timeout_s)
+    def run(self, *, n_trials: int | None, timeout_s: float | None, max_asks: int | None = None) -> int:
+        """Run new trials until ``n_trials`` compiles were asked for, ``timeout_s`` passed or ``max_asks`` proposals
+        were made; returns how many trials finished."""
+        budget = _Budget(n_trials=n_trials, timeout_s=timeout_s, max_asks=max_asks)
         beats = threading.Thread(target=self._heartbeats, name="heartbeat", daemon=True)
         beats.start()
         last_stale_check = 0.0
@@ -135,6 +157,9 @@ class Pipeline:
                 for flight in [f for f in self.flights.values() if f.record is not None]:
                     self._finish(flight, flight.record, budget)
                 if not self.flights and not budget.may_ask():
+                    if budget.exhausted():
+                        self.stages.progress(f"the search space holds no new compile setting: stopped after "
+                                             f"{budget.asked - budget.settled} compiles")
                     break
                 if not (budget.may_ask() and len(self.flights) < self.max_in_flight):
                     self._wait()  # else there is room for another trial: one ended inline, or as a known result
@@ -154,8 +179,10 @@ class Pipeline:
             flight = self.stages.proposer.admit(list(self.flights.values()))
             budget.asked += 1
             if flight.record is not None:
+                budget.settle()
                 self._finish(flight, flight.record, budget)
                 continue
+            budget.streak = 0
             with self._lock:
                 self.flights[flight.number] = flight
             if flight.twin is None:
@@ -212,11 +239,11 @@ class Pipeline:
         if record is not None:
             flight.record = record
 
-    def _measured(self, future: Future[Measurement], flight: Flight, qid: int) -> TrialRecord | None:
+    def _measured(self, future: Future[list[Try]], flight: Flight, qid: int) -> TrialRecord | None:
         """The trial's record, or None when it goes back to the queue for another device."""
         measurer = self.stages.measurer
         try:
-            measurement = future.result()
+            tries = future.result()
         except DeviceFailure as failure:
             return self._device_failed(flight, qid, failure)
         except MeasureFailure as failure:
@@ -226,7 +253,7 @@ class Pipeline:
             self.pool.release(qid)
             raise
         self.pool.release(qid)
-        return measurer.judged(flight, measurement)
+        return measurer.judged(flight, tries)
 
     def _device_failed(self, flight: Flight, qid: int, failure: DeviceFailure) -> TrialRecord | None:
         """A device that failed: the flight goes to another device, or is the candidate's fault after two."""
@@ -251,7 +278,8 @@ class Pipeline:
         self.stages.recorder.tell(flight, record)
         self.finished.append((flight.number, record))
         budget.done += 1
-        self.stages.progress(self.stages.progress_line(flight.number, budget.done, record, budget.elapsed()))
+        compiles = budget.done - budget.settled  # settled proposals are counted when they are admitted
+        self.stages.progress(self.stages.progress_line(flight.number, compiles, record, budget.elapsed()))
 
     def _resolve_twins(self, budget: _Budget) -> None:
         """Trials parked behind a twin: reuse its result once it is COMPLETE, else run them after all."""
@@ -266,6 +294,7 @@ class Pipeline:
             if record is None:
                 self._start_compile(flight)
             else:
+                budget.settle()
                 self._finish(flight, record, budget)
 
     # -- time and faults ----------------------------------------------------------------------------------------

@@ -10,12 +10,13 @@ from typing import Any, Callable
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
+from autotune.backends._runtime import Once
 from autotune.backends.base import Candidate
 from autotune.results import attrs
 from autotune.results.attrs import best_feasible, is_feasible
 from autotune.search.memory import Memory
 from autotune.search.recorder import Recorder
-from autotune.search.records import Flight, TrialRecord, TuningJob, candidate_key, compile_key, infeasible
+from autotune.search.records import Flight, TrialRecord, TuningJob, compile_key, infeasible, proposal_key
 
 
 class Proposer:
@@ -41,12 +42,16 @@ class Proposer:
         try:
             self.recorder.heartbeat(trial)
             candidate = self._candidate(trial)
-            stored: dict[str, Any] = {attrs.CANDIDATE: candidate.to_dict(), attrs.FLAGS: candidate.flag_string(),
+            # the baseline is measured as given, and so is a candidate with no runtime knob to search
+            searched = not trial.user_attrs.get(attrs.BASELINE) and \
+                not isinstance(self.job.space.runtime_search(candidate), Once)
+            stored: dict[str, Any] = {attrs.CANDIDATE: candidate.to_dict(), attrs.PROPOSAL: candidate.to_dict(),
+                                      attrs.RUNTIME_SEARCHED: searched, attrs.FLAGS: candidate.flag_string(),
                                       attrs.COMPILE_KEY: compile_key(candidate),
                                       attrs.CONCURRENCY: candidate.concurrency}
             for key, value in stored.items():  # published now: other workers see what this trial holds
                 trial.set_user_attr(key, value)
-            flight = Flight(trial=trial, candidate=candidate, attrs=stored)
+            flight = Flight(trial=trial, candidate=candidate, attrs=stored, searched=searched)
             self._decide(flight, in_flight)
             return flight
         except BaseException as exc:
@@ -76,11 +81,11 @@ class Proposer:
     def _decide(self, flight: Flight, in_flight: list[Flight]) -> None:
         """Settle the flight now (a known result, a rule broken, a known compile failure) or park it behind a twin;
         otherwise leave it to be compiled."""
-        key = candidate_key(flight.candidate)
+        key = proposal_key(flight.candidate, searched=flight.searched)
         previous = self.memory.results.get(key)
         problems = self.job.space.violations(flight.candidate)
         failed = self.memory.compile_failure(flight.attrs[attrs.COMPILE_KEY])
-        local = next((f for f in in_flight if candidate_key(f.candidate) == key), None)
+        local = next((f for f in in_flight if proposal_key(f.candidate, searched=f.searched) == key), None)
         scenario = self.job.scenario
         if previous is not None:
             flight.record = self.reuse(previous)
@@ -100,8 +105,8 @@ class Proposer:
     def _remote_twin(self, key: str, number: int) -> FrozenTrial | None:
         """An earlier RUNNING trial of another worker with the same candidate (the earlier one measures it)."""
         for other in self.study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-            data = other.user_attrs.get(attrs.CANDIDATE)
-            if other.number < number and data and candidate_key(self.job.space.from_dict(data)) == key:
+            if other.number < number and attrs.CANDIDATE in other.user_attrs and \
+                    self.memory.key_of(other.user_attrs) == key:
                 return other
         return None
 
@@ -125,7 +130,7 @@ class Proposer:
         random.Random(finished).shuffle(steps)
         for params in steps:
             candidate = space.suggest(optuna.trial.FixedTrial(params))
-            if candidate_key(candidate) not in self.memory.results and not space.violations(candidate):
+            if proposal_key(candidate, searched=True) not in self.memory.results and not space.violations(candidate):
                 self.study.enqueue_trial(params, user_attrs={attrs.POLISH_OF: best.number})
                 return
 

@@ -9,12 +9,12 @@ from typing import Any
 
 import optuna
 
-from autotune.backends.base import Artifact, Backend, Candidate, SearchSpace
-from autotune.errors import TrialFailure
+from autotune.backends.base import Artifact, Backend, Candidate, Measurement, SearchSpace
+from autotune.errors import MeasureFailure, TrialFailure
 from autotune.models import ModelSpec
 from autotune.paths import safe_component
 from autotune.results import attrs
-from autotune.scenarios import Scenario, worst_value
+from autotune.scenarios import Outcome, Scenario, worst_value
 from autotune.storage import DEFAULT_HEARTBEAT_S, DEFAULT_WAIT_S
 
 
@@ -59,11 +59,13 @@ class TuningJob:
 
 @dataclass(kw_only=True)
 class Flight:
-    """A trial between ask and tell."""
+    """A trial between ask and tell: its proposal, then its artifact; ``searched``: its runtime knobs are searched
+    on the artifact (False: measured as given, as the baseline is)."""
 
     trial: optuna.Trial
     candidate: Candidate
     attrs: dict[str, Any]
+    searched: bool = True
     artifact: Artifact | None = None
     reused: bool = False
     twin: int | None = None  # the number of an unfinished trial of the same candidate this one waits for
@@ -75,6 +77,17 @@ class Flight:
     @property
     def number(self) -> int:
         return self.trial.number
+
+
+@dataclass(kw_only=True)
+class Try:
+    """One runtime setting a trial measured: its figures and verdict, or why it could not run."""
+
+    candidate: Candidate
+    measurement: Measurement | None = None
+    outcome: Outcome | None = None
+    failure: MeasureFailure | None = None
+    seconds: float = 0.0
 
 
 @dataclass(kw_only=True)
@@ -107,6 +120,11 @@ def default_study_name(model: str, scenario: str, backend: type[Backend] | Backe
 def candidate_key(candidate: Candidate) -> str:
     """The identity of a candidate: equal keys are the same measurement."""
     return json.dumps(candidate.to_dict(), sort_keys=True)
+
+
+def proposal_key(candidate: Candidate, *, searched: bool) -> str:
+    """The identity of a trial: its proposal, and whether its runtime knobs were searched or taken as given."""
+    return candidate_key(candidate) + ("" if searched else " as given")
 
 
 def compile_key(candidate: Candidate) -> str:

@@ -6,14 +6,15 @@ from __future__ import annotations
 import time
 from typing import Any
 
+from autotune.backends._runtime import Once
 from autotune.backends.base import Artifact, Candidate, Measurement
 from autotune.compile_cache import CompileCache, cache_key
-from autotune.errors import CompileFailure, MeasureFailure
+from autotune.errors import CompileFailure, DeviceFailure, MeasureFailure
 from autotune.paths import safe_component
 from autotune.results import attrs
-from autotune.scenarios import judge
+from autotune.scenarios import Outcome, judge
 from autotune.search.memory import Memory
-from autotune.search.records import Flight, TrialRecord, TuningJob, compile_key, infeasible, retry
+from autotune.search.records import Flight, TrialRecord, Try, TuningJob, compile_key, infeasible, retry
 
 
 class CompileStage:
@@ -79,17 +80,37 @@ class CompileStage:
 
 
 class MeasureStage:
-    """A compiled candidate measured on a device, and the measurement judged by the scenario."""
+    """A compiled candidate measured on a device, its runtime knobs searched there, and the result judged."""
 
     def __init__(self, *, job: TuningJob) -> None:
         self.job = job
 
-    def measure(self, flight: Flight, device: int) -> Measurement:
-        """Measure a compiled flight on ``device`` (worker thread)."""
+    def measure(self, flight: Flight, device: int) -> list[Try]:
+        """Measure the runtime settings the space's runtime search asks for on ``device`` (worker thread).
+
+        A setting that cannot run is a try with its failure; a device failure or a time-out stops the trial."""
         assert flight.artifact is not None
+        job = self.job
+        search = job.space.runtime_search(flight.candidate) if flight.searched else Once(flight.candidate)
         flight.measure_started = time.monotonic()
-        return self.run(flight.artifact, flight.candidate, seconds=self.job.measure_seconds,
-                        label=f"trial-{flight.number}", device=device)
+        tries: list[Try] = []
+        while (candidate := search.ask()) is not None:
+            started = time.monotonic()
+            label = f"trial-{flight.number}" + (f"-{len(tries)}" if tries else "")
+            try:
+                measurement = self.run(flight.artifact, candidate, seconds=job.measure_seconds, label=label,
+                                       device=device)
+            except MeasureFailure as failure:
+                if failure.retryable or isinstance(failure, DeviceFailure):
+                    raise
+                tries.append(Try(candidate=candidate, failure=failure, seconds=time.monotonic() - started))
+                search.tell(candidate, None)
+                continue
+            outcome = judge(job.scenario, measurement, bound_ms=job.bound_ms)
+            tries.append(Try(candidate=candidate, measurement=measurement, outcome=outcome,
+                             seconds=time.monotonic() - started))
+            search.tell(candidate, _score(outcome, job.scenario.direction))
+        return tries
 
     def run(self, artifact: Artifact, candidate: Candidate, *, seconds: float, label: str,
             device: int) -> Measurement:
@@ -105,17 +126,29 @@ class MeasureStage:
             return retry(self.job.scenario, stored, failure)
         return infeasible(self.job.scenario, stored, "measure", failure.reason)
 
-    def judged(self, flight: Flight, measurement: Measurement) -> TrialRecord:
-        """The scenario's value and feasibility from a measurement, with everything the trial stores of it."""
+    def judged(self, flight: Flight, tries: list[Try]) -> TrialRecord:
+        """The trial's record from its tries: the best feasible one's value and figures, every try listed."""
         assert flight.artifact is not None and flight.measure_started is not None
         job = self.job
-        outcome = judge(job.scenario, measurement, bound_ms=job.bound_ms)
-        stored = compiled_attrs(flight) | {
+        measured = [t for t in tries if t.outcome is not None]
+        if not measured:
+            last = tries[-1].failure
+            assert last is not None
+            record = self.failed(flight, last)
+            record.attrs |= _tries_attrs(tries)
+            return record
+        maximize = job.scenario.direction == "maximize"
+        feasible = [t for t in measured if t.outcome.feasible] or measured
+        best = (max if maximize else min)(feasible, key=lambda t: t.outcome.value)
+        m, outcome, candidate = best.measurement, best.outcome, best.candidate
+        stored = compiled_attrs(flight) | _tries_attrs(tries) | {
+            attrs.CANDIDATE: candidate.to_dict(), attrs.FLAGS: candidate.flag_string(),
+            attrs.CONCURRENCY: candidate.concurrency,
             attrs.MEASURE_SECONDS: round(time.monotonic() - flight.measure_started, 3),
-            attrs.MEASURE_ARGV: measurement.command, attrs.MEASURE_LOG: str(measurement.log_path),
-            attrs.FIGURES: measurement.figures(), attrs.ESTIMATED: outcome.estimated,
+            attrs.MEASURE_ARGV: m.command, attrs.MEASURE_LOG: str(m.log_path),
+            attrs.FIGURES: m.figures(), attrs.ESTIMATED: outcome.estimated,
             attrs.SCENARIO_FIGURES: outcome.figures,
-            attrs.PRESET_FIELDS: self.preset_fields(flight.candidate, flight.artifact, measurement, flight.number)}
+            attrs.PRESET_FIELDS: self.preset_fields(candidate, flight.artifact, m, flight.number)}
         if not outcome.feasible:
             stored |= {attrs.FAILURE_STAGE: "scenario", attrs.FAILURE_REASON: outcome.reason}
         return TrialRecord(value=outcome.value, feasible=outcome.feasible, attrs=stored)
@@ -125,6 +158,22 @@ class MeasureStage:
         """The backend's fields of a preset of this trial (its command lines name their output after the trial)."""
         name = f"{safe_component(self.job.study_name)}-t{number}"
         return self.job.backend.preset_fields(candidate, artifact, measurement, name=name)
+
+
+def _score(outcome: Outcome, direction: str) -> float | None:
+    """Higher is better, None when the scenario's rule is broken (the runtime search's view of a value)."""
+    if not outcome.feasible:
+        return None
+    return outcome.value if direction == "maximize" else -outcome.value
+
+
+def _tries_attrs(tries: list[Try]) -> dict[str, Any]:
+    """Every runtime setting the trial measured, as stored on it."""
+    return {attrs.MEASUREMENTS: [
+        {"candidate": t.candidate.to_dict(), "value": t.outcome.value if t.outcome else None,
+         "feasible": bool(t.outcome and t.outcome.feasible),
+         "reason": t.failure.reason if t.failure else (t.outcome.reason if t.outcome else None),
+         "seconds": round(t.seconds, 3)} for t in tries]}
 
 
 def compiled_attrs(flight: Flight) -> dict[str, Any]:

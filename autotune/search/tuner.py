@@ -59,7 +59,7 @@ class Tuner:
     def step(self) -> tuple[int, TrialRecord]:
         """One trial, serially: ask (an enqueued one first), compile, measure and tell."""
         pipeline = self._pipeline(compile_jobs=0, devices=self.job.devices[:1])
-        pipeline.run(n_trials=1, timeout_s=None)
+        pipeline.run(n_trials=1, timeout_s=None, max_asks=1)
         return pipeline.finished[-1]
 
     def validate(self, device: int | None = None) -> dict[str, Any]:
@@ -69,7 +69,8 @@ class Tuner:
         return validator.validate(self.job.devices[0] if device is None else device)
 
     def progress_line(self, number: int, done: int, record: TrialRecord, elapsed: float) -> str:
-        """``[done/N] #number knobs -> result | best | elapsed, left`` for one finished trial."""
+        """``[compiles/N] #number knobs -> result | best | elapsed, left`` for one finished trial (``done``: the
+        compiles finished so far; a proposal settled without a compile says so)."""
         job = self.job
         stored = record.attrs
         knobs = job.space.from_dict(stored[attrs.CANDIDATE]).describe()
@@ -80,14 +81,22 @@ class Tuner:
             result = f"{record.value:,.2f} {job.scenario.unit}" + (" (est.)" if stored.get(attrs.ESTIMATED) else "")
         else:
             result = f"infeasible ({failure})"
+        measured = len(stored.get(attrs.MEASUREMENTS) or [])
+        if measured > 1 and stored.get(attrs.DUPLICATE_OF) is None:
+            result += f" [best of {measured} runtime settings]"
         if stored.get(attrs.DUPLICATE_OF) is not None:
             result += f" [same as #{stored[attrs.DUPLICATE_OF]}]"
         if stored.get(attrs.COMPILE_REUSED):
             result += " [compiled model reused]"
+        if attrs.COMPILE_ARGV not in stored and stored.get(attrs.FAILURE_STAGE) != "compile":
+            result += " [no compile]"
         best = self.proposer.best_trial()
         best_text = f"best {best.value:,.2f} (#{best.number})" if best else "best: none feasible"
         total = f"/{job.n_trials}" if job.n_trials else ""
-        left = elapsed / done * (job.n_trials - done) if job.n_trials else max(0.0, (job.timeout_s or 0) - elapsed)
+        if job.n_trials:
+            left = elapsed / max(done, 1) * (job.n_trials - done)
+        else:
+            left = max(0.0, (job.timeout_s or 0) - elapsed)
         return (f"[{done}{total}] #{number} {knobs} -> {result} | {best_text} | "
                 f"{clock(elapsed)} elapsed, ~{clock(left)} left")
 

@@ -32,6 +32,10 @@ Model of one instance (``cores`` NSPs), in words:
 * Card: activations share DDR bandwidth, host submission rate and PCIe; a soft minimum of the
   activations' raw rate and these ceilings gives the card throughput.
 * Set size: with few inferences in flight the host leaves the activation idle between executions.
+
+Card-wide constants are a :class:`Card`; :func:`surface` draws a family of surfaces (a profile, a card and a noise
+level each) from a seed, for choosing a search strategy on surfaces it was not tuned on (``QAIC_EMU_SURFACE=N``
+makes the emulated tools use surface N).
 """
 
 from __future__ import annotations
@@ -43,14 +47,27 @@ from collections import namedtuple
 from collections.abc import Mapping
 from typing import Any
 
-VTCM_MB = 8.0  # on-chip memory per NSP
-VTCM_FAIL_RATIO = 3.0  # working set beyond this multiple of VTCM does not compile
+VTCM_MB = 8.0  # on-chip memory per NSP (a public fact: every surface keeps it)
 MAX_CORES = 16
-IDLE_SET_SIZE_SCALE = 1.5  # host idle gap decays as exp(-(S-1)/scale)
-SET_SIZE_COST = 0.0012  # per extra in-flight inference: host bookkeeping
-OLS_CROSS_GAIN = 0.3  # how ols adds cross-core parallelism
-HOST_PCIE_MB_S = 3000.0  # one activation's host transfer rate (adds to the idle gap)
-CEILING_SHARPNESS = 6.0  # p of the soft minimum between raw rate and card ceilings
+
+Card = namedtuple("Card", (
+    "vtcm_fail_ratio",  # working set beyond this multiple of VTCM does not compile
+    "spill_power",  # how sharply a working set beyond VTCM slows a core down (the VTCM cliff)
+    "idle_scale",  # host idle gap decays as exp(-(S-1)/scale)
+    "set_size_cost",  # per extra in-flight inference: host bookkeeping
+    "ols_cross_gain",  # how ols adds cross-core parallelism
+    "host_pcie_mb_s",  # one activation's host transfer rate (adds to the idle gap)
+    "ceiling_sharpness",  # p of the soft minimum between raw rate and card ceilings
+    "ddr_scale",  # card DDR bandwidth relative to the SKU's
+    "host_scale",  # host submissions per second relative to the SKU's
+    "clock_scale",  # NSP clock relative to the SKU's
+    "crowding",  # each activation beyond the first slows every activation's cycle by this share (host, DDR)
+))
+Card.__doc__ = """Card-wide constants of the model: one surface's, or the default card's."""
+DEFAULT_CARD = Card(vtcm_fail_ratio=3.0, spill_power=1.2, idle_scale=1.5, set_size_cost=0.0012,
+                    ols_cross_gain=0.3, host_pcie_mb_s=3000.0, ceiling_sharpness=6.0, ddr_scale=1.0,
+                    host_scale=1.0, clock_scale=1.0, crowding=0.0)
+VTCM_FAIL_RATIO = DEFAULT_CARD.vtcm_fail_ratio
 
 
 _PROFILE_FIELDS = (
@@ -239,13 +256,13 @@ def _scales(p: Profile, c: Mapping[str, Any]) -> tuple[float, float, float]:
     return 1.0, 1.0, 1.0
 
 
-def _instance(p: Profile, c: Mapping[str, Any], nsp: int = 16) -> dict[str, float]:
+def _instance(p: Profile, c: Mapping[str, Any], nsp: int = 16, card: Card = DEFAULT_CARD) -> dict[str, float]:
     """Per-instance figures: latency, pipelined service time, DDR traffic, working sets."""
     cores, ols, b = c["cores"], c["ols"], c["batch"]
     clusters, mos = c["clusters"], c["mos"]
     k = len(clusters)
     cscale, wscale, ascale = _scales(p, c)
-    clock = sku_for_nsp(nsp).clock
+    clock = sku_for_nsp(nsp).clock * card.clock_scale
     df = p.df_act if c["depth_first"] else 1.0
     dfc = 1.0 + p.df_cost if c["depth_first"] else 1.0
     mcast = c["multicast"] and cores > 1
@@ -254,7 +271,7 @@ def _instance(p: Profile, c: Mapping[str, Any], nsp: int = 16) -> dict[str, floa
     # hardware threads of one NSP kept busy (ols splits ops finer; batch adds independent work)
     u_thread = 1.0 - math.exp(-p.tfill * b ** p.tb * ols ** p.ols_gain)
     # independent work to spread over the cores of a cluster
-    pgrain = p.gran * b ** p.gamma * ols ** OLS_CROSS_GAIN
+    pgrain = p.gran * b ** p.gamma * ols ** card.ols_cross_gain
 
     stage_times: list[float] = []
     ws_max = 0.0
@@ -271,7 +288,7 @@ def _instance(p: Profile, c: Mapping[str, Any], nsp: int = 16) -> dict[str, floa
         ws = (wws + aws) / m ** 0.9
         ws_max = max(ws_max, ws)
         ratio = ws / VTCM_MB
-        spill = 1.0 + p.spill_cost * max(0.0, ratio - 1.0) ** 1.2
+        spill = 1.0 + p.spill_cost * max(0.0, ratio - 1.0) ** card.spill_power
         par = pgrain * (1.0 + 0.6 * (m - 1))
         ceff = s * (1.0 - math.exp(-par / s)) * u_thread
         t = (frac * b * p.work_us * cscale / (ceff * clock)
@@ -309,18 +326,18 @@ def _instance(p: Profile, c: Mapping[str, Any], nsp: int = 16) -> dict[str, floa
     }
 
 
-def working_set_mb(profile: "Profile | str", cfg: Mapping[str, Any]) -> float:
+def working_set_mb(profile: "Profile | str", cfg: Mapping[str, Any], card: Card = DEFAULT_CARD) -> float:
     """Largest working set per NSP (MB) of the compiled instance."""
-    return _instance(resolve_profile(profile), normalize_cfg(cfg))["ws_mb"]
+    return _instance(resolve_profile(profile), normalize_cfg(cfg), card=card)["ws_mb"]
 
 
-def compile_check(profile: "Profile | str", cfg: Mapping[str, Any]) -> str | None:
+def compile_check(profile: "Profile | str", cfg: Mapping[str, Any], card: Card = DEFAULT_CARD) -> str | None:
     """Why qaic-exec refuses this config (the `Error message:` text), or None if it compiles."""
     err = config_error(cfg)
     if err:
         return err
-    ws = working_set_mb(profile, cfg)
-    if ws > VTCM_FAIL_RATIO * VTCM_MB:
+    ws = working_set_mb(profile, cfg, card)
+    if ws > card.vtcm_fail_ratio * VTCM_MB:
         return (f"Unable to fit working set in VTCM: {ws:.1f} MB per NSP needed, "
                 f"{VTCM_MB:.0f} MB VTCM available (increase -mos or reduce the batch size)")
     return None
@@ -347,23 +364,25 @@ def activation_check(profile: "Profile | str", cfg: Mapping[str, Any], activatio
     return None
 
 
-def exec_latency_us(profile: "Profile | str", cfg: Mapping[str, Any], nsp: int = 16) -> float:
+def exec_latency_us(profile: "Profile | str", cfg: Mapping[str, Any], nsp: int = 16,
+                    card: Card = DEFAULT_CARD) -> float:
     """Service time of one batch execution on one instance (µs), noise free."""
-    return _instance(resolve_profile(profile), normalize_cfg(cfg), nsp)["latency_us"]
+    return _instance(resolve_profile(profile), normalize_cfg(cfg), nsp, card)["latency_us"]
 
 
-def _cycle(p: Profile, c: Mapping[str, Any], set_size: int, nsp: int) -> tuple[float, dict[str, float]]:
-    inst = _instance(p, c, nsp)
+def _cycle(p: Profile, c: Mapping[str, Any], set_size: int, nsp: int,
+           card: Card = DEFAULT_CARD) -> tuple[float, dict[str, float]]:
+    inst = _instance(p, c, nsp, card)
     s = max(1, int(set_size))
     k = int(inst["stages"])
     service = max(inst["latency_us"] / min(s, k), inst["service_us"])
-    idle = (p.host_us + c['batch'] * p.io_mb * 1e6 / HOST_PCIE_MB_S) * math.exp(-(s - 1) / IDLE_SET_SIZE_SCALE)
-    cycle = (service + idle) * (1.0 + SET_SIZE_COST * (s - 1))
+    idle = (p.host_us + c['batch'] * p.io_mb * 1e6 / card.host_pcie_mb_s) * math.exp(-(s - 1) / card.idle_scale)
+    cycle = (service + idle) * (1.0 + card.set_size_cost * (s - 1))
     return cycle, inst
 
 
 def throughput(profile: "Profile | str", cfg: Mapping[str, Any], activations: int, set_size: int,
-               nsp: int) -> float:
+               nsp: int, card: Card = DEFAULT_CARD) -> float:
     """Card throughput in samples/s, noise free.
 
     0.0 where the config does not compile (:func:`compile_check`) or cannot be activated
@@ -374,42 +393,94 @@ def throughput(profile: "Profile | str", cfg: Mapping[str, Any], activations: in
     if config_error(c) or activation_check(p, c, activations, set_size, nsp):
         return 0.0
     sku = sku_for_nsp(nsp)
-    cycle, inst = _cycle(p, c, set_size, nsp)
-    if inst["ws_mb"] > VTCM_FAIL_RATIO * VTCM_MB:
+    cycle, inst = _cycle(p, c, set_size, nsp, card)
+    if inst["ws_mb"] > card.vtcm_fail_ratio * VTCM_MB:
         return 0.0
     b = c["batch"]
-    raw = activations * b / cycle * 1e6
+    raw = activations * b / (cycle * (1.0 + card.crowding * (activations - 1))) * 1e6
     caps = [
-        sku.ddr_bw_mb_s * b / inst["ddr_mb_per_exec"],  # DDR bandwidth, shared by all activations
-        sku.host_exec_per_s * b,  # host submissions
+        sku.ddr_bw_mb_s * card.ddr_scale * b / inst["ddr_mb_per_exec"],  # DDR bandwidth, shared by activations
+        sku.host_exec_per_s * card.host_scale * b,  # host submissions
         sku.pcie_mb_s / p.io_mb,  # PCIe transfers
     ]
-    q = CEILING_SHARPNESS
+    q = card.ceiling_sharpness
     inv = (1.0 / raw) ** q + sum((1.0 / cap) ** q for cap in caps)
     return inv ** (-1.0 / q)
 
 
 def execution_rate(profile: "Profile | str", cfg: Mapping[str, Any], activations: int, set_size: int,
-                   nsp: int) -> float:
+                   nsp: int, card: Card = DEFAULT_CARD) -> float:
     """Executions (batches) per second of the whole card, noise free."""
     c = normalize_cfg(cfg)
-    return throughput(profile, c, activations, set_size, nsp) / c["batch"]
+    return throughput(profile, c, activations, set_size, nsp, card) / c["batch"]
 
 
 def host_latency_us(profile: "Profile | str", cfg: Mapping[str, Any], activations: int, set_size: int,
-                    nsp: int) -> float:
+                    nsp: int, card: Card = DEFAULT_CARD) -> float:
     """Mean time from enqueue to completion of one execution with `set_size` in flight (µs)."""
     c = normalize_cfg(cfg)
-    rate = execution_rate(profile, c, activations, set_size, nsp)
+    rate = execution_rate(profile, c, activations, set_size, nsp, card)
     if rate <= 0:
         return float("inf")
     per_activation_cycle = activations / rate * 1e6
-    return max(exec_latency_us(profile, c, nsp), set_size * per_activation_cycle)
+    return max(exec_latency_us(profile, c, nsp, card), set_size * per_activation_cycle)
 
 
 def noisy(value: float, rng: random.Random, rel: float) -> float:
     """`value` with multiplicative Gaussian noise of relative std-dev `rel` (never below 50%)."""
     return value * max(0.5, 1.0 + rng.gauss(0.0, rel))
+
+
+# ------------------------------------------------------------------------------ surface family
+
+Surface = namedtuple("Surface", ("index", "profile", "card", "noise", "held_out"))
+Surface.__doc__ = """One emulated card surface: a network profile, card constants and measurement noise."""
+SURFACES = 40  # surfaces 0..39 of the family
+HELD_OUT = frozenset(range(30, 40))  # never used to choose anything; reported on their own
+_BASES = ("resnet50", "retinanet", "bert")
+# per field of a profile: the range of its multiplicative perturbation (log-uniform)
+_PERTURB = {
+    "work_us": (0.6, 1.7), "fixed_us": (0.4, 2.5), "host_us": (0.25, 4.0), "gran": (0.4, 3.0),
+    "gamma": (0.75, 1.3), "tfill": (0.6, 1.6), "tb": (0.6, 1.6), "ols_gain": (0.5, 1.6), "ols_cost": (0.4, 2.5),
+    "mos_cost": (0.4, 2.5), "sync_cost": (0.3, 3.0), "spill_cost": (0.3, 3.0), "w_op_mb": (0.5, 2.0),
+    "act_op_mb": (0.4, 3.0), "weights_mb": (0.6, 1.6), "stream_mb": (0.5, 1.8), "act_traffic_mb": (0.5, 2.0),
+    "io_mb": (0.5, 2.0), "scratch_mb": (0.6, 1.6), "df_act": (0.85, 1.1), "df_cost": (0.5, 2.0),
+    "xfer_us": (0.3, 3.0), "dup_frac": (0.5, 1.5),
+}
+_CARD_RANGES = {  # per card constant: (low, high), drawn uniformly
+    "vtcm_fail_ratio": (2.2, 4.0), "spill_power": (0.9, 1.7), "idle_scale": (0.8, 3.0),
+    "set_size_cost": (0.0004, 0.004), "ols_cross_gain": (0.15, 0.45), "host_pcie_mb_s": (2000.0, 4500.0),
+    "ceiling_sharpness": (3.0, 10.0), "ddr_scale": (0.5, 1.5), "host_scale": (0.5, 1.5), "clock_scale": (0.9, 1.1),
+    "crowding": (0.0, 0.06),
+}
+
+
+def surface(index: int) -> Surface:
+    """Surface ``index`` of the family: deterministic per index, within the public shapes (NSPs, 8 MB VTCM per NSP,
+    batch amortisation, card-wide ceilings); where its optimum lies, how sharp its VTCM cliff is, and what ols, mos,
+    multicast and SDP clusters do vary from one surface to the next; noise is 1-5%."""
+    rng = random.Random(f"autotune-surface-{index}")
+    base = PROFILES[_BASES[index % len(_BASES)]]
+    fields = {name: getattr(base, name) * math.exp(rng.uniform(math.log(lo), math.log(hi)))
+              for name, (lo, hi) in _PERTURB.items()}
+    fields["df_act"] = min(1.0, fields["df_act"])
+    fields["dup_frac"] = min(0.95, fields["dup_frac"])
+    profile = base._replace(name=f"surface-{index}", **fields)
+    card = Card(**{name: rng.uniform(lo, hi) for name, (lo, hi) in _CARD_RANGES.items()})
+    return Surface(index=index, profile=profile, card=card, noise=rng.uniform(0.01, 0.05),
+                   held_out=index in HELD_OUT)
+
+
+def env_surface(environ: Mapping[str, str]) -> Surface | None:
+    """The surface QAIC_EMU_SURFACE names (an index of the family), or None for the model-named profiles."""
+    raw = environ.get("QAIC_EMU_SURFACE")
+    if raw is None or raw == "":
+        return None
+    try:
+        index = int(raw)
+    except ValueError:
+        return None
+    return surface(index) if 0 <= index < SURFACES else None
 
 
 # ------------------------------------------------------------------ emulator environment helpers

@@ -51,12 +51,13 @@ def test_a_study_on_the_fake_measures_the_baseline_first_and_validates_the_best(
 def test_compile_failures_are_infeasible_once_and_never_compiled_again(tmp_path):
     backend = FakeBackend(fail_level=2)
     tuner = Tuner(_job(tmp_path, backend, trials=3, baseline=None), progress=lambda _: None)
-    _enqueue(tuner, FakeCandidate(level=2, batch_size=1), FakeCandidate(level=2, batch_size=1, streams=2),
+    _enqueue(tuner, FakeCandidate(level=2, batch_size=1), FakeCandidate(level=2, batch_size=2),
              FakeCandidate(level=3))
     tuner.run()
     first, again, fine = tuner.study.get_trials()
     assert first.constraints == again.constraints == {"feasible": 1.0}
-    assert first.user_attrs["failure_reason"] == again.user_attrs["failure_reason"] == "level 2 does not compile"
+    assert first.user_attrs["failure_reason"] == "level 2 does not compile"
+    assert again.user_attrs["failure_reason"] == "level 2 does not compile"
     assert fine.constraints == {"feasible": 0.0} and backend.log.compiles == [(3, 1)]
 
 
@@ -65,21 +66,36 @@ def test_broken_rules_are_told_as_infeasible_without_compiling(tmp_path):
     tuner = Tuner(_job(tmp_path, backend, trials=1, baseline=FakeCandidate(batch_size=8, streams=4), validate_top=0),
                   progress=lambda _: None)
     tuner.run()
-    (trial,) = tuner.study.get_trials()
+    trial, compiled = tuner.study.get_trials()  # a broken rule costs no compile: the budget's one went to the next
     assert trial.user_attrs["failure_stage"] == "constraint" and "more than 16 slots" in trial.user_attrs[
-        "failure_reason"] and backend.log.compiles == []
+        "failure_reason"]
+    assert backend.log.compiles == [tuple(compiled.params.values())]
 
 
-def test_runtime_knobs_reuse_the_compiled_artifact_and_duplicates_reuse_figures(tmp_path):
+def test_one_trial_is_one_compile_whose_runtime_knobs_are_searched_and_stored(tmp_path):
     backend = FakeBackend()
-    tuner = Tuner(_job(tmp_path, backend, trials=3, baseline=None, validate_top=0), progress=lambda _: None)
-    _enqueue(tuner, FakeCandidate(level=3, batch_size=4), FakeCandidate(level=3, batch_size=4, streams=2),
-             FakeCandidate(level=3, batch_size=4))
+    lines: list[str] = []
+    tuner = Tuner(_job(tmp_path, backend, trials=2, baseline=None, validate_top=0), progress=lines.append)
+    _enqueue(tuner, FakeCandidate(level=3, batch_size=4), FakeCandidate(level=3, batch_size=4))
     tuner.run()
-    first, other_streams, duplicate = tuner.study.get_trials()
-    assert backend.log.compiles == [(3, 4)] and len(backend.log.measurements) == 2
-    assert other_streams.user_attrs["compile_reused"] is True
+    first, duplicate, second_compile = tuner.study.get_trials()  # the duplicate does not count as a compile
+    assert backend.log.compiles[0] == (3, 4) and len(backend.log.compiles) == 2
+    assert [d for d, key in backend.log.measurements if key == (3, 4)] == [0, 0, 0]  # streams 1, 2 and 3
+    assert [m["candidate"]["streams"] for m in first.user_attrs["measurements"]] == [1, 2, 3]
+    assert first.user_attrs["candidate"]["streams"] == 2 and first.value == throughput(
+        FakeCandidate(level=3, batch_size=4, streams=2))
+    assert first.user_attrs["proposal"]["streams"] == 1 and first.params == {"level": 3, "batch_size": 4}
     assert duplicate.user_attrs["duplicate_of"] == 0 and duplicate.value == first.value
+    assert "[best of 3 runtime settings]" in lines[0]
+
+
+def test_trials_count_compiles_and_an_exhausted_space_ends_the_run(tmp_path):
+    backend = FakeBackend()
+    lines: list[str] = []
+    tuner = Tuner(_job(tmp_path, backend, trials=30, scenario="singlestream", validate_top=0), progress=lines.append)
+    tuner.run()
+    assert len(backend.log.compiles) == 4  # four levels: the whole singlestream space
+    assert any(line.startswith("the search space holds no new compile setting: stopped after 4") for line in lines)
 
 
 def test_compiles_run_ahead_while_two_devices_measure_at_once(tmp_path):

@@ -13,7 +13,7 @@ from optuna.trial import TrialState
 
 from autotune.backends.qaic import QaicBackend
 from autotune.backends.qaic.baselines import find_baseline
-from autotune.backends.qaic.space import DeviceLimits, params_for
+from autotune.backends.qaic.space import DeviceLimits, QaicSpace, params_for
 from autotune.errors import AutotuneError
 from autotune.results.attrs import study_overview
 from autotune.search.records import TrialRecord
@@ -58,23 +58,40 @@ def test_infeasible_candidates_are_told_as_infeasible_with_reason(emulator, reti
     assert good.constraints == {"feasible": 0.0} and good.value > 0
 
 
-def test_duplicates_reuse_figures_and_runtime_knobs_reuse_the_qpc(emulator, tiny_onnx, tmp_path, monkeypatch):
-    job = _job(emulator, tiny_onnx, tmp_path, trials=3, preset=None)
+def test_one_compile_serves_the_trials_runtime_search_and_duplicates_reuse_figures(emulator, tiny_onnx, tmp_path,
+                                                                                    monkeypatch):
+    job = _job(emulator, tiny_onnx, tmp_path, trials=2, preset=None)
     tuner = Tuner(job, progress=lambda _: None)
-    params = {"cores": 4, "ols": 2, "sdp_clusters": 1, "mos_0": 2, "multicast_weights": True, "batch_size": 4,
-              "activations": 4, "set_size": 10}
+    params = {"cores": 4, "ols": 2, "sdp_clusters": 1, "mos_0": 2, "multicast_weights": True, "batch_size": 4}
     tuner.study.enqueue_trial(params)
     tuner.study.enqueue_trial(params)
-    tuner.study.enqueue_trial(params | {"activations": 2, "set_size": 4})
     calls = []
     real_compile = job.backend.compile
     monkeypatch.setattr(job.backend, "compile", lambda *a, **k: calls.append(1) or real_compile(*a, **k))
     tuner.run()
-    first, dup, other_runtime = _trials(job)
+    first, dup, _ = _trials(job)  # the duplicate costs no compile: the second compile is a third trial
+    assert len(calls) == 2 and first.params == params
+    tried = first.user_attrs["measurements"]
+    assert len(tried) >= 2 and tried[0]["candidate"]["activations"] == 4  # floor(16 NSPs / 4 cores) first
+    assert {(m["candidate"]["activations"], m["candidate"]["set_size"]) for m in tried[1:]} & {(3, 10), (4, 16)}
+    best = max((m for m in tried if m["feasible"]), key=lambda m: m["value"])
+    assert first.user_attrs["candidate"] == best["candidate"] and first.value == best["value"]
     assert dup.user_attrs["duplicate_of"] == first.number and dup.value == first.value
+
+
+def test_runtime_knobs_drawn_by_the_sampler_reuse_the_qpc(emulator, tiny_onnx, tmp_path, monkeypatch):
+    job = _job(emulator, tiny_onnx, tmp_path, trials=2, preset=None,
+               space=QaicSpace(device=DeviceLimits(nsp_total=16), scenario="offline", search_runtime=False))
+    tuner = Tuner(job, progress=lambda _: None)
+    params = {"cores": 4, "ols": 2, "sdp_clusters": 1, "mos_0": 2, "multicast_weights": True, "batch_size": 4,
+              "activations": 4, "set_size": 10}
+    tuner.study.enqueue_trial(params)
+    tuner.study.enqueue_trial(params | {"activations": 2, "set_size": 4})
+    tuner.run()
+    first, other_runtime = _trials(job)
+    assert len(first.user_attrs["measurements"]) == 1
     assert other_runtime.user_attrs["compile_reused"] is True
     assert other_runtime.user_attrs["artifact_path"] == first.user_attrs["artifact_path"]
-    assert len(calls) == 1
 
 
 def test_server_latency_bound_breaks_make_infeasible(emulator, tiny_onnx, tmp_path):
@@ -129,7 +146,9 @@ def test_params_for_baseline_are_inside_the_space():
     baseline = find_baseline("resnet50", "offline", 14).candidate(device)
     params = params_for(baseline, scenario="offline")
     assert params == {"cores": 4, "ols": 4, "sdp_clusters": 2, "multicast_weights": True, "mos_0": 1, "mos_1": 2,
-                      "batch_size": 8, "activations": 3, "set_size": 10}
+                      "batch_size": 8}
+    assert params_for(baseline, scenario="offline", search_runtime=False) == params | {"activations": 3,
+                                                                                      "set_size": 10}
 
 
 @pytest.mark.slow

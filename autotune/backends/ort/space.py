@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, fields, replace
 from typing import Any
 
-from autotune.backends.base import one_knob_steps
+from autotune.backends._runtime import Move, Once, StepSearch
+from autotune.backends.base import RuntimeSearch, one_knob_steps
 from autotune.errors import AutotuneError
 
 GRAPH_LEVELS = ("disable", "basic", "extended", "all")
@@ -57,25 +58,47 @@ class OrtCandidate:
 
 @dataclass(frozen=True, kw_only=True)
 class OrtSpace:
-    """The ONNX Runtime search space on ``cores`` CPU cores; the untuned default session is the baseline."""
+    """The ONNX Runtime search space on ``cores`` CPU cores; the untuned default session is the baseline.
+
+    Graph level and batch are compiled into the optimised model; the session settings need no rebuild, so a trial
+    searches them on its model (``search_runtime``), from ONNX Runtime's defaults.
+    """
 
     cores: int
     scenario: str
+    search_runtime: bool = True  # False: the sampler draws the session settings too, as in round 1
 
     def domains(self) -> dict[str, list[Any]]:
-        domains: dict[str, list[Any]] = {
-            "graph_level": list(GRAPH_LEVELS), "intra_threads": list(range(1, self.cores + 1)),
-            "inter_threads": list(range(1, self.cores + 1)), "execution_mode": list(EXECUTION_MODES),
-            "spinning": [True, False]}
+        domains: dict[str, list[Any]] = {"graph_level": list(GRAPH_LEVELS)}
+        if not self.search_runtime:
+            domains |= {"intra_threads": list(range(1, self.cores + 1)),
+                        "inter_threads": list(range(1, self.cores + 1)), "execution_mode": list(EXECUTION_MODES),
+                        "spinning": [True, False]}
         if self.scenario != "singlestream":
-            domains |= {"batch_size": [b for b in BATCH_SIZES if self.scenario != "multistream" or b <= 8],
-                        "instances": list(range(1, self.cores + 1))}
+            domains["batch_size"] = [b for b in BATCH_SIZES if self.scenario != "multistream" or b <= 8]
+            if not self.search_runtime:
+                domains["instances"] = list(range(1, self.cores + 1))
         return domains
 
     def suggest(self, trial: Any) -> OrtCandidate:
         values = {name: (trial.suggest_int(name, domain[0], domain[-1]) if name.endswith(("threads", "instances"))
                          else trial.suggest_categorical(name, domain)) for name, domain in self.domains().items()}
         return OrtCandidate(**values)
+
+    def runtime_search(self, candidate: OrtCandidate) -> RuntimeSearch:
+        """From the defaults: more sessions (each with a share of the cores) while that helps, then no spinning."""
+        if not self.search_runtime:
+            return Once(candidate)
+        moves = [Move("spinning-", lambda c: replace(c, spinning=False) if c.spinning else None)]
+        if self.scenario != "singlestream":
+            moves.insert(0, Move("sessions+", self._more_sessions, repeat=True))
+        return StepSearch(candidate, moves)
+
+    def _more_sessions(self, c: OrtCandidate) -> OrtCandidate | None:
+        if c.instances >= self.cores:
+            return None
+        instances = c.instances + 1
+        return replace(c, instances=instances, intra_threads=max(1, self.cores // instances), inter_threads=1)
 
     def params_for(self, candidate: OrtCandidate) -> dict[str, Any]:
         data = candidate.to_dict()
@@ -88,6 +111,12 @@ class OrtSpace:
             return [f"singlestream runs one session at batch 1, not {candidate.instances} at batch "
                     f"{candidate.batch_size}"]
         return []
+
+    def starts(self) -> list[OrtCandidate]:
+        """ONNX Runtime's defaults at larger batches, and without graph optimisation."""
+        if self.scenario == "singlestream":
+            return [OrtCandidate(graph_level="extended"), OrtCandidate(graph_level="basic")]
+        return [OrtCandidate(batch_size=4), OrtCandidate(batch_size=8), OrtCandidate(graph_level="extended")]
 
     def neighbours(self, candidate: OrtCandidate) -> list[dict[str, Any]]:
         return one_knob_steps(self.params_for(candidate), self.domains())

@@ -9,13 +9,19 @@ from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from typing import Any
 
-from autotune.backends.base import one_knob_steps
+import optuna
+
+from autotune.backends._runtime import Move, Once, StepSearch
+from autotune.backends.base import RuntimeSearch, one_knob_steps
 from autotune.backends.qaic.flags import join_ints, read_flags
 from autotune.errors import AutotuneError
 
 BATCH_SIZES = (1, 2, 4, 8, 16)
 SET_SIZES = (1, 2, 4, 8, 10, 16)
+DEFAULT_SET_SIZE = 10  # qaic-runner's own default
 MAX_OLS = 8
+# how a trial searches qaic-runner's knobs on its QPC, in order (chosen on the tuning surfaces: bench/RESULTS.md)
+RUNTIME_MOVES = ("activations-", "set_size+", "set_size-")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -166,11 +172,14 @@ def max_activations(cores: int, device: DeviceLimits) -> int:
     return max(1, device.nsp_available // cores)
 
 
-def suggest(trial: Any, device: DeviceLimits, *, scenario: str, extra_flags: tuple[str, ...] = ()) -> QaicCandidate:
+def suggest(trial: Any, device: DeviceLimits, *, scenario: str, extra_flags: tuple[str, ...] = (),
+            search_runtime: bool = True) -> QaicCandidate:
     """Draw a candidate from an Optuna trial; every draw satisfies the device's constraints.
 
     Domains are fixed (as TPE needs); values past a dependent limit (mos above its cluster's cores,
-    activations above floor(NSPs/cores)) are clamped to that limit, so they alias a valid candidate.
+    activations above floor(NSPs/cores)) are clamped to that limit, so they alias a valid candidate. With
+    ``search_runtime`` the trial draws compile knobs only: activations start at floor(NSPs/cores) and the set size at
+    qaic-runner's default, and the trial's runtime search takes them from there.
     """
     cores = trial.suggest_int("cores", 1, device.nsp_total)
     ols = trial.suggest_int("ols", 1, MAX_OLS)
@@ -184,15 +193,18 @@ def suggest(trial: Any, device: DeviceLimits, *, scenario: str, extra_flags: tup
     else:
         batch_choices = [b for b in BATCH_SIZES if scenario != "multistream" or b <= 8]
         batch = trial.suggest_categorical("batch_size", batch_choices)
-        activations = min(trial.suggest_int("activations", 1, device.nsp_available),
-                          max_activations(cores, device))
-        set_size = trial.suggest_categorical("set_size", list(SET_SIZES))
+        if search_runtime:
+            activations, set_size = max_activations(cores, device), DEFAULT_SET_SIZE
+        else:
+            activations = min(trial.suggest_int("activations", 1, device.nsp_available),
+                              max_activations(cores, device))
+            set_size = trial.suggest_categorical("set_size", list(SET_SIZES))
     return QaicCandidate(cores=cores, ols=ols, mos=mos, sdp_clusters=sizes if len(sizes) > 1 else None,
                          multicast_weights=multicast, batch_size=batch, extra_flags=extra_flags,
                          activations=activations, set_size=set_size)
 
 
-def params_for(candidate: QaicCandidate, *, scenario: str) -> dict[str, Any]:
+def params_for(candidate: QaicCandidate, *, scenario: str, search_runtime: bool = True) -> dict[str, Any]:
     """The ``suggest`` parameters closest to ``candidate`` (compiler defaults read as 1), for warm starts."""
     mos = candidate.mos or (1,)
     params: dict[str, Any] = {
@@ -203,12 +215,14 @@ def params_for(candidate: QaicCandidate, *, scenario: str) -> dict[str, Any]:
         **{f"mos_{i}": m for i, m in enumerate(mos)},
     }
     if scenario != "singlestream":
-        params |= {"batch_size": candidate.batch_size, "activations": candidate.activations,
-                   "set_size": candidate.set_size if candidate.set_size in SET_SIZES else 10}
+        params["batch_size"] = candidate.batch_size
+        if not search_runtime:
+            params |= {"activations": candidate.activations,
+                       "set_size": candidate.set_size if candidate.set_size in SET_SIZES else DEFAULT_SET_SIZE}
     return params
 
 
-def param_domains(device: DeviceLimits, *, scenario: str) -> dict[str, list[Any]]:
+def param_domains(device: DeviceLimits, *, scenario: str, search_runtime: bool = True) -> dict[str, list[Any]]:
     """The ordered domain of every ``suggest`` parameter (for one-knob steps)."""
     domains: dict[str, list[Any]] = {
         "cores": list(range(1, device.nsp_total + 1)), "ols": list(range(1, MAX_OLS + 1)), "sdp_clusters": [1, 2],
@@ -216,9 +230,27 @@ def param_domains(device: DeviceLimits, *, scenario: str) -> dict[str, list[Any]
         "multicast_weights": [False, True],
     }
     if scenario != "singlestream":
-        domains |= {"batch_size": [b for b in BATCH_SIZES if scenario != "multistream" or b <= 8],
-                    "activations": list(range(1, device.nsp_available + 1)), "set_size": list(SET_SIZES)}
+        domains["batch_size"] = [b for b in BATCH_SIZES if scenario != "multistream" or b <= 8]
+        if not search_runtime:
+            domains |= {"activations": list(range(1, device.nsp_available + 1)), "set_size": list(SET_SIZES)}
     return domains
+
+
+def runtime_moves(names: tuple[str, ...]) -> list[Move[QaicCandidate]]:
+    """The named steps of qaic-runner's knobs: ``activations-`` (one fewer, again while it improves; also the way
+    down when nothing fits), ``set_size+`` and ``set_size-`` (the next set size up or down)."""
+    def fewer(c: QaicCandidate) -> QaicCandidate | None:
+        return c.with_runtime(activations=c.activations - 1, set_size=c.set_size) if c.activations > 1 else None
+
+    def set_size(offset: int) -> Any:
+        def step(c: QaicCandidate) -> QaicCandidate | None:
+            i = SET_SIZES.index(c.set_size) + offset if c.set_size in SET_SIZES else -1
+            return c.with_runtime(activations=c.activations, set_size=SET_SIZES[i]) if 0 <= i < len(SET_SIZES) \
+                else None
+        return step
+    moves = {"activations-": Move("activations-", fewer, repeat=True), "set_size+": Move("set_size+", set_size(1)),
+             "set_size-": Move("set_size-", set_size(-1))}
+    return [moves[name] for name in names]
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -228,15 +260,23 @@ class QaicSpace:
     device: DeviceLimits
     scenario: str
     extra_flags: tuple[str, ...] = ()
+    search_runtime: bool = True  # False: the sampler draws activations and set size too, as in round 1
+    moves: tuple[str, ...] = RUNTIME_MOVES
 
     def suggest(self, trial: Any) -> QaicCandidate:
-        return suggest(trial, self.device, scenario=self.scenario, extra_flags=self.extra_flags)
+        return suggest(trial, self.device, scenario=self.scenario, extra_flags=self.extra_flags,
+                       search_runtime=self.search_runtime)
+
+    def runtime_search(self, candidate: QaicCandidate) -> RuntimeSearch:
+        if self.scenario == "singlestream" or not self.search_runtime:
+            return Once(candidate)
+        return StepSearch(candidate, runtime_moves(self.moves))
 
     def params_for(self, candidate: QaicCandidate) -> dict[str, Any]:
-        return params_for(candidate, scenario=self.scenario)
+        return params_for(candidate, scenario=self.scenario, search_runtime=self.search_runtime)
 
     def domains(self) -> dict[str, list[Any]]:
-        return param_domains(self.device, scenario=self.scenario)
+        return param_domains(self.device, scenario=self.scenario, search_runtime=self.search_runtime)
 
     def violations(self, candidate: QaicCandidate) -> list[str]:
         """Device constraints plus the scenario's rule (singlestream: one activation at batch 1)."""
@@ -245,6 +285,21 @@ class QaicSpace:
             problems.append(f"singlestream runs one activation at batch 1, not {candidate.activations} at batch "
                             f"{candidate.batch_size}")
         return problems
+
+    def starts(self) -> list[QaicCandidate]:
+        """The Cloud AI SDK's rules of thumb: 1, 2, 4 and 8 cores with floor(NSPs / cores) activations, batch growing
+        with the cores (the configurator's published bests: 2 cores batch 4, 8 cores batch 16)."""
+        batches = [b for b in BATCH_SIZES if self.scenario != "multistream" or b <= 8]
+        points = [(1, 1, 1), (2, 2, 4), (4, 2, 8), (8, 2, 16)] if self.scenario != "singlestream" else \
+            [(1, 1, 1), (2, 2, 1), (4, 2, 1), (8, 1, 1)]
+        starts = []
+        for cores, ols, batch in points:
+            if cores > self.device.nsp_total:
+                continue
+            params = {"cores": cores, "ols": ols, "sdp_clusters": 1, "mos_0": 1, "multicast_weights": False,
+                      "batch_size": min(batch, max(batches))}
+            starts.append(self.suggest(optuna.trial.FixedTrial(params)))
+        return starts
 
     def neighbours(self, candidate: QaicCandidate) -> list[dict[str, Any]]:
         """One-knob steps; a step to two SDP clusters starts the second cluster's mos at the first's."""
@@ -260,4 +315,4 @@ class QaicSpace:
         options = options or {}
         candidate = QaicCandidate.from_flags(text, batch_size=options.get("batch_size"))
         activations = options.get("activations") or max_activations(candidate.cores, self.device)
-        return candidate.with_runtime(activations=activations, set_size=options.get("set_size") or 10)
+        return candidate.with_runtime(activations=activations, set_size=options.get("set_size") or DEFAULT_SET_SIZE)

@@ -94,8 +94,26 @@ def test_neighbours_step_one_knob_at_a_time():
     assert all(len(c) == 1 for c in changed)
     assert any(s["cores"] == 2 for s in steps) and any(s["ols"] == 7 for s in steps)
     assert not any(s["cores"] == 0 or s["ols"] == 9 or s["batch_size"] == 32 for s in steps)
-    assert any(s["batch_size"] == 8 for s in steps) and any(s["set_size"] == 16 for s in steps)
+    assert any(s["batch_size"] == 8 for s in steps) and not any("set_size" in s for s in steps)
     assert "batch_size" not in param_domains(DeviceLimits(nsp_total=14), scenario="singlestream")
+    drawn = QaicSpace(device=DeviceLimits(nsp_total=14), scenario="offline", search_runtime=False)
+    assert any(s["set_size"] == 16 for s in drawn.neighbours(drawn.parse("-aic-num-cores=1 -ols=8 -mos=1",
+                                                                          options={"batch_size": 16})))
+
+
+def test_the_runtime_search_starts_at_mlperf_sizing_and_steps_activations_and_set_size():
+    space = QaicSpace(device=STANDARD, scenario="offline")
+    start = space.parse("-aic-num-cores=4 -mos=1", options={"batch_size": 8})
+    search = space.runtime_search(start)
+    assert search.ask() == start and (start.activations, start.set_size) == (3, 10)
+    search.tell(start, None)  # it did not fit: one activation fewer
+    fewer = search.ask()
+    assert (fewer.activations, fewer.set_size) == (2, 10)
+    search.tell(fewer, 100.0)
+    assert (search.ask().activations, 10) == (1, 10)
+    single = QaicSpace(device=STANDARD, scenario="singlestream")
+    once = single.runtime_search(start)
+    assert once.ask() == start and once.ask() is None
 
 
 def test_parse_reads_flags_and_bench_options():

@@ -1,0 +1,128 @@
+"""What a search enqueues beside its sampler's proposals: one-knob polishing steps from the best, a multi-start
+local search, or a local phase before the sampler takes over. A policy reads the study's trials and returns the
+next parameters to enqueue (and the attributes that say why), or None to leave the proposal to the sampler."""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import optuna
+from optuna.trial import FrozenTrial, TrialState
+
+from autotune.backends.base import Candidate, SearchSpace
+from autotune.results import attrs
+from autotune.results.attrs import is_feasible
+from autotune.search.records import proposal_key
+
+Proposal = tuple[dict[str, Any], dict[str, Any]]  # (parameters, user attributes) of a trial to enqueue
+
+
+class Policy(Protocol):
+    def propose(self, trials: list[FrozenTrial], known: set[str]) -> Proposal | None:
+        """The next trial to enqueue, given every trial so far and the proposal keys measured or in flight."""
+        ...
+
+
+def _compiles(trials: list[FrozenTrial]) -> int:
+    """Trials finished that compiled (duplicates and broken rules left out)."""
+    return sum(t.state == TrialState.COMPLETE and attrs.DUPLICATE_OF not in t.user_attrs and
+               t.user_attrs.get(attrs.FAILURE_STAGE) != "constraint" for t in trials)
+
+
+def _best(trials: list[FrozenTrial], maximize: bool) -> FrozenTrial | None:
+    feasible = [t for t in trials if is_feasible(t)]
+    return (max if maximize else min)(feasible, key=lambda t: t.value) if feasible else None
+
+
+def _untried(space: SearchSpace, steps: list[dict[str, Any]], known: set[str]) -> dict[str, Any] | None:
+    for params in steps:
+        candidate = space.suggest(optuna.trial.FixedTrial(params))
+        if proposal_key(candidate, searched=True) not in known and not space.violations(candidate):
+            return params
+    return None
+
+
+@dataclass(kw_only=True)
+class Polish:
+    """Every ``every``-th compile from the ``after``-th on, a one-knob step from the best not measured yet.
+
+    The peak of a compiler's surface is narrow; a sampler finds the region and these steps climb to its top.
+    """
+
+    space: SearchSpace
+    maximize: bool
+    every: int = 3
+    after: int = 25
+
+    def propose(self, trials: list[FrozenTrial], known: set[str]) -> Proposal | None:
+        done = _compiles(trials)
+        if self.every <= 0 or done < self.after or (done - self.after) % self.every:
+            return None
+        best = _best(trials, self.maximize)
+        if best is None:
+            return None
+        steps = self.space.neighbours(self.space.from_dict(best.user_attrs[attrs.CANDIDATE]))
+        random.Random(done).shuffle(steps)
+        params = _untried(self.space, steps, known)
+        return (params, {attrs.POLISH_OF: best.number}) if params is not None else None
+
+
+@dataclass(kw_only=True)
+class LocalSearch:
+    """Hill climbing by one-knob steps from each start in turn (first improvement), then from random points: the
+    procedure of Qualcomm's model configurator. Climbs run side by side when compiles run ahead."""
+
+    space: SearchSpace
+    maximize: bool
+    starts: list[Candidate]
+    seed: int = 0
+    random_restarts: bool = True
+
+    def propose(self, trials: list[FrozenTrial], known: set[str]) -> Proposal | None:
+        by_restart: dict[int, list[FrozenTrial]] = {}
+        for t in trials:
+            if attrs.LOCAL_RESTART in t.user_attrs:
+                by_restart.setdefault(t.user_attrs[attrs.LOCAL_RESTART], []).append(t)
+        restart = 0
+        while True:
+            climbed = by_restart.get(restart)
+            if not climbed:
+                start = self._start(restart)
+                if start is None:
+                    return None
+                return self.space.params_for(start), {attrs.LOCAL_RESTART: restart}
+            best = _best(climbed, self.maximize)
+            if best is not None:
+                steps = self.space.neighbours(self.space.from_dict(best.user_attrs[attrs.CANDIDATE]))
+                random.Random(self.seed * 1000 + best.number).shuffle(steps)
+                params = _untried(self.space, steps, known)
+                if params is not None:
+                    return params, {attrs.LOCAL_RESTART: restart, attrs.POLISH_OF: best.number}
+            restart += 1
+
+    def _start(self, restart: int) -> Candidate | None:
+        if restart < len(self.starts):
+            return self.starts[restart]
+        if not self.random_restarts:
+            return None
+        rng = random.Random(self.seed * 7919 + restart)
+        params = {name: rng.choice(domain) for name, domain in self.space.domains().items()}
+        return self.space.suggest(optuna.trial.FixedTrial(params))
+
+
+@dataclass(kw_only=True)
+class Phased:
+    """``first`` for the first ``switch_after`` compiles (or until it has nothing left), then ``then``."""
+
+    first: Policy
+    then: Policy | None
+    switch_after: int
+
+    def propose(self, trials: list[FrozenTrial], known: set[str]) -> Proposal | None:
+        if _compiles(trials) < self.switch_after:
+            proposal = self.first.propose(trials, known)
+            if proposal is not None:
+                return proposal
+        return self.then.propose(trials, known) if self.then is not None else None
