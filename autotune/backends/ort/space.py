@@ -57,10 +57,12 @@ class OrtCandidate:
 
 @dataclass(frozen=True, kw_only=True)
 class OrtSpace:
-    """The ONNX Runtime search space on ``cores`` CPU cores; the untuned default session is the baseline."""
+    """The ONNX Runtime search space on ``cores`` CPU cores; the untuned default session is the baseline.
+    ``dynamic_batch`` False: the model has no batch symbol, so batch 1 only."""
 
     cores: int
     scenario: str
+    dynamic_batch: bool = True
 
     def domains(self) -> dict[str, list[Any]]:
         domains: dict[str, list[Any]] = {
@@ -68,7 +70,8 @@ class OrtSpace:
             "inter_threads": list(range(1, self.cores + 1)), "execution_mode": list(EXECUTION_MODES),
             "spinning": [True, False]}
         if self.scenario != "singlestream":
-            domains |= {"batch_size": [b for b in BATCH_SIZES if self.scenario != "multistream" or b <= 8],
+            batches = [b for b in BATCH_SIZES if self.scenario != "multistream" or b <= 8]
+            domains |= {"batch_size": batches if self.dynamic_batch else [1],
                         "instances": list(range(1, self.cores + 1))}
         return domains
 
@@ -87,6 +90,8 @@ class OrtSpace:
         if self.scenario == "singlestream" and (candidate.batch_size != 1 or candidate.instances != 1):
             return [f"singlestream runs one session at batch 1, not {candidate.instances} at batch "
                     f"{candidate.batch_size}"]
+        if not self.dynamic_batch and candidate.batch_size != 1:
+            return [f"batch {candidate.batch_size}: the model has no batch symbol, so batch 1 only"]
         return []
 
     def neighbours(self, candidate: OrtCandidate) -> list[dict[str, Any]]:

@@ -57,10 +57,12 @@ class QaicCandidate:
             flags.append(f"-ols={self.ols}")
         return flags
 
-    def compile_args(self) -> list[str]:
-        """Every qaic-exec argument this candidate decides (model, base flags and output dir are added by the SDK)."""
+    def compile_args(self, *, batch_symbol: str | None) -> list[str]:
+        """Every qaic-exec argument this candidate decides, the batch through the model's ``batch_symbol`` (None: a
+        model without one); the model, base flags and output dir are added by the SDK."""
         b = self.batch_size
-        return [f"-onnx-define-symbol=batch_size,{b}", *self.tuned_flags(), f"-stats-batchsize={b}"]
+        symbol = [f"-onnx-define-symbol={batch_symbol},{b}"] if batch_symbol is not None else []
+        return [*symbol, *self.tuned_flags(), f"-stats-batchsize={b}"]
 
     def compile_key(self) -> tuple[Any, ...]:
         """Identity of the compiled artifact: equal keys share one QPC whatever the runtime knobs."""
@@ -166,7 +168,15 @@ def max_activations(cores: int, device: DeviceLimits) -> int:
     return max(1, device.nsp_available // cores)
 
 
-def suggest(trial: Any, device: DeviceLimits, *, scenario: str, extra_flags: tuple[str, ...] = ()) -> QaicCandidate:
+def batch_sizes(scenario: str, *, dynamic_batch: bool = True) -> list[int]:
+    """The batch sizes searched: none in singlestream, up to 8 in multistream, 1 for a model without a batch."""
+    if scenario == "singlestream":
+        return []
+    return [b for b in BATCH_SIZES if scenario != "multistream" or b <= 8] if dynamic_batch else [1]
+
+
+def suggest(trial: Any, device: DeviceLimits, *, scenario: str, extra_flags: tuple[str, ...] = (),
+            dynamic_batch: bool = True) -> QaicCandidate:
     """Draw a candidate from an Optuna trial; every draw satisfies the device's constraints.
 
     Domains are fixed (as TPE needs); values past a dependent limit (mos above its cluster's cores,
@@ -182,8 +192,7 @@ def suggest(trial: Any, device: DeviceLimits, *, scenario: str, extra_flags: tup
     if scenario == "singlestream":
         batch, activations, set_size = 1, 1, 1
     else:
-        batch_choices = [b for b in BATCH_SIZES if scenario != "multistream" or b <= 8]
-        batch = trial.suggest_categorical("batch_size", batch_choices)
+        batch = trial.suggest_categorical("batch_size", batch_sizes(scenario, dynamic_batch=dynamic_batch))
         activations = min(trial.suggest_int("activations", 1, device.nsp_available),
                           max_activations(cores, device))
         set_size = trial.suggest_categorical("set_size", list(SET_SIZES))
@@ -208,7 +217,7 @@ def params_for(candidate: QaicCandidate, *, scenario: str) -> dict[str, Any]:
     return params
 
 
-def param_domains(device: DeviceLimits, *, scenario: str) -> dict[str, list[Any]]:
+def param_domains(device: DeviceLimits, *, scenario: str, dynamic_batch: bool = True) -> dict[str, list[Any]]:
     """The ordered domain of every ``suggest`` parameter (for one-knob steps)."""
     domains: dict[str, list[Any]] = {
         "cores": list(range(1, device.nsp_total + 1)), "ols": list(range(1, MAX_OLS + 1)), "sdp_clusters": [1, 2],
@@ -216,27 +225,30 @@ def param_domains(device: DeviceLimits, *, scenario: str) -> dict[str, list[Any]
         "multicast_weights": [False, True],
     }
     if scenario != "singlestream":
-        domains |= {"batch_size": [b for b in BATCH_SIZES if scenario != "multistream" or b <= 8],
+        domains |= {"batch_size": batch_sizes(scenario, dynamic_batch=dynamic_batch),
                     "activations": list(range(1, device.nsp_available + 1)), "set_size": list(SET_SIZES)}
     return domains
 
 
 @dataclass(frozen=True, kw_only=True)
 class QaicSpace:
-    """The Cloud AI 100 search space of one study: device limits, scenario rules and the preset's fixed flags."""
+    """The Cloud AI 100 search space of one study: device limits, scenario rules and the preset's fixed flags.
+    ``dynamic_batch`` False: the model has no batch symbol, so batch 1 only."""
 
     device: DeviceLimits
     scenario: str
     extra_flags: tuple[str, ...] = ()
+    dynamic_batch: bool = True
 
     def suggest(self, trial: Any) -> QaicCandidate:
-        return suggest(trial, self.device, scenario=self.scenario, extra_flags=self.extra_flags)
+        return suggest(trial, self.device, scenario=self.scenario, extra_flags=self.extra_flags,
+                       dynamic_batch=self.dynamic_batch)
 
     def params_for(self, candidate: QaicCandidate) -> dict[str, Any]:
         return params_for(candidate, scenario=self.scenario)
 
     def domains(self) -> dict[str, list[Any]]:
-        return param_domains(self.device, scenario=self.scenario)
+        return param_domains(self.device, scenario=self.scenario, dynamic_batch=self.dynamic_batch)
 
     def violations(self, candidate: QaicCandidate) -> list[str]:
         """Device constraints plus the scenario's rule (singlestream: one activation at batch 1)."""
@@ -244,6 +256,8 @@ class QaicSpace:
         if self.scenario == "singlestream" and (candidate.batch_size != 1 or candidate.activations != 1):
             problems.append(f"singlestream runs one activation at batch 1, not {candidate.activations} at batch "
                             f"{candidate.batch_size}")
+        elif not self.dynamic_batch and candidate.batch_size != 1:
+            problems.append(f"batch {candidate.batch_size}: the model has no batch symbol, so batch 1 only")
         return problems
 
     def neighbours(self, candidate: QaicCandidate) -> list[dict[str, Any]]:

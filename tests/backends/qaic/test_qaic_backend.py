@@ -9,6 +9,7 @@ from autotune.backends.qaic.space import DeviceLimits, QaicCandidate, QaicSpace
 from autotune.errors import AutotuneError
 from autotune.models import MODELS
 from autotune.scenarios import SCENARIOS, judge
+from helpers import spec_for
 
 
 def _measurement(service_ms: list[float], *, batch: int = 1, rate: float = 1000.0) -> Measurement:
@@ -57,18 +58,18 @@ def test_multistream_is_estimated_from_the_measured_rate():
     assert outcome.value == pytest.approx(10.0) and outcome.estimated
 
 
-def test_target_sizes_the_space_and_sizes_the_baseline_for_the_scenario(emulator, monkeypatch):
+def test_target_sizes_the_space_and_sizes_the_baseline_for_the_scenario(emulator, tiny_onnx, monkeypatch):
     monkeypatch.setenv("QAIC_EMU_NSP", "14")
     backend = QaicBackend(sdk_root=emulator)
-    target = backend.target(model=MODELS["resnet50"], scenario=SCENARIOS["offline"], devices=None)
+    model = spec_for(tiny_onnx)
+    target = backend.target(model=model, scenario=SCENARIOS["offline"], devices=None)
     assert target.size == 14 and target.sku == "PCIe Standard" and [d.index for d in target.devices] == [0]
     assert target.baseline.activations == 3 and "hand-tuned preset" in target.baseline_label
-    single = backend.target(model=MODELS["resnet50"], scenario=SCENARIOS["singlestream"], devices=None)
+    single = backend.target(model=model, scenario=SCENARIOS["singlestream"], devices=None)
     assert single.baseline.activations == 1 and single.baseline.set_size == 1
     assert "QID 0 PCIe Standard 14 NSPs" in target.description
     with pytest.raises(AutotuneError, match="--nsp 20 is more than the 14 NSPs"):
-        QaicBackend(sdk_root=emulator, nsp=20).target(model=MODELS["resnet50"], scenario=SCENARIOS["offline"],
-                                                      devices=None)
+        QaicBackend(sdk_root=emulator, nsp=20).target(model=model, scenario=SCENARIOS["offline"], devices=None)
 
 
 def test_base_flags_are_the_models_and_the_users(emulator):

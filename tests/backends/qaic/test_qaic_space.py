@@ -28,8 +28,11 @@ def test_cm_flag_string_parses_into_knobs():
 
 def test_candidate_renders_exact_qaic_arguments():
     c = Candidate(cores=2, ols=2, mos=(1,), batch_size=4, multicast_weights=True, activations=7, set_size=4)
-    assert c.compile_args() == ["-onnx-define-symbol=batch_size,4", "-multicast-weights", "-aic-num-cores=2",
-                                "-mos=1", "-ols=2", "-stats-batchsize=4"]
+    assert c.compile_args(batch_symbol="batch_size") == ["-onnx-define-symbol=batch_size,4", "-multicast-weights",
+                                                         "-aic-num-cores=2", "-mos=1", "-ols=2", "-stats-batchsize=4"]
+    assert c.compile_args(batch_symbol="p2o.DynamicDimension.0")[0] == "-onnx-define-symbol=p2o.DynamicDimension.0,4"
+    assert c.compile_args(batch_symbol=None) == ["-multicast-weights", "-aic-num-cores=2", "-mos=1", "-ols=2",
+                                                 "-stats-batchsize=4"]
 
 
 def test_batch_size_read_from_any_batch_flag():
@@ -41,7 +44,7 @@ def test_batch_size_read_from_any_batch_flag():
 def test_pass_through_flags_are_kept_verbatim():
     c = Candidate.from_flags("-aic-enable-depth-first -aic-num-cores=2 -allocator-dealloc-delay=2")
     assert c.extra_flags == ("-aic-enable-depth-first", "-allocator-dealloc-delay=2")
-    assert "-aic-enable-depth-first" in c.compile_args()
+    assert "-aic-enable-depth-first" in c.compile_args(batch_symbol="N")
 
 
 @pytest.mark.parametrize("flags, named", [
