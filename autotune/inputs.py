@@ -125,14 +125,13 @@ def read_inputs(path: Path, *, batch_dim: str | None = None, input_shapes: Mappi
     batch, reason = find_batch(declared, outputs, batch_dim)
     given = {name: list(shape) for name, shape in (input_shapes or {}).items()}
     _check_given_shapes(declared, given)
+    arrays = load_samples(samples, declared, batch) if samples is not None else None
+    sampled = {k: list(a.shape) for k, a in (arrays or {}).items()}
     present = {d for entry in declared for d in entry.dims if isinstance(d, str)}
-    values = {k: v for k, v in (symbols or {}).items() if k in present and k != batch}
-    values = _symbol_values(declared, batch, given, values, "--input-shape")
-    arrays = None
-    if samples is not None:
-        arrays = load_samples(samples, declared, batch)
-        values = _symbol_values(declared, batch, {k: list(a.shape) for k, a in arrays.items()}, values, samples.name)
-    specs = _specs(declared, batch, given | {k: list(a.shape) for k, a in (arrays or {}).items()}, values)
+    known = {k: v for k, v in (symbols or {}).items() if k in present and k != batch}
+    sources = [("--input-shape", given)] + ([(samples.name, sampled)] if samples is not None else [])
+    values = _symbol_values(declared, batch, sources, known)
+    specs = _specs(declared, batch, sampled | given, values)
     return ModelInputs(inputs=specs, batch_symbol=batch, no_batch_reason=reason, symbols=values, samples=arrays,
                        samples_path=samples, samples_sha256=_sha256(samples) if samples is not None else None)
 
@@ -191,9 +190,10 @@ def load_samples(path: Path, declared: list[Declared], batch: str | None) -> dic
     """One sample per input from an .npz file, checked against the graph (names, dtypes, ranks, fixed sizes, one
     sample along the batch axis)."""
     try:
-        with np.load(path, allow_pickle=False) as data:
-            if not isinstance(data, np.lib.npyio.NpzFile):
-                raise ValueError("it holds one array, not an archive of arrays")
+        data = np.load(path, allow_pickle=False)
+        if not isinstance(data, np.lib.npyio.NpzFile):
+            raise ValueError("it holds one array, not an archive of arrays")
+        with data:
             arrays = {name: data[name] for name in data.files}
     except FileNotFoundError:
         raise AutotuneError(f"--inputs {path}: no such file") from None
@@ -260,20 +260,22 @@ def _check_given_shapes(declared: list[Declared], given: dict[str, list[int]]) -
             raise AutotuneError(f"{option} does not match the model's fixed shape {spelled(name, dims)}")
 
 
-def _symbol_values(declared: list[Declared], batch: str | None, shapes: dict[str, list[int]],
-                   values: dict[str, int], source: str) -> dict[str, int]:
-    """``values`` with the sizes ``shapes`` give the non-batch symbols; a symbol given two sizes is an error."""
-    values = dict(values)
+def _symbol_values(declared: list[Declared], batch: str | None, sources: list[tuple[str, dict[str, list[int]]]],
+                   known: dict[str, int]) -> dict[str, int]:
+    """The sizes of the non-batch symbols: ``known``, then those each source's shapes give (``--input-shape``,
+    the samples); a symbol given two sizes is an error."""
+    values = dict(known)
     origin = {k: "the model's known sizes" for k in values}
-    for entry in declared:
-        for dim, size in zip(entry.dims, shapes.get(entry.name, ())):
-            if not isinstance(dim, str) or dim == batch:
-                continue
-            if dim in values and values[dim] != size:
-                raise AutotuneError(f"{source} gives {entry.name!r} {dim}={size}, but {origin[dim]} give "
-                                    f"{dim}={values[dim]}")
-            values.setdefault(dim, size)
-            origin.setdefault(dim, f"{source} {entry.name!r}")
+    for source, shapes in sources:
+        for entry in declared:
+            for dim, size in zip(entry.dims, shapes.get(entry.name, ())):
+                if not isinstance(dim, str) or dim == batch:
+                    continue
+                if dim in values and values[dim] != size:
+                    raise AutotuneError(f"{source} gives {entry.name!r} {dim}={size}, but {origin[dim]} give "
+                                        f"{dim}={values[dim]}")
+                values.setdefault(dim, size)
+                origin.setdefault(dim, f"{source} {entry.name!r}")
     return values
 
 

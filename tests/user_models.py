@@ -38,7 +38,7 @@ def voice(path: Path) -> Path:
              helper.make_node("Unsqueeze", ["ratio", "axis0"], ["ratio1"]),
              helper.make_node("Mul", ["ratio1", "width"], ["cols"]),
              helper.make_node("Concat", ["minus1", "cols"], ["frame_shape"], axis=0),
-             helper.make_node("Reshape", ["x", "frame_shape"], ["frames"]),
+             helper.make_node("Reshape", ["x", "frame_shape"], ["frames"], allowzero=1),  # 0 stays 0
              helper.make_node("MatMul", ["frames", "w"], ["proj"]),
              helper.make_node("ReduceSum", ["h", "axis0"], ["h_sum"], keepdims=0),
              helper.make_node("Add", ["proj", "h_sum"], ["y"]),

@@ -126,10 +126,13 @@ def symbols(graph):
 
 
 def batch_symbol(graph, defined):
-    """The defined symbol that every input with a symbolic dimension carries, the first defined; else None."""
+    """Of the defined symbols every input with a symbolic dimension carries, one that leads an input (else the
+    first defined); None when there is none."""
     symbolic = [set(d for d in i["dims"] if isinstance(d, str)) for i in graph["inputs"]]
     symbolic = [s for s in symbolic if s]
-    return next((name for name in defined if symbolic and all(name in s for s in symbolic)), None)
+    carried = [name for name in defined if symbolic and all(name in s for s in symbolic)]
+    leading = [name for name in carried if any(i["dims"][:1] == [name] for i in graph["inputs"])]
+    return (leading or carried or [None])[0]
 
 
 def resolved_inputs(graph, defined):

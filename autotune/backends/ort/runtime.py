@@ -4,6 +4,7 @@ measure = MLPerf LoadGen running the scenario itself against sessions of that fi
 from __future__ import annotations
 
 import argparse
+import re
 import tempfile
 import threading
 import time
@@ -236,7 +237,7 @@ class OrtBackend:
         options.execution_mode = (ort.ExecutionMode.ORT_PARALLEL if candidate.execution_mode == "parallel"
                                   else ort.ExecutionMode.ORT_SEQUENTIAL)
         options.add_session_config_entry("session.intra_op.allow_spinning", "1" if candidate.spinning else "0")
-        options.log_severity_level = 3
+        options.log_severity_level = 4  # its errors reach the user as the trial's reason, on one line
         if optimised_path is not None:
             options.optimized_model_filepath = str(optimised_path)
         return options
@@ -255,6 +256,8 @@ def _has_external_data(path: Path) -> bool:
 
 
 def _reason(exc: Exception) -> str:
-    """onnxruntime's message, its first line, from its status message on where it has one."""
+    """onnxruntime's message: its first line, from its status message on, without the source location and the
+    check that failed (``/onnxruntime_src/...h:61 Function(...) x == 0 was false.``)."""
     line = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-    return line.rpartition("Status Message: ")[2][:REASON_CHARS]
+    message = line.rpartition("Status Message: ")[2]
+    return re.sub(r"^/\S+:\d+ .*? was false\. ", "", message)[:REASON_CHARS]

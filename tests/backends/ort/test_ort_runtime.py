@@ -8,9 +8,10 @@ from autotune.backends._cpu import cpu_device
 from autotune.backends._loadgen import LoadGenRun, read_detail_log
 from autotune.backends.ort import OrtBackend
 from autotune.backends.ort.space import OrtCandidate, OrtSpace
-from autotune.errors import AutotuneError, CompileFailure
+from autotune.errors import AutotuneError, CompileFailure, MeasureFailure
 from autotune.scenarios import SCENARIOS, judge
 from helpers import spec_for
+from user_models import convnet, paddle_detector, voice, voice_samples
 
 
 def test_cpu_device_and_version():
@@ -58,6 +59,41 @@ def test_dynamic_dimensions_are_fixed_at_their_given_sizes(tmp_path, dynamic_onn
     artifact = backend.compile(dynamic_onnx, model, candidate, tmp_path / "w")
     session = backend._session(artifact.path, candidate, model.inputs)
     assert [i.shape for i in session.get_inputs()] == [[2, 16]]  # both symbols overridden by their own names
+
+
+def _offline(backend: OrtBackend, onnx: Path, model, candidate: OrtCandidate, tmp_path: Path):
+    artifact = backend.compile(onnx, model, candidate, tmp_path / "c")
+    return artifact, backend.measure(artifact, candidate, model=model, scenario=SCENARIOS["offline"], bound_ms=None,
+                                     seconds=0.5, device=0, log_dir=tmp_path / "logs")
+
+
+def test_each_input_gets_the_batch_on_its_own_axis_and_a_scalar_as_it_is(tmp_path):
+    onnx = voice(tmp_path / "voice.onnx")
+    model = spec_for(onnx, "voice", samples=voice_samples(tmp_path / "voice.npz"))
+    backend, candidate = OrtBackend(), OrtCandidate(batch_size=4, intra_threads=1)
+    artifact, m = _offline(backend, onnx, model, candidate, tmp_path)
+    assert m.samples_per_second > 0 and m.batch_size == 4
+    session = backend._session(artifact.path, candidate, model.inputs)
+    assert [(i.name, i.shape) for i in session.get_inputs()] == [("x", [4, 16]), ("h", [2, 4, 8]), ("sr", [])]
+
+
+def test_random_values_the_model_refuses_fail_the_measurement_with_the_reason(tmp_path):
+    onnx = voice(tmp_path / "voice.onnx")
+    with pytest.raises(MeasureFailure, match="onnxruntime cannot run a batch of 2: "):
+        _offline(OrtBackend(), onnx, spec_for(onnx, "voice"), OrtCandidate(batch_size=2), tmp_path)
+
+
+@pytest.mark.parametrize("build, options", [
+    (lambda folder: paddle_detector(folder / "det.onnx"), {"input_shapes": {"x": [1, 3, 16, 16]}}),
+    (lambda folder: convnet(folder / "ext.onnx", external_data=True), {}),
+    (lambda folder: convnet(folder / "fixed.onnx", batch=1), {}),
+])
+def test_models_as_users_bring_them_compile_and_measure(tmp_path, build, options):
+    onnx = build(tmp_path / "model")
+    model = spec_for(onnx, "mine", **options)
+    batch = 2 if model.inputs.batch_symbol else 1
+    artifact, m = _offline(OrtBackend(), onnx, model, OrtCandidate(batch_size=batch), tmp_path)
+    assert m.samples_per_second > 0 and m.batch_size == batch and artifact.path.is_file()
 
 
 @pytest.mark.parametrize("scenario", ["offline", "singlestream", "multistream", "server"])

@@ -84,6 +84,11 @@ def test_the_batch_is_the_symbol_every_symbolic_input_carries(tmp_path):
     assert res.returncode == 0, res.stderr
     qpc = _qpc(tmp_path)
     assert qpc["batch"] == 2 and [i["dims"] for i in qpc["inputs"]] == [[2, 16], [2, 2, 8], []]
+    detector = convnet(tmp_path / "det.onnx", batch="B", height="H", width="W")
+    res = run(QAIC_EXEC, f"-m={detector}", "-onnx-define-symbol=H,16", "-onnx-define-symbol=W,16",
+              "-onnx-define-symbol=B,4", f"-aic-binary-dir={tmp_path / 'det'}", cwd=tmp_path)
+    assert res.returncode == 0, res.stderr
+    assert json.loads((tmp_path / "det" / "programqpc.bin").read_text())["batch"] == 4  # B leads the input
 
 
 def test_exec_loads_external_data_from_the_models_folder(tmp_path):
