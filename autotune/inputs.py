@@ -42,10 +42,6 @@ class InputSpec:
     def scalar(self) -> bool:
         return not self.dims
 
-    def declared(self) -> str:
-        """``x[N,16]`` (``?`` for a dynamic dimension without a name)."""
-        return spelled(self.name, self.dims)
-
 
 @dataclass(frozen=True, kw_only=True)
 class ModelInputs:
@@ -141,7 +137,10 @@ def read_graph(path: Path) -> tuple[list[Declared], list[tuple[Dim, ...]]]:
     import onnx
     from onnx import helper
 
-    graph = onnx.load(str(path), load_external_data=False).graph
+    try:
+        graph = onnx.load(str(path), load_external_data=False).graph
+    except Exception as exc:  # onnx raises DecodeError, ValueError, OSError... for a bad file
+        raise AutotuneError(f"{path} is not an ONNX model (onnx could not parse it: {type(exc).__name__})") from None
     initializers = {t.name for t in graph.initializer}
     declared = []
     for vi in graph.input:
@@ -167,6 +166,9 @@ def find_batch(declared: list[Declared], outputs: list[tuple[Dim, ...]],
             raise AutotuneError(f"--batch-dim {batch_dim!r} is not a symbol of the model's inputs ({known})")
         return batch_dim, None
     if not symbols:
+        if any(entry.dims[:1] == (None,) for entry in declared):
+            return None, ("the inputs' leading dimensions are dynamic but have no name: name the batch in the model "
+                          "(onnx.tools.update_model_dims) to tune it")
         return None, "no input has a symbolic dimension"
     leading = [s for s in symbols if any(entry.dims[:1] == (s,) for entry in declared)]
     if not leading:

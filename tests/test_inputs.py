@@ -56,6 +56,9 @@ def test_a_model_without_a_dynamic_batch_says_why(tmp_path):
                       input_shapes={"t": [1, 5]})
     assert seq.batch_symbol is None and "no symbol leads an input (seq); pass --batch-dim SYMBOL" in seq.describe()
     assert read_inputs(tmp_path / "seq.onnx", batch_dim="seq").batch_symbol == "seq"
+    unnamed = read_inputs(_model(tmp_path / "unnamed.onnx", [("u", TensorProto.FLOAT, [None, 3])]),
+                          input_shapes={"u": [1, 3]})
+    assert unnamed.batch_symbol is None and "dynamic but have no name" in unnamed.describe()
 
 
 def test_the_most_carried_leading_symbol_wins_and_a_tie_needs_batch_dim(tmp_path, dynamic_onnx):

@@ -97,15 +97,15 @@ class QaicBackend:
         if nsp > first.nsp_total:
             raise AutotuneError(f"--nsp {nsp} is more than the {first.nsp_total} NSPs of device QID {first.qid}")
         limits = DeviceLimits(nsp_total=nsp, nsp_free=min(nsp, first.nsp_free))
-        dynamic = self._batch_symbol(model) is not None
+        symbol = self._batch_symbol(model)
         preset = find_baseline(model.name, scenario.name, nsp)
         baseline = preset.candidate(limits) if preset else None
         if baseline is not None and scenario.name == "singlestream":
             baseline = baseline.with_runtime(activations=1, set_size=1)
-        if baseline is not None and not dynamic:
+        if baseline is not None and symbol is None:
             baseline = replace(baseline, batch_size=1)
         space = QaicSpace(device=limits, scenario=scenario.name, extra_flags=baseline.extra_flags if baseline else (),
-                          dynamic_batch=dynamic)
+                          batch_symbol=symbol)
         qids = ", ".join(str(d.qid) for d in chosen)
         return Target(devices=[_device(d) for d in chosen], size=nsp, sku=first.sku, space=space, baseline=baseline,
                       baseline_label=preset.label() if preset else None,

@@ -104,10 +104,11 @@ class QaicCandidate:
         )
 
     @classmethod
-    def from_flags(cls, flags: str, *, batch_size: int | None = None, activations: int = 1,
-                   set_size: int = 10) -> QaicCandidate:
-        """Parse a CM-style qaic-exec flag string; raises AutotuneError naming an unknown or malformed flag."""
-        values = read_flags(flags)
+    def from_flags(cls, flags: str, *, batch_size: int | None = None, activations: int = 1, set_size: int = 10,
+                   batch_symbol: str | None = "batch_size") -> QaicCandidate:
+        """Parse a CM-style qaic-exec flag string (``-onnx-define-symbol=<batch_symbol>,N`` sets the batch); raises
+        AutotuneError naming an unknown or malformed flag."""
+        values = read_flags(flags, batch_symbol=batch_symbol)
         if "cores" not in values:
             raise AutotuneError("the flags do not set -aic-num-cores=N; every candidate needs a core count")
         if batch_size is not None:
@@ -233,12 +234,17 @@ def param_domains(device: DeviceLimits, *, scenario: str, dynamic_batch: bool = 
 @dataclass(frozen=True, kw_only=True)
 class QaicSpace:
     """The Cloud AI 100 search space of one study: device limits, scenario rules and the preset's fixed flags.
-    ``dynamic_batch`` False: the model has no batch symbol, so batch 1 only."""
+    ``batch_symbol`` is the model's (flag strings set the batch through it); None: the model has none, so batch 1
+    only."""
 
     device: DeviceLimits
     scenario: str
     extra_flags: tuple[str, ...] = ()
-    dynamic_batch: bool = True
+    batch_symbol: str | None = "batch_size"
+
+    @property
+    def dynamic_batch(self) -> bool:
+        return self.batch_symbol is not None
 
     def suggest(self, trial: Any) -> QaicCandidate:
         return suggest(trial, self.device, scenario=self.scenario, extra_flags=self.extra_flags,
@@ -272,6 +278,6 @@ class QaicSpace:
         """A CM-style flag string; ``batch_size``, ``activations`` (default floor(free NSPs / cores), as MLPerf
         harnesses size it) and ``set_size`` come from ``options`` when given there."""
         options = options or {}
-        candidate = QaicCandidate.from_flags(text, batch_size=options.get("batch_size"))
+        candidate = QaicCandidate.from_flags(text, batch_size=options.get("batch_size"), batch_symbol=self.batch_symbol)
         activations = options.get("activations") or max_activations(candidate.cores, self.device)
         return candidate.with_runtime(activations=activations, set_size=options.get("set_size") or 10)
