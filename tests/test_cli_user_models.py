@@ -127,8 +127,8 @@ def test_bad_model_inputs_get_one_line(tmp_path, capsys, options, message):
 def test_models_that_cannot_be_read_as_given_get_one_line(tmp_path, capsys):
     code, _, err = _run(capsys, tmp_path, paddle_detector(tmp_path / "det.onnx"), "--trials", "1")
     assert one_line_error(code, err) == (
-        "autotune: error: inputs have dynamic dimensions x[2] p2o.DynamicDimension.1, x[3] p2o.DynamicDimension.2: pass "
-        "--input-shape x=1,3,1,1 with their sizes in place of those 1s")
+        "autotune: error: inputs have dynamic dimensions x[2] p2o.DynamicDimension.1, x[3] p2o.DynamicDimension.2: "
+        "pass --input-shape x=1,3,1,1 with their sizes in place of those 1s")
     external = convnet(tmp_path / "external.onnx", external_data=True)
     (tmp_path / "external.onnx.data").unlink()
     code, _, err = _run(capsys, tmp_path, external, "--trials", "1")

@@ -75,6 +75,6 @@ def convnet(path: Path, *, batch: str | int = "N", height: str | int = 8, width:
 
 
 def paddle_detector(path: Path) -> Path:
-    """A text-detection-shaped model as Paddle2ONNX writes it: batch, height and width all ``p2o.DynamicDimension.*``."""
+    """A text-detection-shaped model as Paddle2ONNX writes it: batch, height and width ``p2o.DynamicDimension.*``."""
     return convnet(path, batch="p2o.DynamicDimension.0", height="p2o.DynamicDimension.1",
                    width="p2o.DynamicDimension.2")
