@@ -1,4 +1,5 @@
-"""Known models (MLPerf names, symbols, latency bounds, official sources) and ONNX file resolution."""
+"""Known models (MLPerf names, symbols, latency bounds, official sources), ONNX file resolution and checks, and the
+model's identity (its file and external data files hashed together)."""
 
 from __future__ import annotations
 
@@ -6,11 +7,13 @@ import hashlib
 import os
 import sys
 import urllib.request
-from dataclasses import dataclass, field
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Callable
 
 from autotune.errors import AutotuneError
+from autotune.inputs import ModelInputs, read_inputs
 
 CACHE_ENV = "AUTOTUNE_CACHE"
 DOWNLOAD_TIMEOUT_S = 60.0
@@ -32,6 +35,7 @@ class ModelSpec:
 
     ``latency_bounds_ms`` maps a scenario to its MLPerf p99 bound; ``symbols`` are dimensions every target fixes
     (BERT's sequence length). What a target compiles it with (qaic-exec base flags...) is the backend's own data.
+    ``inputs`` are those of the file being tuned (``with_inputs``): a backend is never given a spec without them.
     """
 
     name: str
@@ -40,6 +44,13 @@ class ModelSpec:
     description: str = ""
     source: ModelSource | None = None
     synthetic: str | None = None
+    inputs: ModelInputs | None = None
+
+    def file_inputs(self) -> ModelInputs:
+        """``inputs``; a spec that was not given them (``with_inputs``) is a programming error."""
+        if self.inputs is None:
+            raise ValueError(f"model {self.name}: its inputs were not read from its file (models.with_inputs)")
+        return self.inputs
 
 
 _BERT_BOUNDS = {"server": 130.0}
@@ -86,17 +97,76 @@ def resolve_onnx(path: str | Path | None, model: ModelSpec) -> Path:
     return onnx_path.resolve()
 
 
+def with_inputs(spec: ModelSpec, path: Path, *, batch_dim: str | None = None,
+                input_shapes: Mapping[str, Sequence[int]] | None = None, samples: Path | None = None) -> ModelSpec:
+    """``spec`` with the inputs of the file at ``path`` (``--batch-dim``, ``--input-shape``, ``--inputs``)."""
+    return replace(spec, inputs=read_inputs(path, batch_dim=batch_dim, input_shapes=input_shapes,
+                                            symbols=spec.symbols, samples=samples))
+
+
 def check_onnx(path: Path) -> None:
-    """Raise AutotuneError unless ``path`` holds an ONNX model with a graph."""
+    """Raise AutotuneError unless ``path`` holds an ONNX model with a graph, its external data files beside it,
+    that ``onnx.checker`` accepts (by path: external data and models over 2 GB included)."""
+    import onnx
+
+    model = _parse(path)
+    if not model.graph.node:
+        raise AutotuneError(f"{path} is not a usable ONNX model: its graph has no nodes")
+    for data in external_data_files(path, model):
+        if not data.is_file():
+            raise AutotuneError(f"{path.name} keeps its weights in {data.name}, which is not beside it in "
+                                f"{path.parent}: keep the model and its data files in one folder")
+    try:
+        onnx.checker.check_model(str(path))
+    except onnx.checker.ValidationError as exc:
+        raise AutotuneError(f"{path} fails onnx.checker: {str(exc).strip().splitlines()[0]}") from None
+
+
+def external_data_files(path: Path, model: object | None = None) -> list[Path]:
+    """The files beside ``path`` that hold its external data (none for a model that keeps its weights inside)."""
+    from onnx.external_data_helper import ExternalDataInfo, uses_external_data
+
+    proto = model if model is not None else _parse(path)
+    locations = {ExternalDataInfo(t).location for t in _tensors(proto.graph) if uses_external_data(t)}
+    return [path.parent / location for location in sorted(locations)]
+
+
+def model_sha256(path: Path) -> str:
+    """The SHA-256 of a model: its file's alone, or one hash over the file and its external data files."""
+    try:
+        data = external_data_files(path)
+    except AutotuneError:  # not an ONNX file: hashed as bytes
+        data = []
+    if not data:
+        return file_sha256(path)
+    digest = hashlib.sha256()
+    for part in (path, *data):
+        digest.update(f"{part.name} {file_sha256(part)}\n".encode())
+    return digest.hexdigest()
+
+
+def _parse(path: Path):  # -> onnx.ModelProto
     import onnx
 
     try:
-        model = onnx.load(str(path), load_external_data=False)
+        return onnx.load(str(path), load_external_data=False)
     except Exception as exc:  # onnx raises DecodeError, ValueError, OSError... for a bad file
         raise AutotuneError(f"{path} is not an ONNX model (onnx could not parse it: "
                             f"{type(exc).__name__})") from None
-    if not model.graph.node:
-        raise AutotuneError(f"{path} is not a usable ONNX model: its graph has no nodes")
+
+
+def _tensors(graph) -> list:  # onnx.GraphProto -> its TensorProtos, subgraphs' included
+    from onnx import AttributeProto
+
+    found = list(graph.initializer)
+    for node in graph.node:
+        for attribute in node.attribute:
+            if attribute.type == AttributeProto.TENSOR:
+                found.append(attribute.t)
+            found += list(attribute.tensors)
+            for sub in ([attribute.g] if attribute.type == AttributeProto.GRAPH else []) + list(attribute.graphs):
+                found += _tensors(sub)
+    return found
 
 
 def cache_dir() -> Path:

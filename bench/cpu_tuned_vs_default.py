@@ -23,7 +23,7 @@ sys.path.insert(0, str(ROOT))
 from autotune.backends.ort import OrtBackend  # noqa: E402
 from autotune.backends.ort.space import OrtCandidate  # noqa: E402
 from autotune.errors import AutotuneError  # noqa: E402
-from autotune.models import MODELS, synthetic_model  # noqa: E402
+from autotune.models import MODELS, synthetic_model, with_inputs  # noqa: E402
 from autotune.results.export import winner_preset  # noqa: E402
 from autotune.scenarios import SCENARIOS  # noqa: E402
 from autotune.storage import load_study  # noqa: E402
@@ -55,6 +55,7 @@ def main() -> None:
     (ROOT / "studies").mkdir(exist_ok=True)
     onnx = args.onnx or synthetic_model(MODELS["resnet50"])
     backend = OrtBackend()
+    model = with_inputs(MODELS["resnet50"], onnx)
     print(f"{backend.version()}; model {onnx.name}; {args.repeats} alternating LoadGen runs of {args.seconds:g} s")
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
@@ -63,9 +64,9 @@ def main() -> None:
             figures: dict[str, list[float]] = {"default": [], "tuned": []}
             for repeat in range(args.repeats):
                 for label, candidate in (("default", OrtCandidate()), ("tuned", tuned)):
-                    artifact = backend.compile(onnx, MODELS["resnet50"], candidate, Path(tmp) / f"{scenario}-{label}")
-                    m = backend.measure(artifact, candidate, scenario=SCENARIOS[scenario], bound_ms=None,
-                                        seconds=args.seconds, device=0,
+                    artifact = backend.compile(onnx, model, candidate, Path(tmp) / f"{scenario}-{label}")
+                    m = backend.measure(artifact, candidate, model=model, scenario=SCENARIOS[scenario],
+                                        bound_ms=None, seconds=args.seconds, device=0,
                                         log_dir=Path(tmp) / f"{scenario}-{label}-{repeat}-{time.time_ns()}")
                     figures[label].append(m.samples_per_second if scenario == "offline" else m.latency_p90_ms)
             default, best = statistics.median(figures["default"]), statistics.median(figures["tuned"])

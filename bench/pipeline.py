@@ -30,7 +30,7 @@ sys.path.insert(0, str(ROOT))
 
 from autotune.backends.qaic import QaicBackend  # noqa: E402
 from autotune.backends.qaic.space import DeviceLimits, QaicSpace  # noqa: E402
-from autotune.models import MODELS  # noqa: E402
+from autotune.models import MODELS, with_inputs  # noqa: E402
 from autotune.scenarios import SCENARIOS  # noqa: E402
 from autotune.search.records import TuningJob  # noqa: E402
 from autotune.search.tuner import Tuner  # noqa: E402
@@ -64,7 +64,7 @@ def run_config(config: Config, *, onnx: Path, work: Path, measure_time: float) -
     """One Tuner run of ``config`` in a fresh storage and compile cache."""
     os.environ["QAIC_EMU_DEVICES"] = ",".join(["Ready"] * config.devices)
     folder = Path(tempfile.mkdtemp(prefix=config.label.replace(" ", "-") + "-", dir=work))
-    spec = MODELS["resnet50"]
+    spec = with_inputs(MODELS["resnet50"], onnx)
     device = DeviceLimits(nsp_total=16)
     job = TuningJob(
         model=spec, onnx_path=onnx, scenario=SCENARIOS["offline"], bound_ms=None,

@@ -109,7 +109,7 @@ class SurfaceBackend:
         return Artifact(path=path, command=["qaic-exec"], log_path=path / "log", compile_seconds=0.0,
                         batch_size=candidate.batch_size)
 
-    def measure(self, artifact: Artifact, candidate: Candidate, *, scenario: scenarios.Scenario | None,
+    def measure(self, artifact: Artifact, candidate: Candidate, *, model: Any, scenario: scenarios.Scenario | None,
                 bound_ms: float | None, seconds: float, device: int, log_dir: Path) -> Measurement:
         cfg = json.loads((artifact.path / "programqpc.bin").read_text())
         return surface_measurement(self.profile, cfg, candidate.activations, candidate.set_size, self.nsp,

@@ -55,16 +55,20 @@ class FakeSpace:
     """Level and batch are compiled in; streams are searched on the compiled model (more while it helps)."""
 
     scenario: str
+    dynamic_batch: bool = True
 
     def domains(self) -> dict[str, list[Any]]:
         if self.scenario == "singlestream":
             return {"level": list(LEVELS)}
-        return {"level": list(LEVELS), "batch_size": list(BATCHES)}
+        return {"level": list(LEVELS), "batch_size": self._batches()}
+
+    def _batches(self) -> list[int]:
+        return list(BATCHES) if self.dynamic_batch else [1]
 
     def suggest(self, trial: Any) -> FakeCandidate:
         values = {"level": trial.suggest_int("level", 1, 4)}
         if self.scenario != "singlestream":
-            values["batch_size"] = trial.suggest_categorical("batch_size", list(BATCHES))
+            values["batch_size"] = trial.suggest_categorical("batch_size", self._batches())
         return FakeCandidate(**values)
 
     def runtime_search(self, candidate: FakeCandidate) -> Any:
@@ -86,6 +90,8 @@ class FakeSpace:
     def violations(self, candidate: FakeCandidate) -> list[str]:
         if candidate.batch_size * candidate.streams > SLOTS:
             return [f"batch {candidate.batch_size} x {candidate.streams} streams needs more than {SLOTS} slots"]
+        if candidate.batch_size not in self._batches():
+            return [f"batch {candidate.batch_size}: the model has no batch symbol"]
         return []
 
     def from_dict(self, data: dict[str, Any]) -> FakeCandidate:
@@ -166,11 +172,14 @@ class FakeBackend:
         return self.statuses.get(index, "Ready")
 
     def target(self, *, model: ModelSpec, scenario: Scenario, devices: list[int] | None) -> Target:
+        """A spec without inputs is taken for a model with a batch: the search tests give the fake no file."""
         chosen = [d for d in self.devices() if d.ready and (not devices or d.index in devices)]
         if not chosen:
             raise AutotuneError("no ready fake slot")
-        return Target(devices=chosen, size=SLOTS, sku="fake slot card", space=FakeSpace(scenario=scenario.name),
-                      baseline=FakeCandidate(), baseline_label="the fake's defaults", description="fake slots")
+        dynamic = model.inputs is None or model.inputs.batch_symbol is not None
+        return Target(devices=chosen, size=SLOTS, sku="fake slot card",
+                      space=FakeSpace(scenario=scenario.name, dynamic_batch=dynamic), baseline=FakeCandidate(),
+                      baseline_label="the fake's defaults", description="fake slots")
 
     def base_flags(self, model: ModelSpec) -> tuple[str, ...]:
         return ()
@@ -186,7 +195,7 @@ class FakeBackend:
         return Artifact(path=path, command=["fake-compile", candidate.flag_string()], log_path=workdir / "log",
                         compile_seconds=self.compile_s, batch_size=candidate.batch_size)
 
-    def measure(self, artifact: Artifact, candidate: FakeCandidate, *, scenario: Scenario | None,
+    def measure(self, artifact: Artifact, candidate: FakeCandidate, *, model: ModelSpec, scenario: Scenario | None,
                 bound_ms: float | None, seconds: float, device: int, log_dir: Path) -> Measurement:
         if self.statuses.get(device, "Ready") != "Ready":
             raise DeviceFailure(f"slot {device} is {self.statuses[device]}")

@@ -9,7 +9,7 @@ import optuna
 from autotune.backends.qaic import QaicBackend
 from autotune.backends.qaic.baselines import find_baseline
 from autotune.backends.qaic.space import DeviceLimits, QaicSpace
-from autotune.models import MODELS
+from autotune.models import MODELS, with_inputs
 from autotune.scenarios import SCENARIOS
 from autotune.search.records import TuningJob, default_study_name
 from autotune.storage import load_study
@@ -18,7 +18,7 @@ from autotune.storage import load_study
 def qaic_job(emulator: Path, onnx: Path, tmp_path: Path, *, scenario: str = "offline", model: str = "resnet50",
              trials: int = 6, nsp: int = 16, **overrides) -> TuningJob:
     """A short study of ``model`` on the emulated card (seeded, 1 s measurements, a private cache)."""
-    spec = MODELS[model]
+    spec = with_inputs(MODELS[model], onnx)
     device = DeviceLimits(nsp_total=nsp)
     preset = overrides.pop("preset", find_baseline(model, scenario, nsp))
     baseline = preset.candidate(device) if preset else None

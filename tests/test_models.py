@@ -1,9 +1,13 @@
 from __future__ import annotations
 
+import onnx
 import pytest
+from onnx import TensorProto, helper
 
 from autotune.errors import AutotuneError
-from autotune.models import MODELS, get_model, resolve_onnx
+from autotune.models import (MODELS, external_data_files, file_sha256, get_model, model_sha256, resolve_onnx,
+                             with_inputs)
+from user_models import convnet
 
 
 def test_registry_has_the_mlperf_models_with_bounds():
@@ -35,6 +39,46 @@ def test_resolve_onnx_checks_the_file(tmp_path, tiny_onnx):
         resolve_onnx(empty, spec)
     with pytest.raises(AutotuneError, match="pass --onnx"):
         resolve_onnx(None, spec)
+
+
+def test_external_data_is_checked_beside_the_model(tmp_path):
+    model = convnet(tmp_path / "ext.onnx", external_data=True)
+    assert external_data_files(model) == [tmp_path / "ext.onnx.data"]
+    assert resolve_onnx(model, MODELS["resnet50"]) == model.resolve()
+    (tmp_path / "ext.onnx.data").rename(tmp_path / "moved.data")
+    with pytest.raises(AutotuneError, match=f"ext.onnx keeps its weights in ext.onnx.data, which is not beside it in "
+                                            f"{tmp_path}: keep the model and its data files in one folder"):
+        resolve_onnx(model, MODELS["resnet50"])
+
+
+def test_onnx_checker_refuses_an_invalid_graph(tmp_path):
+    graph = helper.make_graph([helper.make_node("Relu", ["x"], ["y"])], "g",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1])])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.graph.node[0].input[0] = "nowhere"  # an input no one produces
+    onnx.save(model, str(tmp_path / "broken.onnx"))
+    with pytest.raises(AutotuneError, match="broken.onnx fails onnx.checker: "):
+        resolve_onnx(tmp_path / "broken.onnx", MODELS["resnet50"])
+
+
+def test_the_model_hash_covers_its_external_data(tmp_path, tiny_onnx):
+    assert model_sha256(tiny_onnx) == file_sha256(tiny_onnx)  # studies made before keep their identity
+    model = convnet(tmp_path / "ext.onnx", external_data=True)
+    first = model_sha256(model)
+    assert first not in (file_sha256(model), file_sha256(tmp_path / "ext.onnx.data"))
+    data = tmp_path / "ext.onnx.data"
+    data.write_bytes(bytes(reversed(data.read_bytes())))  # other weights, the same model file
+    assert model_sha256(model) != first
+    (tmp_path / "junk.onnx").write_bytes(b"\x08\xff not protobuf")
+    assert model_sha256(tmp_path / "junk.onnx") == file_sha256(tmp_path / "junk.onnx")
+
+
+def test_a_spec_carries_the_inputs_of_its_file(tmp_path):
+    spec = with_inputs(MODELS["bert-99"], convnet(tmp_path / "n.onnx"), input_shapes={})
+    assert spec.name == "bert-99" and spec.file_inputs().batch_symbol == "N" and spec.symbols == {"seg_length": 384}
+    with pytest.raises(ValueError, match="its inputs were not read"):
+        MODELS["resnet50"].file_inputs()
 
 
 def test_download_caches_records_checksum_and_reuses(tmp_path, monkeypatch, tiny_onnx):

@@ -3,6 +3,12 @@
 A backend is a class. Its class attributes and class methods are what autotune knows of a target before it is set
 up (its name, its words for devices and sizes, its command-line options, whether it is usable here); an instance is
 the target set up from those options (the toolchain found, the devices it can see).
+
+Every ModelSpec a backend is given carries the inputs of the file being tuned (``model.file_inputs()``, an
+``autotune.inputs.ModelInputs``): the batch symbol and the axis of each input that carries it, the sizes of the
+other symbols, and ``feed(batch)``. A backend sets the batch through that symbol's own name, fixes the other
+symbols to their sizes, feeds ``feed(batch)`` (or files of it) to every measurement, and offers a batch knob of
+{1} when the model has no batch symbol.
 """
 
 from __future__ import annotations
@@ -238,8 +244,9 @@ class Backend(Protocol):
         ...
 
     def target(self, *, model: ModelSpec, scenario: Scenario, devices: list[int] | None) -> Target:
-        """Choose the devices (``devices``, else the backend's default), the size to tune for, the search space and
-        the baseline for one study; raises AutotuneError for devices that cannot be used."""
+        """Choose the devices (``devices``, else the backend's default), the size to tune for, the search space (batch
+        1 only when ``model`` has no batch symbol) and the baseline for one study; raises AutotuneError for devices
+        that cannot be used."""
         ...
 
     def base_flags(self, model: ModelSpec) -> tuple[str, ...]:
@@ -247,13 +254,14 @@ class Backend(Protocol):
         ...
 
     def compile(self, onnx_path: Path, model: ModelSpec, candidate: Any, workdir: Path) -> Artifact:
-        """Compile into ``workdir``; raises CompileFailure with the compiler's reason."""
+        """Compile ``onnx_path`` (in its folder, beside its external data files) for ``model``'s input shapes at the
+        candidate's batch into ``workdir``; raises CompileFailure with the compiler's reason."""
         ...
 
-    def measure(self, artifact: Artifact, candidate: Any, *, scenario: Scenario | None, bound_ms: float | None,
-                seconds: float, device: int, log_dir: Path) -> Measurement:
+    def measure(self, artifact: Artifact, candidate: Any, *, model: ModelSpec, scenario: Scenario | None,
+                bound_ms: float | None, seconds: float, device: int, log_dir: Path) -> Measurement:
         """Measure for ``scenario`` (its figure measured or estimated), or plainly (throughput and latency) when it is
-        None; raises MeasureFailure, or DeviceFailure when the device is at fault."""
+        None, feeding ``model``'s inputs; raises MeasureFailure, or DeviceFailure when the device is at fault."""
         ...
 
     def cancel(self) -> None:

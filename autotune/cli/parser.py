@@ -10,7 +10,7 @@ from autotune import backends
 from autotune.cli import read, run
 from autotune.compile_cache import default_cache_dir
 from autotune.models import MODELS
-from autotune.options import device_list, duration, non_negative_int, positive_float, positive_int
+from autotune.options import device_list, duration, input_shape, non_negative_int, positive_float, positive_int
 from autotune.results.export import EXPORT_FORMATS
 from autotune.scenarios import SCENARIOS
 from autotune.storage import DEFAULT_HEARTBEAT_S, DEFAULT_WAIT_S, default_storage_url
@@ -211,7 +211,17 @@ def _add_read_commands(commands: argparse._SubParsersAction) -> None:
 def _add_model_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", help=f"a known model ({', '.join(MODELS)}) or a name for your own --onnx model "
                                         "(default: the --onnx file's name)")
-    parser.add_argument("--onnx", help="path of the ONNX file to compile")
+    parser.add_argument("--onnx", help="path of the ONNX file to compile (its external data files beside it)")
+    parser.add_argument("--batch-dim", metavar="SYMBOL",
+                        help="the symbolic dimension that is the batch, where the graph leaves it ambiguous (default: "
+                             "the symbol that leads an input and most inputs carry)")
+    parser.add_argument("--input-shape", type=input_shape, action="append", default=[], metavar="NAME=D0,D1,...",
+                        help="the sizes of an input's dynamic dimensions other than the batch (its batch axis is "
+                             "set to each batch size); repeatable")
+    parser.add_argument("--inputs", type=Path, metavar="FILE.npz",
+                        help="one sample per input name (numpy.savez), as the application feeds it at batch 1: "
+                             "tiled to each batch along the input's batch axis and fed to every measurement "
+                             "(default: random values)")
 
 
 def _add_backend_option(parser: argparse.ArgumentParser) -> None:

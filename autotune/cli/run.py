@@ -14,7 +14,8 @@ from autotune import backends
 from autotune.backends.base import Backend
 from autotune.compile_cache import default_cache_dir
 from autotune.errors import AutotuneError
-from autotune.models import ModelSpec, check_onnx, download_model, get_model, resolve_onnx, synthetic_model
+from autotune.models import (ModelSpec, check_onnx, download_model, get_model, resolve_onnx, synthetic_model,
+                             with_inputs)
 from autotune.results import attrs
 from autotune.scenarios import get_scenario, latency_bound_ms
 from autotune.search.records import TuningJob, default_study_name
@@ -31,6 +32,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     bound = latency_bound_ms(scenario, model, args.latency_bound_ms)
     backend = _backend(args)
     onnx_path, synthetic = model_file(model, args.onnx, synthetic=args.synthetic)
+    model = read_model_inputs(model, onnx_path, args)
     if args.compile_jobs and not backend.compiles_ahead:
         raise AutotuneError(f"--compile-jobs: the {backend.name} backend compiles on the device it measures on, so it "
                             f"compiles each trial just before measuring it")
@@ -53,6 +55,7 @@ def cmd_run(args: argparse.Namespace) -> int:
           f"{model.name} {scenario.name} ({scenario.description}), {target.description}, {backend.version()}")
     jobs = f"{job.compile_jobs} compile workers ahead" if job.compile_jobs else "compiles one at a time, in line"
     print(f"pipeline: {jobs}; compile cache {tuner.cache.root if tuner.cache else 'off'}")
+    print(model.file_inputs().describe())
     if synthetic:
         print("SYNTHETIC MODEL: random weights of the same architecture; figures show speed, not accuracy")
     if job.baseline is not None:
@@ -105,6 +108,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
     model = _model(args)
     backend = _backend(args, quiet=args.json)
     onnx_path = resolve_onnx(args.onnx, model)
+    model = read_model_inputs(model, onnx_path, args)
+    _say(model.file_inputs().describe(), args.json)
     target = backend.target(model=model, scenario=get_scenario("offline"),
                             devices=None if args.device is None else [args.device])
     device = target.devices[0]
@@ -117,7 +122,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
     artifact = backend.compile(onnx_path, model, candidate, workdir)
     _say(f"compiled in {artifact.compile_seconds:.1f} s; measuring {args.time:g} s on {backend.device_word} "
          f"{device.index}: {candidate.describe()} ...", args.json)
-    measurement = backend.measure(artifact, candidate, scenario=None, bound_ms=None, seconds=args.time,
+    measurement = backend.measure(artifact, candidate, model=model, scenario=None, bound_ms=None, seconds=args.time,
                                   device=device.index, log_dir=workdir / "runs")
     commands = {k: v for k, v in backend.preset_fields(candidate, artifact, measurement, name="bench").items()
                 if k.endswith("_command")}
@@ -177,6 +182,21 @@ def model_file(model: ModelSpec, onnx: str | None, *, synthetic: bool) -> tuple[
     path = download_model(model.source)
     check_onnx(path)
     return path, False
+
+
+def read_model_inputs(model: ModelSpec, onnx_path: Path, args: argparse.Namespace) -> ModelSpec:
+    """``model`` with the inputs of its file as the model options read them; warns (stderr) of inputs whose random
+    values may matter."""
+    shapes: dict[str, list[int]] = {}
+    for name, shape in args.input_shape:
+        if name in shapes:
+            raise AutotuneError(f"--input-shape {name} is given twice: give each input once")
+        shapes[name] = shape
+    model = with_inputs(model, onnx_path, batch_dim=args.batch_dim, input_shapes=shapes, samples=args.inputs)
+    warning = model.file_inputs().warning()
+    if warning:
+        print(warning, file=sys.stderr, flush=True)
+    return model
 
 
 def _model(args: argparse.Namespace) -> ModelSpec:

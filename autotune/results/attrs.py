@@ -52,6 +52,7 @@ LATENCY_BOUND_MS = "latency_bound_ms"
 BASE_FLAGS = "base_flags"
 SDK_VERSION = "sdk_version"  # the toolchain's version, whatever the backend
 SKU = "sku"
+INPUTS = "inputs"  # what the model is fed: batch symbol, each input's dtype and sample shape, the samples' SHA-256
 METRIC = "metric"
 UNIT = "unit"
 DIRECTION = "direction"

@@ -72,10 +72,13 @@ class CompileStage:
             self.cache.cancel()
 
     def _identity(self, candidate: Candidate) -> dict[str, Any]:
-        """What decides the compiler's output: backend, toolchain, device, model file, base and compile flags."""
+        """What decides the compiler's output: backend, toolchain, device, model file (and its data), the shapes it
+        is compiled for, base and compile flags."""
         job = self.job
+        inputs = job.model.inputs
         return {"backend": job.backend.name, "toolchain": job.backend.version(), "sku": job.sku,
                 "device_size": job.device_size, "model_sha256": self.model_sha256 or str(job.onnx_path),
+                "inputs": inputs.identity(samples=False) if inputs else None,
                 "base_flags": list(job.backend.base_flags(job.model)), "compile": list(candidate.compile_key())}
 
 
@@ -116,8 +119,9 @@ class MeasureStage:
             device: int) -> Measurement:
         """One measurement for the job's scenario, its logs under the study's ``runs/<label>``."""
         job = self.job
-        return job.backend.measure(artifact, candidate, scenario=job.scenario, bound_ms=job.bound_ms,
-                                   seconds=seconds, device=device, log_dir=job.study_dir / "runs" / label)
+        return job.backend.measure(artifact, candidate, model=job.model, scenario=job.scenario,
+                                   bound_ms=job.bound_ms, seconds=seconds, device=device,
+                                   log_dir=job.study_dir / "runs" / label)
 
     def failed(self, flight: Flight, failure: MeasureFailure) -> TrialRecord:
         """A measurement that failed: infeasible with the runtime's reason, or FAIL to be retried."""

@@ -37,12 +37,13 @@ def open_study(job: TuningJob, storage: optuna.storages.BaseStorage, *, model_sh
 
 
 def study_identity(job: TuningJob, model_sha256: str | None) -> dict[str, Any]:
-    """What makes two runs one study: model file, scenario and bound, backend, toolchain, device and base flags."""
+    """What makes two runs one study: model file, scenario and bound, backend, toolchain, device, base flags and
+    what the model is fed (batch symbol, input shapes, samples)."""
     backend = job.backend
     return {attrs.MODEL: job.model.name, attrs.SCENARIO: job.scenario.name, attrs.BACKEND: backend.name,
             backend.size_key: job.device_size, attrs.ONNX_SHA256: model_sha256, attrs.LATENCY_BOUND_MS: job.bound_ms,
             attrs.BASE_FLAGS: " ".join(backend.base_flags(job.model)), attrs.SDK_VERSION: backend.version(),
-            attrs.SKU: job.sku}
+            attrs.SKU: job.sku, attrs.INPUTS: job.model.inputs.identity() if job.model.inputs else None}
 
 
 def reader_attrs(job: TuningJob) -> dict[str, Any]:

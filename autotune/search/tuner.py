@@ -9,7 +9,7 @@ from optuna.trial import TrialState
 
 from autotune.compile_cache import CompileCache
 from autotune.errors import AutotuneError
-from autotune.models import file_sha256
+from autotune.models import model_sha256
 from autotune.results import attrs
 from autotune.search.device_pool import DevicePool
 from autotune.search.memory import Memory
@@ -117,8 +117,9 @@ class Tuner:
 
 
 def onnx_identity(path: Path) -> str | None:
-    """The model file's SHA-256 (None when it is not a file: an in-process benchmark's placeholder)."""
-    return file_sha256(path) if path.is_file() else None
+    """The model's SHA-256, its external data files included (None when it is not a file: an in-process
+    benchmark's placeholder)."""
+    return model_sha256(path) if path.is_file() else None
 
 
 def clock(seconds: float) -> str:

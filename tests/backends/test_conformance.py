@@ -19,11 +19,12 @@ from autotune.backends.ort.space import OrtCandidate
 from autotune.backends.qaic import QaicBackend
 from autotune.backends.qaic.space import QaicCandidate
 from autotune.errors import CompileFailure, MeasureFailure
-from autotune.models import MODELS
 from autotune.scenarios import SCENARIOS
 from autotune.search.records import candidate_key
 from autotune.synthetic import build_convnet
 from fakes import FakeBackend, FakeCandidate
+from helpers import spec_for
+from user_models import convnet
 
 @dataclass(frozen=True)
 class Setup:
@@ -66,15 +67,24 @@ def backend(request, emulator) -> Backend:
     return SETUPS[request.param].make(emulator)
 
 
-def _proposals(backend: Backend, scenario: str, n: int = 30) -> list:
-    space = backend.target(model=MODELS["resnet50"], scenario=SCENARIOS[scenario], devices=None).space
+@pytest.fixture(scope="module")
+def models(tmp_path_factory, tiny_onnx) -> dict[str, Any]:
+    """Specs of the tiny ResNet-shaped model (symbol batch_size) and of models with another batch symbol and none."""
+    folder = tmp_path_factory.mktemp("conformance")
+    other, fixed = convnet(folder / "other-symbol.onnx", batch="N"), convnet(folder / "fixed.onnx", batch=1)
+    return {"resnet50": spec_for(tiny_onnx), "other": (other, spec_for(other, "mine")),
+            "fixed": (fixed, spec_for(fixed))}  # resnet50 by name: its presets have batch 8
+
+
+def _proposals(backend: Backend, scenario: str, n: int = 30, *, model: Any) -> list:
+    space = backend.target(model=model, scenario=SCENARIOS[scenario], devices=None).space
     study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
     return [space.suggest(study.ask()) for _ in range(n)], space
 
 
 @pytest.mark.parametrize("scenario", SCENARIO_NAMES)
-def test_the_space_proposes_only_valid_candidates_that_round_trip(backend, scenario):
-    proposals, space = _proposals(backend, scenario)
+def test_the_space_proposes_only_valid_candidates_that_round_trip(backend, scenario, models):
+    proposals, space = _proposals(backend, scenario, model=models["resnet50"])
     for candidate in proposals:
         assert space.violations(candidate) == [], candidate
         assert space.from_dict(candidate.to_dict()) == candidate
@@ -89,8 +99,8 @@ def test_the_space_proposes_only_valid_candidates_that_round_trip(backend, scena
 
 
 @pytest.mark.parametrize("scenario", SCENARIO_NAMES)
-def test_the_baseline_is_in_the_space(backend, scenario):
-    target = backend.target(model=MODELS["resnet50"], scenario=SCENARIOS[scenario], devices=None)
+def test_the_baseline_is_in_the_space(backend, scenario, models):
+    target = backend.target(model=models["resnet50"], scenario=SCENARIOS[scenario], devices=None)
     if target.baseline is None:
         pytest.skip(f"{backend.name} has no baseline for resnet50 {scenario}")
     assert target.space.violations(target.baseline) == []
@@ -107,12 +117,13 @@ def test_the_traits_readers_store_are_complete(backend):
 
 
 @pytest.mark.parametrize("scenario", SCENARIO_NAMES)
-def test_a_tiny_model_compiles_and_measures_for_every_scenario(backend, scenario, tiny_onnx, tmp_path):
-    target = backend.target(model=MODELS["resnet50"], scenario=SCENARIOS[scenario], devices=None)
-    candidate = target.baseline or _proposals(backend, scenario, 1)[0][0]
-    artifact = backend.compile(tiny_onnx, MODELS["resnet50"], candidate, tmp_path / "c")
+def test_a_tiny_model_compiles_and_measures_for_every_scenario(backend, scenario, tiny_onnx, tmp_path, models):
+    model = models["resnet50"]
+    target = backend.target(model=model, scenario=SCENARIOS[scenario], devices=None)
+    candidate = target.baseline or _proposals(backend, scenario, 1, model=model)[0][0]
+    artifact = backend.compile(tiny_onnx, model, candidate, tmp_path / "c")
     assert backend.artifact_usable(artifact.path) and artifact.batch_size == candidate.batch_size
-    m = backend.measure(artifact, candidate, scenario=SCENARIOS[scenario], bound_ms=1000.0, seconds=0.5,
+    m = backend.measure(artifact, candidate, model=model, scenario=SCENARIOS[scenario], bound_ms=1000.0, seconds=0.5,
                         device=target.devices[0].index, log_dir=tmp_path / "logs")
     assert isinstance(m, Measurement) and m.samples_per_second > 0
     value = getattr(m, SCENARIOS[scenario].figure)
@@ -123,18 +134,46 @@ def test_a_tiny_model_compiles_and_measures_for_every_scenario(backend, scenario
     assert all(isinstance(v, str) and v for k, v in fields.items() if k.endswith("_command"))
 
 
-def test_failures_are_typed(backend, tiny_onnx, tmp_path):
-    target = backend.target(model=MODELS["resnet50"], scenario=SCENARIOS["offline"], devices=None)
+def test_failures_are_typed(backend, tiny_onnx, tmp_path, models):
+    model = models["resnet50"]
+    target = backend.target(model=model, scenario=SCENARIOS["offline"], devices=None)
     onnx, refused = SETUPS[backend.name].refused(tmp_path, tiny_onnx)
     with pytest.raises(CompileFailure) as caught:
-        backend.compile(onnx, MODELS["resnet50"], refused, tmp_path / "c")
+        backend.compile(onnx, model, refused, tmp_path / "c")
     assert caught.value.stage == "compile" and caught.value.reason and not caught.value.retryable
-    candidate = target.baseline or _proposals(backend, "offline", 1)[0][0]
-    artifact = backend.compile(tiny_onnx, MODELS["resnet50"], candidate, tmp_path / "ok")
+    candidate = target.baseline or _proposals(backend, "offline", 1, model=model)[0][0]
+    artifact = backend.compile(tiny_onnx, model, candidate, tmp_path / "ok")
     for path in ([artifact.path] if artifact.path.is_file() else artifact.path.iterdir()):
         path.unlink()  # the artifact is gone from disk
     assert not backend.artifact_usable(artifact.path)
     with pytest.raises(MeasureFailure) as failed:
-        backend.measure(artifact, candidate, scenario=SCENARIOS["offline"], bound_ms=None, seconds=0.5,
+        backend.measure(artifact, candidate, model=model, scenario=SCENARIOS["offline"], bound_ms=None, seconds=0.5,
                         device=target.devices[0].index, log_dir=tmp_path / "logs")
     assert failed.value.stage in ("measure", "device") and failed.value.reason
+
+
+def test_the_batch_goes_through_the_models_own_symbol(backend, tmp_path, models):
+    onnx, model = models["other"]
+    target = backend.target(model=model, scenario=SCENARIOS["offline"], devices=None)
+    candidate = next(c for c in _proposals(backend, "offline", model=model)[0] if c.batch_size > 1)
+    artifact = backend.compile(onnx, model, candidate, tmp_path / "c")
+    m = backend.measure(artifact, candidate, model=model, scenario=SCENARIOS["offline"], bound_ms=None, seconds=0.5,
+                        device=target.devices[0].index, log_dir=tmp_path / "logs")
+    assert artifact.batch_size == m.batch_size == candidate.batch_size > 1 and m.samples_per_second > 0
+
+
+@pytest.mark.parametrize("scenario", SCENARIO_NAMES)
+def test_a_model_without_a_batch_symbol_has_a_batch_knob_of_one(backend, scenario, tmp_path, models):
+    onnx, model = models["fixed"]
+    target = backend.target(model=model, scenario=SCENARIOS[scenario], devices=None)
+    assert target.space.domains().get("batch_size", [1]) == [1]
+    proposals, space = _proposals(backend, scenario, model=model)
+    assert {c.batch_size for c in proposals} == {1}
+    if target.baseline is not None:
+        assert target.baseline.batch_size == 1 and space.violations(target.baseline) == []
+    if scenario == "offline":
+        candidate = proposals[0]
+        artifact = backend.compile(onnx, model, candidate, tmp_path / "c")
+        m = backend.measure(artifact, candidate, model=model, scenario=SCENARIOS[scenario], bound_ms=None,
+                            seconds=0.5, device=target.devices[0].index, log_dir=tmp_path / "logs")
+        assert m.samples_per_second > 0

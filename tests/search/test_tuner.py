@@ -19,6 +19,7 @@ from autotune.results.attrs import study_overview
 from autotune.search.records import TrialRecord
 from autotune.search.tuner import Tuner
 from autotune.storage import load_study, open_storage
+from autotune.synthetic import build_convnet
 from jobs import qaic_job as _job, stored_trials as _trials
 
 
@@ -119,8 +120,7 @@ def test_study_with_another_model_is_refused(emulator, tiny_onnx, tmp_path):
     other = _job(emulator, tiny_onnx, tmp_path, scenario="server", study_name=job.study_name)
     with pytest.raises(AutotuneError, match="another scenario 'offline' \\(not 'server'\\).*does not mix"):
         Tuner(other, progress=lambda _: None)
-    changed = tmp_path / "resnet50-v2.onnx"
-    changed.write_bytes(tiny_onnx.read_bytes() + b" ")
+    changed = build_convnet(tmp_path / "resnet50-v2.onnx", seed=1)  # the same graph, other weights
     with pytest.raises(AutotuneError, match="onnx_sha256"):
         Tuner(_job(emulator, changed, tmp_path), progress=lambda _: None)
 

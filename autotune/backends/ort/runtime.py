@@ -4,27 +4,25 @@ measure = MLPerf LoadGen running the scenario itself against sessions of that fi
 from __future__ import annotations
 
 import argparse
+import re
 import tempfile
 import threading
 import time
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from autotune.backends._cpu import cpu_device
 from autotune.backends._loadgen import BatchingSUT, LoadGenResult, LoadGenRun, find_server_qps, run_loadgen
 from autotune.backends.base import Artifact, Device, Measurement, Target
 from autotune.backends.ort.space import OrtCandidate, OrtSpace
 from autotune.errors import AutotuneError, CompileFailure, MeasureFailure
-from autotune.models import ModelSpec
-from autotune.options import input_shape
+from autotune.inputs import ModelInputs
+from autotune.models import ModelSpec, external_data_files
 from autotune.scenarios import MULTISTREAM_SAMPLES_PER_QUERY, Scenario
 
 SERVER_PROBES = 5
-ONNX_TO_NUMPY = {"tensor(float)": np.float32, "tensor(float16)": np.float16, "tensor(double)": np.float64,
-                 "tensor(int64)": np.int64, "tensor(int32)": np.int32, "tensor(int8)": np.int8,
-                 "tensor(uint8)": np.uint8, "tensor(bool)": np.bool_}
+OPTIMISED = "model.opt.onnx"
+REASON_CHARS = 300  # onnxruntime's messages carry source paths and template names: keep their start
 
 
 class OrtBackend:
@@ -47,9 +45,7 @@ class OrtBackend:
 
     @classmethod
     def add_options(cls, parser: argparse._ActionsContainer, command: str) -> None:
-        if command == "run":
-            parser.add_argument("--input-shape", type=input_shape, action="append", default=[],
-                                help="NAME=D0,D1,... for an input with dynamic dimensions (repeatable)")
+        """None of its own: the model options (--input-shape, --batch-dim, --inputs) are every backend's."""
 
     @classmethod
     def requested(cls, args: argparse.Namespace) -> bool:
@@ -65,13 +61,12 @@ class OrtBackend:
 
     @classmethod
     def from_options(cls, args: argparse.Namespace) -> OrtBackend:
-        return cls(input_shapes=dict(getattr(args, "input_shape", None) or []))
+        return cls()
 
-    def __init__(self, *, input_shapes: dict[str, list[int]] | None = None) -> None:
+    def __init__(self) -> None:
         import onnxruntime
 
         self.ort = onnxruntime
-        self.input_shapes = input_shapes or {}
         self.cpu = cpu_device()
 
     def version(self) -> str:
@@ -86,7 +81,8 @@ class OrtBackend:
     def target(self, *, model: ModelSpec, scenario: Scenario, devices: list[int] | None) -> Target:
         if devices and devices != [0]:
             raise AutotuneError("--devices: the ort backend measures on this host's CPU (device 0) alone")
-        space = OrtSpace(cores=self.cpu.cores, scenario=scenario.name)
+        space = OrtSpace(cores=self.cpu.cores, scenario=scenario.name,
+                         dynamic_batch=model.file_inputs().batch_symbol is not None)
         return Target(devices=[self.cpu.as_device()], size=self.cpu.cores, sku=self.cpu.model_name, space=space,
                       baseline=space.baseline(), baseline_label="ONNX Runtime's default session settings",
                       description=self.cpu.describe())
@@ -95,27 +91,31 @@ class OrtBackend:
         return ()
 
     def compile(self, onnx_path: Path, model: ModelSpec, candidate: OrtCandidate, workdir: Path) -> Artifact:
-        """Save the graph optimised at ``graph_level`` with the batch fixed; the file is reused by every session."""
+        """Save the graph optimised at ``graph_level`` with every symbol fixed (the batch at the candidate's); the
+        file, with its external data file beside it when the model has one, is reused by every session."""
         workdir.mkdir(parents=True, exist_ok=True)
         out = Path(tempfile.mkdtemp(prefix="ort-", dir=workdir))
-        optimised = out / "model.opt.onnx"
-        options = self._options(candidate, optimised_path=optimised)
+        optimised = out / OPTIMISED
+        options = self._options(candidate, model.file_inputs(), optimised_path=optimised)
+        if _has_external_data(onnx_path):
+            options.add_session_config_entry("session.optimized_model_external_initializers_file_name",
+                                             f"{OPTIMISED}.data")
         started = time.monotonic()
         try:
-            session = self.ort.InferenceSession(str(onnx_path), options, providers=["CPUExecutionProvider"])
+            self.ort.InferenceSession(str(onnx_path), options, providers=["CPUExecutionProvider"])
         except Exception as exc:  # onnxruntime raises its own Fail/InvalidGraph/... types
-            raise CompileFailure(f"onnxruntime cannot load {onnx_path.name}: {str(exc).splitlines()[0]}") from None
-        self.input_feed(session, candidate.batch_size)  # dynamic dimensions are checked here, before any run
+            raise CompileFailure(f"onnxruntime cannot load {onnx_path.name}: {_reason(exc)}") from None
         return Artifact(path=optimised, command=[f"onnxruntime graph_level={candidate.graph_level} "
                                                  f"batch={candidate.batch_size}"],
                         log_path=out / "compile.log", compile_seconds=time.monotonic() - started,
                         batch_size=candidate.batch_size)
 
-    def measure(self, artifact: Artifact, candidate: OrtCandidate, *, scenario: Scenario | None,
+    def measure(self, artifact: Artifact, candidate: OrtCandidate, *, model: ModelSpec, scenario: Scenario | None,
                 bound_ms: float | None, seconds: float, device: int, log_dir: Path) -> Measurement:
-        """Run the scenario itself with LoadGen (offline when it is None); expectations come from a quick timing of
-        one batch. Server: the highest target QPS whose p99 stays within the bound, bracketed then bisected."""
-        make_sut = self._sut_factory(artifact, candidate)
+        """Run the scenario itself with LoadGen (offline when it is None) on ``model``'s feed of one batch;
+        expectations come from a quick timing of one batch. Server: the highest target QPS whose p99 stays within
+        the bound, bracketed then bisected."""
+        make_sut = self._sut_factory(artifact, candidate, model.file_inputs())
         batch_s = self._batch_seconds(make_sut)
         rate = candidate.instances * candidate.batch_size / batch_s
         duration_ms = int(seconds * 1000)
@@ -187,7 +187,10 @@ class OrtBackend:
     def _batch_seconds(make_sut: Any) -> float:
         """Time of one batch on one session after a warm-up run (the shorter of two): LoadGen's expectation."""
         sut = make_sut()
-        sut.infer([0])
+        try:
+            sut.infer([0])
+        except Exception as exc:  # the model refuses the feed: a batch it cannot take, a value it rejects
+            raise MeasureFailure(f"onnxruntime cannot run a batch of {sut.batch_size}: {_reason(exc)}") from None
         times = []
         for _ in range(2):
             started = time.perf_counter()
@@ -195,13 +198,14 @@ class OrtBackend:
             times.append(time.perf_counter() - started)
         return max(min(times), 1e-5)
 
-    def _sut_factory(self, artifact: Artifact, candidate: OrtCandidate) -> Any:
-        """A function making a fresh BatchingSUT over ``candidate.instances`` sessions, loaded once."""
+    def _sut_factory(self, artifact: Artifact, candidate: OrtCandidate, inputs: ModelInputs) -> Any:
+        """A function making a fresh BatchingSUT over ``candidate.instances`` sessions, loaded once, each fed one
+        batch of ``inputs``."""
         try:
-            sessions = [self._session(artifact.path, candidate) for _ in range(candidate.instances)]
+            sessions = [self._session(artifact.path, candidate, inputs) for _ in range(candidate.instances)]
         except Exception as exc:
-            raise MeasureFailure(f"onnxruntime cannot create a session: {str(exc).splitlines()[0]}") from None
-        feeds = [self.input_feed(s, candidate.batch_size) for s in sessions]
+            raise MeasureFailure(f"onnxruntime cannot create a session: {_reason(exc)}") from None
+        feed = inputs.feed(candidate.batch_size)
 
         def make_sut() -> BatchingSUT:
             free = list(range(len(sessions)))
@@ -211,66 +215,49 @@ class OrtBackend:
                 if not hasattr(local, "slot"):
                     with lock:
                         local.slot = free.pop() if free else 0
-                sessions[local.slot].run(None, feeds[local.slot])
+                sessions[local.slot].run(None, feed)
 
             return BatchingSUT(infer, batch_size=candidate.batch_size, instances=candidate.instances)
         return make_sut
 
-    def input_feed(self, session: Any, batch_size: int) -> dict[str, np.ndarray]:
-        """Random inputs of one batch; a dynamic dimension other than the batch needs ``--input-shape``."""
-        feed = {}
-        inputs = {spec.name: spec for spec in session.get_inputs()}
-        for name, shape in self.input_shapes.items():
-            if name not in inputs:
-                raise AutotuneError(f"--input-shape names {name!r}, which is not an input of the model "
-                                    f"(inputs: {', '.join(inputs)})")
-            if len(shape) != len(inputs[name].shape):
-                raise AutotuneError(f"--input-shape {name}={','.join(map(str, shape))} has {len(shape)} dimensions; "
-                                    f"the model's input has {len(inputs[name].shape)} ({inputs[name].shape})")
-            for given, declared in zip(shape[1:], inputs[name].shape[1:]):
-                if isinstance(declared, int) and declared > 0 and given != declared:
-                    raise AutotuneError(f"--input-shape {name}={','.join(map(str, shape))} does not match the "
-                                        f"model's fixed shape {inputs[name].shape}")
-        for spec in inputs.values():
-            if spec.name in self.input_shapes:
-                shape = list(self.input_shapes[spec.name])
-                shape[0] = batch_size
-            else:
-                shape = []
-                for i, dim in enumerate(spec.shape):
-                    if isinstance(dim, int) and dim > 0:
-                        shape.append(dim)
-                    elif i == 0:
-                        shape.append(batch_size)
-                    else:
-                        raise AutotuneError(f"input {spec.name!r} has dynamic dimension {dim!r}: pass --input-shape "
-                                            f"{spec.name}=" + ",".join(str(d if isinstance(d, int) else 1)
-                                                                       for d in spec.shape))
-            dtype = ONNX_TO_NUMPY.get(spec.type)
-            if dtype is None:
-                raise AutotuneError(f"input {spec.name!r} has type {spec.type}, which autotune cannot generate")
-            feed[spec.name] = np.random.default_rng(0).random(shape).astype(dtype)
-        return feed
-
-    def _options(self, candidate: OrtCandidate, *, optimised_path: Path | None = None) -> Any:
+    def _options(self, candidate: OrtCandidate, inputs: ModelInputs, *, optimised_path: Path | None = None) -> Any:
+        """Session options of ``candidate``; the batch symbol at its batch, the other symbols at their sizes."""
         ort = self.ort
         options = ort.SessionOptions()
         options.graph_optimization_level = {
             "disable": ort.GraphOptimizationLevel.ORT_DISABLE_ALL, "basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
             "extended": ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED,
             "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL}[candidate.graph_level]
-        options.add_free_dimension_override_by_name("batch_size", candidate.batch_size)
+        if inputs.batch_symbol is not None:
+            options.add_free_dimension_override_by_name(inputs.batch_symbol, candidate.batch_size)
+        for symbol, size in inputs.symbols.items():
+            options.add_free_dimension_override_by_name(symbol, size)
         options.intra_op_num_threads = candidate.intra_threads
         options.inter_op_num_threads = candidate.inter_threads
         options.execution_mode = (ort.ExecutionMode.ORT_PARALLEL if candidate.execution_mode == "parallel"
                                   else ort.ExecutionMode.ORT_SEQUENTIAL)
         options.add_session_config_entry("session.intra_op.allow_spinning", "1" if candidate.spinning else "0")
-        options.log_severity_level = 3
+        options.log_severity_level = 4  # its errors reach the user as the trial's reason, on one line
         if optimised_path is not None:
             options.optimized_model_filepath = str(optimised_path)
         return options
 
-    def _session(self, path: Path, candidate: OrtCandidate) -> Any:
-        options = self._options(candidate)
+    def _session(self, path: Path, candidate: OrtCandidate, inputs: ModelInputs) -> Any:
+        options = self._options(candidate, inputs)
         options.graph_optimization_level = self.ort.GraphOptimizationLevel.ORT_DISABLE_ALL  # already optimised
         return self.ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+
+
+def _has_external_data(path: Path) -> bool:
+    try:
+        return bool(external_data_files(path))
+    except AutotuneError:  # not a model onnx can read: onnxruntime says why when it loads it
+        return False
+
+
+def _reason(exc: Exception) -> str:
+    """onnxruntime's message: its first line, from its status message on, without the source location and the
+    check that failed (``/onnxruntime_src/...h:61 Function(...) x == 0 was false.``)."""
+    line = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+    message = line.rpartition("Status Message: ")[2]
+    return re.sub(r"^/\S+:\d+ .*? was false\. ", "", message)[:REASON_CHARS]

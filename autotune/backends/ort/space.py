@@ -61,11 +61,13 @@ class OrtSpace:
     """The ONNX Runtime search space on ``cores`` CPU cores; the untuned default session is the baseline.
 
     Graph level and batch are compiled into the optimised model; the session settings need no rebuild, so a trial
-    searches them on its model (``search_runtime``), from ONNX Runtime's defaults.
+    searches them on its model (``search_runtime``), from ONNX Runtime's defaults. ``dynamic_batch`` False: the
+    model has no batch symbol, so batch 1 only.
     """
 
     cores: int
     scenario: str
+    dynamic_batch: bool = True
     search_runtime: bool = True  # False: the sampler draws the session settings too, as in round 1
 
     def domains(self) -> dict[str, list[Any]]:
@@ -75,7 +77,8 @@ class OrtSpace:
                         "inter_threads": list(range(1, self.cores + 1)), "execution_mode": list(EXECUTION_MODES),
                         "spinning": [True, False]}
         if self.scenario != "singlestream":
-            domains["batch_size"] = [b for b in BATCH_SIZES if self.scenario != "multistream" or b <= 8]
+            batches = [b for b in BATCH_SIZES if self.scenario != "multistream" or b <= 8]
+            domains["batch_size"] = batches if self.dynamic_batch else [1]
             if not self.search_runtime:
                 domains["instances"] = list(range(1, self.cores + 1))
         return domains
@@ -110,13 +113,16 @@ class OrtSpace:
         if self.scenario == "singlestream" and (candidate.batch_size != 1 or candidate.instances != 1):
             return [f"singlestream runs one session at batch 1, not {candidate.instances} at batch "
                     f"{candidate.batch_size}"]
+        if not self.dynamic_batch and candidate.batch_size != 1:
+            return [f"batch {candidate.batch_size}: the model has no batch symbol, so batch 1 only"]
         return []
 
     def starts(self) -> list[OrtCandidate]:
         """ONNX Runtime's defaults at larger batches, and without graph optimisation."""
         if self.scenario == "singlestream":
             return [OrtCandidate(graph_level="extended"), OrtCandidate(graph_level="basic")]
-        return [OrtCandidate(batch_size=4), OrtCandidate(batch_size=8), OrtCandidate(graph_level="extended")]
+        batches = [OrtCandidate(batch_size=4), OrtCandidate(batch_size=8)] if self.dynamic_batch else []
+        return [*batches, OrtCandidate(graph_level="extended")]
 
     def neighbours(self, candidate: OrtCandidate) -> list[dict[str, Any]]:
         return one_knob_steps(self.params_for(candidate), self.domains())

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import shlex
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -15,8 +16,10 @@ from autotune.backends.qaic.flags import check_base_flags
 from autotune.backends.qaic.sdk import QaicDevice, QaicSdk, resolve_sdk_root
 from autotune.backends.qaic.space import DeviceLimits, QaicCandidate, QaicSpace
 from autotune.errors import AutotuneError
+from autotune.inputs import ModelInputs
 from autotune.models import ModelSpec
 from autotune.options import positive_int
+from autotune.paths import safe_component
 from autotune.scenarios import Scenario
 
 DEFAULT_COMPILE_TIMEOUT_S = 3600.0
@@ -94,11 +97,15 @@ class QaicBackend:
         if nsp > first.nsp_total:
             raise AutotuneError(f"--nsp {nsp} is more than the {first.nsp_total} NSPs of device QID {first.qid}")
         limits = DeviceLimits(nsp_total=nsp, nsp_free=min(nsp, first.nsp_free))
+        symbol = self._batch_symbol(model)
         preset = find_baseline(model.name, scenario.name, nsp)
         baseline = preset.candidate(limits) if preset else None
         if baseline is not None and scenario.name == "singlestream":
             baseline = baseline.with_runtime(activations=1, set_size=1)
-        space = QaicSpace(device=limits, scenario=scenario.name, extra_flags=baseline.extra_flags if baseline else ())
+        if baseline is not None and symbol is None:
+            baseline = replace(baseline, batch_size=1)
+        space = QaicSpace(device=limits, scenario=scenario.name, extra_flags=baseline.extra_flags if baseline else (),
+                          batch_symbol=symbol)
         qids = ", ".join(str(d.qid) for d in chosen)
         return Target(devices=[_device(d) for d in chosen], size=nsp, sku=first.sku, space=space, baseline=baseline,
                       baseline_label=preset.label() if preset else None,
@@ -108,16 +115,23 @@ class QaicBackend:
         return model_base_flags(model.name) + self.extra_base_flags
 
     def compile(self, onnx_path: Path, model: ModelSpec, candidate: QaicCandidate, workdir: Path) -> Artifact:
-        return self.sdk.compile(onnx_path, [*self.base_flags(model), *candidate.compile_args()],
-                                batch_size=candidate.batch_size, workdir=workdir)
+        """qaic-exec on the model in its folder: the batch through the model's own symbol, its other symbols at
+        their sizes (-onnx-define-symbol=SYMBOL,N)."""
+        inputs = model.file_inputs()
+        symbols = [f"-onnx-define-symbol={symbol},{size}" for symbol, size in inputs.symbols.items()]
+        args = [*self.base_flags(model), *symbols, *candidate.compile_args(batch_symbol=self._batch_symbol(model))]
+        return self.sdk.compile(onnx_path, args, batch_size=candidate.batch_size, workdir=workdir)
 
-    def measure(self, artifact: Artifact, candidate: QaicCandidate, *, scenario: Scenario | None,
+    def measure(self, artifact: Artifact, candidate: QaicCandidate, *, model: ModelSpec, scenario: Scenario | None,
                 bound_ms: float | None, seconds: float, device: int, log_dir: Path) -> Measurement:
-        """qaic-runner with the candidate's runtime knobs, latency profiling unless offline; server and multistream
-        figures are then estimated by a queueing simulation of the measured execution times."""
+        """qaic-runner with the candidate's runtime knobs, latency profiling unless offline, fed the samples of
+        ``--inputs`` (else qaic-runner's random inputs); server and multistream figures are then estimated by a
+        queueing simulation of the measured execution times."""
+        inputs = model.file_inputs()
+        files = input_files(inputs, candidate.batch_size, log_dir / "inputs") if inputs.samples is not None else []
         measurement = self.sdk.run(artifact, activations=candidate.activations, set_size=candidate.set_size,
                                    device=device, seconds=seconds, latency=scenario is None or
-                                   scenario.name != "offline", log_dir=log_dir)
+                                   scenario.name != "offline", log_dir=log_dir, input_files=files)
         if scenario is not None and scenario.name in self.estimated_scenarios:
             estimate_scenario(measurement, scenario, activations=candidate.activations, bound_ms=bound_ms)
         return measurement
@@ -139,6 +153,15 @@ class QaicBackend:
                 "cm_compiler_args_sut": env["CM_QAIC_MODEL_COMPILER_ARGS_SUT"], "cm_env": env,
                 "qaic_exec_command": shlex.join(_with_binary_dir(artifact.command, qpc)),
                 "qaic_runner_command": shlex.join(_with_qpc(measurement.command, qpc))}
+
+    def _batch_symbol(self, model: ModelSpec) -> str | None:
+        """The model's batch symbol; base flags that define it would fight the searched batch."""
+        symbol = model.file_inputs().batch_symbol
+        defining = [f for f in self.base_flags(model) if symbol and f.startswith(f"-onnx-define-symbol={symbol},")]
+        if defining:
+            raise AutotuneError(f"base flag {defining[0]!r} sets the batch symbol {symbol}, a searched knob: remove "
+                                f"it from --base-flags")
+        return symbol
 
     def _ready_devices(self, qids: list[int] | None) -> list[QaicDevice]:
         """``qids`` (each must be Ready, all of one SKU), else every Ready device of the first Ready one's SKU."""
@@ -170,6 +193,17 @@ def _ready(devices: list[QaicDevice], qid: int | None) -> QaicDevice:
             return device
     states = ", ".join(f"QID {d.qid} {d.status}" for d in devices) or "no devices"
     raise AutotuneError(f"no Ready Cloud AI 100 device ({states}); check `qaic-util -q`")
+
+
+def input_files(inputs: ModelInputs, batch_size: int, folder: Path) -> list[Path]:
+    """One raw file per input, in the model's order, holding one batch of ``inputs`` (qaic-runner's ``-i``)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    files = []
+    for i, (name, array) in enumerate(inputs.feed(batch_size).items()):
+        path = folder / f"{i}-{safe_component(name)}.raw"
+        array.tofile(path)
+        files.append(path)
+    return files
 
 
 def _device(d: QaicDevice) -> Device:

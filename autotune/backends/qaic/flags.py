@@ -43,12 +43,13 @@ PASS_THROUGH_FLAGS: dict[str, str] = {
 MANAGED_FLAGS = {"-m": "--onnx", "-model": "--onnx", "-aic-binary-dir": "the trial's work directory"}
 
 
-def read_flags(flags: str) -> dict[str, Any]:
-    """The searched knobs a flag string sets (``cores``, ``ols``, ``mos``, ...) and its pass-through flags
-    (``extra_flags``); raises AutotuneError naming an unknown or malformed flag."""
+def read_flags(flags: str, *, batch_symbol: str | None = "batch_size") -> dict[str, Any]:
+    """The searched knobs a flag string sets (``cores``, ``ols``, ``mos``, ..., the batch through
+    ``-onnx-define-symbol=<batch_symbol>,N``) and its pass-through flags (``extra_flags``); raises AutotuneError
+    naming an unknown or malformed flag."""
     values: dict[str, Any] = {"extra_flags": []}
     for token in split_flags(flags):
-        _parse_token(token, values)
+        _parse_token(token, values, batch_symbol=batch_symbol)
     values["extra_flags"] = tuple(values["extra_flags"])
     return values
 
@@ -78,7 +79,7 @@ def check_base_flags(flags: str) -> tuple[str, ...]:
     return tuple(tokens)
 
 
-def _parse_token(token: str, values: dict[str, Any]) -> None:
+def _parse_token(token: str, values: dict[str, Any], *, batch_symbol: str | None = "batch_size") -> None:
     if not token.startswith("-") or token.startswith("--"):
         raise AutotuneError(f"malformed flag {token!r}: qaic-exec flags look like -name or -name=value")
     name, has_value, raw = token.partition("=")
@@ -98,7 +99,7 @@ def _parse_token(token: str, values: dict[str, Any]) -> None:
             values["multicast_weights"] = True
         elif name in ("-batchsize", "-stats-batchsize"):
             values["batch_size"] = _int(raw, token)
-        elif name == "-onnx-define-symbol" and raw.startswith("batch_size,"):
+        elif name == "-onnx-define-symbol" and batch_symbol and raw.startswith(f"{batch_symbol},"):
             values["batch_size"] = _int(raw.split(",", 1)[1], token)
         elif name in PASS_THROUGH_FLAGS:
             kind = PASS_THROUGH_FLAGS[name]

@@ -12,6 +12,7 @@ import subprocess
 import tempfile
 import time
 import xml.etree.ElementTree as ET
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -127,18 +128,21 @@ class QaicSdk:
                         batch_size=batch_size)
 
     def runner_command(self, qpc_dir: Path, *, activations: int, set_size: int, device: int, seconds: float,
-                       profiling_dir: Path | None = None) -> list[str]:
-        """The exact qaic-runner command line."""
+                       profiling_dir: Path | None = None, input_files: Sequence[Path] = ()) -> list[str]:
+        """The exact qaic-runner command line (``input_files``: one raw file per model input, in order)."""
         command = [str(self.qaic_runner), "-t", str(qpc_dir), "-a", str(activations), "-S", str(set_size),
                    "-d", str(device), "--time", f"{seconds:g}"]
+        for path in input_files:
+            command += ["-i", str(path)]
         if profiling_dir is not None:
             command += ["--aic-profiling-type", "latency", "--aic-profiling-out-dir", str(profiling_dir)]
         return command
 
     def run(self, artifact: Artifact, *, activations: int, set_size: int, device: int, seconds: float,
-            latency: bool, log_dir: Path | None = None) -> Measurement:
+            latency: bool, log_dir: Path | None = None, input_files: Sequence[Path] = ()) -> Measurement:
         """Run qaic-runner for ``seconds`` (logs under ``log_dir``, else beside the QPC), with latency profiling when
-        ``latency``; raises MeasureFailure, or DeviceFailure when the device is at fault."""
+        ``latency``, fed ``input_files`` (else its random inputs); raises MeasureFailure, or DeviceFailure when the
+        device is at fault."""
         root = log_dir or artifact.path.parent
         root.mkdir(parents=True, exist_ok=True)
         run_dir = Path(tempfile.mkdtemp(prefix="measure-", dir=root))
@@ -147,7 +151,7 @@ class QaicSdk:
             profiling_dir.mkdir()
         log_path = run_dir / "qaic-runner.log"
         command = self.runner_command(artifact.path, activations=activations, set_size=set_size, device=device,
-                                      seconds=seconds, profiling_dir=profiling_dir)
+                                      seconds=seconds, profiling_dir=profiling_dir, input_files=input_files)
         limit = 3 * seconds + 120
         returncode = self.children.run_logged(command, log_path, timeout_s=limit)
         output = log_path.read_text(errors="replace")

@@ -63,10 +63,12 @@ class QaicCandidate:
             flags.append(f"-ols={self.ols}")
         return flags
 
-    def compile_args(self) -> list[str]:
-        """Every qaic-exec argument this candidate decides (model, base flags and output dir are added by the SDK)."""
+    def compile_args(self, *, batch_symbol: str | None) -> list[str]:
+        """Every qaic-exec argument this candidate decides, the batch through the model's ``batch_symbol`` (None: a
+        model without one); the model, base flags and output dir are added by the SDK."""
         b = self.batch_size
-        return [f"-onnx-define-symbol=batch_size,{b}", *self.tuned_flags(), f"-stats-batchsize={b}"]
+        symbol = [f"-onnx-define-symbol={batch_symbol},{b}"] if batch_symbol is not None else []
+        return [*symbol, *self.tuned_flags(), f"-stats-batchsize={b}"]
 
     def compile_key(self) -> tuple[Any, ...]:
         """Identity of the compiled artifact: equal keys share one QPC whatever the runtime knobs."""
@@ -108,10 +110,11 @@ class QaicCandidate:
         )
 
     @classmethod
-    def from_flags(cls, flags: str, *, batch_size: int | None = None, activations: int = 1,
-                   set_size: int = 10) -> QaicCandidate:
-        """Parse a CM-style qaic-exec flag string; raises AutotuneError naming an unknown or malformed flag."""
-        values = read_flags(flags)
+    def from_flags(cls, flags: str, *, batch_size: int | None = None, activations: int = 1, set_size: int = 10,
+                   batch_symbol: str | None = "batch_size") -> QaicCandidate:
+        """Parse a CM-style qaic-exec flag string (``-onnx-define-symbol=<batch_symbol>,N`` sets the batch); raises
+        AutotuneError naming an unknown or malformed flag."""
+        values = read_flags(flags, batch_symbol=batch_symbol)
         if "cores" not in values:
             raise AutotuneError("the flags do not set -aic-num-cores=N; every candidate needs a core count")
         if batch_size is not None:
@@ -172,8 +175,15 @@ def max_activations(cores: int, device: DeviceLimits) -> int:
     return max(1, device.nsp_available // cores)
 
 
+def batch_sizes(scenario: str, *, dynamic_batch: bool = True) -> list[int]:
+    """The batch sizes searched: none in singlestream, up to 8 in multistream, 1 for a model without a batch."""
+    if scenario == "singlestream":
+        return []
+    return [b for b in BATCH_SIZES if scenario != "multistream" or b <= 8] if dynamic_batch else [1]
+
+
 def suggest(trial: Any, device: DeviceLimits, *, scenario: str, extra_flags: tuple[str, ...] = (),
-            search_runtime: bool = True) -> QaicCandidate:
+            search_runtime: bool = True, dynamic_batch: bool = True) -> QaicCandidate:
     """Draw a candidate from an Optuna trial; every draw satisfies the device's constraints.
 
     Domains are fixed (as TPE needs); values past a dependent limit (mos above its cluster's cores,
@@ -191,8 +201,7 @@ def suggest(trial: Any, device: DeviceLimits, *, scenario: str, extra_flags: tup
     if scenario == "singlestream":
         batch, activations, set_size = 1, 1, 1
     else:
-        batch_choices = [b for b in BATCH_SIZES if scenario != "multistream" or b <= 8]
-        batch = trial.suggest_categorical("batch_size", batch_choices)
+        batch = trial.suggest_categorical("batch_size", batch_sizes(scenario, dynamic_batch=dynamic_batch))
         if search_runtime:
             activations, set_size = max_activations(cores, device), DEFAULT_SET_SIZE
         else:
@@ -222,7 +231,8 @@ def params_for(candidate: QaicCandidate, *, scenario: str, search_runtime: bool 
     return params
 
 
-def param_domains(device: DeviceLimits, *, scenario: str, search_runtime: bool = True) -> dict[str, list[Any]]:
+def param_domains(device: DeviceLimits, *, scenario: str, search_runtime: bool = True,
+                  dynamic_batch: bool = True) -> dict[str, list[Any]]:
     """The ordered domain of every ``suggest`` parameter (for one-knob steps)."""
     domains: dict[str, list[Any]] = {
         "cores": list(range(1, device.nsp_total + 1)), "ols": list(range(1, MAX_OLS + 1)), "sdp_clusters": [1, 2],
@@ -230,7 +240,7 @@ def param_domains(device: DeviceLimits, *, scenario: str, search_runtime: bool =
         "multicast_weights": [False, True],
     }
     if scenario != "singlestream":
-        domains["batch_size"] = [b for b in BATCH_SIZES if scenario != "multistream" or b <= 8]
+        domains["batch_size"] = batch_sizes(scenario, dynamic_batch=dynamic_batch)
         if not search_runtime:
             domains |= {"activations": list(range(1, device.nsp_available + 1)), "set_size": list(SET_SIZES)}
     return domains
@@ -255,17 +265,24 @@ def runtime_moves(names: tuple[str, ...]) -> list[Move[QaicCandidate]]:
 
 @dataclass(frozen=True, kw_only=True)
 class QaicSpace:
-    """The Cloud AI 100 search space of one study: device limits, scenario rules and the preset's fixed flags."""
+    """The Cloud AI 100 search space of one study: device limits, scenario rules and the preset's fixed flags.
+    ``batch_symbol`` is the model's (flag strings set the batch through it); None: the model has none, so batch 1
+    only."""
 
     device: DeviceLimits
     scenario: str
     extra_flags: tuple[str, ...] = ()
+    batch_symbol: str | None = "batch_size"
     search_runtime: bool = True  # False: the sampler draws activations and set size too, as in round 1
     moves: tuple[str, ...] = RUNTIME_MOVES
 
+    @property
+    def dynamic_batch(self) -> bool:
+        return self.batch_symbol is not None
+
     def suggest(self, trial: Any) -> QaicCandidate:
         return suggest(trial, self.device, scenario=self.scenario, extra_flags=self.extra_flags,
-                       search_runtime=self.search_runtime)
+                       search_runtime=self.search_runtime, dynamic_batch=self.dynamic_batch)
 
     def runtime_search(self, candidate: QaicCandidate) -> RuntimeSearch:
         if self.scenario == "singlestream" or not self.search_runtime:
@@ -276,7 +293,8 @@ class QaicSpace:
         return params_for(candidate, scenario=self.scenario, search_runtime=self.search_runtime)
 
     def domains(self) -> dict[str, list[Any]]:
-        return param_domains(self.device, scenario=self.scenario, search_runtime=self.search_runtime)
+        return param_domains(self.device, scenario=self.scenario, search_runtime=self.search_runtime,
+                             dynamic_batch=self.dynamic_batch)
 
     def violations(self, candidate: QaicCandidate) -> list[str]:
         """Device constraints plus the scenario's rule (singlestream: one activation at batch 1)."""
@@ -284,12 +302,14 @@ class QaicSpace:
         if self.scenario == "singlestream" and (candidate.batch_size != 1 or candidate.activations != 1):
             problems.append(f"singlestream runs one activation at batch 1, not {candidate.activations} at batch "
                             f"{candidate.batch_size}")
+        elif not self.dynamic_batch and candidate.batch_size != 1:
+            problems.append(f"batch {candidate.batch_size}: the model has no batch symbol, so batch 1 only")
         return problems
 
     def starts(self) -> list[QaicCandidate]:
         """The Cloud AI SDK's rules of thumb: 1, 2, 4 and 8 cores with floor(NSPs / cores) activations, batch growing
         with the cores (the configurator's published bests: 2 cores batch 4, 8 cores batch 16)."""
-        batches = [b for b in BATCH_SIZES if self.scenario != "multistream" or b <= 8]
+        batches = batch_sizes(self.scenario, dynamic_batch=self.dynamic_batch) or [1]
         points = [(1, 1, 1), (2, 2, 4), (4, 2, 8), (8, 2, 16)] if self.scenario != "singlestream" else \
             [(1, 1, 1), (2, 2, 1), (4, 2, 1), (8, 1, 1)]
         starts = []
@@ -297,7 +317,7 @@ class QaicSpace:
             if cores > self.device.nsp_total:
                 continue
             params = {"cores": cores, "ols": ols, "sdp_clusters": 1, "mos_0": 1, "multicast_weights": False,
-                      "batch_size": min(batch, max(batches))}
+                      "batch_size": max(b for b in batches if b <= batch) if min(batches) <= batch else batches[0]}
             starts.append(self.suggest(optuna.trial.FixedTrial(params)))
         return starts
 
@@ -313,6 +333,6 @@ class QaicSpace:
         """A CM-style flag string; ``batch_size``, ``activations`` (default floor(free NSPs / cores), as MLPerf
         harnesses size it) and ``set_size`` come from ``options`` when given there."""
         options = options or {}
-        candidate = QaicCandidate.from_flags(text, batch_size=options.get("batch_size"))
+        candidate = QaicCandidate.from_flags(text, batch_size=options.get("batch_size"), batch_symbol=self.batch_symbol)
         activations = options.get("activations") or max_activations(candidate.cores, self.device)
         return candidate.with_runtime(activations=activations, set_size=options.get("set_size") or DEFAULT_SET_SIZE)

@@ -8,8 +8,10 @@ from autotune.backends._cpu import cpu_device
 from autotune.backends._loadgen import LoadGenRun, read_detail_log
 from autotune.backends.ort import OrtBackend
 from autotune.backends.ort.space import OrtCandidate, OrtSpace
-from autotune.errors import AutotuneError, CompileFailure
+from autotune.errors import AutotuneError, CompileFailure, MeasureFailure
 from autotune.scenarios import SCENARIOS, judge
+from helpers import spec_for
+from user_models import convnet, paddle_detector, voice, voice_samples
 
 
 def test_cpu_device_and_version():
@@ -20,59 +22,88 @@ def test_cpu_device_and_version():
 
 @pytest.mark.parametrize("level", ["disable", "all"])
 def test_compile_saves_an_optimised_model_per_graph_level(tiny_onnx, tmp_path, level):
-    artifact = OrtBackend().compile(tiny_onnx, None, OrtCandidate(graph_level=level, batch_size=4), tmp_path)
+    artifact = OrtBackend().compile(tiny_onnx, spec_for(tiny_onnx), OrtCandidate(graph_level=level, batch_size=4),
+                                    tmp_path)
     assert artifact.path.is_file() and artifact.path.stat().st_size > 0 and artifact.batch_size == 4
 
 
 def test_offline_and_singlestream_are_measured_with_loadgen(tiny_onnx, tmp_path):
-    backend = OrtBackend()
+    backend, model = OrtBackend(), spec_for(tiny_onnx)
     candidate = OrtCandidate(batch_size=4, intra_threads=1, instances=2)
-    artifact = backend.compile(tiny_onnx, None, candidate, tmp_path / "c")
-    make_sut = backend._sut_factory(artifact, candidate)
+    artifact = backend.compile(tiny_onnx, model, candidate, tmp_path / "c")
+    make_sut = backend._sut_factory(artifact, candidate, model.inputs)
     offline = backend.run_once(make_sut, candidate, LoadGenRun(scenario="offline", min_duration_ms=500,
                                                                expected_qps=20000), tmp_path / "off")
     detail = read_detail_log(tmp_path / "off" / "mlperf_log_detail.txt")
     assert offline.samples_per_second == detail["result_samples_per_second"] > 0 and not offline.estimated
     single = OrtCandidate(batch_size=1, intra_threads=1)
-    artifact = backend.compile(tiny_onnx, None, single, tmp_path / "c1")
-    ss = backend.run_once(backend._sut_factory(artifact, single), single,
+    artifact = backend.compile(tiny_onnx, model, single, tmp_path / "c1")
+    ss = backend.run_once(backend._sut_factory(artifact, single, model.inputs), single,
                           LoadGenRun(scenario="singlestream", min_duration_ms=300, min_query_count=50,
                                      expected_latency_ms=1.0), tmp_path / "ss")
     assert 0 < ss.latency_p50_ms <= ss.latency_p90_ms <= ss.latency_p99_ms
 
 
-def test_corrupt_model_is_a_compile_failure(tmp_path):
+def test_corrupt_model_is_a_compile_failure(tmp_path, tiny_onnx):
     bad = tmp_path / "bad.onnx"
     bad.write_bytes(b"\x08\x01garbage")
     with pytest.raises(CompileFailure, match="cannot load bad.onnx"):
-        OrtBackend().compile(bad, None, OrtCandidate(), tmp_path / "w")
+        OrtBackend().compile(bad, spec_for(tiny_onnx), OrtCandidate(), tmp_path / "w")
 
 
-def test_dynamic_dimension_needs_input_shape(tmp_path, dynamic_onnx):
-    path = dynamic_onnx
+def test_dynamic_dimensions_are_fixed_at_their_given_sizes(tmp_path, dynamic_onnx):
     with pytest.raises(AutotuneError, match="dynamic dimension 'seq': pass --input-shape x="):
-        OrtBackend().compile(path, None, OrtCandidate(), tmp_path / "w")
-    artifact = OrtBackend(input_shapes={"x": [1, 16]}).compile(path, None, OrtCandidate(batch_size=2), tmp_path / "w")
-    assert artifact.path.is_file()
+        spec_for(dynamic_onnx)
+    model = spec_for(dynamic_onnx, input_shapes={"x": [1, 16]})
+    backend, candidate = OrtBackend(), OrtCandidate(batch_size=2)
+    artifact = backend.compile(dynamic_onnx, model, candidate, tmp_path / "w")
+    session = backend._session(artifact.path, candidate, model.inputs)
+    assert [i.shape for i in session.get_inputs()] == [[2, 16]]  # both symbols overridden by their own names
 
 
-def test_input_shape_must_name_a_real_input_with_the_right_rank(tiny_onnx, tmp_path):
-    with pytest.raises(AutotuneError, match="'pixels', which is not an input of the model \\(inputs: input\\)"):
-        OrtBackend(input_shapes={"pixels": [1, 3, 32, 32]}).compile(tiny_onnx, None, OrtCandidate(), tmp_path)
-    with pytest.raises(AutotuneError, match="has 3 dimensions; the model's input has 4"):
-        OrtBackend(input_shapes={"input": [1, 3, 32]}).compile(tiny_onnx, None, OrtCandidate(), tmp_path)
-    with pytest.raises(AutotuneError, match="does not match the model's fixed shape"):
-        OrtBackend(input_shapes={"input": [1, 3, 64, 64]}).compile(tiny_onnx, None, OrtCandidate(), tmp_path)
+def _offline(backend: OrtBackend, onnx: Path, model, candidate: OrtCandidate, tmp_path: Path):
+    artifact = backend.compile(onnx, model, candidate, tmp_path / "c")
+    return artifact, backend.measure(artifact, candidate, model=model, scenario=SCENARIOS["offline"], bound_ms=None,
+                                     seconds=0.5, device=0, log_dir=tmp_path / "logs")
+
+
+def test_each_input_gets_the_batch_on_its_own_axis_and_a_scalar_as_it_is(tmp_path):
+    onnx = voice(tmp_path / "voice.onnx")
+    model = spec_for(onnx, "voice", samples=voice_samples(tmp_path / "voice.npz"))
+    backend, candidate = OrtBackend(), OrtCandidate(batch_size=4, intra_threads=1)
+    artifact, m = _offline(backend, onnx, model, candidate, tmp_path)
+    assert m.samples_per_second > 0 and m.batch_size == 4
+    session = backend._session(artifact.path, candidate, model.inputs)
+    assert [(i.name, i.shape) for i in session.get_inputs()] == [("x", [4, 16]), ("h", [2, 4, 8]), ("sr", [])]
+
+
+def test_random_values_the_model_refuses_fail_the_measurement_with_the_reason(tmp_path):
+    onnx = voice(tmp_path / "voice.onnx")
+    with pytest.raises(MeasureFailure, match="onnxruntime cannot run a batch of 2: "):
+        _offline(OrtBackend(), onnx, spec_for(onnx, "voice"), OrtCandidate(batch_size=2), tmp_path)
+
+
+@pytest.mark.parametrize("build, options", [
+    (lambda folder: paddle_detector(folder / "det.onnx"), {"input_shapes": {"x": [1, 3, 16, 16]}}),
+    (lambda folder: convnet(folder / "ext.onnx", external_data=True), {}),
+    (lambda folder: convnet(folder / "fixed.onnx", batch=1), {}),
+])
+def test_models_as_users_bring_them_compile_and_measure(tmp_path, build, options):
+    onnx = build(tmp_path / "model")
+    model = spec_for(onnx, "mine", **options)
+    batch = 2 if model.inputs.batch_symbol else 1
+    artifact, m = _offline(OrtBackend(), onnx, model, OrtCandidate(batch_size=batch), tmp_path)
+    assert m.samples_per_second > 0 and m.batch_size == batch and artifact.path.is_file()
 
 
 @pytest.mark.parametrize("scenario", ["offline", "singlestream", "multistream", "server"])
 def test_every_scenario_is_measured_by_loadgen(tiny_onnx, tmp_path, scenario):
-    backend = OrtBackend()
+    backend, model = OrtBackend(), spec_for(tiny_onnx)
     candidate = OrtCandidate(batch_size=1 if scenario == "singlestream" else 2, intra_threads=1,
                              instances=1 if scenario == "singlestream" else 2)
-    artifact = backend.compile(tiny_onnx, None, candidate, tmp_path / "c")
-    m = backend.measure(artifact, candidate, scenario=SCENARIOS[scenario], bound_ms=50.0, seconds=0.6, device=0,
-                        log_dir=tmp_path / "logs")
+    artifact = backend.compile(tiny_onnx, model, candidate, tmp_path / "c")
+    m = backend.measure(artifact, candidate, model=model, scenario=SCENARIOS[scenario], bound_ms=50.0, seconds=0.6,
+                        device=0, log_dir=tmp_path / "logs")
     assert m.loadgen and not m.estimated
     logs = [tmp_path / "logs"] if scenario != "server" else [Path(p["log_dir"]) for p in m.server_probes]
     for log_dir in logs:

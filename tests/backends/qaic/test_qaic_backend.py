@@ -1,5 +1,10 @@
 from __future__ import annotations
 
+import json
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
 import pytest
 
 from autotune.backends.base import Measurement
@@ -9,6 +14,8 @@ from autotune.backends.qaic.space import DeviceLimits, QaicCandidate, QaicSpace
 from autotune.errors import AutotuneError
 from autotune.models import MODELS
 from autotune.scenarios import SCENARIOS, judge
+from helpers import spec_for
+from user_models import SAMPLE_RATE, convnet, paddle_detector, voice, voice_samples
 
 
 def _measurement(service_ms: list[float], *, batch: int = 1, rate: float = 1000.0) -> Measurement:
@@ -57,18 +64,18 @@ def test_multistream_is_estimated_from_the_measured_rate():
     assert outcome.value == pytest.approx(10.0) and outcome.estimated
 
 
-def test_target_sizes_the_space_and_sizes_the_baseline_for_the_scenario(emulator, monkeypatch):
+def test_target_sizes_the_space_and_sizes_the_baseline_for_the_scenario(emulator, tiny_onnx, monkeypatch):
     monkeypatch.setenv("QAIC_EMU_NSP", "14")
     backend = QaicBackend(sdk_root=emulator)
-    target = backend.target(model=MODELS["resnet50"], scenario=SCENARIOS["offline"], devices=None)
+    model = spec_for(tiny_onnx)
+    target = backend.target(model=model, scenario=SCENARIOS["offline"], devices=None)
     assert target.size == 14 and target.sku == "PCIe Standard" and [d.index for d in target.devices] == [0]
     assert target.baseline.activations == 3 and "hand-tuned preset" in target.baseline_label
-    single = backend.target(model=MODELS["resnet50"], scenario=SCENARIOS["singlestream"], devices=None)
+    single = backend.target(model=model, scenario=SCENARIOS["singlestream"], devices=None)
     assert single.baseline.activations == 1 and single.baseline.set_size == 1
     assert "QID 0 PCIe Standard 14 NSPs" in target.description
     with pytest.raises(AutotuneError, match="--nsp 20 is more than the 14 NSPs"):
-        QaicBackend(sdk_root=emulator, nsp=20).target(model=MODELS["resnet50"], scenario=SCENARIOS["offline"],
-                                                      devices=None)
+        QaicBackend(sdk_root=emulator, nsp=20).target(model=model, scenario=SCENARIOS["offline"], devices=None)
 
 
 def test_base_flags_are_the_models_and_the_users(emulator):
@@ -86,3 +93,55 @@ def test_the_emulator_is_marked_emulated(emulator, tmp_path):
     (fake / "exec").mkdir(parents=True)
     (fake / "exec" / "qaic-exec").write_text("")
     assert not QaicBackend(sdk_root=fake).emulated
+
+
+def _define_symbols(command: list[str]) -> list[str]:
+    return [a.split("=", 1)[1] for a in command if a.startswith("-onnx-define-symbol=")]
+
+
+def test_compile_defines_the_models_own_batch_symbol_and_its_other_sizes(emulator, tmp_path):
+    onnx = paddle_detector(tmp_path / "det.onnx")
+    model = spec_for(onnx, "det", input_shapes={"x": [1, 3, 16, 24]})
+    artifact = QaicBackend(sdk_root=emulator).compile(onnx, model, QaicCandidate(cores=2, batch_size=4), tmp_path)
+    assert _define_symbols(artifact.command) == ["p2o.DynamicDimension.1,16", "p2o.DynamicDimension.2,24",
+                                                 "p2o.DynamicDimension.0,4"]
+    assert "-stats-batchsize=4" in artifact.command
+    assert json.loads((artifact.path / "programqpc.bin").read_text())["batch"] == 4
+
+
+def test_a_model_without_a_batch_symbol_compiles_at_its_own_shapes(emulator, tmp_path):
+    onnx = convnet(tmp_path / "fixed.onnx", batch=1)
+    model = spec_for(onnx)  # named resnet50: its hand-tuned presets run batch 8
+    backend = QaicBackend(sdk_root=emulator)
+    target = backend.target(model=model, scenario=SCENARIOS["offline"], devices=None)
+    assert target.baseline.batch_size == 1 and target.space.domains()["batch_size"] == [1]
+    assert "batch 1 only" in target.space.violations(replace(target.baseline, batch_size=8))[0]
+    artifact = backend.compile(onnx, model, target.baseline, tmp_path)
+    assert _define_symbols(artifact.command) == [] and "-stats-batchsize=1" in artifact.command
+
+
+def test_base_flags_must_leave_the_batch_symbol_to_the_search(emulator, tmp_path):
+    onnx = convnet(tmp_path / "n.onnx")
+    backend = QaicBackend(sdk_root=emulator, extra_base_flags="-onnx-define-symbol=N,2")
+    with pytest.raises(AutotuneError, match="base flag '-onnx-define-symbol=N,2' sets the batch symbol N, a searched "
+                                            "knob: remove it from --base-flags"):
+        backend.target(model=spec_for(onnx, "n"), scenario=SCENARIOS["offline"], devices=None)
+
+
+def test_samples_reach_qaic_runner_as_one_raw_file_per_input(emulator, tmp_path):
+    onnx = voice(tmp_path / "voice.onnx")
+    model = spec_for(onnx, "voice", samples=voice_samples(tmp_path / "voice.npz"))
+    backend = QaicBackend(sdk_root=emulator)
+    candidate = QaicCandidate(cores=2, batch_size=2)
+    artifact = backend.compile(onnx, model, candidate, tmp_path / "c")
+    assert _define_symbols(artifact.command) == ["N,2"]
+    m = backend.measure(artifact, candidate, model=model, scenario=SCENARIOS["offline"], bound_ms=None, seconds=1,
+                        device=0, log_dir=tmp_path / "logs")
+    files = [Path(m.command[i + 1]) for i, a in enumerate(m.command) if a == "-i"]
+    assert [f.name for f in files] == ["0-x.raw", "1-h.raw", "2-sr.raw"] and m.samples_per_second > 0
+    assert [f.stat().st_size for f in files] == [2 * 16 * 4, 2 * 2 * 8 * 4, 8]
+    assert np.fromfile(files[2], np.int64).tolist() == [SAMPLE_RATE]
+    plain = spec_for(onnx, "voice")  # without samples: qaic-runner's own random inputs
+    m = backend.measure(artifact, candidate, model=plain, scenario=SCENARIOS["offline"], bound_ms=None, seconds=1,
+                        device=0, log_dir=tmp_path / "plain")
+    assert "-i" not in m.command

@@ -10,8 +10,8 @@ from autotune.backends.qaic.sdk import (parse_compile_error, parse_devices, pars
                                         parse_stats, read_sdk_version, resolve_sdk_root)
 from autotune.backends.qaic.space import QaicCandidate as Candidate
 from autotune.errors import AutotuneError, CompileFailure, DeviceFailure, MeasureFailure
-from autotune.models import MODELS
 from autotune.scenarios import SCENARIOS
+from helpers import spec_for
 
 # Verbatim samples from SDK-FACTS.md
 STATS = """Using bounded random inputs
@@ -91,7 +91,7 @@ def test_missing_sdk_says_where_it_looked(tmp_path, monkeypatch):
         QaicBackend()
 
 
-def test_version_and_devices_from_emulator(emulator, monkeypatch):
+def test_version_and_devices_from_emulator(emulator, tiny_onnx, monkeypatch):
     backend = QaicBackend(sdk_root=emulator)
     assert read_sdk_version(emulator).startswith("apps ") and "platform" in backend.version()
     monkeypatch.setenv("QAIC_EMU_DEVICES", "Error,Ready")
@@ -101,7 +101,7 @@ def test_version_and_devices_from_emulator(emulator, monkeypatch):
     assert backend.device_status(0) == "Error" and backend.device_status(7) == "missing"
 
     def chosen(qids):
-        return [d.index for d in backend.target(model=MODELS["resnet50"], scenario=SCENARIOS["offline"],
+        return [d.index for d in backend.target(model=spec_for(tiny_onnx), scenario=SCENARIOS["offline"],
                                                 devices=qids).devices]
     assert chosen(None) == [1] and chosen([1]) == [1]
     with pytest.raises(AutotuneError, match="QID 0 is Error, not Ready"):
@@ -113,7 +113,8 @@ def test_version_and_devices_from_emulator(emulator, monkeypatch):
 def test_compile_and_measure_one_candidate(emulator, tiny_onnx, tmp_path):
     backend = QaicBackend(sdk_root=emulator)
     candidate = Candidate.from_flags("-aic-num-cores=2 -mos=1 -ols=2", batch_size=4)
-    artifact = backend.compile(tiny_onnx, MODELS["resnet50"], candidate, tmp_path)
+    model = spec_for(tiny_onnx)
+    artifact = backend.compile(tiny_onnx, model, candidate, tmp_path)
     assert (artifact.path / "programqpc.bin").is_file() and artifact.log_path.is_file()
     command = artifact.command
     assert command[0].endswith("exec/qaic-exec") and command[1] == f"-m={tiny_onnx}"
@@ -125,10 +126,10 @@ def test_compile_and_measure_one_candidate(emulator, tiny_onnx, tmp_path):
     assert m.latency_p50_ms <= m.latency_p90_ms <= m.latency_p99_ms
     assert len(m.service_samples_ms) == len(m.latency_samples_ms) > 0
     assert m.command[m.command.index("-a") + 1] == "7" and "--aic-profiling-type" in m.command
-    offline = backend.measure(artifact, candidate.with_runtime(activations=7, set_size=10),
+    offline = backend.measure(artifact, candidate.with_runtime(activations=7, set_size=10), model=model,
                               scenario=SCENARIOS["offline"], bound_ms=None, seconds=2, device=0, log_dir=tmp_path)
     assert offline.latency_p99_ms is None and "--aic-profiling-type" not in offline.command
-    server = backend.measure(artifact, candidate.with_runtime(activations=7, set_size=10),
+    server = backend.measure(artifact, candidate.with_runtime(activations=7, set_size=10), model=model,
                              scenario=SCENARIOS["server"], bound_ms=15.0, seconds=2, device=0, log_dir=tmp_path)
     assert server.estimated and server.server_qps > 0 and server.server_p99_ms <= 15.0
 
@@ -136,24 +137,25 @@ def test_compile_and_measure_one_candidate(emulator, tiny_onnx, tmp_path):
 def test_compiler_refusal_carries_its_reason_and_log(emulator, tiny_onnx, retinanet_onnx, tmp_path):
     backend = QaicBackend(sdk_root=emulator)
     with pytest.raises(CompileFailure, match="Invalid option -retained-state") as caught:  # past autotune's check
-        backend.sdk.compile(tiny_onnx, ["-retained-state", *Candidate(cores=2).compile_args()], batch_size=1,
+        backend.sdk.compile(tiny_onnx, ["-retained-state", *Candidate(cores=2).compile_args(batch_symbol=None)],
+                            batch_size=1,
                             workdir=tmp_path)
     assert "Invalid option" in caught.value.log_path.read_text()
     huge = Candidate(cores=1, mos=(1,), batch_size=16)
     with pytest.raises(CompileFailure, match="VTCM"):
-        backend.compile(retinanet_onnx, MODELS["retinanet"], huge, tmp_path)
+        backend.compile(retinanet_onnx, spec_for(retinanet_onnx, "retinanet"), huge, tmp_path)
 
 
 def test_activation_failure_is_typed_with_reason(emulator, tiny_onnx, tmp_path):
     backend = QaicBackend(sdk_root=emulator)
-    artifact = backend.compile(tiny_onnx, MODELS["resnet50"], Candidate(cores=4, mos=(1,)), tmp_path)
+    artifact = backend.compile(tiny_onnx, spec_for(tiny_onnx), Candidate(cores=4, mos=(1,)), tmp_path)
     with pytest.raises(MeasureFailure, match="Failed to allocate NSP resources"):
         backend.sdk.run(artifact, activations=5, set_size=10, device=0, seconds=1, latency=False)
 
 
 def test_runner_refuses_a_device_not_ready(emulator, tiny_onnx, tmp_path, monkeypatch):
     backend = QaicBackend(sdk_root=emulator)
-    artifact = backend.compile(tiny_onnx, MODELS["resnet50"], Candidate(cores=2), tmp_path)
+    artifact = backend.compile(tiny_onnx, spec_for(tiny_onnx), Candidate(cores=2), tmp_path)
     monkeypatch.setenv("QAIC_EMU_DEVICES", "Ready,Error")
     with pytest.raises(DeviceFailure, match="not in ready state"):
         backend.sdk.run(artifact, activations=1, set_size=10, device=1, seconds=1, latency=False)
@@ -164,7 +166,7 @@ def test_hanging_compiler_is_killed_and_its_log_kept(emulator, tiny_onnx, tmp_pa
     backend = QaicBackend(sdk_root=emulator, compile_timeout_s=1.0)
     started = time.monotonic()
     with pytest.raises(CompileFailure, match="killed") as caught:
-        backend.compile(tiny_onnx, MODELS["resnet50"], Candidate(cores=2), tmp_path)
+        backend.compile(tiny_onnx, spec_for(tiny_onnx), Candidate(cores=2), tmp_path)
     assert time.monotonic() - started < 10
     log = caught.value.log_path.read_text()
     assert "Compile started" in log and "killed after 1 s" in log
@@ -178,4 +180,4 @@ def test_compiler_that_cannot_start_is_a_clear_error(tmp_path, tiny_onnx):
     exe.chmod(exe.stat().st_mode & ~stat.S_IXUSR & ~stat.S_IXGRP & ~stat.S_IXOTH)
     backend = QaicBackend(sdk_root=root)
     with pytest.raises(AutotuneError, match="could not start"):
-        backend.compile(tiny_onnx, MODELS["resnet50"], Candidate(cores=2), tmp_path / "work")
+        backend.compile(tiny_onnx, spec_for(tiny_onnx), Candidate(cores=2), tmp_path / "work")

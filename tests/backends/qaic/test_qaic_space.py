@@ -28,8 +28,11 @@ def test_cm_flag_string_parses_into_knobs():
 
 def test_candidate_renders_exact_qaic_arguments():
     c = Candidate(cores=2, ols=2, mos=(1,), batch_size=4, multicast_weights=True, activations=7, set_size=4)
-    assert c.compile_args() == ["-onnx-define-symbol=batch_size,4", "-multicast-weights", "-aic-num-cores=2",
-                                "-mos=1", "-ols=2", "-stats-batchsize=4"]
+    assert c.compile_args(batch_symbol="batch_size") == ["-onnx-define-symbol=batch_size,4", "-multicast-weights",
+                                                         "-aic-num-cores=2", "-mos=1", "-ols=2", "-stats-batchsize=4"]
+    assert c.compile_args(batch_symbol="p2o.DynamicDimension.0")[0] == "-onnx-define-symbol=p2o.DynamicDimension.0,4"
+    assert c.compile_args(batch_symbol=None) == ["-multicast-weights", "-aic-num-cores=2", "-mos=1", "-ols=2",
+                                                 "-stats-batchsize=4"]
 
 
 def test_batch_size_read_from_any_batch_flag():
@@ -38,10 +41,22 @@ def test_batch_size_read_from_any_batch_flag():
     assert Candidate.from_flags("-aic-num-cores=2 -batchsize=8", batch_size=2).batch_size == 2
 
 
+def test_the_batch_is_read_through_the_models_own_symbol():
+    space = QaicSpace(device=DeviceLimits(nsp_total=16), scenario="offline", batch_symbol="N")
+    c = space.parse("-aic-num-cores=2 -onnx-define-symbol=N,4")
+    assert c.batch_size == 4 and c.extra_flags == ()  # not passed through beside the searched batch
+    other = space.parse("-aic-num-cores=2 -onnx-define-symbol=T,16")
+    assert other.batch_size == 1 and other.extra_flags == ("-onnx-define-symbol=T,16",)
+    fixed = QaicSpace(device=DeviceLimits(nsp_total=16), scenario="offline", batch_symbol=None)
+    assert not fixed.dynamic_batch and fixed.domains()["batch_size"] == [1]
+    assert fixed.violations(Candidate(cores=2, batch_size=4)) == ["batch 4: the model has no batch symbol, so batch 1 "
+                                                                  "only"]
+
+
 def test_pass_through_flags_are_kept_verbatim():
     c = Candidate.from_flags("-aic-enable-depth-first -aic-num-cores=2 -allocator-dealloc-delay=2")
     assert c.extra_flags == ("-aic-enable-depth-first", "-allocator-dealloc-delay=2")
-    assert "-aic-enable-depth-first" in c.compile_args()
+    assert "-aic-enable-depth-first" in c.compile_args(batch_symbol="N")
 
 
 @pytest.mark.parametrize("flags, named", [
