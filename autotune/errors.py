@@ -41,3 +41,9 @@ class DeviceFailure(MeasureFailure):
     """The device itself is unusable (not ready, gone): no candidate can be measured on it."""
 
     stage = "device"
+
+
+class AccuracyFailure(MeasureFailure):
+    """The compiled candidate's outputs are too far from the fp32 reference: its settings change the results."""
+
+    stage = "accuracy"

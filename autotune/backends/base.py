@@ -19,6 +19,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar, Protocol, runtime_checkable
 
+import numpy as np
+
 from autotune.models import ModelSpec
 from autotune.scenarios import Scenario
 
@@ -210,6 +212,7 @@ class Backend(Protocol):
     measure_seconds: ClassVar[float]  # default length of a search measurement
     validate_seconds: ClassVar[float]  # default length of a validation measurement
     emulated: bool  # the toolchain is one of the project's test emulators: its figures are not hardware figures
+    changes_numerics: ClassVar[bool]  # some knob changes the results (a precision hint): the accuracy guard runs
 
     @classmethod
     def add_options(cls, parser: argparse._ActionsContainer, command: str) -> None:
@@ -262,6 +265,12 @@ class Backend(Protocol):
                 bound_ms: float | None, seconds: float, device: int, log_dir: Path) -> Measurement:
         """Measure for ``scenario`` (its figure measured or estimated), or plainly (throughput and latency) when it is
         None, feeding ``model``'s inputs; raises MeasureFailure, or DeviceFailure when the device is at fault."""
+        ...
+
+    def outputs(self, artifact: Artifact, candidate: Any, *, model: ModelSpec, feed: dict[str, np.ndarray],
+                device: int) -> dict[str, np.ndarray] | None:
+        """The compiled candidate's outputs on ``feed`` (one batch), by output name; None when the toolchain cannot
+        return them (a backend that sets ``changes_numerics`` must)."""
         ...
 
     def cancel(self) -> None:

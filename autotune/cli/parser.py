@@ -13,6 +13,7 @@ from autotune.models import MODELS
 from autotune.options import device_list, duration, input_shape, non_negative_int, positive_float, positive_int
 from autotune.results.export import EXPORT_FORMATS
 from autotune.scenarios import SCENARIOS
+from autotune.search.accuracy import DEFAULT_MAX_OUTPUT_ERROR
 from autotune.storage import DEFAULT_HEARTBEAT_S, DEFAULT_WAIT_S, default_storage_url
 
 
@@ -102,6 +103,10 @@ def _add_run(commands: argparse._SubParsersAction) -> None:
     p.add_argument("--measure-time", type=positive_float,
                    help="seconds per measurement while searching (default: the backend's, "
                         + ", ".join(f"{c.measure_seconds:g} on {c.name}" for c in backends.available()) + ")")
+    p.add_argument("--max-output-error", type=positive_float, default=DEFAULT_MAX_OUTPUT_ERROR,
+                   help="for targets whose knobs change numerics (precision): the largest difference from ONNX "
+                        "Runtime's fp32 outputs, as a share of each output's range, before a candidate is "
+                        f"infeasible (default {DEFAULT_MAX_OUTPUT_ERROR:g})")
     p.add_argument("--validate-top", type=positive_int, default=3,
                    help="re-measure this many of the best at the end (default 3)")
     p.add_argument("--validate-time", type=positive_float,

@@ -13,7 +13,7 @@ from optuna.trial import TrialState
 from autotune.results import attrs
 from autotune.results.attrs import is_feasible, knob_values, outcome
 
-INT_COLUMNS = ("trial", "duplicate_of", "polish_of", "concurrency")
+INT_COLUMNS = ("trial", "duplicate_of", "polish_of", "concurrency", "measurements")
 KNOB = "knob_"  # frame columns of the candidate's knobs: knob_cores, knob_batch_size, ... (whatever the backend has)
 FIGURE_COLUMNS = ("samples_per_second", "latency_p50_ms", "latency_p90_ms", "latency_p99_ms")
 OUTCOME_ORDER = ("feasible", "infeasible", "running", "waiting", "failed", "interrupted", "pruned")
@@ -43,7 +43,8 @@ def trial_frame(study: optuna.Study) -> pd.DataFrame:
             "flags": a.get(attrs.FLAGS), "concurrency": a.get(attrs.CONCURRENCY),
             **{KNOB + k: v for k, v in knob_values(a.get(attrs.CANDIDATE)).items()},
             **{k: figures.get(k) for k in FIGURE_COLUMNS},
-            "estimated": a.get(attrs.ESTIMATED),
+            "estimated": a.get(attrs.ESTIMATED), "measurements": len(a.get(attrs.MEASUREMENTS) or []) or None,
+            "max_output_error": _worst_error(a.get(attrs.ACCURACY)),
             **{f"scenario_{k}": v for k, v in scenario.items() if k != attrs.LATENCY_BOUND_MS},
             "compile_seconds": a.get(attrs.COMPILE_SECONDS), "measure_seconds": a.get(attrs.MEASURE_SECONDS),
             "failure_stage": stage, "failure_reason": reason,
@@ -61,7 +62,7 @@ def trial_frame(study: optuna.Study) -> pd.DataFrame:
 
 def _row_template() -> dict[str, None]:
     names = ("trial", "state", "outcome", "value", "baseline", "duplicate_of", "polish_of", "compile_reused", "flags",
-             "concurrency", *FIGURE_COLUMNS, "estimated", "compile_seconds", "measure_seconds", "failure_stage",
+             "concurrency", *FIGURE_COLUMNS, "estimated", "measurements", "max_output_error", "compile_seconds", "measure_seconds", "failure_stage",
              "failure_reason", "started", "completed", "has_figures")
     return dict.fromkeys(names)
 
@@ -84,6 +85,13 @@ def infeasible_groups(frame: pd.DataFrame) -> list[dict[str, Any]]:
         group = groups.setdefault(key, {"stage": stage, "reason": str(reason), "trials": []})
         group["trials"].append(int(row.trial))
     return sorted(groups.values(), key=lambda g: (-len(g["trials"]), g["stage"]))
+
+
+def _worst_error(report: Any) -> float | None:
+    """The largest error of any output against the fp32 reference (the accuracy guard's figure), if checked."""
+    if not isinstance(report, dict) or not report:
+        return None
+    return max(float(v.get("max_rel_error", float("nan"))) for v in report.values() if isinstance(v, dict))
 
 
 def integral(value: Any) -> bool:

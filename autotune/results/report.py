@@ -61,6 +61,9 @@ def summarize(study: optuna.Study, frame: pd.DataFrame) -> dict[str, Any]:
         "duplicates": int(frame["duplicate_of"].notna().sum()),
         "qpc_reused": int((fresh["compile_reused"] == True).sum()),  # noqa: E712
         "polish": int(frame["polish_of"].notna().sum()),
+        "compiles": int((fresh["outcome"].isin(("feasible", "infeasible")) &
+                         (fresh["failure_stage"] != "constraint")).sum()),
+        "measurements": int(pd.to_numeric(fresh["measurements"], errors="coerce").fillna(0).sum()),
         "winner_trial": winner.trial.number if winner else None,
         "winner_value": winner.value if winner else None,
         "winner_validated": bool(winner and winner.validated is not None),
@@ -166,6 +169,9 @@ def _study_rows(summary: dict[str, Any]) -> list[str]:
         kv("duplicates", "duplicates",
            f"{summary['duplicates']} (re-proposed candidates, figures reused); {summary['qpc_reused']} compiled model "
            f"reused for other runtime settings; {summary['polish']} one-knob polish steps"),
+        kv("compiles", "compiles and measurements",
+           f"{summary['compiles']} compiles, {summary['measurements']} measurements (a trial compiles once and "
+           f"measures its runtime settings on the compiled model)"),
         kv("time", "time", f"compiling {seconds(summary['compile_seconds'])}, measuring "
                            f"{seconds(summary['measure_seconds'])}, validating ≈ "
                            f"{seconds(summary['validate_seconds'])}; wall clock {seconds(summary['wall_seconds'])}"),
@@ -228,11 +234,14 @@ def _trials_html(frame: pd.DataFrame, summary: dict[str, Any]) -> str:
     show_latency = bool(frame["latency_p99_ms"].notna().any())
     show_rate = not _same_as_value(frame, "samples_per_second")  # offline: the value is samples/s
     show_reason = bool(frame["failure_stage"].notna().any())
+    show_runs = bool((frame["measurements"].fillna(0) > 1).any())
+    show_error = bool(frame["max_output_error"].notna().any())
     knobs = knob_columns(frame)
     labels = summary["knob_labels"]
     head = ["#", "state", f"value ({unit})" if unit else "value",
             *(labels.get(k.removeprefix(KNOB), k.removeprefix(KNOB)) for k in knobs),
             *(["samples/s"] if show_rate else []), *(["p50 ms", "p99 ms"] if show_latency else []),
+            *(["runs"] if show_runs else []), *(["max output error"] if show_error else []),
             *(c.removeprefix("scenario_").replace("_", " ") for c in scenario_columns), "notes",
             *(["reason"] if show_reason else [])]
     lines = ["<tr>" + "".join(f"<th>{esc(h)}</th>" for h in head) + "</tr>"]
@@ -257,6 +266,8 @@ def _trials_html(frame: pd.DataFrame, summary: dict[str, Any]) -> str:
                  *(cell(r[k]) for k in knobs),
                  *((cell(r["samples_per_second"]),) if show_rate else ()),
                  *((cell(r["latency_p50_ms"]), cell(r["latency_p99_ms"])) if show_latency else ()),
+                 *((cell(r["measurements"]),) if show_runs else ()),
+                 *((cell(r["max_output_error"]),) if show_error else ()),
                  *(cell(r[c]) for c in scenario_columns)]
         numeric = set(range(2, len(cells)))
         tds = "".join(f'<td class="num">{c}</td>' if i in numeric else f"<td>{esc(c)}</td>" for i, c in enumerate(cells))

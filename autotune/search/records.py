@@ -15,6 +15,7 @@ from autotune.models import ModelSpec
 from autotune.paths import safe_component
 from autotune.results import attrs
 from autotune.scenarios import Outcome, Scenario, worst_value
+from autotune.search.accuracy import DEFAULT_MAX_OUTPUT_ERROR
 from autotune.storage import DEFAULT_HEARTBEAT_S, DEFAULT_WAIT_S
 
 
@@ -50,6 +51,7 @@ class TuningJob:
     cache_dir: Path | None = None
     heartbeat_s: int = DEFAULT_HEARTBEAT_S
     storage_wait_s: float = DEFAULT_WAIT_S
+    max_output_error: float = DEFAULT_MAX_OUTPUT_ERROR
 
     @property
     def study_dir(self) -> Path:

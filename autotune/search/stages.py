@@ -9,10 +9,11 @@ from typing import Any
 from autotune.backends._runtime import Once
 from autotune.backends.base import Artifact, Candidate, Measurement
 from autotune.compile_cache import CompileCache, cache_key
-from autotune.errors import CompileFailure, DeviceFailure, MeasureFailure
+from autotune.errors import AccuracyFailure, CompileFailure, DeviceFailure, MeasureFailure
 from autotune.paths import safe_component
 from autotune.results import attrs
 from autotune.scenarios import Outcome, judge
+from autotune.search.accuracy import AccuracyGuard
 from autotune.search.memory import Memory
 from autotune.search.records import Flight, TrialRecord, Try, TuningJob, compile_key, infeasible, retry
 
@@ -83,10 +84,12 @@ class CompileStage:
 
 
 class MeasureStage:
-    """A compiled candidate measured on a device, its runtime knobs searched there, and the result judged."""
+    """A compiled candidate measured on a device, its runtime knobs searched there, and the result judged; with a
+    ``guard``, its outputs are checked against the fp32 reference first."""
 
-    def __init__(self, *, job: TuningJob) -> None:
+    def __init__(self, *, job: TuningJob, guard: AccuracyGuard | None = None) -> None:
         self.job = job
+        self.guard = guard
 
     def measure(self, flight: Flight, device: int) -> list[Try]:
         """Measure the runtime settings the space's runtime search asks for on ``device`` (worker thread).
@@ -94,8 +97,10 @@ class MeasureStage:
         A setting that cannot run is a try with its failure; a device failure or a time-out stops the trial."""
         assert flight.artifact is not None
         job = self.job
-        search = job.space.runtime_search(flight.candidate) if flight.searched else Once(flight.candidate)
         flight.measure_started = time.monotonic()
+        if self.guard is not None:
+            self.check_accuracy(flight, device)
+        search = job.space.runtime_search(flight.candidate) if flight.searched else Once(flight.candidate)
         tries: list[Try] = []
         while (candidate := search.ask()) is not None:
             started = time.monotonic()
@@ -115,6 +120,20 @@ class MeasureStage:
             search.tell(candidate, _score(outcome, job.scenario.direction))
         return tries
 
+    def check_accuracy(self, flight: Flight, device: int) -> None:
+        """Compare the compiled candidate's outputs with the reference; raises AccuracyFailure when too far."""
+        assert self.guard is not None and flight.artifact is not None
+        batch = flight.candidate.batch_size
+        outputs = self.job.backend.outputs(flight.artifact, flight.candidate, model=self.job.model,
+                                           feed=self.guard.feed(batch), device=device)
+        if outputs is None:
+            raise MeasureFailure(f"the {self.job.backend.name} backend returned no outputs to check")
+        report = self.guard.check(outputs, batch)
+        flight.attrs[attrs.ACCURACY] = report
+        reason = self.guard.verdict(report)
+        if reason is not None:
+            raise AccuracyFailure(reason)
+
     def run(self, artifact: Artifact, candidate: Candidate, *, seconds: float, label: str,
             device: int) -> Measurement:
         """One measurement for the job's scenario, its logs under the study's ``runs/<label>``."""
@@ -128,7 +147,7 @@ class MeasureStage:
         stored = compiled_attrs(flight) | {attrs.MEASURE_LOG: str(failure.log_path or "")}
         if failure.retryable:
             return retry(self.job.scenario, stored, failure)
-        return infeasible(self.job.scenario, stored, "measure", failure.reason)
+        return infeasible(self.job.scenario, stored, failure.stage, failure.reason)
 
     def judged(self, flight: Flight, tries: list[Try]) -> TrialRecord:
         """The trial's record from its tries: the best feasible one's value and figures, every try listed."""

@@ -11,6 +11,7 @@ from autotune.compile_cache import CompileCache
 from autotune.errors import AutotuneError
 from autotune.models import model_sha256
 from autotune.results import attrs
+from autotune.search.accuracy import AccuracyGuard
 from autotune.search.device_pool import DevicePool
 from autotune.search.memory import Memory
 from autotune.search.pipeline import Pipeline, PipelineStats, Stages
@@ -40,7 +41,9 @@ class Tuner:
         self.proposer = Proposer(job=job, study=self.study, memory=self.memory, recorder=self.recorder,
                                  progress=progress)
         self.compiler = CompileStage(job=job, memory=self.memory, cache=self.cache, model_sha256=self.model_sha256)
-        self.measurer = MeasureStage(job=job)
+        guard = AccuracyGuard(onnx_path=job.onnx_path, inputs=job.model.file_inputs(),
+                              max_error=job.max_output_error) if job.backend.changes_numerics else None
+        self.measurer = MeasureStage(job=job, guard=guard)
         self.stats: PipelineStats | None = None
 
     def run(self) -> dict[str, Any]:

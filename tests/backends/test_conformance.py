@@ -177,3 +177,19 @@ def test_a_model_without_a_batch_symbol_has_a_batch_knob_of_one(backend, scenari
         m = backend.measure(artifact, candidate, model=model, scenario=SCENARIOS[scenario], bound_ms=None,
                             seconds=0.5, device=target.devices[0].index, log_dir=tmp_path / "logs")
         assert m.samples_per_second > 0
+
+
+def test_outputs_match_the_reference_where_a_backend_returns_them(backend, tiny_onnx, tmp_path, models):
+    from autotune.search.accuracy import AccuracyGuard
+
+    model = models["resnet50"]
+    target = backend.target(model=model, scenario=SCENARIOS["offline"], devices=None)
+    candidate = target.baseline or _proposals(backend, "offline", 1, model=model)[0][0]
+    artifact = backend.compile(tiny_onnx, model, candidate, tmp_path / "c")
+    guard = AccuracyGuard(onnx_path=tiny_onnx, inputs=model.file_inputs())
+    outputs = backend.outputs(artifact, candidate, model=model, feed=guard.feed(candidate.batch_size),
+                              device=target.devices[0].index)
+    if outputs is None:
+        assert not backend.changes_numerics  # a target whose knobs change numerics must return its outputs
+        return
+    assert guard.verdict(guard.check(outputs, candidate.batch_size)) is None

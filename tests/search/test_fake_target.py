@@ -9,16 +9,20 @@ import pytest
 from optuna.trial import TrialState
 
 from autotune.errors import DeviceFailure
-from autotune.models import ModelSpec
+from autotune.synthetic import build_convnet
 from autotune.scenarios import SCENARIOS
 from autotune.search.records import TuningJob
 from autotune.search.tuner import Tuner
 from fakes import FakeBackend, FakeCandidate, FakeSpace, throughput
+from helpers import spec_for
 
 
 def _job(tmp_path: Path, backend: FakeBackend, *, trials: int = 6, scenario: str = "offline",
          **overrides) -> TuningJob:
-    fields = dict(model=ModelSpec(name="toy"), onnx_path=tmp_path / "toy.onnx", scenario=SCENARIOS[scenario],
+    onnx = tmp_path / "toy.onnx"
+    if not onnx.exists():
+        build_convnet(onnx, width=4, blocks=1, image=8)
+    fields = dict(model=spec_for(onnx, "toy"), onnx_path=onnx, scenario=SCENARIOS[scenario],
                   bound_ms=50.0 if scenario == "server" else None, backend=backend,
                   space=FakeSpace(scenario=scenario), devices=[d.index for d in backend.devices()], device_size=16,
                   sku="fake slot card", storage=optuna.storages.InMemoryStorage(), study_name="toy",
@@ -140,3 +144,20 @@ def test_server_and_singlestream_values_come_from_the_measurement(tmp_path):
         tuner.run()
         first = tuner.study.get_trials()[0]
         assert first.user_attrs["scenario_figures"][key] == pytest.approx(first.value)
+
+
+def test_the_accuracy_guard_rejects_a_lossy_setting_and_accepts_the_exact_ones(tmp_path):
+    backend = FakeBackend()
+    tuner = Tuner(_job(tmp_path, backend, trials=2, baseline=None, validate_top=0), progress=lambda _: None)
+    _enqueue(tuner, FakeCandidate(level=4, batch_size=2), FakeCandidate(level=3, batch_size=2))
+    tuner.run()
+    lossy, exact = tuner.study.get_trials()
+    assert lossy.constraints == {"feasible": 1.0} and lossy.user_attrs["failure_stage"] == "accuracy"
+    assert "differs from the fp32 reference by 0.5 of its range" in lossy.user_attrs["failure_reason"]
+    assert lossy.user_attrs["accuracy"]["output"]["max_rel_error"] == pytest.approx(0.5)
+    assert exact.constraints == {"feasible": 0.0} and exact.user_attrs["accuracy"]["output"]["max_rel_error"] < 1e-6
+    loose = Tuner(_job(tmp_path, FakeBackend(), trials=1, baseline=None, validate_top=0, max_output_error=0.6,
+                       study_name="loose"), progress=lambda _: None)
+    _enqueue(loose, FakeCandidate(level=4, batch_size=2))
+    loose.run()
+    assert loose.study.get_trials()[0].constraints == {"feasible": 0.0}

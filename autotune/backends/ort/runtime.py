@@ -42,6 +42,7 @@ class OrtBackend:
     measure_seconds = 3.0
     validate_seconds = 10.0
     emulated = False
+    changes_numerics = False  # session settings do not change the results
 
     @classmethod
     def add_options(cls, parser: argparse._ActionsContainer, command: str) -> None:
@@ -132,6 +133,16 @@ class OrtBackend:
         else:
             return self._server(make_sut, candidate, rate=rate, bound_ms=bound_ms, seconds=seconds, log_dir=log_dir)
         return self.run_once(make_sut, candidate, run, log_dir)
+
+    def outputs(self, artifact: Artifact, candidate: OrtCandidate, *, model: ModelSpec, feed: dict[str, Any],
+                device: int) -> dict[str, Any] | None:
+        """One run of the optimised model on ``feed``."""
+        try:
+            session = self._session(artifact.path, candidate, model.file_inputs())
+            names = [o.name for o in session.get_outputs()]
+            return dict(zip(names, session.run(names, feed)))
+        except Exception as exc:  # onnxruntime raises its own types
+            raise MeasureFailure(f"onnxruntime cannot run the model: {_reason(exc)}") from None
 
     def cancel(self) -> None:
         """Nothing to kill: measurements run in this process and end with their LoadGen run."""
