@@ -270,6 +270,9 @@ def load(path, version, kind):
         raise Failed([f"Error[6]: IRuntime::deserializeCudaEngine: Error Code 6: API Usage Error (The engine plan "
                       f"file is generated on an incompatible device, expecting compute {kind.compute_cap} got "
                       f"compute {engine['compute_cap']}, please rebuild.)", "Engine deserialization failed"])
+    if engine["gpu"] != kind.name:
+        log("W", "[TRT] Using an engine plan file across different models of devices is not recommended and is "
+                 "likely to affect performance or even cause errors.")
     log("I", f"Loaded engine size: {os.path.getsize(path) / 2 ** 20:.6g} MiB")
     return engine
 
