@@ -123,3 +123,20 @@ def test_bench_measures_one_set_of_flags(trt_emulator, tiny_onnx, tmp_path, caps
     code, _, err = run_cli(capsys, "bench", "--model", "resnet50", "--onnx", str(tiny_onnx), "--trtexec",
                            str(trt_emulator), "--flags", "--shapes=input:8x3x32x32")
     assert "flag --shapes is set by autotune" in one_line_error(code, err)
+
+
+def test_the_gpu_check_prints_what_it_would_run(tmp_path):
+    import subprocess
+    from pathlib import Path
+
+    script = Path(__file__).resolve().parents[3] / "scripts" / "gpu_check.sh"
+    result = subprocess.run(["bash", str(script), "--dry-run"], capture_output=True, text=True, timeout=60,
+                            env={"PATH": "/usr/bin:/bin", "HOME": str(tmp_path)})
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert any(line.startswith("+ .venv/bin/python -m pip install --quiet tensorrt==") for line in lines)
+    run = next(line for line in lines if line.startswith("+ .venv/bin/autotune run "))
+    assert "--trials 12" in run and "--scenario offline" in run and "--synthetic" in run and "--timeout 6m" in run
+    assert "trtexec not found" in result.stdout  # none here: it says so and what to do
+    assert subprocess.run(["bash", str(script)], capture_output=True, text=True, timeout=60,
+                          env={"PATH": "/usr/bin:/bin", "HOME": str(tmp_path)}).returncode == 1
