@@ -122,8 +122,8 @@ class TensorrtBackend:
                                   f"{self.contract.major}.x flags")
 
     def base_flags(self, model: ModelSpec) -> tuple[str, ...]:
-        calib = (f"--calib={self.calib}",) if self.calib is not None else ()
-        return self.extra_base_flags + calib
+        """``--trt-base-flags``, and the calibration cache int8 engines are built from (it decides them)."""
+        return self.extra_base_flags + ((f"--calib={self.calib}",) if self.calib is not None else ())
 
     def compile(self, onnx_path: Path, model: ModelSpec, candidate: TrtCandidate, workdir: Path) -> Artifact:
         """trtexec --onnx --saveEngine for the candidate's build knobs, shapes from batch 1 to its batch, the timing
@@ -136,7 +136,8 @@ class TensorrtBackend:
         log_path = out / "trtexec-build.log"
         command = self.tool.build_command(onnx_path, engine=folder / PLAN,
                                           shapes=build_shapes(model.file_inputs(), candidate.batch_size),
-                                          flags=[*self.base_flags(model), *candidate.build_flags()],
+                                          flags=[*self.extra_base_flags, *candidate.build_flags(),
+                                                 *self._calibration(candidate)],
                                           device=gpu.cuda_index or 0, timing_cache=self.timing_cache(gpu))
         started = time.monotonic()
         output = self.tool.build(command, log_path)
@@ -228,6 +229,9 @@ class TensorrtBackend:
         folder.mkdir(parents=True, exist_ok=True)
         return folder / f"{safe_component(f'trt{self.tool.version}-{gpu.name}-cc{gpu.compute_cap}')}.cache"
 
+    def _calibration(self, candidate: TrtCandidate) -> list[str]:
+        return [f"--calib={self.calib}"] if candidate.precision == "int8" and self.calib is not None else []
+
     def _runtime_flags(self, candidate: TrtCandidate) -> list[str]:
         if candidate.contract != self.contract.major:
             raise MeasureFailure(f"the candidate is spelled for TensorRT {candidate.contract}.x; this trtexec is "
@@ -277,6 +281,8 @@ class TensorrtBackend:
                 if indices:
                     raise AutotuneError(f"GPU {gpu.cuda_index} ({gpu.name}) cannot be read by nvidia-smi: check it "
                                         f"or pick others (--devices)")
+                print(f"autotune: warning: GPU {gpu.cuda_index} ({gpu.name}) cannot be read by nvidia-smi: left out",
+                      file=sys.stderr, flush=True)
             else:
                 usable.append(gpu)
         if not usable:

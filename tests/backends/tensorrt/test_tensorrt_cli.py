@@ -134,7 +134,7 @@ def test_the_gpu_check_prints_what_it_would_run(tmp_path):
                             env={"PATH": "/usr/bin:/bin", "HOME": str(tmp_path)})
     assert result.returncode == 0, result.stderr
     lines = result.stdout.splitlines()
-    assert any(line.startswith("+ .venv/bin/python -m pip install --quiet tensorrt==") for line in lines)
+    assert any(line.startswith("+ .venv/bin/python -m pip install --quiet 'tensorrt==") for line in lines)
     run = next(line for line in lines if line.startswith("+ .venv/bin/autotune run "))
     assert "--trials 12" in run and "--scenario offline" in run and "--synthetic" in run and "--timeout 6m" in run
     assert "trtexec not found" in result.stdout  # none here: it says so and what to do
