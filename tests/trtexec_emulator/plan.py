@@ -208,7 +208,7 @@ def _check_memory(profile, cfg, kind, state):
     need = gm.build_memory_mb(profile, cfg, kind)
     free = kind.memory_mib - (gm.BUSY_USED_MIB if state == "busy" else 0) - gm.RESERVED_MIB
     if need > free:
-        raise Failed([f"Error[2]: [virtualMemoryBuffer.cpp::resizePhysical::140] Error Code 2: OutOfMemory "
+        raise Failed([f"Error[2]: [virtualMemoryBuffer.cpp::resizePhysical] Error Code 2: OutOfMemory "
                       f"(requested {need:.0f} MiB, {free} MiB free: out of memory)",
                       "Engine could not be created from network", "Building engine failed",
                       "Failed to create engine from model or file.", "Engine set up failed"])

@@ -53,8 +53,10 @@ class Gpu:
 def find_nvidia_smi(trtexec: Path | None) -> Path:
     """$AUTOTUNE_NVIDIA_SMI, else an nvidia-smi beside trtexec (an emulated toolchain keeps both together), else
     the one on PATH."""
-    candidates = [os.environ.get(NVIDIA_SMI_ENV)] + ([str(trtexec.parent / "nvidia-smi")] if trtexec else []) + \
-        [shutil.which("nvidia-smi")]
+    given = os.environ.get(NVIDIA_SMI_ENV)
+    if given and not (Path(given).is_file() and os.access(given, os.X_OK)):
+        raise AutotuneError(f"${NVIDIA_SMI_ENV} {given}: no executable nvidia-smi there")
+    candidates = [given] + ([str(trtexec.parent / "nvidia-smi")] if trtexec else []) + [shutil.which("nvidia-smi")]
     for candidate in candidates:
         if candidate and Path(candidate).is_file() and os.access(candidate, os.X_OK):
             return Path(candidate)

@@ -299,3 +299,19 @@ def test_an_emulated_toolchain_is_marked_and_a_copy_without_the_marker_is_not(tr
     shutil.copytree(trt_emulator.parent.parent.parent / "qaic_emulator", tmp_path / "qaic_emulator")  # its reader
     assert TensorrtBackend(trtexec=trt_emulator).emulated
     assert not TensorrtBackend(trtexec=copy / "trtexec").emulated
+
+
+def test_nvidia_smi_from_the_environment_beside_trtexec_then_path(trt_emulator, tmp_path, monkeypatch):
+    from autotune.backends.tensorrt.nvidia_smi import find_nvidia_smi
+
+    smi = trt_emulator.parent / "nvidia-smi"
+    assert find_nvidia_smi(trt_emulator) == smi
+    monkeypatch.setenv("PATH", str(tmp_path))
+    with pytest.raises(AutotuneError, match=r"nvidia-smi not found \(looked at \$AUTOTUNE_NVIDIA_SMI, beside trtexec "
+                                            r"and on PATH\): install the NVIDIA driver"):
+        find_nvidia_smi(tmp_path / "trtexec")
+    monkeypatch.setenv("AUTOTUNE_NVIDIA_SMI", str(smi))
+    assert find_nvidia_smi(tmp_path / "trtexec") == smi
+    monkeypatch.setenv("AUTOTUNE_NVIDIA_SMI", str(tmp_path / "nope"))
+    with pytest.raises(AutotuneError, match="no executable nvidia-smi there"):
+        find_nvidia_smi(trt_emulator)
