@@ -7,7 +7,7 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass, replace
 from typing import Any
 
-from autotune.backends._runtime import Move, Once, StepSearch
+from autotune.backends._runtime import Move, StepSearch
 from autotune.backends.base import RuntimeSearch, one_knob_steps
 from autotune.backends.tensorrt.contract import CONTRACTS
 from autotune.backends.tensorrt.flags import read_candidate_flags
