@@ -146,7 +146,8 @@ def _add_bench(commands: argparse._SubParsersAction) -> None:
     _add_backend_option(p)
     p.add_argument("--flags", required=True,
                    help="the settings in the backend's own form: CM-style qaic-exec flags, e.g. "
-                        "\"-aic-num-cores=4 -mos=1,2 -ols=4 -sdp-cluster-sizes=2,2 -multicast-weights\"; ONNX "
+                        "\"-aic-num-cores=4 -mos=1,2 -ols=4 -sdp-cluster-sizes=2,2 -multicast-weights\"; trtexec "
+                        "build and runtime flags, e.g. \"--fp16 --builderOptimizationLevel=4 --infStreams=2\"; ONNX "
                         "Runtime session settings, e.g. \"intra_op_num_threads=2 execution_mode=sequential\"")
     p.add_argument("--batch-size", type=positive_int, help="batch size (default: from --flags, else 1)")
     p.add_argument("--time", type=positive_float, default=10.0, help="seconds to measure (default 10)")
@@ -163,7 +164,8 @@ def _add_bench(commands: argparse._SubParsersAction) -> None:
 def _add_devices(commands: argparse._SubParsersAction) -> None:
     p = commands.add_parser("devices", help="list the devices a backend would measure on",
                             description="List the devices the backend reports (only Ready ones are used): Cloud AI "
-                                        "100 cards from qaic-util where an SDK is found, else this host's CPU.")
+                                        "100 cards from qaic-util where an SDK is found, NVIDIA GPUs from "
+                                        "nvidia-smi where trtexec is found, else this host's CPU.")
     _add_backend_option(p)
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
     _add_backend_options(p, "devices")
