@@ -117,7 +117,8 @@ class LocalSearch:
 @dataclass(kw_only=True)
 class StartsThenClimb:
     """Every start not measured yet (the baseline counts as one); then greedy climbs by one-knob steps: from the
-    best start until no step of its best is left untried, then from the next best start, and so on."""
+    best start until no step of its best is left untried, then from the next best start, and so on. The step that
+    improved a climb is tried again first."""
 
     space: SearchSpace
     maximize: bool
@@ -135,10 +136,33 @@ class StartsThenClimb:
             best = _best(members, self.maximize) or origin
             steps = self.space.neighbours(self.space.from_dict(best.user_attrs[attrs.CANDIDATE]))
             random.Random(best.number).shuffle(steps)
+            steps = self._pattern(best, trials) + steps
             params = _untried(self.space, steps, known)
             if params is not None:
                 return params, {attrs.LOCAL_RESTART: climb, attrs.POLISH_OF: best.number}
         return None
+
+    def _pattern(self, best: FrozenTrial, trials: list[FrozenTrial]) -> list[dict[str, Any]]:
+        """The step that made ``best`` taken once more from it (a pattern move): a climb that improved by doubling
+        the batch tries doubling it again first."""
+        parent_number = best.user_attrs.get(attrs.POLISH_OF)
+        parent = next((t for t in trials if t.number == parent_number), None)
+        if parent is None:
+            return []
+        now = self.space.params_for(self.space.from_dict(best.user_attrs[attrs.CANDIDATE]))
+        before = self.space.params_for(self.space.from_dict(parent.user_attrs[attrs.CANDIDATE]))
+        domains = self.space.domains()
+        moved = dict(now)
+        for name, value in now.items():
+            old = before.get(name)
+            if old == value or name not in domains or old not in domains[name] or value not in domains[name]:
+                continue
+            domain = domains[name]
+            j = 2 * domain.index(value) - domain.index(old)
+            if not 0 <= j < len(domain):
+                return []
+            moved[name] = domain[j]
+        return [moved] if moved != now else []
 
     def _measured(self, start: Candidate, trials: list[FrozenTrial], known: set[str]) -> bool:
         if proposal_key(start, searched=True) in known:

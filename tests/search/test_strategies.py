@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import optuna
 import pytest
+from optuna.trial import FrozenTrial
 
 from autotune.errors import AutotuneError
-from autotune.search.policies import LocalSearch
+from autotune.search.policies import LocalSearch, StartsThenClimb
 from autotune.search.strategies import policy_for, sampler_for
 from autotune.search.study import adapt
 from autotune.search.tuner import Tuner
@@ -50,6 +52,24 @@ def test_two_phase_measures_the_starts_then_climbs_from_the_best_of_them(tmp_pat
     assert climb[0].user_attrs["polish_of"] == best_start.number
     best = max(trials, key=lambda t: t.value or 0)
     assert best.value == pytest.approx(throughput(FakeCandidate(level=3, batch_size=4, streams=2)))
+
+
+def test_a_climb_tries_the_step_that_improved_it_again_first():
+    space = FakeSpace(scenario="offline")
+    climb = StartsThenClimb(space=space, maximize=True, starts=[FakeCandidate(level=1, batch_size=2)])
+
+    def trial(number: int, candidate: FakeCandidate, value: float, **labels) -> FrozenTrial:
+        params = space.params_for(candidate)
+        distributions = {k: optuna.distributions.CategoricalDistribution(space.domains()[k]) for k in params}
+        made = optuna.trial.create_trial(params=params, distributions=distributions, value=value,
+                                         user_attrs={"candidate": candidate.to_dict(), **labels})
+        made.number = number
+        return made
+
+    start = trial(0, FakeCandidate(level=1, batch_size=2), 10.0, local_start=True)
+    better = trial(1, FakeCandidate(level=1, batch_size=4), 20.0, local_restart=0, polish_of=0)
+    params, labels = climb.propose([start, better], set())
+    assert params == {"level": 1, "batch_size": 8} and labels == {"local_restart": 0, "polish_of": 1}
 
 
 def test_tpe_polishes_the_best_every_few_compiles(tmp_path):
