@@ -101,6 +101,8 @@ def open_storage(url: str, *, heartbeat_s: int = DEFAULT_HEARTBEAT_S, wait_s: fl
     except AutotuneError:
         raise
     except Exception as exc:  # sqlalchemy and drivers raise many types for a bad URL or an unreachable server
+        if _disk_full(exc):
+            raise AutotuneError(full_disk_message(url)) from None
         first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise AutotuneError(f"cannot open storage {display_url(url)!r}: {first_line}") from None
     return ResilientStorage(inner, url=url, heartbeat_s=heartbeat_s, wait_s=wait_s, progress=progress,
@@ -295,11 +297,12 @@ class ResilientStorage(BaseStorage, BaseHeartbeat):
         self.wait_s = wait_s
         self.progress = progress
         self._requeue = requeue
-        self.gave_up: str | None = None  # once the wait limit is spent, every later call fails at once
+        self.gave_up: str | None = None  # once the wait limit is spent (or the disk is full), every later call fails
+        self._stopped: type[StorageUnreachable] = StorageUnreachable
 
     def _call(self, name: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
         if self.gave_up is not None:
-            raise StorageUnreachable(self.gave_up)
+            raise self._stopped(self.gave_up)
         started: float | None = None
         delay = 1.0
         while True:
@@ -329,7 +332,7 @@ class ResilientStorage(BaseStorage, BaseHeartbeat):
     def _stop_if_full(self, exc: BaseException) -> None:
         """A full disk does not pass by waiting: one line that says so, and no more writes."""
         if _disk_full(exc):
-            self.gave_up = full_disk_message(self.url)
+            self.gave_up, self._stopped = full_disk_message(self.url), StorageFull
             raise StorageFull(self.gave_up) from None
 
     def _outage(self, exc: BaseException) -> str | None:

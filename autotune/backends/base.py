@@ -89,6 +89,8 @@ class Measurement:
         data = asdict(self)
         for key in ("latency_samples_ms", "service_samples_ms", "command", "log_path"):
             data.pop(key)
+        if data["host_load"] is None:  # not measured on the host's CPUs
+            data.pop("host_load")
         return data
 
 

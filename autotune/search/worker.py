@@ -1,9 +1,10 @@
 """This process as the worker of a trial in flight, and whether the worker a trial records is gone.
 
-A trial records its worker (host, process id, boot id and the process's start time) when it is asked for. A resume
-on the same host needs no heartbeats to know that a worker was killed: its process is gone, or its id now belongs
-to a process started later (the id was reused), or the host rebooted since. Workers on other hosts cannot be
-looked at from here; their trials keep the heartbeat rule.
+A trial records its worker (host, process id, boot id, PID namespace and the process's start time) when it is asked
+for. A resume on the same host needs no heartbeats to know that a worker was killed: its process is gone, or its id
+now belongs to a process started later (the id was reused), or the host rebooted since. Workers on other hosts, and
+in other PID namespaces of this host (containers sharing its host name), cannot be looked at from here; their
+trials keep the heartbeat rule.
 """
 
 from __future__ import annotations
@@ -20,8 +21,8 @@ def this_worker(trial_number: int) -> dict[str, Any]:
     """What a trial stores of the process working on it (``trial``: whose record it is; a trial queued again
     inherits its predecessor's attributes, and with them a record that is not its own)."""
     pid = os.getpid()
-    return {"host": socket.gethostname(), "pid": pid, "boot": _boot_id(), "start": _start_ticks(pid),
-            "trial": trial_number}
+    return {"host": socket.gethostname(), "pid": pid, "boot": _boot_id(), "pidns": _pid_namespace(),
+            "start": _start_ticks(pid), "trial": trial_number}
 
 
 def worker_gone(worker: Any, trial_number: int) -> bool:
@@ -33,6 +34,8 @@ def worker_gone(worker: Any, trial_number: int) -> bool:
     boot = _boot_id()
     if worker.get("boot") and boot and worker["boot"] != boot:
         return True  # the host rebooted (a power loss): every process of the last boot is gone
+    if worker.get("pidns") != _pid_namespace():
+        return False  # another container: its process ids are not this namespace's
     pid = worker["pid"]
     if pid == os.getpid():
         return False
@@ -61,6 +64,13 @@ def _start_ticks(pid: int) -> int | str | None:
     try:
         return int(fields[19])
     except (IndexError, ValueError):
+        return None
+
+
+def _pid_namespace() -> str | None:
+    try:
+        return os.readlink(_PROC / "self" / "ns" / "pid")
+    except OSError:
         return None
 
 

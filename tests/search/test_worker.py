@@ -37,6 +37,7 @@ def test_workers_of_other_hosts_and_inherited_records_are_left_to_the_heartbeat_
     dead = this_worker(5) | {"pid": child.pid}
     assert worker_gone(dead, 5)
     assert not worker_gone(dead | {"host": "another-host"}, 5)
+    assert not worker_gone(dead | {"pidns": "pid:[1]"}, 5)  # a container on this host: its pids are not ours
     assert not worker_gone(dead, 6)  # a trial queued again inherits its predecessor's record: not its own
     assert not worker_gone(None, 5) and not worker_gone({"host": "x"}, 5)
 
