@@ -8,7 +8,9 @@ is unreachable, then stops with one line.
 from __future__ import annotations
 
 import abc
+import errno
 import logging
+import shutil
 import time
 import warnings
 from pathlib import Path
@@ -55,6 +57,10 @@ class StorageUnreachable(AutotuneError):
     """The storage could not be reached within the wait limit: nothing more can be written to it."""
 
 
+class StorageFull(StorageUnreachable):
+    """The disk holding the storage is full: nothing more can be written to it."""
+
+
 def default_storage_url(*, create: bool = True) -> str:
     """The embedded default: one SQLite file under ``studies/`` (its folder made only when ``create``)."""
     if create:
@@ -95,6 +101,8 @@ def open_storage(url: str, *, heartbeat_s: int = DEFAULT_HEARTBEAT_S, wait_s: fl
     except AutotuneError:
         raise
     except Exception as exc:  # sqlalchemy and drivers raise many types for a bad URL or an unreachable server
+        if _disk_full(exc):
+            raise AutotuneError(full_disk_message(url)) from None
         first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise AutotuneError(f"cannot open storage {display_url(url)!r}: {first_line}") from None
     return ResilientStorage(inner, url=url, heartbeat_s=heartbeat_s, wait_s=wait_s, progress=progress,
@@ -103,10 +111,8 @@ def open_storage(url: str, *, heartbeat_s: int = DEFAULT_HEARTBEAT_S, wait_s: fl
 
 def _open_rdb(url: str, heartbeat_s: int, requeue: Callable[[optuna.Study, FrozenTrial], None], *,
               writing: bool) -> BaseStorage:
-    """An RDB storage; workers that start together on an empty database race to create its tables: the loser
-    tries again once the winner is done."""
-    import sqlalchemy.exc
-
+    """An RDB storage; workers that start together on an empty database (or a new SQLite file) race to create its
+    tables: the loser tries again once the winner is done."""
     engine_kwargs = {} if url.startswith("sqlite") else {"pool_pre_ping": True}
     for attempt in range(5):
         try:
@@ -118,11 +124,23 @@ def _open_rdb(url: str, heartbeat_s: int, requeue: Callable[[optuna.Study, Froze
             if url.startswith("sqlite") and writing and ":memory:" not in url:
                 _write_ahead_log(rdb.engine)
             return optuna.storages.get_storage(rdb)
-        except (sqlalchemy.exc.IntegrityError, sqlalchemy.exc.ProgrammingError):
-            if attempt == 4:
+        except Exception as exc:
+            if attempt == 4 or not _creation_race(exc):
                 raise
             time.sleep(0.5 * (attempt + 1))
     raise AssertionError("unreachable")
+
+
+def _creation_race(exc: BaseException) -> bool:
+    """Whether ``exc`` is what the loser of the race to create the tables gets: a row or table the winner made
+    meanwhile (PostgreSQL, MySQL: an integrity or programming error; SQLite: ``table ... already exists``), or the
+    winner's lock on a new SQLite file."""
+    import sqlalchemy.exc
+
+    if isinstance(exc, (sqlalchemy.exc.IntegrityError, sqlalchemy.exc.ProgrammingError)):
+        return True
+    text = str(getattr(exc, "orig", None) or exc)
+    return isinstance(exc, sqlalchemy.exc.OperationalError) and ("already exists" in text or "locked" in text)
 
 
 def _write_ahead_log(engine: Any) -> None:
@@ -168,11 +186,28 @@ def fail_stale_trials(study: optuna.Study) -> None:
         optuna.storages.fail_stale_trials(study)
 
 
-def _requeue_callback(heartbeat_s: int, progress: Callable[[str], None]) -> Callable[[optuna.Study, FrozenTrial],
-                                                                                       None]:
+def fail_and_requeue(study: optuna.Study, trial_id: int) -> bool:
+    """Fail a RUNNING trial whose worker is known to be gone and queue its candidate again (at most
+    ``MAX_REQUEUES`` times, as the heartbeat check does); False when another worker ended it first."""
+    storage = study._storage
+    try:
+        if not storage.set_trial_state_values(trial_id, state=TrialState.FAIL):
+            return False
+    except UpdateFinishedTrialError:
+        return False
+    _retry()(study, storage.get_trial(trial_id))
+    return True
+
+
+def _retry() -> Callable[[optuna.Study, FrozenTrial], None]:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        retry = optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=MAX_REQUEUES)
+        return optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=MAX_REQUEUES)
+
+
+def _requeue_callback(heartbeat_s: int, progress: Callable[[str], None]) -> Callable[[optuna.Study, FrozenTrial],
+                                                                                       None]:
+    retry = _retry()
 
     def requeue(study: optuna.Study, trial: FrozenTrial) -> None:
         retry(study, trial)
@@ -204,6 +239,46 @@ def _unreachable(exc: BaseException, *, sqlite: bool = False) -> str | None:
     return None
 
 
+_FULL_DISK = ("database or disk is full", "disk is full", "no space left on device", "the table is full",
+              "could not extend file")
+
+
+def _disk_full(exc: BaseException) -> bool:
+    """Whether ``exc`` (or what caused it) says the disk under the storage is full: SQLite's ``database or disk is
+    full``, an ENOSPC write of a journal file, a database server's own words for it."""
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, OSError) and seen.errno in (errno.ENOSPC, errno.EDQUOT):
+            return True
+        text = str(getattr(seen, "orig", None) or seen).lower()
+        if any(words in text for words in _FULL_DISK):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
+
+
+def full_disk_message(url: str) -> str:
+    """The one line for a full storage disk: the file and its free space (or the server), and what to do."""
+    then = ("then run the same command again to resume (the trial it could not write is failed and queued again "
+            "by that run)")
+    for prefix in ("sqlite:///", JOURNAL_PREFIX):
+        if url.startswith(prefix):
+            path = Path(url.removeprefix(prefix)).expanduser().absolute()
+            folder = next((p for p in (path.parent, *path.parents) if p.exists()), Path("/"))
+            usage = shutil.disk_usage(folder)
+            return (f"the disk holding the storage {path} is full ({_size(usage.free)} free of "
+                    f"{_size(usage.total)}): free space there or give --storage on another disk, {then}")
+    return f"the storage server of {display_url(url)} has a full disk: free space on its disk, {then}"
+
+
+def _size(n: float) -> str:
+    for unit in ("bytes", "KB", "MB", "GB", "TB"):
+        if n < 1024 or unit == "TB":
+            return f"{n:.0f} {unit}" if unit == "bytes" else f"{n:.1f} {unit}"
+        n /= 1024
+    raise AssertionError("unreachable")
+
+
 def _retrying(name: str) -> Callable[..., Any]:
     def method(self: ResilientStorage, *args: Any, **kwargs: Any) -> Any:
         return self._call(name, args, kwargs)
@@ -222,11 +297,12 @@ class ResilientStorage(BaseStorage, BaseHeartbeat):
         self.wait_s = wait_s
         self.progress = progress
         self._requeue = requeue
-        self.gave_up: str | None = None  # once the wait limit is spent, every later call fails at once
+        self.gave_up: str | None = None  # once the wait limit is spent (or the disk is full), every later call fails
+        self._stopped: type[StorageUnreachable] = StorageUnreachable
 
     def _call(self, name: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
         if self.gave_up is not None:
-            raise StorageUnreachable(self.gave_up)
+            raise self._stopped(self.gave_up)
         started: float | None = None
         delay = 1.0
         while True:
@@ -237,6 +313,7 @@ class ResilientStorage(BaseStorage, BaseHeartbeat):
                     return True  # the reply was lost, not the write: the trial was finished before the outage
                 raise
             except Exception as exc:
+                self._stop_if_full(exc)
                 reason = self._outage(exc)
                 if reason is None:
                     raise
@@ -251,6 +328,12 @@ class ResilientStorage(BaseStorage, BaseHeartbeat):
                               f"(waited {now - started:.0f} of {self.wait_s:g} s)")
                 time.sleep(delay)
                 delay = min(delay * 2, 10.0)
+
+    def _stop_if_full(self, exc: BaseException) -> None:
+        """A full disk does not pass by waiting: one line that says so, and no more writes."""
+        if _disk_full(exc):
+            self.gave_up, self._stopped = full_disk_message(self.url), StorageFull
+            raise StorageFull(self.gave_up) from None
 
     def _outage(self, exc: BaseException) -> str | None:
         return _unreachable(exc, sqlite=self.url.startswith("sqlite"))
@@ -269,6 +352,7 @@ class ResilientStorage(BaseStorage, BaseHeartbeat):
         except UpdateFinishedTrialError:
             pass
         except Exception as exc:
+            self._stop_if_full(exc)
             if self._outage(exc) is None:
                 raise
 

@@ -91,7 +91,10 @@ def test_heartbeats_keep_a_live_trial_and_fail_and_requeue_a_silent_one(tmp_path
 
 # -- workers on one study (subprocesses of `autotune run`) --------------------------------------------------------
 def _worker(storage: str, onnx: Path, tmp_path: Path, *extra: str, **env: str) -> subprocess.Popen[str]:
-    command = [sys.executable, "-m", "autotune", "run", "--model", "resnet50", "--scenario", "offline", "--onnx",
+    """``autotune run`` in a subprocess (through tests/faulty_autotune.py when ``env`` names a fault)."""
+    entry = [str(Path(__file__).parent / "faulty_autotune.py")] if any(k.startswith("FAULT_") for k in env) \
+        else ["-m", "autotune"]
+    command = [sys.executable, *entry, "run", "--model", "resnet50", "--scenario", "offline", "--onnx",
                str(onnx), "--storage", storage, "--measure-time", "1", "--validate-top", "1", "--validate-time", "1",
                "--workdir", str(tmp_path / "work"), "--cache-dir", str(tmp_path / "cache"), *extra]
     return subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
@@ -142,8 +145,9 @@ def test_a_killed_workers_trial_is_failed_by_heartbeat_and_run_again(emulator, t
     storage = f"sqlite:///{tmp_path / 's.db'}" if kind == "sqlite" else f"journal:{tmp_path / 's.log'}"
     log = tmp_path / "compiles.jsonl"
     env = {"AUTOTUNE_SDK_ROOT": str(emulator), "QAIC_EMU_COMPILE_LOG": str(log)}
+    # a worker of another host: the next worker cannot see its process, only its heartbeats
     worker = _worker(storage, tiny_onnx, tmp_path, "--trials", "1", "--heartbeat", "1", "--compile-jobs", "1",
-                     **env, QAIC_EMU_COMPILE_SECONDS="60")
+                     **env, QAIC_EMU_COMPILE_SECONDS="60", FAULT_HOSTNAME="another-host")
     try:
         deadline = time.monotonic() + 60
         while not _compiles(log) and time.monotonic() < deadline:
@@ -154,7 +158,7 @@ def test_a_killed_workers_trial_is_failed_by_heartbeat_and_run_again(emulator, t
     finally:
         _kill_compilers(log)
     (stuck,) = load_study(storage, STUDY).get_trials()
-    assert stuck.state == TrialState.RUNNING
+    assert stuck.state == TrialState.RUNNING and stuck.user_attrs["worker"]["host"] == "another-host"
     time.sleep(3.5)  # three heartbeats of silence
     second = _worker(storage, tiny_onnx, tmp_path, "--trials", "1", "--heartbeat", "1", **env)
     out, err = second.communicate(timeout=120)

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
+from autotune.backends._host_load import CpuWatch
 from autotune.errors import AutotuneError
 
 SCENARIO_NAMES = {"offline": "Offline", "server": "Server", "singlestream": "SingleStream",
@@ -48,6 +49,7 @@ class LoadGenResult:
     log_dir: Path
     invalid_reason: str = ""
     detail: dict[str, Any] = field(default_factory=dict, repr=False)
+    host_load: dict[str, Any] | None = None  # other processes' use of the CPUs during the run (_host_load.py)
 
 
 class BatchingSUT:
@@ -101,8 +103,10 @@ class BatchingSUT:
             lg.QuerySamplesComplete([lg.QuerySampleResponse(s.id, 0, 0) for s in batch])
 
 
-def run_loadgen(sut: BatchingSUT, run: LoadGenRun, *, sample_count: int, log_dir: Path) -> LoadGenResult:
-    """Run one PerformanceOnly test and return its figures; the logs stay in ``log_dir``."""
+def run_loadgen(sut: BatchingSUT, run: LoadGenRun, *, sample_count: int, log_dir: Path,
+                cores: int | None = None) -> LoadGenResult:
+    """Run one PerformanceOnly test and return its figures; the logs stay in ``log_dir``. With ``cores`` (what the
+    SUT runs on, of the host's CPUs), the host's load during the test comes with them."""
     import mlperf_loadgen as lg
 
     if run.scenario not in SCENARIO_NAMES:
@@ -127,6 +131,7 @@ def run_loadgen(sut: BatchingSUT, run: LoadGenRun, *, sample_count: int, log_dir
     sut.start()
     handle = lg.ConstructSUT(sut.issue, lambda: None)
     qsl = lg.ConstructQSL(sample_count, min(sample_count, 1024), lambda _: None, lambda _: None)
+    watch = CpuWatch(cores=cores) if cores is not None else None
     try:
         lg.StartTestWithLogSettings(handle, qsl, settings, log_settings)
     finally:
@@ -135,7 +140,9 @@ def run_loadgen(sut: BatchingSUT, run: LoadGenRun, *, sample_count: int, log_dir
         lg.DestroySUT(handle)
     if sut.errors:
         raise AutotuneError(f"inference failed during the LoadGen run: {sut.errors[0]}")
-    return read_result(run.scenario, log_dir)
+    result = read_result(run.scenario, log_dir)
+    result.host_load = watch.stop() if watch is not None else None
+    return result
 
 
 def read_detail_log(path: Path) -> dict[str, Any]:

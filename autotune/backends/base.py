@@ -59,7 +59,9 @@ class Measurement:
     device's execution times of one batch. ``server_qps`` is the highest Poisson rate kept within the latency bound
     (0.0 when none was), ``multistream_p99_ms`` the p99 of 8-sample queries. ``estimated``: those scenario figures
     come from a queueing simulation over measured times, not from a run of the scenario itself. ``warnings``: the
-    tool's own doubts about these figures (an unstable GPU compute time...), kept on the trial.
+    tool's own doubts about these figures (an unstable GPU compute time...), kept on the trial. ``host_load``: for a
+    measurement on the host's CPUs, how much of them other processes took meanwhile (the search measures a disturbed
+    one again).
     """
 
     samples_per_second: float
@@ -78,6 +80,7 @@ class Measurement:
     multistream_p99_ms: float | None = None
     server_probes: list[dict[str, Any]] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)  # what the tool said of the figures' reliability
+    host_load: dict[str, Any] | None = None  # other processes' use of the host's CPUs meanwhile (_host_load.py)
     command: list[str] = field(default_factory=list)
     log_path: Path | None = None
 
@@ -86,6 +89,8 @@ class Measurement:
         data = asdict(self)
         for key in ("latency_samples_ms", "service_samples_ms", "command", "log_path"):
             data.pop(key)
+        if data["host_load"] is None:  # not measured on the host's CPUs
+            data.pop("host_load")
         return data
 
 

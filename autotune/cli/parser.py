@@ -15,6 +15,7 @@ from autotune.options import (device_list, duration, input_shape, int_at_least, 
 from autotune.results.export import EXPORT_FORMATS
 from autotune.scenarios import SCENARIOS
 from autotune.search.accuracy import DEFAULT_MAX_OUTPUT_ERROR
+from autotune.search.disturbance import DEFAULT_BUSY_CPU_PCT, DEFAULT_QUIET_WAIT_S
 from autotune.search.strategies import DEFAULT_STRATEGY, STRATEGIES
 from autotune.storage import DEFAULT_HEARTBEAT_S, DEFAULT_WAIT_S, default_storage_url
 
@@ -119,6 +120,13 @@ def _add_search_options(p: argparse.ArgumentParser) -> None:
                    help="for targets whose knobs change numerics (precision): the largest difference from ONNX "
                         "Runtime's fp32 outputs, as a share of each output's range, before a candidate is "
                         f"infeasible (default {DEFAULT_MAX_OUTPUT_ERROR:g})")
+    p.add_argument("--busy-cpu", type=positive_float, default=DEFAULT_BUSY_CPU_PCT, metavar="PCT",
+                   help="for targets on this host's CPU: a measurement during which other processes took more than "
+                        "PCT%% of the cores it ran on is measured again once the host is quiet (default "
+                        f"{DEFAULT_BUSY_CPU_PCT:g}; 100 turns the check off)")
+    p.add_argument("--quiet-wait", type=duration, default=DEFAULT_QUIET_WAIT_S,
+                   help="how long a disturbed measurement waits for a quiet host before it is measured again anyway "
+                        f"(default {DEFAULT_QUIET_WAIT_S:g} s)")
     p.add_argument("--validate-top", type=positive_int, default=3,
                    help="re-measure this many of the best at the end (default 3)")
     p.add_argument("--validate-time", type=positive_float,

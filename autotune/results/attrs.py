@@ -43,6 +43,8 @@ ESTIMATED = "estimated"
 FAILURE_STAGE = "failure_stage"  # compile, measure, scenario, constraint, device, interrupted, ...
 FAILURE_REASON = "failure_reason"
 ACCURACY = "accuracy"  # per output: max_rel_error and cosine against the fp32 reference (the accuracy guard)
+DISTURBED = "disturbed"  # measurements other processes disturbed: their share of the CPUs, measured again or kept
+WORKER = "worker"  # the process working on the trial: host, pid, boot id, start time (search/worker.py)
 PRESET_FIELDS = "preset_fields"  # the backend's own preset fields (commands, CM env) for this trial
 
 # -- study attributes: the identity a study refuses to mix, then what readers need -----------------------------

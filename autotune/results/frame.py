@@ -34,7 +34,8 @@ def trial_frame(study: optuna.Study) -> pd.DataFrame:
         scenario = a.get(attrs.SCENARIO_FIGURES) if isinstance(a.get(attrs.SCENARIO_FIGURES), dict) else {}
         stage, reason = a.get(attrs.FAILURE_STAGE), a.get(attrs.FAILURE_REASON)
         if t.state == TrialState.FAIL and stage is None and t.number in requeued:  # failed by a heartbeat check
-            stage, reason = "heartbeat", f"its worker stopped (no heartbeat); queued again as #{requeued[t.number]}"
+            stage = "heartbeat"
+            reason = f"its worker stopped (no heartbeat, or its process is gone); queued again as #{requeued[t.number]}"
         row: dict[str, Any] = _row_template() | {
             "trial": t.number, "state": t.state.name, "outcome": outcome(t),
             "value": t.value if is_feasible(t) else None,

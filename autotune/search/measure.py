@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import statistics
 import time
-from typing import Any
+from typing import Any, Callable
 
 from autotune.backends._runtime import Once
 from autotune.backends.base import Artifact, Candidate, Measurement
@@ -14,6 +14,7 @@ from autotune.paths import safe_component
 from autotune.results import attrs
 from autotune.scenarios import Outcome, judge
 from autotune.search.accuracy import AccuracyGuard
+from autotune.search.disturbance import Disturbance, disturbed_attr
 from autotune.search.noise import BASELINE_REPEATS, REPEATS, Noise
 from autotune.search.records import Flight, TrialRecord, Try, TuningJob, infeasible, retry
 from autotune.search.stages import compiled_attrs
@@ -21,12 +22,15 @@ from autotune.search.stages import compiled_attrs
 
 class MeasureStage:
     """A compiled candidate measured on a device, its runtime knobs searched there, and the result judged; with a
-    ``guard``, its outputs are checked against the fp32 reference first."""
+    ``guard``, its outputs are checked against the fp32 reference first; a measurement other processes disturbed
+    is measured again once the host is quiet."""
 
-    def __init__(self, *, job: TuningJob, noise: Noise, guard: AccuracyGuard | None = None) -> None:
+    def __init__(self, *, job: TuningJob, noise: Noise, guard: AccuracyGuard | None = None,
+                 progress: Callable[[str], None] = print) -> None:
         self.job = job
         self.noise = noise
         self.guard = guard
+        self.disturbance = Disturbance(max_pct=job.busy_cpu_pct, max_wait_s=job.quiet_wait_s, progress=progress)
 
     def measure(self, flight: Flight, device: int) -> list[Try]:
         """Measure the runtime settings the space's runtime search asks for on ``device`` (worker thread), then the
@@ -86,11 +90,15 @@ class MeasureStage:
 
     def run(self, artifact: Artifact, candidate: Candidate, *, seconds: float, label: str,
             device: int) -> Measurement:
-        """One measurement for the job's scenario, its logs under the study's ``runs/<label>``."""
+        """One measurement for the job's scenario, its logs under the study's ``runs/<label>``; measured again once
+        the host is quiet when other processes disturbed it."""
         job = self.job
-        return job.backend.measure(artifact, candidate, model=job.model, scenario=job.scenario,
-                                   bound_ms=job.bound_ms, seconds=seconds, device=device,
-                                   log_dir=job.study_dir / "runs" / label)
+
+        def measure() -> Measurement:
+            return job.backend.measure(artifact, candidate, model=job.model, scenario=job.scenario,
+                                       bound_ms=job.bound_ms, seconds=seconds, device=device,
+                                       log_dir=job.study_dir / "runs" / label)
+        return self.disturbance.measured(measure, label)
 
     def failed(self, flight: Flight, failure: MeasureFailure) -> TrialRecord:
         """A measurement that failed: infeasible with the runtime's reason, or FAIL to be retried."""
@@ -123,6 +131,9 @@ class MeasureStage:
             attrs.PRESET_FIELDS: self.preset_fields(candidate, flight.artifact, m, flight.number)}
         if not outcome.feasible:
             stored |= {attrs.FAILURE_STAGE: "scenario", attrs.FAILURE_REASON: outcome.reason}
+        disturbed = disturbed_attr([t.measurement for t in tries])
+        if disturbed:
+            stored[attrs.DISTURBED] = disturbed
         return TrialRecord(value=outcome.value, feasible=outcome.feasible, attrs=stored)
 
     def preset_fields(self, candidate: Candidate, artifact: Artifact, measurement: Measurement,

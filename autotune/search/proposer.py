@@ -41,7 +41,7 @@ class Proposer:
             trial = self.study.ask()
         candidate = None
         try:
-            self.recorder.heartbeat(trial)
+            self.recorder.claim(trial)
             candidate = self._candidate(trial)
             # the baseline is measured as given, and so is a candidate with no runtime knob to search
             searched = not trial.user_attrs.get(attrs.BASELINE) and \

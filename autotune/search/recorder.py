@@ -15,7 +15,9 @@ from autotune.errors import AutotuneError, TrialFailure
 from autotune.results import attrs
 from autotune.search.memory import Memory
 from autotune.search.records import Flight, TrialRecord
-from autotune.storage import GRACE_HEARTBEATS, ResilientStorage, StorageUnreachable, fail_stale_trials
+from autotune.search.worker import this_worker, worker_gone
+from autotune.storage import (GRACE_HEARTBEATS, ResilientStorage, StorageUnreachable, fail_and_requeue,
+                              fail_stale_trials)
 
 
 class Recorder:
@@ -70,6 +72,11 @@ class Recorder:
         except Exception:  # the storage itself may be what failed; the original error is the one to report
             pass
 
+    def claim(self, trial: optuna.Trial) -> None:
+        """A first heartbeat for a trial just asked for, and this process recorded as its worker."""
+        self.heartbeat(trial)
+        trial.set_user_attr(attrs.WORKER, this_worker(trial.number))
+
     def heartbeat(self, trial: optuna.Trial) -> None:
         """Tell the storage this worker still works on ``trial``."""
         storage = self.study._storage
@@ -78,7 +85,10 @@ class Recorder:
 
     def fail_stale_trials(self) -> None:
         """Fail (and queue again) the trials of workers that stopped sending heartbeats, and fail the trials a worker
-        created but never got to give a candidate (it died, or lost the storage, inside ask): those never beat."""
+        created but never got to give a candidate (it died, or lost the storage, inside ask): those never beat.
+        A trial whose worker ran on this host and is gone (killed, the host restarted) is failed and queued again at
+        once."""
+        self._fail_gone_workers()
         fail_stale_trials(self.study)
         limit = datetime.datetime.now() - datetime.timedelta(seconds=GRACE_HEARTBEATS * self.heartbeat_s)
         for trial in self.study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
@@ -88,6 +98,13 @@ class Recorder:
                 except UpdateFinishedTrialError:
                     continue  # another worker got there first
                 self.progress(f"trial #{trial.number} was left without a candidate by a worker that stopped: failed")
+
+    def _fail_gone_workers(self) -> None:
+        for trial in self.study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+            worker = trial.user_attrs.get(attrs.WORKER)
+            if worker_gone(worker, trial.number) and fail_and_requeue(self.study, trial._trial_id):
+                self.progress(f"trial #{trial.number} lost its worker (process {worker['pid']} on this host is "
+                              f"gone): failed, and its candidate queued again")
 
     def trial_by_id(self, trial_id: int) -> FrozenTrial:
         """A trial as the storage has it now (another worker's, polled)."""

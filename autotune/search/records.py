@@ -16,6 +16,7 @@ from autotune.paths import safe_component
 from autotune.results import attrs
 from autotune.scenarios import Outcome, Scenario, worst_value
 from autotune.search.accuracy import DEFAULT_MAX_OUTPUT_ERROR
+from autotune.search.disturbance import DEFAULT_BUSY_CPU_PCT, DEFAULT_QUIET_WAIT_S
 from autotune.storage import DEFAULT_HEARTBEAT_S, DEFAULT_WAIT_S
 
 
@@ -58,6 +59,8 @@ class TuningJob:
     heartbeat_s: int = DEFAULT_HEARTBEAT_S
     storage_wait_s: float = DEFAULT_WAIT_S
     max_output_error: float = DEFAULT_MAX_OUTPUT_ERROR
+    busy_cpu_pct: float = DEFAULT_BUSY_CPU_PCT  # a CPU measurement is disturbed above this share taken by others
+    quiet_wait_s: float = DEFAULT_QUIET_WAIT_S  # how long to wait for a quiet host before measuring again
 
     @property
     def study_dir(self) -> Path:

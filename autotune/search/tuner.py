@@ -47,7 +47,7 @@ class Tuner:
         self.compiler = CompileStage(job=job, memory=self.memory, cache=self.cache, model_sha256=self.model_sha256)
         guard = AccuracyGuard(onnx_path=job.onnx_path, inputs=job.model.file_inputs(),
                               max_error=job.max_output_error) if job.backend.changes_numerics else None
-        self.measurer = MeasureStage(job=job, noise=self.memory.noise, guard=guard)
+        self.measurer = MeasureStage(job=job, noise=self.memory.noise, guard=guard, progress=progress)
         self.stats: PipelineStats | None = None
 
     def run(self) -> dict[str, Any]:

@@ -163,10 +163,11 @@ class OrtBackend:
         def probe(qps: float) -> LoadGenResult:
             run = LoadGenRun(scenario="server", min_duration_ms=probe_ms, min_query_count=100, target_qps=qps,
                              latency_bound_ms=bound_ms)
-            return self._run(make_sut, run, log_dir / f"server-{qps:.1f}qps")
+            return self._run(make_sut, run, log_dir / f"server-{qps:.1f}qps", cores=self._cores_used(candidate))
 
         best, probes = find_server_qps(probe, start_qps=rate * 0.5, bound_ms=bound_ms, max_probes=SERVER_PROBES)
         shown = best or min(probes, key=lambda p: p.latency_p99_ms or float("inf"))
+        loads = [p.host_load for p in probes if p.host_load is not None]
         return Measurement(
             samples_per_second=shown.samples_per_second, duration_seconds=len(probes) * probe_ms / 1000,
             batch_size=candidate.batch_size, executions=shown.query_count, latency_p50_ms=shown.latency_p50_ms,
@@ -175,24 +176,29 @@ class OrtBackend:
             server_probes=[{"target_qps": float(p.detail.get("requested_server_target_qps", 0.0)),
                             "scheduled_qps": p.samples_per_second, "p99_ms": p.latency_p99_ms,
                             "constraints_met": p.constraints_met, "log_dir": str(p.log_dir)} for p in probes],
-            command=[f"loadgen server, {len(probes)} probes"], log_path=log_dir)
+            command=[f"loadgen server, {len(probes)} probes"], log_path=log_dir,
+            host_load=max(loads, key=lambda load: load["other_pct"]) if loads else None)
 
     def run_once(self, make_sut: Any, candidate: OrtCandidate, run: LoadGenRun, log_dir: Path) -> Measurement:
         """One LoadGen run of ``run`` against the SUT ``make_sut`` makes."""
-        result = self._run(make_sut, run, log_dir)
+        result = self._run(make_sut, run, log_dir, cores=self._cores_used(candidate))
         return Measurement(samples_per_second=result.samples_per_second, duration_seconds=run.min_duration_ms / 1000,
                            batch_size=candidate.batch_size, executions=result.query_count,
                            latency_p50_ms=result.latency_p50_ms, latency_p90_ms=result.latency_p90_ms,
                            latency_p99_ms=result.latency_p99_ms, loadgen=True,
                            multistream_p99_ms=result.latency_p99_ms if run.scenario == "multistream" else None,
-                           command=[f"loadgen {run.scenario}"], log_path=log_dir)
+                           command=[f"loadgen {run.scenario}"], log_path=log_dir, host_load=result.host_load)
 
     @staticmethod
-    def _run(make_sut: Any, run: LoadGenRun, log_dir: Path) -> LoadGenResult:
+    def _run(make_sut: Any, run: LoadGenRun, log_dir: Path, *, cores: int) -> LoadGenResult:
         try:
-            return run_loadgen(make_sut(), run, sample_count=1024, log_dir=log_dir)
+            return run_loadgen(make_sut(), run, sample_count=1024, log_dir=log_dir, cores=cores)
         except AutotuneError as exc:
             raise MeasureFailure(str(exc), log_path=log_dir) from None
+
+    def _cores_used(self, candidate: OrtCandidate) -> int:
+        """The host's cores a measurement means to use: its sessions' threads (by default one per core each)."""
+        return min(self.cpu.cores, candidate.instances * (candidate.intra_threads or self.cpu.cores))
 
     @staticmethod
     def _batch_seconds(make_sut: Any) -> float:
