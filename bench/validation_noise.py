@@ -45,7 +45,7 @@ OTHERS = 3
 
 
 def experiment(backend: Any, onnx: Path, *, seed: int, planted: bool, seconds: float, rounds: int,
-               cache: Path, work: Path) -> dict[str, Any]:
+               max_rounds: int | None, cache: Path, work: Path) -> dict[str, Any]:
     """One validation of the baseline and ``OTHERS`` copies of it; returns the record and its wall time."""
     model = with_inputs(MODELS["resnet50"], onnx)
     scenario = SCENARIOS["offline"]
@@ -53,7 +53,7 @@ def experiment(backend: Any, onnx: Path, *, seed: int, planted: bool, seconds: f
     job = TuningJob(model=model, onnx_path=onnx, scenario=scenario, bound_ms=None, backend=backend,
                     space=target.space, devices=[target.devices[0].index], device_size=target.size, sku=target.sku,
                     storage=optuna.storages.InMemoryStorage(), study_name="noise", validate_top=OTHERS + 1,
-                    validate_seconds=seconds, validate_rounds=rounds, seed=seed, workdir=work, cache_dir=cache,
+                    validate_seconds=seconds, validate_rounds=rounds, validate_max_rounds=max_rounds, seed=seed, workdir=work, cache_dir=cache,
                     baseline=target.baseline)
     tuner = Tuner(job, progress=lambda _: None)
     candidate = target.baseline.to_dict()
@@ -75,16 +75,16 @@ def experiment(backend: Any, onnx: Path, *, seed: int, planted: bool, seconds: f
     return {"record": record, "wall": time.monotonic() - start, "planted_won": record.get(attrs.WINNER_TRIAL) == OTHERS}
 
 
-def series(name: str, backend: Any, onnx: Path, *, n: int, seconds: float, rounds: int,
+def series(name: str, backend: Any, onnx: Path, *, n: int, seconds: float, rounds: int, max_rounds: int | None,
            before_s: float) -> dict[str, Any]:
     """``n`` experiments of each kind; the false-gain and detection rates and the time."""
     with tempfile.TemporaryDirectory() as tmp:
         cache, work = Path(tmp) / "cache", Path(tmp) / "work"
-        same = [experiment(backend, onnx, seed=s, planted=False, seconds=seconds, rounds=rounds, cache=cache,
-                           work=work) for s in range(n)]
+        same = [experiment(backend, onnx, seed=s, planted=False, seconds=seconds, rounds=rounds,
+                           max_rounds=max_rounds, cache=cache, work=work) for s in range(n)]
         print(f"  [{name}] {n} experiments with equal settings done", flush=True)
         planted = [experiment(backend, onnx, seed=1000 + s, planted=True, seconds=seconds, rounds=rounds,
-                              cache=cache, work=work) for s in range(n)]
+                              max_rounds=max_rounds, cache=cache, work=work) for s in range(n)]
     false = sum(bool(e["record"].get(attrs.SIGNIFICANT)) for e in same)
     found = sum(bool(e["record"].get(attrs.SIGNIFICANT)) and e["planted_won"] for e in planted)
     everything = same + planted
@@ -121,6 +121,7 @@ def main() -> None:
     parser.add_argument("--experiments", type=int, default=100, help="per kind on the emulator (default 100)")
     parser.add_argument("--cpu-experiments", type=int, default=20, help="per kind on the CPU (default 20; 0: skip)")
     parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--max-rounds", type=int, help="validation's --validate-max-rounds (default: its own)")
     parser.add_argument("--cpu-seconds", type=float, default=1.0, help="seconds per CPU run (default 1)")
     parser.add_argument("--main-job-seeds", type=int, default=0, help="run the CPU main job for this many seeds")
     parser.add_argument("--main-job-trials", type=int, default=12)
@@ -132,11 +133,12 @@ def main() -> None:
         namespace = argparse.Namespace(sdk_root=str(ROOT / "tests" / "qaic_emulator"), nsp=14)
         rows = [series("emulated Cloud AI 100, QAIC_EMU_NOISE=" + os.environ["QAIC_EMU_NOISE"],
                        backends.get("qaic").from_options(namespace), tiny, n=args.experiments, seconds=10.0,
-                       rounds=args.rounds, before_s=20.0)]
+                       rounds=args.rounds, max_rounds=args.max_rounds, before_s=20.0)] if args.experiments else []
         if args.cpu_experiments:
             cpu = backends.get("ort").from_options(argparse.Namespace())
             rows.append(series("ONNX Runtime on this CPU, tiny convnet", cpu, tiny, n=args.cpu_experiments,
-                               seconds=args.cpu_seconds, rounds=args.rounds, before_s=10.0 * args.cpu_seconds / 5))
+                               seconds=args.cpu_seconds, rounds=args.rounds, max_rounds=args.max_rounds,
+                               before_s=10.0 * args.cpu_seconds / 5))
     print(f"\n{'target':<44} {'runs':>5} {'noise':>6} {'false gains':>12} {'5% found':>9} {'rounds':>7} "
           f"{'wall s':>7} {'measuring s: now / before (one longer run each)':>48}")
     for r in rows:

@@ -31,7 +31,7 @@ from autotune.search.stages import CompileStage
 from autotune.storage import fail_stale_trials
 
 OUTSIDE_NOISE_SIGMAS = 3.0  # a validation figure this many sigmas from the search figure is flagged
-LOOKS = 3  # batches of rounds at most, unless the job says otherwise: more while a gain stays within noise
+LOOKS = 4  # batches of rounds at most, unless the job says otherwise: more while a gain stays within noise
 MIN_GAIN_PCT = 1.0  # a gain whose interval cannot reach past this is not worth more rounds
 
 
