@@ -18,6 +18,7 @@ from autotune.errors import AutotuneError
 BUILTIN = (
     "autotune.backends.qaic:QaicBackend",
     "autotune.backends.ort:OrtBackend",
+    "autotune.backends.openvino:OpenVinoBackend",
 )
 ENTRY_POINT_GROUP = "autotune.backends"
 
