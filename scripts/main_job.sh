@@ -3,7 +3,9 @@
 #  1. a real study on this CPU (ONNX Runtime, measured with MLPerf LoadGen) on a synthetic ResNet-50 v1.5,
 #     then its report and its exported preset;
 #  2. the Cloud AI 100 path (qaic-exec / qaic-runner command lines, parsing, the study) against the emulated SDK,
-#     with two emulated cards measuring while compiles run ahead, and the compile cache it filled.
+#     with two emulated cards measuring while compiles run ahead, and the compile cache it filled;
+#  3. the TensorRT path (trtexec / nvidia-smi) against the emulated trtexec: a short study on each of its two
+#     contracts (TensorRT 10 and 11), and what scripts/gpu_check.sh would run on a machine with a GPU.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export PATH="$PWD/.venv/bin:$PATH"
@@ -23,3 +25,12 @@ QAIC_EMU_DEVICES=Ready,Ready autotune run --model retinanet --scenario server \
   --storage sqlite:///studies/emulated.db --seed 0
 autotune cache info
 autotune export retinanet-server-qaic-16nsp --storage sqlite:///studies/emulated.db --format cmdline
+
+TRTEXEC=tests/trtexec_emulator/bin/trtexec
+autotune devices --backend tensorrt --trtexec "$TRTEXEC"
+autotune run --model resnet50 --scenario offline --onnx .autotune/models/resnet50-small.onnx --trials 6 \
+  --trtexec "$TRTEXEC" --storage sqlite:///studies/emulated.db --seed 0
+TRT_EMU_VERSION=11 autotune run --model retinanet --scenario server --onnx .autotune/models/retinanet-small.onnx \
+  --trials 4 --trtexec "$TRTEXEC" --storage sqlite:///studies/emulated.db --seed 0
+autotune export resnet50-offline-tensorrt-140gib --storage sqlite:///studies/emulated.db --format cmdline
+bash scripts/gpu_check.sh --dry-run

@@ -1,13 +1,14 @@
 from __future__ import annotations
 
 import os
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from autotune.synthetic import build_convnet
-from helpers import EMULATOR
+from helpers import EMULATOR, TRTEXEC
 from postgres_server import PostgresNotInstalled, PostgresServer
 
 
@@ -57,6 +58,20 @@ def emulator(monkeypatch: pytest.MonkeyPatch) -> Path:
     monkeypatch.setenv("QAIC_EMU_SEED", "0")
     monkeypatch.setenv("QAIC_EMU_TIME_SCALE", "0.001")
     return EMULATOR
+
+
+@pytest.fixture()
+def trt_emulator(monkeypatch: pytest.MonkeyPatch) -> Path:
+    """The emulated trtexec with a fresh environment: TensorRT 10, one ready H200, fixed seed, fast clock; its
+    --exportOutput runs onnxruntime under this interpreter."""
+    for name in ("TRT_EMU_VERSION", "TRT_EMU_GPUS", "TRT_EMU_GPUS_FILE", "TRT_EMU_BUILD_LOG", "TRT_EMU_RUN_LOG",
+                 "TRT_EMU_BUILD_KILL", "TRT_EMU_NOISE", "AUTOTUNE_TRTEXEC", "AUTOTUNE_NVIDIA_SMI",
+                 "CUDA_VISIBLE_DEVICES"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("TRT_EMU_SEED", "0")
+    monkeypatch.setenv("TRT_EMU_TIME_SCALE", "0.001")
+    monkeypatch.setenv("TRT_EMU_PYTHON", sys.executable)
+    return TRTEXEC
 
 
 @pytest.fixture(scope="session")

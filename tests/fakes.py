@@ -228,6 +228,8 @@ class FakeBackend:
         """The model's own outputs (ONNX Runtime), scaled by 1.5 at level 4."""
         import onnxruntime
 
+        if self.statuses.get(device, "Ready") != "Ready":
+            raise DeviceFailure(f"slot {device} is {self.statuses[device]}")
         inputs = model.file_inputs()
         options = onnxruntime.SessionOptions()
         if inputs.batch_symbol is not None:

@@ -8,6 +8,7 @@ from autotune.cli import main
 from autotune.models import MODELS, ModelSpec, with_inputs
 
 EMULATOR = Path(__file__).resolve().parent / "qaic_emulator"  # the emulated Cloud AI 100 SDK root
+TRTEXEC = Path(__file__).resolve().parent / "trtexec_emulator" / "bin" / "trtexec"  # the emulated TensorRT trtexec
 
 
 def run_cli(capsys, *argv: str) -> tuple[int, str, str]:

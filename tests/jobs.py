@@ -13,6 +13,9 @@ from autotune.models import MODELS, with_inputs
 from autotune.scenarios import SCENARIOS
 from autotune.search.records import TuningJob, default_study_name
 from autotune.storage import load_study
+from autotune.synthetic import build_convnet
+from fakes import FakeBackend, FakeCandidate, FakeSpace
+from helpers import spec_for
 
 
 def qaic_job(emulator: Path, onnx: Path, tmp_path: Path, *, scenario: str = "offline", model: str = "resnet50",
@@ -40,3 +43,19 @@ def qaic_job(emulator: Path, onnx: Path, tmp_path: Path, *, scenario: str = "off
 def stored_trials(job: TuningJob) -> list[optuna.trial.FrozenTrial]:
     """The trials the job's study holds now."""
     return load_study(job.storage, job.study_name).get_trials()
+
+
+def fake_job(tmp_path: Path, backend: FakeBackend, *, trials: int = 6, scenario: str = "offline",
+             **overrides) -> TuningJob:
+    """A study of the in-memory fake target on a tiny model (in memory unless ``storage`` is given)."""
+    onnx = tmp_path / "toy.onnx"
+    if not onnx.exists():
+        build_convnet(onnx, width=4, blocks=1, image=8)
+    fields = dict(model=spec_for(onnx, "toy"), onnx_path=onnx, scenario=SCENARIOS[scenario],
+                  bound_ms=50.0 if scenario == "server" else None, backend=backend,
+                  space=FakeSpace(scenario=scenario), devices=[d.index for d in backend.devices()], device_size=16,
+                  sku="fake slot card", storage=optuna.storages.InMemoryStorage(), study_name="toy",
+                  n_trials=trials, measure_seconds=0.1, validate_seconds=0.1, validate_top=2, seed=0,
+                  workdir=tmp_path / "work", cache_dir=tmp_path / "cache", baseline=FakeCandidate(),
+                  baseline_label="the fake's defaults")
+    return TuningJob(**fields | overrides)

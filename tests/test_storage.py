@@ -119,8 +119,10 @@ def _two_workers_share_one_study(storage: str, onnx: Path, tmp_path: Path, emula
         out, err = worker.communicate(timeout=300)
         assert worker.returncode == 0, err
     trials = load_study(storage, STUDY).get_trials()
-    assert len(trials) == 12 and sorted(t.number for t in trials) == list(range(12))
+    assert sorted(t.number for t in trials) == list(range(len(trials)))
     assert all(t.state == TrialState.COMPLETE for t in trials)
+    # --trials counts compiles: a start both workers queued at once is a duplicate that copies its twin's result
+    assert len([t for t in trials if "duplicate_of" not in t.user_attrs]) == 12
     compiled = _compiles(log)
     assert compiled and len(compiled) == len(set(compiled))  # no flag set compiled twice
     assert len([t for t in trials if t.user_attrs.get("baseline")]) >= 1

@@ -17,6 +17,7 @@ from autotune.errors import AutotuneError
 
 BUILTIN = (
     "autotune.backends.qaic:QaicBackend",
+    "autotune.backends.tensorrt:TensorrtBackend",
     "autotune.backends.ort:OrtBackend",
     "autotune.backends.openvino:OpenVinoBackend",
 )

@@ -7,7 +7,13 @@ import heapq
 import math
 import random
 
+from typing import TYPE_CHECKING
+
 from autotune.scenarios import MULTISTREAM_SAMPLES_PER_QUERY
+
+if TYPE_CHECKING:
+    from autotune.backends.base import Measurement
+    from autotune.scenarios import Scenario
 
 SIMULATED_QUERIES = 4000
 BISECTION_STEPS = 14
@@ -114,3 +120,20 @@ def multistream_p99_ms(service_ms: list[float], *, batch_size: int, activations:
         latencies.append(finished)
     latencies.sort()
     return latencies[min(len(latencies) - 1, math.ceil(0.99 * len(latencies)) - 1)]
+
+
+def estimate_scenario(m: Measurement, scenario: Scenario, *, concurrency: int, bound_ms: float | None) -> None:
+    """Fill a measurement's server or multistream figure from its per-batch times and measured throughput, with
+    ``concurrency`` batches served at once (activations, inference streams); marked estimated."""
+    service = m.service_samples_ms or m.latency_samples_ms
+    if not service:
+        return
+    occupancy = occupancy_from_rate(m.samples_per_second, batch_size=m.batch_size, activations=concurrency)
+    m.estimated = True
+    if scenario.name == "multistream":
+        m.multistream_p99_ms = multistream_p99_ms(service, batch_size=m.batch_size, activations=concurrency,
+                                                  occupancy_ms=occupancy)
+    else:
+        assert bound_ms is not None
+        m.server_qps, m.server_p99_ms = server_qps(service, batch_size=m.batch_size, activations=concurrency,
+                                                   bound_ms=bound_ms, occupancy_ms=occupancy)

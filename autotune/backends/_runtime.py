@@ -39,11 +39,12 @@ class Move(Generic[C]):
 
 
 class StepSearch(Generic[C]):
-    """Measure ``start``; while nothing could run, step down by the first move (fewer activations need less memory);
-    then try each move in turn from the best so far, a move marked ``repeat`` again while it improves."""
+    """Measure ``start``; while nothing could run, step by ``fallback`` (fewer activations need less memory); then
+    try each move in turn from the best so far, a move marked ``repeat`` again while it improves."""
 
-    def __init__(self, start: C, moves: list[Move[C]]) -> None:
+    def __init__(self, start: C, moves: list[Move[C]], *, fallback: Move[C] | None = None) -> None:
         self._moves = moves
+        self._fallback = fallback
         self._tried: set[C] = set()
         self._next: C | None = start
         self._made_by: int | None = None  # the move that made the setting being measured (None: start, fallback)
@@ -62,7 +63,7 @@ class StepSearch(Generic[C]):
             self.best, self.best_score = candidate, score
         made_by, self._made_by = self._made_by, None
         if self.best is None:
-            self._next = self._fresh(self._moves[0].step(candidate)) if self._moves else None
+            self._next = self._fresh(self._fallback.step(candidate)) if self._fallback else None
             return
         if made_by is None:
             first = 0

@@ -58,7 +58,8 @@ class Measurement:
     ``latency_samples_ms`` are per-inference round trips as the host saw them; ``service_samples_ms`` are the
     device's execution times of one batch. ``server_qps`` is the highest Poisson rate kept within the latency bound
     (0.0 when none was), ``multistream_p99_ms`` the p99 of 8-sample queries. ``estimated``: those scenario figures
-    come from a queueing simulation over measured times, not from a run of the scenario itself.
+    come from a queueing simulation over measured times, not from a run of the scenario itself. ``warnings``: the
+    tool's own doubts about these figures (an unstable GPU compute time...), kept on the trial.
     """
 
     samples_per_second: float
@@ -76,6 +77,7 @@ class Measurement:
     server_p99_ms: float | None = None
     multistream_p99_ms: float | None = None
     server_probes: list[dict[str, Any]] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)  # what the tool said of the figures' reliability
     command: list[str] = field(default_factory=list)
     log_path: Path | None = None
 

@@ -14,6 +14,7 @@ from autotune.options import device_list, duration, input_shape, non_negative_in
 from autotune.results.export import EXPORT_FORMATS
 from autotune.scenarios import SCENARIOS
 from autotune.search.accuracy import DEFAULT_MAX_OUTPUT_ERROR
+from autotune.search.strategies import DEFAULT_STRATEGY, STRATEGIES
 from autotune.storage import DEFAULT_HEARTBEAT_S, DEFAULT_WAIT_S, default_storage_url
 
 
@@ -100,6 +101,15 @@ def _add_run(commands: argparse._SubParsersAction) -> None:
     p.add_argument("--synthetic", action="store_true",
                    help="tune a random-weight model of the same architecture (resnet50, retinanet) instead of "
                         "downloading the official file; every output marks the study as synthetic")
+    _add_search_options(p)
+    p.add_argument("--workdir", type=Path, default=run.DEFAULT_WORKDIR,
+                   help=f"compiled models and logs (default {run.DEFAULT_WORKDIR})")
+    _add_backend_options(p, "run")
+    p.set_defaults(handler=run.cmd_run)
+
+
+def _add_search_options(p: argparse.ArgumentParser) -> None:
+    """How ``run`` searches and measures: strategy, warm start, measurement lengths, validation, accuracy."""
     p.add_argument("--measure-time", type=positive_float,
                    help="seconds per measurement while searching (default: the backend's, "
                         + ", ".join(f"{c.measure_seconds:g} on {c.name}" for c in backends.available()) + ")")
@@ -112,13 +122,18 @@ def _add_run(commands: argparse._SubParsersAction) -> None:
     p.add_argument("--validate-time", type=positive_float,
                    help="seconds per validation measurement (default: the backend's, "
                         + ", ".join(f"{c.validate_seconds:g} on {c.name}" for c in backends.available()) + ")")
-    p.add_argument("--sampler", choices=("tpe", "random"), default="tpe", help="search strategy (default tpe)")
+    p.add_argument("--sampler", choices=STRATEGIES, default=DEFAULT_STRATEGY,
+                   help="search strategy: two-phase (the baseline and the toolchain's rules of thumb, greedy climbs "
+                        "from the best of them, then TPE), tpe (TPE with one-knob steps from the best), local "
+                        "(multi-start local search, as Qualcomm's configurator does), random (default "
+                        f"{DEFAULT_STRATEGY}: chosen on emulated card surfaces, bench/RESULTS.md)")
+    p.add_argument("--warm-start", metavar="STUDY",
+                   help="a related study in the same storage (the other NSP count, an earlier SDK version, another "
+                        "scenario of the same model and backend): its best trials are measured after the baseline")
+    p.add_argument("--warm-start-top", type=positive_int, default=5,
+                   help="how many of the --warm-start study's best trials (default 5)")
     p.add_argument("--seed", type=int, help="sampler seed; the search repeats exactly only with --compile-jobs 0 "
                                             "(compiles ahead finish in an order the seed does not fix)")
-    p.add_argument("--workdir", type=Path, default=run.DEFAULT_WORKDIR,
-                   help=f"compiled models and logs (default {run.DEFAULT_WORKDIR})")
-    _add_backend_options(p, "run")
-    p.set_defaults(handler=run.cmd_run)
 
 
 def _add_bench(commands: argparse._SubParsersAction) -> None:
@@ -131,7 +146,8 @@ def _add_bench(commands: argparse._SubParsersAction) -> None:
     _add_backend_option(p)
     p.add_argument("--flags", required=True,
                    help="the settings in the backend's own form: CM-style qaic-exec flags, e.g. "
-                        "\"-aic-num-cores=4 -mos=1,2 -ols=4 -sdp-cluster-sizes=2,2 -multicast-weights\"; ONNX "
+                        "\"-aic-num-cores=4 -mos=1,2 -ols=4 -sdp-cluster-sizes=2,2 -multicast-weights\"; trtexec "
+                        "build and runtime flags, e.g. \"--fp16 --builderOptimizationLevel=4 --infStreams=2\"; ONNX "
                         "Runtime session settings, e.g. \"intra_op_num_threads=2 execution_mode=sequential\"")
     p.add_argument("--batch-size", type=positive_int, help="batch size (default: from --flags, else 1)")
     p.add_argument("--time", type=positive_float, default=10.0, help="seconds to measure (default 10)")
@@ -148,7 +164,8 @@ def _add_bench(commands: argparse._SubParsersAction) -> None:
 def _add_devices(commands: argparse._SubParsersAction) -> None:
     p = commands.add_parser("devices", help="list the devices a backend would measure on",
                             description="List the devices the backend reports (only Ready ones are used): Cloud AI "
-                                        "100 cards from qaic-util where an SDK is found, else this host's CPU.")
+                                        "100 cards from qaic-util where an SDK is found, NVIDIA GPUs from "
+                                        "nvidia-smi where trtexec is found, else this host's CPU.")
     _add_backend_option(p)
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
     _add_backend_options(p, "devices")

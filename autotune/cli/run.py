@@ -47,7 +47,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         validate_seconds=args.validate_time or backend.validate_seconds, sampler=args.sampler, seed=args.seed,
         workdir=args.workdir.resolve(), baseline=target.baseline, baseline_label=target.baseline_label,
         synthetic=synthetic, cache_dir=args.cache_dir or default_cache_dir(), heartbeat_s=args.heartbeat,
-        storage_wait_s=args.storage_wait, max_output_error=args.max_output_error,
+        storage_wait_s=args.storage_wait, max_output_error=args.max_output_error, warm_start=args.warm_start,
+        warm_start_top=args.warm_start_top,
         compile_jobs=(os.cpu_count() or 1 if backend.compiles_ahead else 0) if args.compile_jobs is None
         else args.compile_jobs)
     tuner = Tuner(job, progress=lambda line: print(line, flush=True))

@@ -253,6 +253,8 @@ def _trials_html(frame: pd.DataFrame, summary: dict[str, Any]) -> str:
             notes.append("baseline")
         if pd.notna(r.get("duplicate_of")):
             notes.append(f"same as #{int(r['duplicate_of'])}")
+        if given(r.get("warm_start_from")):
+            notes.append(f"warm start from {r['warm_start_from']}")
         if pd.notna(r.get("polish_of")):
             notes.append(f"polish of #{int(r['polish_of'])}")
         if true(r["compile_reused"]):

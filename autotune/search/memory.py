@@ -3,6 +3,7 @@ failure) of every set of compile flags, this worker's and other workers' alike."
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 from optuna.trial import FrozenTrial, TrialState
@@ -10,15 +11,18 @@ from optuna.trial import FrozenTrial, TrialState
 from autotune.backends.base import Artifact, Backend, SearchSpace
 from autotune.errors import CompileFailure
 from autotune.results import attrs
+from autotune.results.attrs import is_feasible
+from autotune.search.noise import Noise
 from autotune.search.records import proposal_key
 
 
 class Memory:
     """Results by candidate key and artifacts by compile key, learnt from COMPLETE trials as they are seen."""
 
-    def __init__(self, *, space: SearchSpace, backend: Backend) -> None:
+    def __init__(self, *, space: SearchSpace, backend: Backend, noise: Noise) -> None:
         self.space = space
         self.backend = backend
+        self.noise = noise
         self.results: dict[str, FrozenTrial] = {}
         self.artifacts: dict[str, Artifact | CompileFailure] = {}
         self._seen: set[int] = set()
@@ -37,6 +41,7 @@ class Memory:
             return
         if stored.get(attrs.DUPLICATE_OF) is None:
             self.results.setdefault(self.key_of(stored), trial)
+            self._learn_noise(trial)
         key = stored.get(attrs.COMPILE_KEY)
         if not key or key in self.artifacts:
             return
@@ -47,6 +52,19 @@ class Memory:
             self.artifacts[key] = Artifact(path=Path(path), command=stored[attrs.COMPILE_ARGV],
                                            log_path=Path(stored[attrs.COMPILE_LOG]), compile_seconds=0.0,
                                            batch_size=stored[attrs.CANDIDATE]["batch_size"])
+
+    def _learn_noise(self, trial: FrozenTrial) -> None:
+        """The trial's value is a candidate for the best; settings it measured more than once tell the noise."""
+        if is_feasible(trial):
+            self.noise.offer(trial.value)
+        by_setting: dict[str, list[float]] = {}
+        for m in trial.user_attrs.get(attrs.MEASUREMENTS) or []:
+            if m.get("feasible") and m.get("value"):
+                by_setting.setdefault(json.dumps(m["candidate"], sort_keys=True), []).append(m["value"])
+        for values in by_setting.values():
+            self.noise.add(values)
+        if len(by_setting) > 1 and is_feasible(trial):
+            self.noise.gained(next(iter(by_setting.values()))[0], trial.value)
 
     def key_of(self, stored: dict) -> str:
         """The proposal key of a stored trial (trials of round 1 stored no proposal: their candidate, as given)."""

@@ -19,7 +19,8 @@ from autotune.search.device_pool import DEVICE_FAILURE_LIMIT, DevicePool, Device
 from autotune.search.proposer import Proposer
 from autotune.search.recorder import Recorder
 from autotune.search.records import Flight, TrialRecord, Try
-from autotune.search.stages import CompileStage, MeasureStage
+from autotune.search.measure import MeasureStage
+from autotune.search.stages import CompileStage
 from autotune.storage import StorageUnreachable
 
 POLL_S = 1.0  # how often parked trials and heartbeats are looked at while nothing finishes

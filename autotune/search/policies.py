@@ -1,6 +1,6 @@
 """What a search enqueues beside its sampler's proposals: one-knob polishing steps from the best, a multi-start
-local search, or a local phase before the sampler takes over. A policy reads the study's trials and returns the
-next parameters to enqueue (and the attributes that say why), or None to leave the proposal to the sampler."""
+local search, or start points and greedy climbs. A policy reads the study's trials and returns the next parameters
+to enqueue (and the attributes that say why), or None to leave the proposal to the sampler."""
 
 from __future__ import annotations
 
@@ -72,7 +72,8 @@ class Polish:
 @dataclass(kw_only=True)
 class LocalSearch:
     """Hill climbing by one-knob steps from each start in turn (first improvement), then from random points: the
-    procedure of Qualcomm's model configurator. Climbs run side by side when compiles run ahead."""
+    procedure of Qualcomm's model configurator. Climbs run side by side when compiles run ahead. The first start is
+    the baseline when the study has one (its trial, queued first, starts the first climb)."""
 
     space: SearchSpace
     maximize: bool
@@ -82,9 +83,10 @@ class LocalSearch:
 
     def propose(self, trials: list[FrozenTrial], known: set[str]) -> Proposal | None:
         by_restart: dict[int, list[FrozenTrial]] = {}
-        for t in trials:
-            if attrs.LOCAL_RESTART in t.user_attrs:
-                by_restart.setdefault(t.user_attrs[attrs.LOCAL_RESTART], []).append(t)
+        for t in trials:  # the baseline, queued first, is the first climb's start
+            restart = t.user_attrs.get(attrs.LOCAL_RESTART, 0 if t.user_attrs.get(attrs.BASELINE) else None)
+            if restart is not None:
+                by_restart.setdefault(restart, []).append(t)
         restart = 0
         while True:
             climbed = by_restart.get(restart)
@@ -113,16 +115,59 @@ class LocalSearch:
 
 
 @dataclass(kw_only=True)
-class Phased:
-    """``first`` for the first ``switch_after`` compiles (or until it has nothing left), then ``then``."""
+class StartsThenClimb:
+    """Every start not measured yet (the baseline counts as one); then greedy climbs by one-knob steps: from the
+    best start until no step of its best is left untried, then from the next best start, and so on. The step that
+    improved a climb is tried again first."""
 
-    first: Policy
-    then: Policy | None
-    switch_after: int
+    space: SearchSpace
+    maximize: bool
+    starts: list[Candidate]
 
     def propose(self, trials: list[FrozenTrial], known: set[str]) -> Proposal | None:
-        if _compiles(trials) < self.switch_after:
-            proposal = self.first.propose(trials, known)
-            if proposal is not None:
-                return proposal
-        return self.then.propose(trials, known) if self.then is not None else None
+        for start in self.starts:
+            if not self._measured(start, trials, known):
+                return self.space.params_for(start), {attrs.LOCAL_START: True}
+        origins = [t for t in trials if (t.user_attrs.get(attrs.LOCAL_START) or t.user_attrs.get(attrs.BASELINE))
+                   and is_feasible(t)]
+        origins.sort(key=lambda t: t.value, reverse=self.maximize)
+        for climb, origin in enumerate(origins):
+            members = [origin] + [t for t in trials if t.user_attrs.get(attrs.LOCAL_RESTART) == climb]
+            best = _best(members, self.maximize) or origin
+            steps = self.space.neighbours(self.space.from_dict(best.user_attrs[attrs.CANDIDATE]))
+            random.Random(best.number).shuffle(steps)
+            steps = self._pattern(best, trials) + steps
+            params = _untried(self.space, steps, known)
+            if params is not None:
+                return params, {attrs.LOCAL_RESTART: climb, attrs.POLISH_OF: best.number}
+        return None
+
+    def _pattern(self, best: FrozenTrial, trials: list[FrozenTrial]) -> list[dict[str, Any]]:
+        """The step that made ``best`` taken once more from it (a pattern move): a climb that improved by doubling
+        the batch tries doubling it again first."""
+        parent_number = best.user_attrs.get(attrs.POLISH_OF)
+        parent = next((t for t in trials if t.number == parent_number), None)
+        if parent is None:
+            return []
+        now = self.space.params_for(self.space.from_dict(best.user_attrs[attrs.CANDIDATE]))
+        before = self.space.params_for(self.space.from_dict(parent.user_attrs[attrs.CANDIDATE]))
+        domains = self.space.domains()
+        moved = dict(now)
+        for name, value in now.items():
+            old = before.get(name)
+            if old == value or name not in domains or old not in domains[name] or value not in domains[name]:
+                continue
+            domain = domains[name]
+            j = 2 * domain.index(value) - domain.index(old)
+            if not 0 <= j < len(domain):
+                return []
+            moved[name] = domain[j]
+        return [moved] if moved != now else []
+
+    def _measured(self, start: Candidate, trials: list[FrozenTrial], known: set[str]) -> bool:
+        if proposal_key(start, searched=True) in known:
+            return True
+        params = self.space.params_for(start)
+        return any(params == self.space.params_for(self.space.from_dict(t.user_attrs[attrs.CANDIDATE]))
+                   for t in trials if attrs.CANDIDATE in t.user_attrs and
+                   (t.user_attrs.get(attrs.BASELINE) or t.user_attrs.get(attrs.LOCAL_START)))

@@ -1,9 +1,9 @@
-"""Proposing the next trial: ask the sampler (an enqueued trial first), queue one-knob polishing steps from the best,
-and decide what a proposal needs: nothing (a known result or a broken rule), another trial's result, or a compile."""
+"""Proposing the next trial: queue what the strategy's policy asks for (one-knob steps from the best, a local
+search), ask the sampler (an enqueued trial first), and decide what a proposal needs: nothing (a known result or a
+broken rule), another trial's result, or a compile."""
 
 from __future__ import annotations
 
-import random
 import warnings
 from typing import Any, Callable
 
@@ -15,6 +15,7 @@ from autotune.backends.base import Candidate
 from autotune.results import attrs
 from autotune.results.attrs import best_feasible, is_feasible
 from autotune.search.memory import Memory
+from autotune.search.policies import Policy
 from autotune.search.recorder import Recorder
 from autotune.search.records import Flight, TrialRecord, TuningJob, compile_key, infeasible, proposal_key
 
@@ -23,18 +24,18 @@ class Proposer:
     """Turns asked trials into flights, reusing every result the study already holds."""
 
     def __init__(self, *, job: TuningJob, study: optuna.Study, memory: Memory, recorder: Recorder,
-                 progress: Callable[[str], None]) -> None:
+                 progress: Callable[[str], None], policy: Policy | None = None) -> None:
         self.job = job
         self.study = study
         self.memory = memory
         self.recorder = recorder
         self.progress = progress
+        self.policy = policy
 
     def admit(self, in_flight: list[Flight]) -> Flight:
         """Ask for a trial and decide what it needs: nothing (a known result), a twin's result, or a compile."""
-        trials = self.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.WAITING))
-        self.memory.refresh(trials)
-        self._polish(trials)
+        self.memory.refresh(self.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)))
+        self._enqueue_policy_step()
         with warnings.catch_warnings():  # heartbeats are recorded here, with ask/tell, not by Study.optimize
             warnings.filterwarnings("ignore", message="Heartbeat of storage is supposed to be used")
             trial = self.study.ask()
@@ -110,27 +111,22 @@ class Proposer:
                 return other
         return None
 
-    def _polish(self, trials: list[FrozenTrial]) -> None:
-        """Every ``polish_every``-th trial after ``polish_after``, queue an unmeasured one-knob step from the best.
+    def _enqueue_policy_step(self) -> None:
+        """Queue what the strategy's policy asks for next (a polish step, a local-search step), unless a trial waits."""
+        if self.policy is None:
+            return
+        trials = self.study.get_trials(deepcopy=False)
+        if any(t.state == TrialState.WAITING for t in trials):
+            return
+        proposal = self.policy.propose(trials, self._known(trials))
+        if proposal is not None:
+            params, user_attrs = proposal
+            self.study.enqueue_trial(params, user_attrs=user_attrs)
 
-        The peak of a compiler's surface is narrow; a sampler finds the region and these steps climb to its top.
-        """
-        job = self.job
-        if job.polish_every <= 0 or job.sampler == "random":
-            return
-        finished = sum(t.state == TrialState.COMPLETE for t in trials)
-        waiting = any(t.state == TrialState.WAITING for t in trials)
-        if waiting or finished < job.polish_after or finished % job.polish_every:
-            return
-        best = self.best_trial(trials)
-        if best is None:
-            return
-        space = job.space
-        steps = space.neighbours(space.from_dict(best.user_attrs[attrs.CANDIDATE]))
-        random.Random(finished).shuffle(steps)
-        for params in steps:
-            candidate = space.suggest(optuna.trial.FixedTrial(params))
-            if proposal_key(candidate, searched=True) not in self.memory.results and not space.violations(candidate):
-                self.study.enqueue_trial(params, user_attrs={attrs.POLISH_OF: best.number})
-                return
-
+    def _known(self, trials: list[FrozenTrial]) -> set[str]:
+        """The proposal keys measured or in flight (a local search must not propose them again)."""
+        known = set(self.memory.results)
+        for t in trials:
+            if t.state == TrialState.RUNNING and attrs.CANDIDATE in t.user_attrs:
+                known.add(self.memory.key_of(t.user_attrs))
+        return known

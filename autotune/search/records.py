@@ -39,9 +39,11 @@ class TuningJob:
     measure_seconds: float = 5.0
     validate_top: int = 3
     validate_seconds: float = 20.0
-    sampler: str = "tpe"
+    sampler: str = "two-phase"  # the search strategy (search/strategies.py)
     polish_every: int = 3
     polish_after: int = 25
+    warm_start: str | None = None  # a related study whose best trials are queued after the baseline
+    warm_start_top: int = 5
     seed: int | None = None
     workdir: Path = Path(".autotune") / "work"
     baseline: Candidate | None = None

@@ -3,8 +3,8 @@ stored beside it, the sampler, and the warm start (the baseline queued first).""
 
 from __future__ import annotations
 
+import json
 import time
-import warnings
 from typing import Any
 
 import optuna
@@ -12,7 +12,10 @@ from optuna.trial import TrialState
 
 from autotune.errors import AutotuneError
 from autotune.results import attrs
+from autotune.results.attrs import is_feasible
+from autotune.storage import load_study
 from autotune.search.records import TuningJob
+from autotune.search.strategies import sampler_for
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
@@ -22,7 +25,7 @@ def open_study(job: TuningJob, storage: optuna.storages.BaseStorage, *, model_sh
     study = optuna.create_study(study_name=job.study_name, storage=storage, direction=job.scenario.direction,
                                 load_if_exists=True)
     # a resumed, seeded run must not replay its first proposals: offset the seed by the trials stored
-    study.sampler = make_sampler(job.sampler, None if job.seed is None else job.seed + len(study.trials))
+    study.sampler = sampler_for(job.sampler, None if job.seed is None else job.seed + len(study.trials))
     identity = study_identity(job, model_sha256)
     stored = study.user_attrs
     differ = [f"{key} {stored[key]!r} (not {identity[key]!r})" for key in identity
@@ -69,11 +72,46 @@ def enqueue_baseline(study: optuna.Study, job: TuningJob) -> None:
     study.enqueue_trial(job.space.params_for(job.baseline), user_attrs={attrs.BASELINE: True})
 
 
-def make_sampler(name: str, seed: int | None) -> optuna.samplers.BaseSampler:
-    """``tpe`` (multivariate, grouped, constant liar for the trials in flight) or ``random``."""
-    if name == "random":
-        return optuna.samplers.RandomSampler(seed=seed)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        return optuna.samplers.TPESampler(seed=seed, multivariate=True, group=True, n_startup_trials=8,
-                                          constant_liar=True)
+def enqueue_warm_start(study: optuna.Study, job: TuningJob, storage: optuna.storages.BaseStorage) -> int:
+    """Queue the best ``job.warm_start_top`` trials of the related study ``job.warm_start`` (another NSP count, SDK
+    version or scenario of the same model and backend), adapted to this study's space; returns how many were queued
+    (none when an earlier run of this study queued them already)."""
+    name = job.warm_start
+    if not name:
+        return 0
+    source = load_study(storage, name)
+    stored = source.user_attrs
+    for key, mine in ((attrs.MODEL, job.model.name), (attrs.BACKEND, job.backend.name)):
+        if stored.get(key) != mine:
+            raise AutotuneError(f"--warm-start {name}: that study is of {key} {stored.get(key)!r}, not {mine!r}; "
+                                f"warm-start from a study of the same model and backend")
+    if any(str(t.user_attrs.get(attrs.WARM_START_FROM, "")).startswith(f"{name}#") for t in study.trials):
+        return 0
+    maximize = stored.get(attrs.DIRECTION, "maximize") == "maximize"
+    ranked = sorted((t for t in source.get_trials(deepcopy=False) if is_feasible(t) and
+                     t.user_attrs.get(attrs.DUPLICATE_OF) is None and attrs.CANDIDATE in t.user_attrs),
+                    key=lambda t: t.value, reverse=maximize)
+    queued: set[str] = set()
+    for trial in ranked:
+        if len(queued) == job.warm_start_top:
+            break
+        params = adapt(job.space.params_for(job.space.from_dict(trial.user_attrs[attrs.CANDIDATE])),
+                       job.space.domains())
+        key = json.dumps(params, sort_keys=True, default=str)
+        if key not in queued:
+            queued.add(key)
+            study.enqueue_trial(params, user_attrs={attrs.WARM_START_FROM: f"{name}#{trial.number}"})
+    return len(queued)
+
+
+def adapt(params: dict[str, Any], domains: dict[str, list[Any]]) -> dict[str, Any]:
+    """``params`` moved into ``domains``: a number to the nearest value there, anything else to the first value."""
+    adapted = {}
+    for name, domain in domains.items():
+        value = params.get(name, domain[0])
+        if value not in domain:
+            numeric = [d for d in domain if isinstance(d, (int, float)) and not isinstance(d, bool)]
+            value = min(numeric, key=lambda d: abs(d - value)) if numeric and isinstance(value, (int, float)) \
+                else domain[0]
+        adapted[name] = value
+    return adapted

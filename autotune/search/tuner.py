@@ -14,12 +14,15 @@ from autotune.results import attrs
 from autotune.search.accuracy import AccuracyGuard
 from autotune.search.device_pool import DevicePool
 from autotune.search.memory import Memory
+from autotune.search.noise import Noise
 from autotune.search.pipeline import Pipeline, PipelineStats, Stages
 from autotune.search.proposer import Proposer
 from autotune.search.recorder import Recorder
 from autotune.search.records import TrialRecord, TuningJob
-from autotune.search.stages import CompileStage, MeasureStage
-from autotune.search.study import enqueue_baseline, open_study
+from autotune.search.measure import MeasureStage
+from autotune.search.stages import CompileStage
+from autotune.search.strategies import policy_for
+from autotune.search.study import enqueue_baseline, enqueue_warm_start, open_study
 from autotune.search.validate import Validator
 from autotune.storage import open_storage
 
@@ -35,15 +38,16 @@ class Tuner:
         self.model_sha256 = onnx_identity(job.onnx_path)
         self.study = open_study(job, self.storage, model_sha256=self.model_sha256)
         self.cache = CompileCache(root=job.cache_dir) if job.cache_dir is not None else None
-        self.memory = Memory(space=job.space, backend=job.backend)
+        self.memory = Memory(space=job.space, backend=job.backend, noise=Noise(maximize=job.scenario.direction ==
+                                                                                "maximize"))
         self.memory.refresh(self.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)))
         self.recorder = Recorder(study=self.study, memory=self.memory, heartbeat_s=job.heartbeat_s, progress=progress)
         self.proposer = Proposer(job=job, study=self.study, memory=self.memory, recorder=self.recorder,
-                                 progress=progress)
+                                 progress=progress, policy=policy_for(job))
         self.compiler = CompileStage(job=job, memory=self.memory, cache=self.cache, model_sha256=self.model_sha256)
         guard = AccuracyGuard(onnx_path=job.onnx_path, inputs=job.model.file_inputs(),
                               max_error=job.max_output_error) if job.backend.changes_numerics else None
-        self.measurer = MeasureStage(job=job, guard=guard)
+        self.measurer = MeasureStage(job=job, noise=self.memory.noise, guard=guard)
         self.stats: PipelineStats | None = None
 
     def run(self) -> dict[str, Any]:
@@ -52,6 +56,10 @@ class Tuner:
         if job.n_trials is None and job.timeout_s is None:
             raise AutotuneError("give --trials N or --timeout DURATION")
         enqueue_baseline(self.study, job)
+        queued = enqueue_warm_start(self.study, job, self.storage)
+        if queued:
+            self.progress(f"warm start: the best {queued} trials of study {job.warm_start}, adapted to this device, "
+                          f"are measured after the baseline")
         pipeline = self._pipeline(compile_jobs=job.compile_jobs, devices=job.devices)
         self.stats = pipeline.stats
         pipeline.run(n_trials=job.n_trials, timeout_s=job.timeout_s)

@@ -14,7 +14,8 @@ from autotune.results import attrs
 from autotune.results.attrs import gain_pct, is_feasible
 from autotune.scenarios import judge
 from autotune.search.records import TuningJob
-from autotune.search.stages import CompileStage, MeasureStage
+from autotune.search.measure import MeasureStage
+from autotune.search.stages import CompileStage
 
 
 class Validator:

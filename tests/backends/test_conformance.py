@@ -20,12 +20,14 @@ from autotune.backends.ort import OrtBackend
 from autotune.backends.ort.space import OrtCandidate
 from autotune.backends.qaic import QaicBackend
 from autotune.backends.qaic.space import QaicCandidate
+from autotune.backends.tensorrt import TensorrtBackend
+from autotune.backends.tensorrt.space import TrtCandidate
 from autotune.errors import CompileFailure, MeasureFailure
 from autotune.scenarios import SCENARIOS
 from autotune.search.records import candidate_key
 from autotune.synthetic import build_convnet
 from fakes import FakeBackend, FakeCandidate
-from helpers import spec_for
+from helpers import TRTEXEC, spec_for
 from user_models import convnet
 
 @dataclass(frozen=True)
@@ -47,6 +49,10 @@ SETUPS: dict[str, Setup] = {
     "qaic": Setup(make=lambda emulator: QaicBackend(sdk_root=emulator),
                   refused=lambda tmp, tiny: (build_convnet(tmp / "retinanet-tiny.onnx"),
                                              QaicCandidate(cores=1, mos=(1,), batch_size=16))),
+    # the emulated GPU runs out of memory building a RetinaNet-sized engine at batch 256 in fp32
+    "tensorrt": Setup(make=lambda emulator: TensorrtBackend(trtexec=TRTEXEC),
+                      refused=lambda tmp, tiny: (build_convnet(tmp / "retinanet-tiny.onnx"),
+                                                 TrtCandidate(batch_size=256))),
     "ort": Setup(make=lambda emulator: OrtBackend(),
                  refused=lambda tmp, tiny: (_garbage(tmp, "bad.onnx"), OrtCandidate())),
     "openvino": Setup(make=lambda emulator: OpenVinoBackend(),
@@ -66,7 +72,7 @@ def _registered() -> list[str]:
 
 
 @pytest.fixture(params=_registered())
-def backend(request, emulator) -> Backend:
+def backend(request, emulator, trt_emulator) -> Backend:
     assert request.param in SETUPS, f"backend {request.param!r} has no conformance setup in this file"
     return SETUPS[request.param].make(emulator)
 

@@ -9,27 +9,10 @@ import pytest
 from optuna.trial import TrialState
 
 from autotune.errors import DeviceFailure
-from autotune.synthetic import build_convnet
 from autotune.scenarios import SCENARIOS
-from autotune.search.records import TuningJob
 from autotune.search.tuner import Tuner
-from fakes import FakeBackend, FakeCandidate, FakeSpace, throughput
-from helpers import spec_for
-
-
-def _job(tmp_path: Path, backend: FakeBackend, *, trials: int = 6, scenario: str = "offline",
-         **overrides) -> TuningJob:
-    onnx = tmp_path / "toy.onnx"
-    if not onnx.exists():
-        build_convnet(onnx, width=4, blocks=1, image=8)
-    fields = dict(model=spec_for(onnx, "toy"), onnx_path=onnx, scenario=SCENARIOS[scenario],
-                  bound_ms=50.0 if scenario == "server" else None, backend=backend,
-                  space=FakeSpace(scenario=scenario), devices=[d.index for d in backend.devices()], device_size=16,
-                  sku="fake slot card", storage=optuna.storages.InMemoryStorage(), study_name="toy",
-                  n_trials=trials, measure_seconds=0.1, validate_seconds=0.1, validate_top=2, seed=0,
-                  workdir=tmp_path / "work", cache_dir=tmp_path / "cache", baseline=FakeCandidate(),
-                  baseline_label="the fake's defaults")
-    return TuningJob(**fields | overrides)
+from fakes import FakeBackend, FakeCandidate, throughput
+from jobs import fake_job as _job
 
 
 def _enqueue(tuner: Tuner, *candidates: FakeCandidate) -> None:

@@ -218,19 +218,7 @@ def _device(d: QaicDevice) -> Device:
 
 def estimate_scenario(m: Measurement, scenario: Scenario, *, activations: int, bound_ms: float | None) -> None:
     """Fill the scenario's figure of a qaic-runner measurement from its execution times (marked estimated)."""
-    service = m.service_samples_ms or m.latency_samples_ms
-    if not service:
-        return
-    occupancy = _queueing.occupancy_from_rate(m.samples_per_second, batch_size=m.batch_size, activations=activations)
-    m.estimated = True
-    if scenario.name == "multistream":
-        m.multistream_p99_ms = _queueing.multistream_p99_ms(service, batch_size=m.batch_size,
-                                                            activations=activations, occupancy_ms=occupancy)
-    else:
-        assert bound_ms is not None
-        m.server_qps, m.server_p99_ms = _queueing.server_qps(service, batch_size=m.batch_size,
-                                                             activations=activations, bound_ms=bound_ms,
-                                                             occupancy_ms=occupancy)
+    _queueing.estimate_scenario(m, scenario, concurrency=activations, bound_ms=bound_ms)
 
 
 def _with_binary_dir(argv: list[str], qpc: str) -> list[str]:

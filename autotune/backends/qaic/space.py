@@ -20,8 +20,9 @@ BATCH_SIZES = (1, 2, 4, 8, 16)
 SET_SIZES = (1, 2, 4, 8, 10, 16)
 DEFAULT_SET_SIZE = 10  # qaic-runner's own default
 MAX_OLS = 8
-# how a trial searches qaic-runner's knobs on its QPC, in order (chosen on the tuning surfaces: bench/RESULTS.md)
-RUNTIME_MOVES = ("activations-", "set_size+", "set_size-")
+# how a trial searches qaic-runner's knobs on its QPC, in order (chosen on the tuning surfaces: bench/RESULTS.md);
+# activations start at floor(NSPs / cores) and step down only while nothing fits in memory
+RUNTIME_MOVES = ("set_size+", "set_size-")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -170,6 +171,11 @@ def violations(candidate: QaicCandidate, device: DeviceLimits) -> list[str]:
     return problems
 
 
+def filling_core_counts(nsp: int) -> list[int]:
+    """The core counts whose floor(NSPs / cores) activations use every NSP: the divisors of the NSP count."""
+    return [cores for cores in range(1, nsp + 1) if nsp % cores == 0]
+
+
 def max_activations(cores: int, device: DeviceLimits) -> int:
     """How many instances of a ``cores``-core QPC fit on the device at once (MLPerf harness sizing)."""
     return max(1, device.nsp_available // cores)
@@ -258,8 +264,9 @@ def runtime_moves(names: tuple[str, ...]) -> list[Move[QaicCandidate]]:
             return c.with_runtime(activations=c.activations, set_size=SET_SIZES[i]) if 0 <= i < len(SET_SIZES) \
                 else None
         return step
-    moves = {"activations-": Move("activations-", fewer, repeat=True), "set_size+": Move("set_size+", set_size(1)),
-             "set_size-": Move("set_size-", set_size(-1))}
+    moves = {"activations-": Move("activations-", fewer, repeat=True),
+             "set_size+": Move("set_size+", set_size(1), repeat=True),
+             "set_size-": Move("set_size-", set_size(-1), repeat=True)}
     return [moves[name] for name in names]
 
 
@@ -287,7 +294,8 @@ class QaicSpace:
     def runtime_search(self, candidate: QaicCandidate) -> RuntimeSearch:
         if self.scenario == "singlestream" or not self.search_runtime:
             return Once(candidate)
-        return StepSearch(candidate, runtime_moves(self.moves))
+        fewer = runtime_moves(("activations-",))[0]
+        return StepSearch(candidate, runtime_moves(self.moves), fallback=fewer)
 
     def params_for(self, candidate: QaicCandidate) -> dict[str, Any]:
         return params_for(candidate, scenario=self.scenario, search_runtime=self.search_runtime)
@@ -307,24 +315,51 @@ class QaicSpace:
         return problems
 
     def starts(self) -> list[QaicCandidate]:
-        """The Cloud AI SDK's rules of thumb: 1, 2, 4 and 8 cores with floor(NSPs / cores) activations, batch growing
-        with the cores (the configurator's published bests: 2 cores batch 4, 8 cores batch 16)."""
+        """The Cloud AI SDK's rules of thumb: core counts that fill the card (floor(NSPs / cores) activations leave
+        no NSP idle), at a moderate batch with mos at half the cores (a working set that fits VTCM for most models:
+        the climbs raise the batch from there)."""
         batches = batch_sizes(self.scenario, dynamic_batch=self.dynamic_batch) or [1]
-        points = [(1, 1, 1), (2, 2, 4), (4, 2, 8), (8, 2, 16)] if self.scenario != "singlestream" else \
-            [(1, 1, 1), (2, 2, 1), (4, 2, 1), (8, 1, 1)]
         starts = []
-        for cores, ols, batch in points:
-            if cores > self.device.nsp_total:
-                continue
-            params = {"cores": cores, "ols": ols, "sdp_clusters": 1, "mos_0": 1, "multicast_weights": False,
-                      "batch_size": max(b for b in batches if b <= batch) if min(batches) <= batch else batches[0]}
+        for cores in filling_core_counts(self.device.nsp_total):
+            wanted = 1 if cores == 1 else 4
+            params = {"cores": cores, "ols": 1 if cores == 1 else 2, "sdp_clusters": 1, "mos_0": max(1, cores // 2),
+                      "multicast_weights": False, "batch_size": max((b for b in batches if b <= wanted),
+                                                                    default=batches[0]),
+                      "activations": max_activations(cores, self.device), "set_size": DEFAULT_SET_SIZE}
             starts.append(self.suggest(optuna.trial.FixedTrial(params)))
         return starts
 
     def neighbours(self, candidate: QaicCandidate) -> list[dict[str, Any]]:
-        """One-knob steps; a step to two SDP clusters starts the second cluster's mos at the first's."""
+        """One-knob steps, and for the core count also the next and previous counts that fill the card, half and
+        double (two SDP clusters need an even count: there it also steps by two); a step to two SDP clusters starts
+        the second cluster's mos at the first's."""
         params = self.params_for(candidate)
-        return one_knob_steps({"mos_1": params["mos_0"]} | params, self.domains())
+        params.setdefault("mos_1", params["mos_0"])
+        steps = one_knob_steps(params, self.domains())
+        cores, domain = params["cores"], self.domains()["cores"]
+        filling = filling_core_counts(self.device.nsp_total)
+        jumps = {cores * 2, cores // 2, max((c for c in filling if c < cores), default=cores),
+                 min((c for c in filling if c > cores), default=cores)}
+        jumps |= {cores - 2, cores + 2} if params["sdp_clusters"] == 2 else set()
+        steps += [params | {"cores": c} for c in sorted(jumps - {cores, cores - 1, cores + 1}) if c in domain]
+        return steps + self._working_set_steps(params)
+
+    def _working_set_steps(self, params: dict[str, Any]) -> list[dict[str, Any]]:
+        """Moves that keep the VTCM working set per core (weights + activations x batch, over mos) about the same:
+        a larger batch with mos doubled, a smaller one with mos halved, as qaic-exec's VTCM error advises."""
+        domains = self.domains()
+        batches, mos_domain = domains.get("batch_size", []), domains["mos_0"]
+        if params.get("batch_size") not in batches:
+            return []
+        i = batches.index(params["batch_size"])
+        steps = []
+        for j, scale in ((i + 1, 2.0), (i - 1, 0.5)):
+            if 0 <= j < len(batches):
+                mos = {k: min(max(mos_domain[0], round(v * scale)), mos_domain[-1]) for k, v in params.items()
+                       if k.startswith("mos_")}
+                if mos != {k: v for k, v in params.items() if k.startswith("mos_")}:
+                    steps.append(params | mos | {"batch_size": batches[j]})
+        return steps
 
     def from_dict(self, data: dict[str, Any]) -> QaicCandidate:
         return QaicCandidate.from_dict(data)

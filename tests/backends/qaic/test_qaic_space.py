@@ -125,7 +125,13 @@ def test_the_runtime_search_starts_at_mlperf_sizing_and_steps_activations_and_se
     fewer = search.ask()
     assert (fewer.activations, fewer.set_size) == (2, 10)
     search.tell(fewer, 100.0)
-    assert (search.ask().activations, 10) == (1, 10)
+    larger = search.ask()  # then the set size: up while it helps, then down
+    assert (larger.activations, larger.set_size) == (2, 16)
+    search.tell(larger, 90.0)
+    smaller = search.ask()
+    assert (smaller.activations, smaller.set_size) == (2, 8)
+    search.tell(smaller, 110.0)
+    assert search.ask().set_size == 4
     single = QaicSpace(device=STANDARD, scenario="singlestream")
     once = single.runtime_search(start)
     assert once.ask() == start and once.ask() is None

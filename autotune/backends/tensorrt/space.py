@@ -1,0 +1,194 @@
+"""The TensorRT search space: build knobs drawn by the sampler (each needs a new engine), runtime knobs searched on
+the built engine inside the trial, both spelled as trtexec flags of the contract the study runs under."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, replace
+from typing import Any
+
+from autotune.backends._runtime import Move, StepSearch
+from autotune.backends.base import RuntimeSearch, one_knob_steps
+from autotune.backends.tensorrt.contract import CONTRACTS
+from autotune.backends.tensorrt.flags import read_candidate_flags
+from autotune.errors import AutotuneError
+
+BATCH_SIZES = (1, 2, 4, 8, 16, 32, 64, 128, 256)
+WORKSPACES_MIB: tuple[int | None, ...] = (256, 1024, 4096, 16384, None)  # None: trtexec's default, all the memory
+OPT_LEVELS = (0, 1, 2, 3, 4, 5)
+TILING_LEVELS = (0, 1, 2, 3)
+AUX_STREAMS: tuple[int | None, ...] = (None, 0, 1, 2, 4)  # None: TensorRT's heuristic
+MAX_STREAMS = 4
+FILE_PRECISION = "onnx"  # TensorRT 11: the precision the ONNX file carries
+PRECISIONS_10 = ("fp32", "fp16")
+DEFAULT_OPT_LEVEL = 3
+
+
+@dataclass(frozen=True, kw_only=True)
+class TrtCandidate:
+    """Build knobs (batch, precision, workspace, builder and tiling levels, auxiliary streams) and runtime knobs
+    (inference streams, CUDA graph, spin wait) for the TensorRT major version ``contract``; ``None`` is trtexec's
+    default."""
+
+    contract: int = 10
+    batch_size: int = 1
+    precision: str = "fp32"
+    workspace_mib: int | None = None
+    opt_level: int = DEFAULT_OPT_LEVEL
+    tiling_level: int = 0
+    aux_streams: int | None = None
+    streams: int = 1
+    cuda_graph: bool = False
+    spin_wait: bool = False
+
+    @property
+    def concurrency(self) -> int:
+        return self.streams
+
+    def compile_key(self) -> tuple[Any, ...]:
+        return (self.contract, self.batch_size, self.precision, self.workspace_mib, self.opt_level,
+                self.tiling_level, self.aux_streams)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def build_flags(self) -> list[str]:
+        """The trtexec build flags of the build knobs (the batch goes into the shapes; int8's --calib is added by the
+        backend); knobs at trtexec's default are left out."""
+        flags = {"fp16": ["--fp16"], "int8": ["--int8", "--fp16"]}.get(self.precision, [])
+        if self.workspace_mib is not None:
+            flags.append(f"--memPoolSize=workspace:{self.workspace_mib}")
+        if self.opt_level != DEFAULT_OPT_LEVEL:
+            flags.append(f"--builderOptimizationLevel={self.opt_level}")
+        if self.tiling_level:
+            flags.append(f"--tilingOptimizationLevel={self.tiling_level}")
+        if self.aux_streams is not None:
+            flags.append(f"--maxAuxStreams={self.aux_streams}")
+        return flags
+
+    def runtime_flags(self) -> list[str]:
+        """``--infStreams`` and the CUDA graph and spin wait switches, spelled for this contract."""
+        streams = [f"--infStreams={self.streams}"] if self.streams != 1 else []
+        contract = CONTRACTS[self.contract]
+        return streams + contract.runtime_flags(cuda_graph=self.cuda_graph, spin_wait=self.spin_wait,
+                                                transfers=contract.transfers_default)
+
+    def flag_string(self) -> str:
+        """Build then runtime flags, as ``TrtSpace.parse`` reads them back (the batch is given apart)."""
+        return " ".join(self.build_flags() + self.runtime_flags())
+
+    def describe(self) -> str:
+        return (f"bs={self.batch_size} {self.precision} ws={self.workspace_mib or 'dflt'} opt={self.opt_level} "
+                f"tile={self.tiling_level} aux={'dflt' if self.aux_streams is None else self.aux_streams} "
+                f"streams={self.streams} graph={int(self.cuda_graph)} spin={int(self.spin_wait)}")
+
+    def with_runtime(self, **changes: Any) -> TrtCandidate:
+        return replace(self, **changes)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> TrtCandidate:
+        return cls(**{k: data[k] for k in cls.__dataclass_fields__ if k in data})
+
+
+@dataclass(frozen=True, kw_only=True)
+class TrtSpace:
+    """The knobs of one study under one contract: ``int8`` is searched only with a calibration cache (TensorRT 10);
+    precision is not searched on 11 (the file's). ``extra_batches`` adds NVIDIA's harness batch to the domain."""
+
+    contract: int
+    scenario: str
+    dynamic_batch: bool = True
+    int8: bool = False
+    extra_batches: tuple[int, ...] = ()
+
+    def defaults(self) -> TrtCandidate:
+        """trtexec's own defaults under this contract (precision fp32 on 10.x, the file's on 11.x)."""
+        contract = CONTRACTS[self.contract]
+        return TrtCandidate(contract=self.contract, precision=self.precisions()[0],
+                            cuda_graph=contract.cuda_graph_default, spin_wait=contract.spin_wait_default)
+
+    def precisions(self) -> tuple[str, ...]:
+        if self.contract != 10:
+            return (FILE_PRECISION,)
+        return PRECISIONS_10 + (("int8",) if self.int8 else ())
+
+    def batches(self) -> list[int]:
+        if self.scenario == "singlestream" or not self.dynamic_batch:
+            return [1]
+        batches = sorted(set(BATCH_SIZES) | set(self.extra_batches))
+        return [b for b in batches if self.scenario != "multistream" or b <= 8]
+
+    def domains(self) -> dict[str, list[Any]]:
+        domains: dict[str, list[Any]] = {}
+        if len(self.batches()) > 1:
+            domains["batch_size"] = self.batches()
+        if len(self.precisions()) > 1:
+            domains["precision"] = list(self.precisions())
+        return domains | {"workspace_mib": list(WORKSPACES_MIB), "opt_level": list(OPT_LEVELS),
+                          "tiling_level": list(TILING_LEVELS), "aux_streams": list(AUX_STREAMS)}
+
+    def suggest(self, trial: Any) -> TrtCandidate:
+        values = {name: (trial.suggest_int(name, domain[0], domain[-1]) if name.endswith("level")
+                         else trial.suggest_categorical(name, domain)) for name, domain in self.domains().items()}
+        return replace(self.defaults(), **values)
+
+    def runtime_search(self, candidate: TrtCandidate) -> RuntimeSearch:
+        """From trtexec's runtime defaults: the CUDA graph switched, more streams while they help (not in
+        singlestream), then the spin wait switched; a few measurements on one engine."""
+        moves = [Move("graph", lambda c: c.with_runtime(cuda_graph=not c.cuda_graph))]
+        if self.scenario != "singlestream":
+            moves.append(Move("streams+", lambda c: c.with_runtime(streams=c.streams + 1)
+                              if c.streams < MAX_STREAMS else None, repeat=True))
+        moves.append(Move("spin", lambda c: c.with_runtime(spin_wait=not c.spin_wait)))
+        return StepSearch(candidate, moves)
+
+    def params_for(self, candidate: TrtCandidate) -> dict[str, Any]:
+        return {name: getattr(candidate, name) for name in self.domains()}
+
+    def violations(self, candidate: TrtCandidate) -> list[str]:
+        problems = []
+        if candidate.contract != self.contract:
+            problems.append(f"the candidate is spelled for TensorRT {candidate.contract}.x, the study runs "
+                            f"{self.contract}.x")
+        if candidate.precision not in self.precisions():
+            extra = " (int8 needs --trt-calib, an INT8 calibration cache)" if candidate.precision == "int8" else ""
+            problems.append(f"precision {candidate.precision} is not available here{extra}: "
+                            f"{', '.join(self.precisions())}")
+        if candidate.batch_size < 1 or candidate.streams < 1:
+            problems.append("batch size and streams must be at least 1")
+        if self.scenario == "singlestream" and (candidate.batch_size != 1 or candidate.streams != 1):
+            problems.append(f"singlestream runs one stream at batch 1, not {candidate.streams} at batch "
+                            f"{candidate.batch_size}")
+        elif not self.dynamic_batch and candidate.batch_size != 1:
+            problems.append(f"batch {candidate.batch_size}: the model has no batch symbol, so batch 1 only")
+        if not 0 <= candidate.opt_level <= 5 or not 0 <= candidate.tiling_level <= 3:
+            problems.append("--builderOptimizationLevel is 0..5 and --tilingOptimizationLevel 0..3")
+        return problems
+
+    def starts(self) -> list[TrtCandidate]:
+        """NVIDIA's usual starting points: the fastest precision at a few batches, two streams and CUDA graphs."""
+        fast = self.precisions()[-1] if self.contract != 10 else "fp16"
+        base = replace(self.defaults(), precision=fast, cuda_graph=True)
+        batches = self.batches()
+        return [replace(base, batch_size=b, streams=1 if self.scenario == "singlestream" else 2)
+                for b in dict.fromkeys(max(x for x in batches if x <= want) for want in (1, 8, 64))]
+
+    def neighbours(self, candidate: TrtCandidate) -> list[dict[str, Any]]:
+        return one_knob_steps(self.params_for(candidate), self.domains())
+
+    def from_dict(self, data: dict[str, Any]) -> TrtCandidate:
+        return TrtCandidate.from_dict(data)
+
+    def parse(self, text: str, *, options: Mapping[str, Any] | None = None) -> TrtCandidate:
+        """trtexec build and runtime flags (``--fp16 --builderOptimizationLevel=4 --infStreams=2 ...``) in this
+        contract's spelling; knobs left out keep trtexec's defaults, ``options["batch_size"]`` sets the batch."""
+        values = read_candidate_flags(text, contract=self.contract)
+        if "precision" not in values:
+            values["precision"] = self.precisions()[0]
+        if options and options.get("batch_size"):
+            values["batch_size"] = int(options["batch_size"])
+        candidate = replace(self.defaults(), **values)
+        if candidate.precision not in self.precisions():
+            raise AutotuneError(f"precision {candidate.precision} is not available: {', '.join(self.precisions())}"
+                                + (" (int8 needs --trt-calib FILE)" if candidate.precision == "int8" else ""))
+        return candidate

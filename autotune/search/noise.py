@@ -1,0 +1,77 @@
+"""The study's own measurement noise, and which settings it makes worth measuring again.
+
+The baseline is measured more than once at the start; any later trial whose value lies within noise of the best is
+measured again, and a setting's value is the median of its measurements. The noise is the pooled relative spread of
+every setting measured more than once, so it is learnt as the study goes and on resume.
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+import threading
+
+PRIOR_SIGMA = 0.03  # relative noise assumed until the study has measured some setting twice
+BASELINE_REPEATS = 3  # measurements of the baseline at the start
+CLOSE_SIGMAS = 2.0  # a value within this many sigmas of the best is measured again
+REPEATS = 2  # measurements added to such a setting
+PROMISING = 0.10  # a compile whose first setting is this far below the best (or than the largest gain a runtime
+# search has made so far) gets no runtime search
+
+
+class Noise:
+    """Relative spread of repeated measurements (pooled over settings) and the best value so far."""
+
+    def __init__(self, *, maximize: bool) -> None:
+        self.maximize = maximize
+        self.best: float | None = None
+        self.runtime_gain = 0.0  # the largest relative gain of a trial's best setting over its first
+        self._squares = 0.0
+        self._freedom = 0
+        self._lock = threading.Lock()
+
+    def add(self, values: list[float]) -> None:
+        """The measurements of one setting (two or more say something of the noise)."""
+        values = [v for v in values if v and math.isfinite(v)]
+        if len(values) < 2:
+            return
+        mean = statistics.fmean(values)
+        with self._lock:
+            self._squares += sum((v / mean - 1.0) ** 2 for v in values)
+            self._freedom += len(values) - 1
+
+    @property
+    def sigma(self) -> float:
+        """The relative standard deviation of one measurement (the prior until three repeats are known)."""
+        with self._lock:
+            return math.sqrt(self._squares / self._freedom) if self._freedom >= 3 else PRIOR_SIGMA
+
+    def offer(self, value: float | None) -> None:
+        """A feasible value the study now holds (the best is kept)."""
+        if value is None or not math.isfinite(value):
+            return
+        with self._lock:
+            if self.best is None or (value > self.best if self.maximize else value < self.best):
+                self.best = value
+
+    def gained(self, first: float, best: float) -> None:
+        """A runtime search took a compile from ``first`` to ``best``."""
+        if first and best and math.isfinite(first) and math.isfinite(best):
+            gain = best / first - 1.0 if self.maximize else first / best - 1.0
+            with self._lock:
+                self.runtime_gain = max(self.runtime_gain, gain)
+
+    def close_to_best(self, value: float) -> bool:
+        """Whether ``value`` could be the best, given the noise: then it is worth measuring again."""
+        return self._within(value, CLOSE_SIGMAS * self.sigma, default=False)
+
+    def promising(self, value: float) -> bool:
+        """Whether a compile whose first setting measured ``value`` deserves its runtime search: close enough to the
+        best that another runtime setting could make it the best."""
+        return self._within(value, max(PROMISING, 3 * self.sigma, self.runtime_gain), default=True)
+
+    def _within(self, value: float, margin: float, *, default: bool) -> bool:
+        best = self.best
+        if best is None:
+            return default
+        return value >= best * (1.0 - margin) if self.maximize else value <= best * (1.0 + margin)

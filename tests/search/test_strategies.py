@@ -1,0 +1,128 @@
+"""Search strategies on the in-memory fake target: what each enqueues beside its sampler, and warm starts."""
+
+from __future__ import annotations
+
+import optuna
+import pytest
+from optuna.trial import FrozenTrial
+
+from autotune.errors import AutotuneError
+from autotune.search.policies import LocalSearch, StartsThenClimb
+from autotune.search.strategies import policy_for, sampler_for
+from autotune.search.study import adapt
+from autotune.search.tuner import Tuner
+from fakes import FakeBackend, FakeCandidate, FakeSpace, throughput
+from jobs import fake_job as _job
+
+
+def _run(tmp_path, strategy: str, trials: int, **overrides):
+    backend = FakeBackend()
+    tuner = Tuner(_job(tmp_path, backend, trials=trials, validate_top=0, sampler=strategy, seed=3, **overrides),
+                  progress=lambda _: None)
+    tuner.run()
+    return tuner, [t for t in tuner.study.get_trials() if t.state.is_finished()]
+
+
+def test_local_search_climbs_one_knob_at_a_time_from_the_baseline_to_the_top(tmp_path):
+    tuner, trials = _run(tmp_path, "local", trials=12)
+    assert trials[0].user_attrs["baseline"] and trials[1].user_attrs["polish_of"] == 0  # climbs from the baseline
+    climb = [t for t in trials if t.user_attrs.get("local_restart") == 0 and "polish_of" in t.user_attrs]
+    assert len(climb) >= 3
+    for t in climb:
+        origin = tuner.study.trials[t.user_attrs["polish_of"]].params
+        assert sum(origin.get(k) != v for k, v in t.params.items()) == 1  # one knob step
+    best = max(trials, key=lambda t: t.value or 0)
+    assert best.value == pytest.approx(throughput(FakeCandidate(level=3, batch_size=4, streams=2)))
+
+
+def test_local_search_restarts_from_the_next_start_at_a_local_optimum():
+    space = FakeSpace(scenario="offline")
+    local = LocalSearch(space=space, maximize=True, starts=[FakeCandidate(), FakeCandidate(level=4)], seed=0)
+    params, labels = local.propose([], set())
+    assert params == {"level": 1, "batch_size": 1} and labels == {"local_restart": 0}
+
+
+def test_two_phase_measures_the_starts_then_climbs_from_the_best_of_them(tmp_path):
+    tuner, trials = _run(tmp_path, "two-phase", trials=10)
+    starts = [t for t in trials if t.user_attrs.get("baseline") or t.user_attrs.get("local_start")]
+    assert len(starts) == 3 and trials[0].user_attrs["baseline"]  # the baseline and the fake's two rules of thumb
+    climb = [t for t in trials if "polish_of" in t.user_attrs]
+    assert climb and all(t.number > max(s.number for s in starts) for t in climb)
+    best_start = max(starts, key=lambda t: t.value or 0)
+    assert climb[0].user_attrs["polish_of"] == best_start.number
+    best = max(trials, key=lambda t: t.value or 0)
+    assert best.value == pytest.approx(throughput(FakeCandidate(level=3, batch_size=4, streams=2)))
+
+
+def test_a_climb_tries_the_step_that_improved_it_again_first():
+    space = FakeSpace(scenario="offline")
+    climb = StartsThenClimb(space=space, maximize=True, starts=[FakeCandidate(level=1, batch_size=2)])
+
+    def trial(number: int, candidate: FakeCandidate, value: float, **labels) -> FrozenTrial:
+        params = space.params_for(candidate)
+        distributions = {k: optuna.distributions.CategoricalDistribution(space.domains()[k]) for k in params}
+        made = optuna.trial.create_trial(params=params, distributions=distributions, value=value,
+                                         user_attrs={"candidate": candidate.to_dict(), **labels})
+        made.number = number
+        return made
+
+    start = trial(0, FakeCandidate(level=1, batch_size=2), 10.0, local_start=True)
+    better = trial(1, FakeCandidate(level=1, batch_size=4), 20.0, local_restart=0, polish_of=0)
+    params, labels = climb.propose([start, better], set())
+    assert params == {"level": 1, "batch_size": 8} and labels == {"local_restart": 0, "polish_of": 1}
+
+
+def test_tpe_polishes_the_best_every_few_compiles(tmp_path):
+    _, trials = _run(tmp_path, "tpe", trials=10, polish_every=2, polish_after=4)
+    assert [t for t in trials if "polish_of" in t.user_attrs]
+    _, plain = _run(tmp_path / "r", "random", trials=10, polish_every=2, polish_after=4)
+    assert not [t for t in plain if "polish_of" in t.user_attrs]
+
+
+def test_unknown_strategy_is_one_line():
+    with pytest.raises(AutotuneError, match="unknown search strategy 'annealing'"):
+        sampler_for("annealing", 0)
+
+
+def test_warm_start_queues_the_best_of_a_related_study_after_the_baseline(tmp_path):
+    first = Tuner(_job(tmp_path, FakeBackend(), trials=8, validate_top=0, study_name="earlier", seed=0,
+                       storage=f"sqlite:///{tmp_path / 'w.db'}"), progress=lambda _: None)
+    first.run()
+    best = sorted((t for t in first.study.get_trials() if t.value), key=lambda t: -t.value)[:2]
+    lines: list[str] = []
+    later = Tuner(_job(tmp_path, FakeBackend(), trials=3, validate_top=0, study_name="later", warm_start="earlier",
+                       warm_start_top=2, storage=f"sqlite:///{tmp_path / 'w.db'}"), progress=lines.append)
+    later.run()
+    trials = later.study.get_trials()
+    assert trials[0].user_attrs["baseline"]
+    assert [t.user_attrs.get("warm_start_from") for t in trials[1:3]] == [f"earlier#{t.number}" for t in best]
+    assert any(line.startswith("warm start: the best 2 trials of study earlier") for line in lines)
+    again = Tuner(_job(tmp_path, FakeBackend(), trials=1, validate_top=0, study_name="later", warm_start="earlier",
+                       storage=f"sqlite:///{tmp_path / 'w.db'}"), progress=lambda _: None)
+    again.run()  # resumed: the warm start is not queued twice
+    assert sum("warm_start_from" in t.user_attrs for t in again.study.get_trials()) == 2
+
+
+def test_warm_start_refuses_a_missing_study_or_another_model(tmp_path):
+    storage = f"sqlite:///{tmp_path / 'w.db'}"
+    Tuner(_job(tmp_path, FakeBackend(), trials=1, validate_top=0, study_name="toy-study", storage=storage),
+          progress=lambda _: None).run()
+    with pytest.raises(AutotuneError, match="no study 'nowhere' in the storage; studies there: toy-study"):
+        Tuner(_job(tmp_path, FakeBackend(), trials=1, study_name="b", warm_start="nowhere", storage=storage),
+              progress=lambda _: None).run()
+    other = _job(tmp_path, FakeBackend(), trials=1, study_name="c", warm_start="toy-study", storage=storage)
+    other.model = type(other.model)(name="another", inputs=other.model.inputs)
+    with pytest.raises(AutotuneError, match="--warm-start toy-study: that study is of model 'toy', not 'another'"):
+        Tuner(other, progress=lambda _: None).run()
+
+
+def test_adapting_moves_values_into_this_devices_domains():
+    domains = {"cores": list(range(1, 15)), "batch_size": [1, 2, 4], "multicast_weights": [False, True]}
+    assert adapt({"cores": 16, "batch_size": 8, "multicast_weights": True}, domains) == \
+        {"cores": 14, "batch_size": 4, "multicast_weights": True}
+
+
+def test_every_strategy_has_a_policy_or_leaves_proposals_to_its_sampler(tmp_path):
+    for name in ("tpe", "two-phase", "local", "random"):
+        job = _job(tmp_path, FakeBackend(), sampler=name)
+        assert (policy_for(job) is None) == (name == "random")
