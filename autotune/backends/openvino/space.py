@@ -115,14 +115,15 @@ class OvSpace:
         return OvCandidate(**values)
 
     def runtime_search(self, candidate: OvCandidate) -> RuntimeSearch:
-        """From OpenVINO's optimal number of requests, more while that helps (singlestream issues one at a time)."""
+        """From OpenVINO's optimal number of requests, more while that helps, else fewer; fewer while nothing could
+        run (singlestream issues one at a time)."""
         if self.scenario == "singlestream":
             return Once(candidate)
         fewer = Move("requests-", lambda c: replace(c, request_factor=c.request_factor - 1)
                      if c.request_factor > 1 else None)
         more = Move("requests+", lambda c: replace(c, request_factor=c.request_factor + 1)
                     if c.request_factor < MAX_REQUEST_FACTOR else None, repeat=True)
-        return StepSearch(candidate, [fewer, more])
+        return StepSearch(candidate, [more, fewer], fallback=fewer)
 
     def params_for(self, candidate: OvCandidate) -> dict[str, Any]:
         """The ``suggest`` parameters of ``candidate``; a knob left to OpenVINO maps to OpenVINO's default."""
@@ -183,7 +184,17 @@ class OvSpace:
         return [*batches, OvCandidate(hint="none", streams=cores, threads=cores, pinning=True, precision=p)]
 
     def neighbours(self, candidate: OvCandidate) -> list[dict[str, Any]]:
-        return one_knob_steps(self.params_for(candidate), self.domains())
+        """One-knob steps; a step from a hint to no hint sets streams and threads as the hint would (THROUGHPUT: a
+        stream per core; LATENCY: one stream), a step to a hint drops them, fewer threads take fewer streams."""
+        layout = {"threads": self.cpu.cores, "streams": self.cpu.cores if candidate.hint == "THROUGHPUT" else 1}
+        steps = []
+        for step in one_knob_steps(self.params_for(candidate), self.domains()):
+            if step["hint"] != "none":
+                steps.append({k: v for k, v in step.items() if k not in layout})
+                continue
+            step = layout | step
+            steps.append(step | {"streams": min(step["streams"], step["threads"])})  # a stream needs a thread
+        return steps
 
     def baseline(self) -> OvCandidate:
         """OpenVINO's own hint for the scenario, nothing else set, with its optimal number of requests."""

@@ -115,3 +115,16 @@ def test_violations_name_each_rule_broken():
     assert any("the model has no batch symbol" in p for p in problems)
     assert OvSpace(cpu=PLAIN, scenario="offline").violations(OvCandidate(hint="none", threads=3)) == [
         "INFERENCE_NUM_THREADS=3 is outside 1..2 (this CPU's cores)"]
+
+
+@pytest.mark.parametrize("scenario", ["offline", "singlestream"])
+def test_every_start_and_neighbour_is_a_valid_candidate_of_the_space(scenario):
+    space = OvSpace(cpu=RICH, scenario=scenario)
+    for start in [space.baseline(), *space.starts()]:
+        assert space.violations(start) == []
+        for step in space.neighbours(start):
+            candidate = space.suggest(optuna.trial.FixedTrial(step))
+            assert space.violations(candidate) == [] and space.params_for(candidate) == step
+    untuned = space.neighbours(OvCandidate(hint="THROUGHPUT"))
+    assert {"hint": "none", "threads": 8, "streams": 8} in [{k: s[k] for k in ("hint", "threads", "streams")
+                                                              if k in s} for s in untuned]
