@@ -3,15 +3,18 @@
 For the synthetic ResNet-50 v1.5 and the synthetic RetinaNet-shaped detector, offline and singlestream: four settings
 per case (ONNX Runtime's default session, ONNX Runtime's tuned winner, OpenVINO's hint for the scenario with its
 optimal number of requests, OpenVINO's tuned winner). The winners come from the studies in --storage (each tuned
-first with a short `autotune run` when it is missing). The four are then measured in turn, --repeats rounds, in one
-process, each a LoadGen run of the scenario itself; medians and ratios are printed.
+first with a short `autotune run` when it is missing: the defaults keep the whole bench near 10 minutes on 2
+cores; raise --trials, --measure-time and --seconds for firmer figures). The four are then measured in turn,
+--repeats rounds, in one process, each a LoadGen run of the scenario itself; medians and ratios are printed.
 
-    .venv/bin/python bench/cpu_runtimes.py [--repeats 3] [--seconds 5] [--trials 4] [--models resnet50 retinanet]
+    .venv/bin/python bench/cpu_runtimes.py [--repeats 3] [--seconds 3] [--trials 3] [--measure-time 1.5]
+        [--models resnet50 retinanet] [--storage sqlite:///FILE] [--cache-dir DIR]
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import subprocess
 import sys
@@ -34,19 +37,22 @@ RUNTIMES = ("ort", "openvino")
 SCENARIO_METRICS = {"offline": "samples/s", "singlestream": "p90 ms"}
 
 
-def tuned_candidate(backend: Any, name: str, scenario: str, *, storage: str, trials: int, measure_s: float) -> Any:
+def tuned_candidate(backend: Any, name: str, scenario: str, args: argparse.Namespace) -> Any:
     """The validated winner of the study of ``name`` for ``scenario`` on ``backend`` (tuned now if it is missing)."""
     study_name = f"{name}-{scenario}-{backend.name}-{backend.devices()[0].size}cores"
     try:
-        study = load_study(storage, study_name)
+        study = load_study(args.storage, study_name)
     except AutotuneError:
-        print(f"[{name} {scenario} {backend.name}] no study {study_name}: tuning it now ({trials} trials) ...",
+        print(f"[{name} {scenario} {backend.name}] no study {study_name}: tuning it now ({args.trials} trials) ...",
               flush=True)
+        started = time.monotonic()
         subprocess.run([sys.executable, "-m", "autotune", "run", "--backend", backend.name, "--model", name,
-                        "--scenario", scenario, "--synthetic", "--trials", str(trials), "--storage", storage,
-                        "--measure-time", str(measure_s), "--validate-top", "2", "--seed", "0"], check=True,
-                       cwd=ROOT, stdout=subprocess.DEVNULL)
-        study = load_study(storage, study_name)
+                        "--scenario", scenario, "--synthetic", "--trials", str(args.trials), "--storage",
+                        args.storage, "--measure-time", str(args.measure_time), "--validate-top", "1",
+                        "--validate-time", str(2 * args.measure_time), "--seed", "0"], check=True, cwd=ROOT,
+                       stdout=subprocess.DEVNULL)
+        print(f"[{name} {scenario} {backend.name}] tuned in {time.monotonic() - started:.0f} s", flush=True)
+        study = load_study(args.storage, study_name)
     return winner_preset(study)["candidate"]
 
 
@@ -56,8 +62,7 @@ def settings(name: str, scenario: str, model: Any, args: argparse.Namespace) -> 
     for runtime in RUNTIMES:
         backend = backends.get(runtime)()
         target = backend.target(model=model, scenario=SCENARIOS[scenario], devices=None)
-        tuned = target.space.from_dict(tuned_candidate(backend, name, scenario, storage=args.storage,
-                                                       trials=args.trials, measure_s=args.measure_time))
+        tuned = target.space.from_dict(tuned_candidate(backend, name, scenario, args))
         rows += [(f"{runtime} {'hint' if runtime == 'openvino' else 'default'}", backend, target.baseline),
                  (f"{runtime} tuned", backend, tuned)]
     return rows
@@ -91,11 +96,15 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--storage", default=f"sqlite:///{ROOT / 'studies' / 'bench-cpu-runtimes.db'}")
     parser.add_argument("--models", nargs="+", default=["resnet50", "retinanet"], choices=["resnet50", "retinanet"])
-    parser.add_argument("--trials", type=int, default=4, help="trials of each tuning study (default 4)")
-    parser.add_argument("--measure-time", type=float, default=3.0, help="seconds per measurement while tuning")
-    parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--seconds", type=float, default=5.0, help="seconds per measured run (default 5)")
+    parser.add_argument("--trials", type=int, default=3, help="trials of each tuning study (default 3)")
+    parser.add_argument("--measure-time", type=float, default=1.5,
+                        help="seconds per measurement while tuning (default 1.5; validation twice that)")
+    parser.add_argument("--repeats", type=int, default=3, help="interleaved rounds (default 3)")
+    parser.add_argument("--seconds", type=float, default=3.0, help="seconds per measured run (default 3)")
+    parser.add_argument("--cache-dir", type=Path, help="compile cache and synthetic models (default $AUTOTUNE_CACHE)")
     args = parser.parse_args()
+    if args.cache_dir:
+        os.environ["AUTOTUNE_CACHE"] = str(args.cache_dir.resolve())
     (ROOT / "studies").mkdir(exist_ok=True)
     print(" / ".join(backends.get(r)().version() for r in RUNTIMES) +
           f"; {args.repeats} interleaved LoadGen runs of {args.seconds:g} s per setting", flush=True)
