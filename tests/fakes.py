@@ -7,9 +7,11 @@ Failures can be planted: a compile level that never compiles, devices that repor
 from __future__ import annotations
 
 import argparse
+import math
+import random
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -152,7 +154,13 @@ class FakeBackend:
         return cls(fail_level=getattr(args, "fake_fail_level", None))
 
     def __init__(self, *, devices: int = 1, fail_level: int | None = None, compile_seconds: float = 0.0,
-                 measure_seconds: float = 0.0, statuses: dict[int, str] | None = None) -> None:
+                 measure_seconds: float = 0.0, statuses: dict[int, str] | None = None,
+                 surface: Callable[[FakeCandidate], float] | None = None, noise: float = 0.0, seed: int = 0) -> None:
+        """``surface``: samples/s of a candidate (default ``throughput``); ``noise``: the relative spread of a
+        measurement (log-normal, seeded)."""
+        self.surface = surface or throughput
+        self.noise = noise
+        self.rng = random.Random(seed)
         self.n_devices = devices
         self.fail_level = fail_level
         self.compile_s = compile_seconds
@@ -210,7 +218,7 @@ class FakeBackend:
         finally:
             with self.log.lock:
                 self.log.in_flight -= 1
-        rate = throughput(candidate)
+        rate = self.surface(candidate) * math.exp(self.rng.gauss(0.0, self.noise) if self.noise else 0.0)
         batch_ms = candidate.batch_size * candidate.streams * 1000.0 / rate
         m = Measurement(samples_per_second=rate, duration_seconds=seconds, batch_size=candidate.batch_size,
                         latency_p50_ms=batch_ms, latency_p90_ms=batch_ms * 1.1, latency_p99_ms=batch_ms * 1.3,

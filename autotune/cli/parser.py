@@ -7,10 +7,11 @@ import os
 from pathlib import Path
 
 from autotune import backends
-from autotune.cli import read, run
+from autotune.cli import presets, read, run
 from autotune.compile_cache import default_cache_dir
 from autotune.models import MODELS
-from autotune.options import device_list, duration, input_shape, non_negative_int, positive_float, positive_int
+from autotune.options import (device_list, duration, input_shape, int_at_least, non_negative_int, positive_float,
+                              positive_int)
 from autotune.results.export import EXPORT_FORMATS
 from autotune.scenarios import SCENARIOS
 from autotune.search.accuracy import DEFAULT_MAX_OUTPUT_ERROR
@@ -35,6 +36,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_bench(commands)
     _add_devices(commands)
     _add_read_commands(commands)
+    _add_preset_commands(commands)
     return parser
 
 
@@ -122,6 +124,9 @@ def _add_search_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--validate-time", type=positive_float,
                    help="seconds per validation measurement (default: the backend's, "
                         + ", ".join(f"{c.validate_seconds:g} on {c.name}" for c in backends.available()) + ")")
+    p.add_argument("--validate-rounds", type=int_at_least(3), default=5,
+                   help="interleaved rounds of validation, each measuring every candidate once in a shuffled order; "
+                        "a winner must beat the baseline over them, paired by round (default 5, at least 3)")
     p.add_argument("--sampler", choices=STRATEGIES, default=DEFAULT_STRATEGY,
                    help="search strategy: two-phase (the baseline and the toolchain's rules of thumb, greedy climbs "
                         "from the best of them, then TPE), tpe (TPE with one-knob steps from the best), local "
@@ -228,6 +233,39 @@ def _add_read_commands(commands: argparse._SubParsersAction) -> None:
     p.add_argument("--older-than", type=duration, help="prune only entries unused for this long, e.g. 7d, 12h")
     p.add_argument("--cache-dir", type=Path, help=f"the cache folder (default {default_cache_dir()})")
     p.set_defaults(handler=read.cmd_cache)
+
+
+def _add_preset_commands(commands: argparse._SubParsersAction) -> None:
+    p = commands.add_parser(
+        "verify", help="measure exported presets again and say whether they reproduce",
+        description="Compile each preset of a presets file anew from its stored settings (its own command lines) and "
+                    "measure it in a few runs: per entry 'reproduced', 'slower by X% (outside noise)' or 'faster by "
+                    "X%', judged against the noise its study measured. Exits 1 when one regressed.")
+    _add_preset_options(p, "verify")
+    p.set_defaults(handler=presets.cmd_verify)
+
+    p = commands.add_parser(
+        "revalidate", help="measure presets on a new toolchain; list regressions and optionally tune them again",
+        description="After an SDK or runtime upgrade: compile every preset anew on the toolchain the options name "
+                    "(e.g. --sdk-root NEW; the compile cache keys by version) and measure it; list the presets that "
+                    "regressed beyond noise or no longer compile. With --retune N, run an N-compile study per "
+                    "regressed preset, warm-started from the old winner and its one-step neighbours. Example: "
+                    "autotune revalidate presets.yaml --sdk-root /opt/qti-aic-1.13 --retune 20")
+    _add_preset_options(p, "revalidate")
+    p.add_argument("--retune", type=positive_int, metavar="N", help="compiles of the study per regressed preset")
+    _add_storage_option(p)
+    p.set_defaults(handler=presets.cmd_revalidate)
+
+
+def _add_preset_options(p: argparse.ArgumentParser, command: str) -> None:
+    p.add_argument("presets", type=Path, help="a presets file written by autotune export (yaml or json)")
+    p.add_argument("--entry", metavar="KEY", help="only this entry: the study it was exported from (default: all)")
+    p.add_argument("--rounds", type=positive_int, default=3, help="measurements per preset (default 3)")
+    p.add_argument("--time", type=positive_float,
+                   help="seconds per measurement (default: what the preset's validation used)")
+    p.add_argument("--workdir", type=Path, default=presets.DEFAULT_WORKDIR,
+                   help=f"where compiles and logs go (default {presets.DEFAULT_WORKDIR})")
+    _add_backend_options(p, command)
 
 
 def _add_model_options(parser: argparse.ArgumentParser) -> None:

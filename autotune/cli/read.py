@@ -29,10 +29,11 @@ def cmd_studies(args: argparse.Namespace) -> int:
     if not rows:
         print("no studies in this storage")
         return 0
-    print(f"{'study':<36} {'feasible':>8} {'infeasible':>10} {'failed':>6} {'best':>12} {'baseline':>12}")
+    print(f"{'study':<36} {'feasible':>8} {'infeasible':>10} {'failed':>6} {'best':>12} {'baseline':>12}  "
+          f"validation (gain over the baseline [interval])")
     for r in rows:
         print(f"{r['study']:<36} {r['feasible']:>8} {r['infeasible']:>10} {r['failed']:>6} "
-              f"{_fmt(r['best']):>12} {_fmt(r['baseline']):>12}")
+              f"{_fmt(r['best']):>12} {_fmt(r['baseline']):>12}  {r['validation']}")
     return 0
 
 

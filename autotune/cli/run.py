@@ -19,6 +19,7 @@ from autotune.models import (ModelSpec, check_onnx, download_model, get_model, r
 from autotune.results import attrs
 from autotune.scenarios import get_scenario, latency_bound_ms
 from autotune.search.records import TuningJob, default_study_name
+from autotune.search.validate import verdict_text
 from autotune.search.tuner import Tuner
 from autotune.storage import default_storage_url, display_url
 
@@ -44,11 +45,12 @@ def cmd_run(args: argparse.Namespace) -> int:
         study_name=args.study or default_study_name(model.name, scenario.name, backend, target.size),
         n_trials=args.trials if args.trials or args.timeout else DEFAULT_TRIALS, timeout_s=args.timeout,
         measure_seconds=args.measure_time or backend.measure_seconds, validate_top=args.validate_top,
-        validate_seconds=args.validate_time or backend.validate_seconds, sampler=args.sampler, seed=args.seed,
+        validate_seconds=args.validate_time or backend.validate_seconds,
+        validate_rounds=args.validate_rounds, sampler=args.sampler, seed=args.seed,
         workdir=args.workdir.resolve(), baseline=target.baseline, baseline_label=target.baseline_label,
         synthetic=synthetic, cache_dir=args.cache_dir or default_cache_dir(), heartbeat_s=args.heartbeat,
         storage_wait_s=args.storage_wait, max_output_error=args.max_output_error, warm_start=args.warm_start,
-        warm_start_top=args.warm_start_top,
+        warm_start_top=args.warm_start_top, model_options=model_options(args),
         compile_jobs=(os.cpu_count() or 1 if backend.compiles_ahead else 0) if args.compile_jobs is None
         else args.compile_jobs)
     tuner = Tuner(job, progress=lambda line: print(line, flush=True))
@@ -78,12 +80,13 @@ def cmd_run(args: argparse.Namespace) -> int:
 def _print_outcome(tuner: Tuner, summary: dict[str, Any], args: argparse.Namespace) -> None:
     job = tuner.job
     if attrs.WINNER_TRIAL not in summary:
+        if summary.get(attrs.NOTE):
+            print(summary[attrs.NOTE])
+            return
         print(f"no valid configuration found for {job.model.name} {job.scenario.name}" +
               (f" within {job.bound_ms:g} ms" if job.bound_ms else "") + _best_latency_note(tuner))
         return
-    print(f"winner: trial #{summary[attrs.WINNER_TRIAL]} {summary[attrs.WINNER_VALUE]:,.2f} {job.scenario.unit}" +
-          (f", {summary[attrs.GAIN_PCT]:+.1f}% against the baseline ({summary[attrs.BASELINE_VALUE]:,.2f})"
-           if attrs.GAIN_PCT in summary else ""))
+    print(verdict_text(summary, job.scenario.unit))
     print(f"export it with: autotune export {job.study_name}" + (f" --storage {args.storage}" if args.storage else ""))
 
 
@@ -183,6 +186,12 @@ def model_file(model: ModelSpec, onnx: str | None, *, synthetic: bool) -> tuple[
     path = download_model(model.source)
     check_onnx(path)
     return path, False
+
+
+def model_options(args: argparse.Namespace) -> dict[str, Any]:
+    """--batch-dim, --input-shape and --inputs as given, stored on the study so that ``verify`` feeds the same."""
+    return {"batch_dim": args.batch_dim, "input_shapes": {name: list(shape) for name, shape in args.input_shape},
+            "inputs": str(args.inputs.resolve()) if args.inputs else None}
 
 
 def read_model_inputs(model: ModelSpec, onnx_path: Path, args: argparse.Namespace) -> ModelSpec:

@@ -69,6 +69,7 @@ KNOB_LABELS = "knob_labels"
 EXPORT_FORMATS = "export_formats"
 FIGURES_ESTIMATED = "figures_estimated"  # the backend estimates this scenario's figure
 EMULATED = "emulated"
+MODEL_OPTIONS = "model_options"  # --batch-dim, --input-shape and --inputs as the run was given them
 VALIDATION = "validation"
 
 # -- the validation record and its entries ---------------------------------------------------------------------
@@ -79,7 +80,19 @@ WINNER_TRIAL = "winner_trial"
 WINNER_VALUE = "winner_value"
 BASELINE_TRIAL = "baseline_trial"
 BASELINE_VALUE = "baseline_value"
-GAIN_PCT = "gain_pct"
+GAIN_PCT = "gain_pct"  # the gain over the baseline paired by round (the claimed candidate's on the record)
+GAIN_CI_PCT = "gain_ci_pct"  # its interval [low, high], corrected for the number of candidates compared
+SIGNIFICANT = "significant"  # the whole interval above zero: the candidate wins over the baseline
+CLAIMED_TRIAL = "claimed_trial"  # the candidate with the largest gain, significant or not
+ROUNDS = "rounds"
+NOISE_PCT = "noise_pct"  # the study's relative noise of one measurement when it was validated
+REPLACES = "replaces"  # the previous validation's winner and time, measured again beside the new candidates
+NOTE = "note"
+SAMPLES = "samples"  # an entry's value in each round, in order
+CI = "ci"  # an entry's interval [low, high] of its value
+SEARCH_RATIO = "search_ratio"  # an entry's validation median over its search value
+OUTSIDE_NOISE = "outside_noise"  # that ratio is further from 1 than the noise explains
+DRIFT_PCT = "drift_pct"  # the baseline's validation median against its search figure: how the machine drifted
 TRIAL = "trial"
 SEARCH_VALUE = "search_value"
 VALUE = "value"
@@ -196,5 +209,21 @@ def study_overview(storage: optuna.storages.BaseStorage) -> list[dict[str, Any]]
         rows.append({"study": summary.study_name, "feasible": len(feasible),
                      "infeasible": len(complete) - len(feasible),
                      "failed": sum(t.state == TrialState.FAIL for t in trials),
-                     "best": best.value if best else None, "baseline": baseline})
+                     "best": best.value if best else None, "baseline": baseline,
+                     "validation": validation_verdict(validation_of(study))})
     return rows
+
+
+def validation_verdict(validation: dict[str, Any]) -> str:
+    """A few words for ``autotune studies``: the validated gain and whether it is significant."""
+    if not validation.get(VALIDATED):
+        return "not validated"
+    if validation.get(WINNER_TRIAL) is None:
+        return "no valid candidate"
+    gain, ci = validation.get(GAIN_PCT), validation.get(GAIN_CI_PCT)
+    if gain is None or ci is None:
+        return f"#{validation[WINNER_TRIAL]} (no gain measured)"
+    figure = f"{gain:+.1f}% [{ci[0]:+.1f}, {ci[1]:+.1f}]"
+    if validation.get(SIGNIFICANT):
+        return f"#{validation[WINNER_TRIAL]} {figure} significant"
+    return f"baseline kept: {figure} not significant"

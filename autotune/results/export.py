@@ -59,13 +59,41 @@ def winner_preset(study: optuna.Study) -> dict[str, Any]:
         "estimated": bool(source.get(attrs.ESTIMATED, False)),
         "figures": {k: v for k, v in (source.get(attrs.FIGURES, {}) | source.get(attrs.SCENARIO_FIGURES, {})).items()
                     if k != attrs.ESTIMATED},
-        "baseline_value": validation.get(attrs.BASELINE_VALUE), "gain_pct": validation.get(attrs.GAIN_PCT),
+        "baseline_value": validation.get(attrs.BASELINE_VALUE), **_significance(validation, validated),
         "study": study.study_name, "trial": number,
         "date": validation.get(attrs.VALIDATED_AT) or str(trial.datetime_complete or ""),
         "formats": list(stored.get(attrs.EXPORT_FORMATS) or DEFAULT_FORMATS),
+        "reproduce": {"onnx": stored.get(attrs.ONNX), "onnx_sha256": stored.get(attrs.ONNX_SHA256),
+                      "latency_bound_ms": stored.get(attrs.LATENCY_BOUND_MS),
+                      "measure_seconds": validation.get(attrs.VALIDATE_SECONDS),
+                      **(stored.get(attrs.MODEL_OPTIONS) or {})},
     }
     preset |= source.get(attrs.PRESET_FIELDS) or trial.user_attrs.get(attrs.PRESET_FIELDS) or {}
     return _plain(preset)
+
+
+def _significance(validation: dict[str, Any], validated: dict[str, Any] | None) -> dict[str, Any]:
+    """What the validation says of the gain: the claimed gain and its interval, whether it is significant, the
+    value's interval and the noise; a baseline kept for want of a significant gain says so in ``note``."""
+    if not validation.get(attrs.VALIDATED):
+        return {"gain_pct": None, "significant": None}
+    fields = {"gain_pct": _round(validation.get(attrs.GAIN_PCT)), "significant": validation.get(attrs.SIGNIFICANT),
+              "gain_ci_pct": _round(validation.get(attrs.GAIN_CI_PCT)), "rounds": validation.get(attrs.ROUNDS),
+              "noise_pct": _round(validation.get(attrs.NOISE_PCT)), "value_ci": _round((validated or {}).get(attrs.CI))}
+    if validation.get(attrs.NOTE):
+        fields["note"] = validation[attrs.NOTE]
+    elif validation.get(attrs.SIGNIFICANT) is False and validation.get(attrs.CLAIMED_TRIAL) is not None:
+        fields["note"] = (f"no significant gain: the best candidate, trial #{validation[attrs.CLAIMED_TRIAL]}, "
+                          f"measured {validation[attrs.GAIN_PCT]:+.1f}% against the baseline, within noise; this "
+                          f"preset is the baseline")
+    return fields
+
+
+def _round(value: Any) -> Any:
+    """Figures to two decimals: a preset is read by people."""
+    if isinstance(value, list):
+        return [_round(v) for v in value]
+    return round(value, 2) if isinstance(value, float) else value
 
 
 def write_preset(preset: dict[str, Any], *, fmt: str, out: Path | None) -> str:

@@ -1,5 +1,6 @@
 """The report's figures as PNGs: history, Optuna's importance, slice and parallel plots of the knobs as they ran,
-throughput against latency, and where infeasible configurations fall."""
+throughput against latency where the scenario constrains latency, the validation rounds, and where infeasible
+configurations fall. A figure with nothing to show is one line of text."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ import optuna
 import pandas as pd
 from optuna.distributions import BaseDistribution, CategoricalDistribution, IntDistribution
 
+from autotune.results import attrs
 from autotune.results.attrs import MISSING
 from autotune.results.frame import KNOB, given, knob_columns, natural
 
@@ -136,7 +138,13 @@ def pareto_figure(frame: pd.DataFrame, summary: dict[str, Any]) -> tuple[bytes, 
     """Measured throughput against latency of the feasible trials, the Pareto front joined; returns the x label."""
     plt = pyplot()
     ok = frame[(frame["outcome"] == "feasible") & frame["samples_per_second"].notna()].copy()
-    if ok["latency_p99_ms"].notna().any():
+    server = summary["scenario"] == "server" and "scenario_server_p99_ms" in ok and \
+        ok["scenario_server_p99_ms"].notna().any()
+    if server:  # what the scenario constrains: the p99 at the QPS each trial sustained
+        ok = ok[ok["scenario_server_p99_ms"].notna()]
+        ok["x"] = ok["scenario_server_p99_ms"].astype(float)
+        label = "server p99 latency at the sustained QPS (ms)"
+    elif ok["latency_p99_ms"].notna().any():
         ok = ok[ok["latency_p99_ms"].notna()]
         ok["x"] = ok["latency_p99_ms"].astype(float)
         label = "measured p99 latency per execution (ms)"
@@ -144,7 +152,7 @@ def pareto_figure(frame: pd.DataFrame, summary: dict[str, Any]) -> tuple[bytes, 
         ok["x"] = _column(ok, "concurrency") * _column(ok, KNOB + "batch_size") \
             / ok["samples_per_second"].astype(float) * 1000.0
         label = "estimated batch latency (ms) = batches in flight x batch / samples/s (no latency recorded)"
-    ok["y"] = ok["samples_per_second"].astype(float)
+    ok["y"] = ok["value"].astype(float) if server else ok["samples_per_second"].astype(float)
     ordered = ok.sort_values(["x", "y"], ascending=[True, False])
     front, best = [], -math.inf
     for row in ordered.itertuples():
@@ -162,11 +170,35 @@ def pareto_figure(frame: pd.DataFrame, summary: dict[str, Any]) -> tuple[bytes, 
         if len(hit):
             ax.scatter(hit["x"], hit["y"], marker=marker, s=160 if marker == "*" else 70, facecolor="none",
                        edgecolor="black", linewidth=1.2, label=f"{name} (#{number})", zorder=4)
+    bound = summary.get("latency_bound_ms")
+    if server and isinstance(bound, (int, float)):
+        ax.axvline(bound, linestyle="--", color="grey", label=f"latency bound {bound:g} ms")
     ax.set_xlabel(label)
-    ax.set_ylabel("measured samples/s")
+    ax.set_ylabel("server QPS" if server else "measured samples/s")
     ax.grid(alpha=0.3)
     ax.legend(loc="best", fontsize=8)
     return png_bytes(fig), label
+
+
+def validation_figure(entries: list[dict[str, Any]], summary: dict[str, Any]) -> bytes:
+    """Validated candidates: median and interval, every round, the search figure; the baseline's band."""
+    plt = pyplot()
+    fig, ax = plt.subplots(figsize=(9, 0.55 * len(entries) + 1.6))
+    for row, entry in enumerate(entries):
+        value, (low, high) = entry[attrs.VALUE], entry.get(attrs.CI) or (entry[attrs.VALUE],) * 2
+        colour = "#4c78a8" if entry.get(attrs.FEASIBLE) else STAGE_COLOURS["scenario"]
+        ax.errorbar([value], [row], xerr=[[value - low], [high - value]], fmt="o", color=colour, capsize=4)
+        ax.scatter(entry[attrs.SAMPLES], [row] * len(entry[attrs.SAMPLES]), s=10, color=colour, alpha=0.5)
+        if entry.get(attrs.SEARCH_VALUE):
+            ax.scatter([entry[attrs.SEARCH_VALUE]], [row], marker="x", color="black", s=30)
+        if entry.get(attrs.BASELINE) and entry.get(attrs.CI):
+            ax.axvspan(low, high, color="#bbbbbb", alpha=0.3)
+    ax.set_yticks(range(len(entries)), [f"#{e[attrs.TRIAL]}" + (" baseline" if e.get(attrs.BASELINE) else "")
+                                        for e in entries])
+    ax.set_xlabel(_value_label(summary))
+    ax.grid(alpha=0.3, axis="x")
+    fig.tight_layout()
+    return png_bytes(fig)
 
 
 def _column(frame: pd.DataFrame, name: str) -> pd.Series:
@@ -233,6 +265,10 @@ def build_figures(study: optuna.Study, frame: pd.DataFrame, summary: dict[str, A
         Figure(key="pareto", title="Throughput against latency",
                caption="Measured samples/s against latency for feasible trials; the red line joins the Pareto front "
                        "(no other trial is both faster and lower-latency)."),
+        Figure(key="validation", title="Validation",
+               caption="Each validated candidate's median over its interleaved rounds with its interval (bars), "
+                       "every round's figure (dots) and its search figure (cross); the baseline's interval is the "
+                       "shaded band."),
         Figure(key="infeasible", title="Where infeasible configurations fall",
                caption="Trials per knob value, stacked by outcome: feasible, or the stage where they failed."),
     ]
@@ -281,7 +317,15 @@ def _draw(figure: Figure, frame: pd.DataFrame, summary: dict[str, Any], knobs: _
                 "parallel": (13.0, 5.0)}[figure.key]
         plot = getattr(optuna.visualization.matplotlib, _OPTUNA_PLOTS[figure.key])
         figure.png = _optuna_figure(plot, copy, size, target_name=_value_label(summary))
+    elif figure.key == "validation":
+        entries = [e for e in (summary["validation"] or {}).get(attrs.VALIDATED) or [] if e.get(attrs.SAMPLES)]
+        if not entries:
+            return "no validation rounds recorded"
+        figure.png = validation_figure(entries, summary)
     elif figure.key == "pareto":
+        if summary["scenario"] == "offline":
+            return ("offline is judged by throughput alone, and LoadGen's offline latencies are the whole query's: "
+                    "no latency figure")
         if not (frame["outcome"] == "feasible").any() or frame["samples_per_second"].isna().all():
             return "no feasible trial with measured throughput"
         figure.png, x_label = pareto_figure(frame, summary)
@@ -291,7 +335,7 @@ def _draw(figure: Figure, frame: pd.DataFrame, summary: dict[str, Any], knobs: _
     elif figure.key == "infeasible":
         if not knob_columns(frame) or not finished:
             return "no finished trial with a recorded candidate"
-        figure.png = infeasible_figure(frame)
         if summary["infeasible"] == 0:
-            figure.caption += " No configuration was infeasible in this study."
+            return "no configuration was infeasible in this study"
+        figure.png = infeasible_figure(frame)
     return None

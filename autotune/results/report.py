@@ -116,11 +116,13 @@ def _banners(summary: dict[str, Any], unit: str) -> list[str]:
     if winner.trial.number == summary["baseline_trial"]:
         parts.append(f'<div class="headline">The baseline won: trial <b data-key="winner_trial">'
                      f'#{winner.trial.number}</b>, <b data-key="winner_value">{num(winner.value)}</b> {esc(unit)} '
-                     f'({esc(kind)}); no candidate beat it (gain <span data-key="gain_pct">'
-                     f'{f"{gain:+.1f}%" if gain is not None else "—"}</span>). Search longer (--trials) to find '
-                     f'a better one.</div>')
+                     f'({esc(kind)}); no candidate beat it significantly (the best measured <span '
+                     f'data-key="gain_pct">{f"{gain:+.1f}%" if gain is not None else "—"}</span>). Search longer '
+                     f'(--trials) to find a better one.</div>')
     else:
-        against = (f', <b data-key="gain_pct">{gain:+.1f}%</b> against the baseline '
+        ci = (summary["validation"] or {}).get(attrs.GAIN_CI_PCT)
+        against = (f', <b data-key="gain_pct">{gain:+.1f}%</b>' +
+                   (f" (interval {ci[0]:+.1f}% to {ci[1]:+.1f}%)" if ci else "") + " against the baseline "
                    f'({num(summary["baseline_value"])} {esc(unit)})') if gain is not None else \
             " (no baseline figure to compare with)"
         parts.append(f'<div class="headline">Winner: trial <b data-key="winner_trial">#{winner.trial.number}</b>, '
@@ -197,22 +199,52 @@ def _validation_html(summary: dict[str, Any], unit: str) -> str:
     if validation is None:
         return f'<h3>Validation</h3><p>{missing("no validation record in the storage")}</p>'
     runs = validation.get(attrs.VALIDATED) or []
-    head = (f"<h3>Validation</h3><p>The best of the search and the baseline re-measured ({len(runs)} runs of "
-            f"{esc(num(validation.get(attrs.VALIDATE_SECONDS), 1))} s at "
-            f"{attr(validation.get(attrs.VALIDATED_AT, MISSING))})"
-            f"; the winner is chosen on these runs.</p>")
-    lines = [f"<tr><th>trial</th><th>role</th><th>search value</th><th>validated value ({esc(unit)})</th>"
+    rounds = validation.get(attrs.ROUNDS) or 1
+    head = (f"<h3>Validation</h3><p>The best of the search, the baseline and the last winner re-measured in "
+            f"{esc(rounds)} interleaved rounds (order shuffled each round) of "
+            f"{esc(num(validation.get(attrs.VALIDATE_SECONDS), 1))} s runs at "
+            f"{attr(validation.get(attrs.VALIDATED_AT, MISSING))}; one measurement's noise "
+            f"{esc(num(validation.get(attrs.NOISE_PCT), 1))}%"
+            + (f"; the baseline measured {validation[attrs.DRIFT_PCT]:+.1f}% against its search figure (the "
+               f"machine's drift since the search)" if validation.get(attrs.DRIFT_PCT) is not None else "") + ". "
+            f'<span data-key="significance">{esc(significance_sentence(validation))}</span></p>')
+    lines = [f"<tr><th>trial</th><th>role</th><th>search value</th><th>validated median ({esc(unit)})</th>"
+             f"<th>interval</th><th>rounds</th><th>validated / search</th><th>gain over the baseline</th>"
              f"<th>measured or estimated</th><th>result</th></tr>"]
     for r in runs:
         role = "baseline" if r.get(attrs.BASELINE) else (
             "winner" if r.get(attrs.TRIAL) == validation.get(attrs.WINNER_TRIAL) else "candidate")
         est = r.get(attrs.ESTIMATED)
+        ci = r.get(attrs.CI)
+        ratio = r.get(attrs.SEARCH_RATIO)
+        flag = " (outside noise)" if r.get(attrs.OUTSIDE_NOISE) else ""
+        gain = r.get(attrs.GAIN_CI_PCT)
+        gain_text = (f"{r[attrs.GAIN_PCT]:+.1f}% [{gain[0]:+.1f}%, {gain[1]:+.1f}%]" +
+                     (" significant" if r.get(attrs.SIGNIFICANT) else "")) if gain else "—"
         lines.append(f'<tr class="{"winner" if role == "winner" else role}"><td>#{esc(r.get(attrs.TRIAL))}</td>'
                      f'<td>{role}</td><td class="num">{cell(r.get(attrs.SEARCH_VALUE))}</td>'
                      f'<td class="num">{cell(r.get(attrs.VALUE))}</td>'
+                     f'<td class="num">{esc(f"{num(ci[0])} – {num(ci[1])}") if ci else "—"}</td>'
+                     f'<td class="num">{len(r.get(attrs.SAMPLES) or [])}</td>'
+                     f'<td class="num{" bad" if flag else ""}">{esc(f"{ratio:.3f}{flag}") if ratio else "—"}</td>'
+                     f'<td class="num">{esc(gain_text)}</td>'
                      f'<td>{"—" if est is None else ("estimated" if est else "measured")}</td>'
                      f'<td>{"ok" if r.get(attrs.FEASIBLE) else esc(r.get(attrs.REASON) or "infeasible")}</td></tr>')
     return head + f"<table>{''.join(lines)}</table>"
+
+
+def significance_sentence(validation: dict[str, Any]) -> str:
+    """The validation's verdict in words: a significant gain, or none and the baseline kept."""
+    if validation.get(attrs.NOTE):
+        return str(validation[attrs.NOTE])
+    if validation.get(attrs.GAIN_CI_PCT) is None:
+        return "No candidate besides the baseline was compared."
+    low, high = validation[attrs.GAIN_CI_PCT]
+    gain = f"{validation[attrs.GAIN_PCT]:+.1f}% (interval {low:+.1f}% to {high:+.1f}%)"
+    if validation.get(attrs.SIGNIFICANT):
+        return f"Trial #{validation[attrs.WINNER_TRIAL]} beats the baseline by {gain}: a significant gain."
+    return (f"No significant gain: the best candidate, trial #{validation.get(attrs.CLAIMED_TRIAL)}, measured {gain} "
+            f"against the baseline, within noise, so the baseline stays the winner and is what export writes.")
 
 
 def _infeasible_html(frame: pd.DataFrame) -> str:

@@ -39,11 +39,14 @@ class TuningJob:
     measure_seconds: float = 5.0
     validate_top: int = 3
     validate_seconds: float = 20.0
+    validate_rounds: int = 5  # interleaved rounds of validation (search/validate.py)
     sampler: str = "two-phase"  # the search strategy (search/strategies.py)
     polish_every: int = 3
     polish_after: int = 25
     warm_start: str | None = None  # a related study whose best trials are queued after the baseline
     warm_start_top: int = 5
+    warm_params: list[tuple[str, dict[str, Any]]] = field(default_factory=list)  # (label, params) queued likewise
+    model_options: dict[str, Any] = field(default_factory=dict)  # --batch-dim, --input-shape, --inputs as given
     seed: int | None = None
     workdir: Path = Path(".autotune") / "work"
     baseline: Candidate | None = None

@@ -58,7 +58,8 @@ def reader_attrs(job: TuningJob) -> dict[str, Any]:
             attrs.DEVICE_WORD: backend.device_word, attrs.SIZE_KEY: backend.size_key,
             attrs.SIZE_UNIT: backend.size_unit, attrs.KNOB_LABELS: dict(backend.knob_labels),
             attrs.EXPORT_FORMATS: list(backend.export_formats),
-            attrs.FIGURES_ESTIMATED: scenario.name in backend.estimated_scenarios, attrs.EMULATED: backend.emulated}
+            attrs.FIGURES_ESTIMATED: scenario.name in backend.estimated_scenarios, attrs.EMULATED: backend.emulated,
+            attrs.MODEL_OPTIONS: dict(job.model_options)}
 
 
 def enqueue_baseline(study: optuna.Study, job: TuningJob) -> None:
@@ -76,9 +77,10 @@ def enqueue_warm_start(study: optuna.Study, job: TuningJob, storage: optuna.stor
     """Queue the best ``job.warm_start_top`` trials of the related study ``job.warm_start`` (another NSP count, SDK
     version or scenario of the same model and backend), adapted to this study's space; returns how many were queued
     (none when an earlier run of this study queued them already)."""
+    queued = _enqueue_candidates(study, job)
     name = job.warm_start
     if not name:
-        return 0
+        return queued
     source = load_study(storage, name)
     stored = source.user_attrs
     for key, mine in ((attrs.MODEL, job.model.name), (attrs.BACKEND, job.backend.name)):
@@ -102,6 +104,18 @@ def enqueue_warm_start(study: optuna.Study, job: TuningJob, storage: optuna.stor
             queued.add(key)
             study.enqueue_trial(params, user_attrs={attrs.WARM_START_FROM: f"{name}#{trial.number}"})
     return len(queued)
+
+
+def _enqueue_candidates(study: optuna.Study, job: TuningJob) -> int:
+    """Queue ``job.warm_params`` (a preset's old winner and its neighbours) unless an earlier run did."""
+    done = {t.user_attrs.get(attrs.WARM_START_FROM) for t in study.trials}
+    queued = 0
+    for label, params in job.warm_params:
+        if label not in done:
+            study.enqueue_trial(adapt(params, job.space.domains()), user_attrs={attrs.WARM_START_FROM: label})
+            done.add(label)
+            queued += 1
+    return queued
 
 
 def adapt(params: dict[str, Any], domains: dict[str, list[Any]]) -> dict[str, Any]:

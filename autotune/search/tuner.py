@@ -58,8 +58,9 @@ class Tuner:
         enqueue_baseline(self.study, job)
         queued = enqueue_warm_start(self.study, job, self.storage)
         if queued:
-            self.progress(f"warm start: the best {queued} trials of study {job.warm_start}, adapted to this device, "
-                          f"are measured after the baseline")
+            source = f"the best {queued} trials of study {job.warm_start}" if job.warm_start else \
+                f"{queued} trials, the old preset and its one-step neighbours"
+            self.progress(f"warm start: {source}, adapted to this device, are measured after the baseline")
         pipeline = self._pipeline(compile_jobs=job.compile_jobs, devices=job.devices)
         self.stats = pipeline.stats
         pipeline.run(n_trials=job.n_trials, timeout_s=job.timeout_s)

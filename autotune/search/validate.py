@@ -1,25 +1,40 @@
-"""Validation: the best few of the search and the baseline measured again with a longer run; the winner is chosen on
-those runs and stored on the study as its ``validation`` record."""
+"""Validation as an experiment: the best few of the search, the baseline and the study's last winner measured again
+in interleaved rounds (the order shuffled each round), so that a drift of the machine favours nobody. A candidate
+wins only when its gain over the baseline, paired by round, is significant (search/significance.py); otherwise the
+baseline stays the winner and the record says there was no significant gain. Stored on the study as ``validation``.
+
+A study has one validation: a worker whose study still has trials running elsewhere leaves it to the last worker to
+finish, and every validation measures the previous winner beside the new candidates, so a winner is only replaced
+by one that beat it in the same rounds.
+"""
 
 from __future__ import annotations
 
+import math
+import random
 import time
 from typing import Any, Callable
 
+import numpy as np
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
+from autotune.backends.base import Artifact, Candidate
 from autotune.errors import DeviceFailure, TrialFailure
 from autotune.results import attrs
-from autotune.results.attrs import gain_pct, is_feasible
+from autotune.results.attrs import is_feasible, validation_of
 from autotune.scenarios import judge
-from autotune.search.records import TuningJob
 from autotune.search.measure import MeasureStage
+from autotune.search.records import TuningJob
+from autotune.search.significance import Gain, interval, paired_gain
 from autotune.search.stages import CompileStage
+from autotune.storage import fail_stale_trials
+
+OUTSIDE_NOISE_SIGMAS = 3.0  # a validation figure this many sigmas from the search figure is flagged
 
 
 class Validator:
-    """Re-measures the study's best trials and the baseline, and records the winner."""
+    """Re-measures the study's best trials, its baseline and its last winner in rounds, and records the winner."""
 
     def __init__(self, *, job: TuningJob, study: optuna.Study, compiler: CompileStage, measurer: MeasureStage,
                  progress: Callable[[str], None]) -> None:
@@ -28,71 +43,205 @@ class Validator:
         self.compiler = compiler
         self.measurer = measurer
         self.progress = progress
+        self.maximize = job.scenario.direction == "maximize"
 
     def validate(self, device: int) -> dict[str, Any]:
-        """Re-measure the best few (and the baseline) on ``device``; returns the validation record (also stored)."""
+        """Run the experiment on ``device``; returns the validation record (also stored), {} when nothing was
+        validated (no feasible trial, or other workers still run trials of the study)."""
         job = self.job
+        fail_stale_trials(self.study)  # a worker that died is not waited for
+        running = self.study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+        if running:
+            note = (f"{len(running)} trials of this study are still running in other workers: the last worker to "
+                    f"finish validates every worker's candidates")
+            self.progress(note)
+            return {attrs.NOTE: note}
         chosen = self._chosen()
         if not chosen:
             self.progress("no feasible trial yet: nothing to validate")
             return {}
-        self.progress(f"validating {len(chosen)} candidates with {job.validate_seconds:g} s runs ...")
-        results = []
-        for trial in chosen:
-            result = self._one(trial, device)
-            results.append(result)
-            shown = f"{result[attrs.VALUE]:,.2f} {job.scenario.unit}" if result[attrs.FEASIBLE] else \
-                result[attrs.REASON]
-            self.progress(f"  #{trial.number} {job.space.from_dict(trial.user_attrs[attrs.CANDIDATE]).describe()}: "
-                          f"{shown}")
-        summary = self._summary(results)
+        rounds = job.validate_rounds
+        self.progress(f"validating {len(chosen)} candidates in {rounds} interleaved rounds of {job.validate_seconds:g} "
+                      f"s runs (~{_minutes(len(chosen) * rounds * job.validate_seconds)}) ...")
+        entries = {t.number: self._entry(t) for t in chosen}
+        artifacts = {t.number: self._artifact(t, entries[t.number]) for t in chosen}
+        for r in range(rounds):
+            live = [t for t in chosen if artifacts[t.number] is not None]
+            random.Random((job.seed or 0) * 1000 + r).shuffle(live)
+            for trial in live:
+                self._measure(trial, artifacts, entries[trial.number], device, r)
+            self.progress(f"  round {r + 1}/{rounds}: " + ", ".join(
+                f"#{t.number} {_shown(entries[t.number], job.scenario.unit)}" for t in chosen))
+        summary = self._summary(list(entries.values()), chosen)
         self.study.set_user_attr(attrs.VALIDATION, summary)
+        if attrs.DRIFT_PCT in summary:
+            self.progress(f"the baseline measured {summary[attrs.DRIFT_PCT]:+.1f}% against its search figure (the "
+                          f"machine's drift since the search)")
         return summary
 
     def _chosen(self) -> list[FrozenTrial]:
+        """The best ``validate_top`` feasible trials, the baseline and the last validation's winner."""
         feasible = [t for t in self.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
                     if is_feasible(t) and t.user_attrs.get(attrs.DUPLICATE_OF) is None and
                     attrs.CANDIDATE in t.user_attrs]
-        reverse = self.job.scenario.direction == "maximize"
-        chosen = sorted(feasible, key=lambda t: t.value, reverse=reverse)[: self.job.validate_top]
-        return chosen + [t for t in feasible if t.user_attrs.get(attrs.BASELINE) and t not in chosen][:1]
+        chosen = sorted(feasible, key=lambda t: t.value, reverse=self.maximize)[: self.job.validate_top]
+        previous = validation_of(self.study).get(attrs.WINNER_TRIAL)
+        extra = [t for t in feasible if t.user_attrs.get(attrs.BASELINE)][:1] + \
+            [t for t in feasible if t.number == previous]
+        for trial in extra:
+            if trial not in chosen:
+                chosen.append(trial)
+        return chosen
 
-    def _summary(self, results: list[dict[str, Any]]) -> dict[str, Any]:
-        job = self.job
-        summary: dict[str, Any] = {attrs.VALIDATED: results, attrs.VALIDATE_SECONDS: job.validate_seconds,
-                                   attrs.VALIDATED_AT: time.strftime("%Y-%m-%d %H:%M:%S")}
-        valid = [r for r in results if r[attrs.FEASIBLE]]
-        if valid:
-            pick = max if job.scenario.direction == "maximize" else min
-            winner = pick(valid, key=lambda r: r[attrs.VALUE])
-            summary |= {attrs.WINNER_TRIAL: winner[attrs.TRIAL], attrs.WINNER_VALUE: winner[attrs.VALUE]}
-        baseline = next((r for r in results if r[attrs.BASELINE]), None)
-        if baseline and baseline[attrs.FEASIBLE]:
-            summary |= {attrs.BASELINE_TRIAL: baseline[attrs.TRIAL], attrs.BASELINE_VALUE: baseline[attrs.VALUE]}
-            if attrs.WINNER_VALUE in summary and baseline[attrs.VALUE]:
-                summary[attrs.GAIN_PCT] = gain_pct(summary[attrs.WINNER_VALUE], baseline[attrs.VALUE],
-                                                   job.scenario.direction)
-        return summary
+    def _entry(self, trial: FrozenTrial) -> dict[str, Any]:
+        candidate = self.job.space.from_dict(trial.user_attrs[attrs.CANDIDATE])
+        return {attrs.TRIAL: trial.number, attrs.BASELINE: bool(trial.user_attrs.get(attrs.BASELINE)),
+                "batch_size": candidate.batch_size, "activations": candidate.concurrency,
+                attrs.SEARCH_VALUE: trial.value, attrs.SAMPLES: [], "_feasible": [], "_measurements": []}
 
-    def _one(self, trial: FrozenTrial, device: int) -> dict[str, Any]:
-        job = self.job
-        candidate = job.space.from_dict(trial.user_attrs[attrs.CANDIDATE])
-        result: dict[str, Any] = {attrs.TRIAL: trial.number, attrs.BASELINE: bool(trial.user_attrs.get(attrs.BASELINE)),
-                                  "batch_size": candidate.batch_size, "activations": candidate.concurrency,
-                                  attrs.SEARCH_VALUE: trial.value}
+    def _artifact(self, trial: FrozenTrial, entry: dict[str, Any]) -> Artifact | None:
+        candidate = self._candidate(trial)
         try:
-            artifact = self.compiler.known_artifact(candidate) or self.compiler.compile(candidate)[0]
+            return self.compiler.known_artifact(candidate) or self.compiler.compile(candidate)[0]
+        except TrialFailure as failure:
+            entry[attrs.REASON] = f"{failure.stage}: {failure.reason}"
+            return None
+
+    def _candidate(self, trial: FrozenTrial) -> Candidate:
+        return self.job.space.from_dict(trial.user_attrs[attrs.CANDIDATE])
+
+    def _measure(self, trial: FrozenTrial, artifacts: dict[int, Artifact | None], entry: dict[str, Any],
+                 device: int, r: int) -> None:
+        """One round's measurement of ``trial``; a failure takes it out of the later rounds."""
+        job = self.job
+        artifact = artifacts[trial.number]
+        assert artifact is not None
+        candidate = self._candidate(trial)
+        try:
             measurement = self.measurer.run(artifact, candidate, seconds=job.validate_seconds,
-                                            label=f"validate-{trial.number}", device=device)
+                                            label=f"validate-{trial.number}-r{r + 1}", device=device)
         except DeviceFailure:
             raise
         except TrialFailure as failure:
-            return result | {attrs.FEASIBLE: False, attrs.VALUE: None,
-                             attrs.REASON: f"{failure.stage}: {failure.reason}"}
+            entry[attrs.REASON] = f"{failure.stage}: {failure.reason}"
+            artifacts[trial.number] = None
+            return
         outcome = judge(job.scenario, measurement, bound_ms=job.bound_ms)
-        return result | {attrs.FEASIBLE: outcome.feasible, attrs.VALUE: outcome.value, attrs.REASON: outcome.reason,
-                         attrs.ESTIMATED: outcome.estimated, attrs.FIGURES: measurement.figures(),
-                         attrs.SCENARIO_FIGURES: outcome.figures, attrs.COMPILE_ARGV: artifact.command,
-                         attrs.MEASURE_ARGV: measurement.command,
-                         attrs.PRESET_FIELDS: self.measurer.preset_fields(candidate, artifact, measurement,
-                                                                          trial.number)}
+        entry[attrs.SAMPLES].append(outcome.value)
+        entry["_feasible"].append(outcome.feasible)
+        entry["_measurements"].append((outcome, measurement, artifact, candidate))
+        if not outcome.feasible:
+            entry[attrs.REASON] = outcome.reason
+
+    def _summary(self, entries: list[dict[str, Any]], chosen: list[FrozenTrial]) -> dict[str, Any]:
+        job = self.job
+        for entry in entries:
+            self._settle(entry)
+        baseline = next((e for e in entries if e[attrs.BASELINE]), None)
+        contenders = [e for e in entries if not e[attrs.BASELINE] and e[attrs.FEASIBLE]]
+        for entry in contenders:
+            gain = self._gain(entry, baseline, comparisons=len(contenders))
+            if gain is not None:
+                entry |= {attrs.GAIN_PCT: gain.pct, attrs.GAIN_CI_PCT: [gain.low_pct, gain.high_pct],
+                          attrs.SIGNIFICANT: gain.significant}
+        summary: dict[str, Any] = {
+            attrs.VALIDATED: entries, attrs.VALIDATE_SECONDS: job.validate_seconds, attrs.ROUNDS: job.validate_rounds,
+            attrs.VALIDATED_AT: time.strftime("%Y-%m-%d %H:%M:%S"), attrs.NOISE_PCT: self.measurer.noise.sigma * 100}
+        previous = validation_of(self.study)
+        if previous.get(attrs.WINNER_TRIAL) is not None:
+            summary[attrs.REPLACES] = {attrs.WINNER_TRIAL: previous[attrs.WINNER_TRIAL],
+                                       attrs.VALIDATED_AT: previous.get(attrs.VALIDATED_AT)}
+        if baseline is not None and attrs.SEARCH_RATIO in baseline:
+            summary[attrs.DRIFT_PCT] = (baseline[attrs.SEARCH_RATIO] - 1.0) * 100
+        return summary | self._verdict(baseline, contenders)
+
+    def _settle(self, entry: dict[str, Any]) -> None:
+        """A candidate's rounds as its validation figures: feasible in most rounds, the median and its interval, the
+        figures of the round closest to the median, and how its median compares with its search figure."""
+        feasible, measured = entry.pop("_feasible"), entry.pop("_measurements")
+        samples = [v for v in entry[attrs.SAMPLES] if v is not None and math.isfinite(v) and v > 0]
+        entry[attrs.FEASIBLE] = bool(measured) and sum(feasible) * 2 > len(feasible) and bool(samples)
+        if not samples:
+            entry |= {attrs.FEASIBLE: False, attrs.VALUE: None}
+            entry.setdefault(attrs.REASON, "not measured")
+            return
+        spread = interval(samples)
+        outcome, measurement, artifact, candidate = min(measured, key=lambda m: abs(m[0].value - spread.median))
+        entry |= {attrs.VALUE: spread.median, attrs.CI: [spread.low, spread.high],
+                  attrs.ESTIMATED: outcome.estimated, attrs.FIGURES: measurement.figures(),
+                  attrs.SCENARIO_FIGURES: outcome.figures, attrs.COMPILE_ARGV: artifact.command,
+                  attrs.MEASURE_ARGV: measurement.command,
+                  attrs.PRESET_FIELDS: self.measurer.preset_fields(candidate, artifact, measurement, entry[attrs.TRIAL])}
+        if entry[attrs.FEASIBLE]:
+            entry[attrs.REASON] = None
+        searched = entry.get(attrs.SEARCH_VALUE)
+        if searched:
+            ratio = spread.median / searched
+            sem = float(np.std(np.log(samples), ddof=1)) / math.sqrt(len(samples)) if len(samples) > 1 else 0.0
+            margin = OUTSIDE_NOISE_SIGMAS * math.hypot(self.measurer.noise.sigma, sem)
+            entry |= {attrs.SEARCH_RATIO: ratio, attrs.OUTSIDE_NOISE: abs(math.log(ratio)) > margin}
+
+    def _gain(self, entry: dict[str, Any], baseline: dict[str, Any] | None, *, comparisons: int) -> Gain | None:
+        if baseline is None or not baseline[attrs.FEASIBLE]:
+            return None
+        pairs = _paired(entry[attrs.SAMPLES], baseline[attrs.SAMPLES])
+        return paired_gain([c for c, _ in pairs], [b for _, b in pairs], maximize=self.maximize,
+                           comparisons=comparisons)
+
+    def _verdict(self, baseline: dict[str, Any] | None, contenders: list[dict[str, Any]]) -> dict[str, Any]:
+        """The winner: the candidate with the largest significant gain; else the baseline ("no significant gain");
+        without a feasible baseline, the best median."""
+        verdict: dict[str, Any] = {}
+        if baseline is not None and baseline[attrs.FEASIBLE]:
+            verdict |= {attrs.BASELINE_TRIAL: baseline[attrs.TRIAL], attrs.BASELINE_VALUE: baseline[attrs.VALUE]}
+            gained = [e for e in contenders if attrs.GAIN_PCT in e]
+            claimed = max(gained, key=lambda e: e[attrs.GAIN_PCT], default=None)
+            significant = [e for e in gained if e[attrs.SIGNIFICANT]]
+            winner = max(significant, key=lambda e: e[attrs.GAIN_PCT], default=baseline)
+            shown = winner if winner is not baseline else claimed
+            verdict |= {attrs.WINNER_TRIAL: winner[attrs.TRIAL], attrs.WINNER_VALUE: winner[attrs.VALUE],
+                        attrs.SIGNIFICANT: winner is not baseline}
+            if shown is not None:
+                verdict |= {attrs.CLAIMED_TRIAL: shown[attrs.TRIAL], attrs.GAIN_PCT: shown[attrs.GAIN_PCT],
+                            attrs.GAIN_CI_PCT: shown[attrs.GAIN_CI_PCT]}
+            return verdict
+        if contenders:
+            pick = max if self.maximize else min
+            winner = pick(contenders, key=lambda e: e[attrs.VALUE])
+            verdict |= {attrs.WINNER_TRIAL: winner[attrs.TRIAL], attrs.WINNER_VALUE: winner[attrs.VALUE],
+                        attrs.SIGNIFICANT: False, attrs.NOTE: "no feasible baseline to compare with"}
+        return verdict
+
+
+def verdict_text(validation: dict[str, Any], unit: str) -> str:
+    """One line for the progress output and ``autotune studies``: the gain and its interval, or why none."""
+    if not validation or validation.get(attrs.WINNER_TRIAL) is None:
+        return "no valid candidate in validation"
+    winner = f"winner: trial #{validation[attrs.WINNER_TRIAL]} {validation[attrs.WINNER_VALUE]:,.2f} {unit}"
+    if validation.get(attrs.NOTE):
+        return f"{winner} ({validation[attrs.NOTE]})"
+    if validation.get(attrs.GAIN_PCT) is None:
+        return f"{winner}, the baseline: no other candidate to compare"
+    low, high = validation[attrs.GAIN_CI_PCT]
+    gain = f"{validation[attrs.GAIN_PCT]:+.1f}% (interval {low:+.1f}% to {high:+.1f}%)"
+    if validation.get(attrs.SIGNIFICANT):
+        return f"{winner}, {gain} against the baseline, significant"
+    return (f"{winner}, the baseline: no significant gain (the best candidate, #{validation[attrs.CLAIMED_TRIAL]}, "
+            f"measured {gain} against the baseline)")
+
+
+def _paired(candidate: list[float | None], baseline: list[float | None]) -> list[tuple[float, float]]:
+    """Rounds where both were measured (a candidate that failed in a round drops out of the later ones)."""
+    return [(c, b) for c, b in zip(candidate, baseline) if c is not None and b is not None]
+
+
+def _shown(entry: dict[str, Any], unit: str) -> str:
+    samples = entry[attrs.SAMPLES]
+    if not samples:
+        return entry.get(attrs.REASON) or "-"
+    return f"{samples[-1]:,.2f}" + ("" if entry["_feasible"][-1] else " (infeasible)")
+
+
+def _minutes(seconds: float) -> str:
+    return f"{seconds / 60:.0f} min" if seconds >= 90 else f"{seconds:.0f} s"
+

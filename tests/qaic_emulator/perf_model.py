@@ -523,3 +523,42 @@ def env_int(environ: Mapping[str, str], name: str, default: int) -> int:
         return int(environ.get(name, default))
     except ValueError:
         return default
+
+
+# -- an upgraded SDK: another version, some flags slower, some refused ------------------------------------------
+UPGRADE_FILE = "emulator-upgrade.json"  # at the SDK root: what this emulated release changed
+
+
+def sdk_root() -> str:
+    """The emulated SDK's root: the folder above exec/ (a copy of the emulator is another SDK)."""
+    return os.path.dirname(os.path.abspath(__file__))
+
+
+def upgrade() -> dict[str, Any]:
+    """The release's changes from ``emulator-upgrade.json``: ``build_id``, and ``slower`` and ``refused`` lists of
+    ``{"match": {cfg key: value}, "factor": f}`` / ``{"match": ..., "reason": text}``; {} for the base release."""
+    import json
+
+    path = os.path.join(sdk_root(), UPGRADE_FILE)
+    if not os.path.isfile(path):
+        return {}
+    with open(path) as fh:
+        return json.load(fh)
+
+
+def _matches(rule: Mapping[str, Any], cfg: Mapping[str, Any]) -> bool:
+    return all(cfg.get(k) == v for k, v in rule.get("match", {}).items())
+
+
+def upgrade_factor(cfg: Mapping[str, Any]) -> float:
+    """How much slower this release runs a QPC of ``cfg`` (1.0: as fast as the base release)."""
+    factor = 1.0
+    for rule in upgrade().get("slower", []):
+        if _matches(rule, cfg):
+            factor *= float(rule["factor"])
+    return factor
+
+
+def upgrade_refusal(cfg: Mapping[str, Any]) -> str | None:
+    """The reason this release cannot compile ``cfg``, if it cannot."""
+    return next((rule["reason"] for rule in upgrade().get("refused", []) if _matches(rule, cfg)), None)

@@ -83,7 +83,7 @@ def test_report_summary_and_table_match_the_storage(emulated):
     assert "qaic-exec" in _keyed(page, "compile_command") and "qaic-runner" in _keyed(page, "measure_command")
 
     images = _images(page)
-    assert len(images) == 6 and page.count("<img") == 6 and "Not drawn" not in page
+    assert len(images) == 7 and page.count("<img") == 7 and "Not drawn" not in page
     assert all(png.startswith(b"\x89PNG\r\n\x1a\n") and len(png) > 5000 for png in images)
     assert "http://" not in page and "https://" not in page
     assert "<script" not in page and "<link" not in page
@@ -241,7 +241,7 @@ addEventListener('load', () => {
     dom = _run_chromium(chromium, tmp_path / "profile", "--dump-dom", "--virtual-time-budget=10000",
                         "--window-size=1280,2400", probe.as_uri())
     assert dom.returncode == 0, dom.stderr[-2000:]
-    assert "images=6 broken=0 wide=0" in dom.stdout, dom.stdout[-2000:]
+    assert "images=7 broken=0 wide=0" in dom.stdout, dom.stdout[-2000:]
     assert "Traceback" not in dom.stdout and "could not be drawn" not in dom.stdout
 
     shot = tmp_path / "report.png"
@@ -269,3 +269,30 @@ def test_report_headline_when_a_candidate_beats_the_baseline(tmp_path, capsys):
     page = (tmp_path / "r" / "index.html").read_text()
     assert "Winner: trial" in page and _keyed(page, "winner_trial") == "#1"
     assert _keyed(page, "gain_pct") == "+25.0%" and "search value, not validated yet" in page
+
+
+def test_an_offline_report_shows_the_validation_experiment_and_no_empty_figures(tmp_path, capsys):
+    storage = f"sqlite:///{tmp_path / 'off.db'}"
+    study = optuna.create_study(storage=storage, study_name="off", direction="maximize")
+    for key, value in {"unit": "samples/s", "metric": "samples/s", "scenario": "offline"}.items():
+        study.set_user_attr(key, value)
+    for i, rate in enumerate((1000.0, 1010.0, 990.0)):
+        study.add_trial(create_trial(value=rate, constraints={"feasible": 0.0}, user_attrs={
+            "candidate": {"cores": i + 1}, "flags": f"-aic-num-cores={i + 1}", "baseline": i == 0,
+            "figures": {"samples_per_second": rate, "latency_p99_ms": 900.0 + i}}))
+    entries = [{"trial": i, "baseline": i == 0, "search_value": v, "samples": [v, v * 1.01, v * 0.99], "value": v,
+                "ci": [v * 0.98, v * 1.02], "feasible": True, "search_ratio": 1.0, "outside_noise": False}
+               for i, v in ((0, 1000.0), (1, 1010.0))]
+    entries[1] |= {"gain_pct": 1.0, "gain_ci_pct": [-2.5, 4.6], "significant": False}
+    study.set_user_attr("validation", {
+        "validated": entries, "rounds": 3, "validate_seconds": 5, "noise_pct": 1.2, "winner_trial": 0,
+        "winner_value": 1000.0, "baseline_trial": 0, "baseline_value": 1000.0, "significant": False,
+        "claimed_trial": 1, "gain_pct": 1.0, "gain_ci_pct": [-2.5, 4.6], "drift_pct": 0.0})
+    code, _, err = run_cli(capsys, "report", "off", "--storage", storage, "--out", str(tmp_path / "r"))
+    assert code == 0, err
+    page = (tmp_path / "r" / "index.html").read_text()
+    assert _keyed(page, "significance").startswith("No significant gain: the best candidate, trial #1, measured "
+                                                   "+1.0% (interval -2.5% to +4.6%)")
+    assert "offline is judged by throughput alone" in page  # no throughput-against-latency chart for offline
+    assert "no configuration was infeasible in this study" in page  # one line, not an empty chart
+    assert 'data-figure-note="validation"' not in page and "[-2.5%, +4.6%]" in page

@@ -40,7 +40,7 @@ class OrtBackend:
     estimated_scenarios: frozenset[str] = frozenset()
     compiles_ahead = False  # compiling on the cores being measured would disturb the figures
     measure_seconds = 3.0
-    validate_seconds = 10.0
+    validate_seconds = 5.0
     emulated = False
     changes_numerics = False  # session settings do not change the results
 

@@ -40,7 +40,7 @@ class QaicBackend:
     estimated_scenarios = frozenset({"server", "multistream"})
     compiles_ahead = True
     measure_seconds = 5.0
-    validate_seconds = 20.0
+    validate_seconds = 10.0
     emulated = False
     changes_numerics = False  # precision is set by the model's base flags, not searched
 

@@ -51,7 +51,7 @@ class TensorrtBackend:
     estimated_scenarios = frozenset({"server", "multistream"})
     compiles_ahead = False  # the builder times kernels on the GPU: a build beside a measurement disturbs both
     measure_seconds = 3.0
-    validate_seconds = 10.0
+    validate_seconds = 5.0
     emulated = False
     changes_numerics = True  # fp16/int8 (10.x), and TF32 and fused kernels on either version
 

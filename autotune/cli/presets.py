@@ -1,0 +1,97 @@
+"""The commands that re-measure exported presets: ``verify`` (here, on the toolchain the options name) and
+``revalidate`` (after an upgrade: regressions listed, and with ``--retune N`` tuned again from the old winner)."""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+from pathlib import Path
+from typing import Any
+
+from autotune import backends
+from autotune.backends.base import Backend
+from autotune.compile_cache import default_cache_dir
+from autotune.errors import AutotuneError
+from autotune.search.records import TuningJob
+from autotune.search.reproduce import Check, check, entry_key, read_presets, select, setting_for
+from autotune.search.tuner import Tuner
+from autotune.search.validate import verdict_text
+from autotune.storage import default_storage_url
+
+DEFAULT_WORKDIR = Path(".autotune") / "work" / "verify"
+
+
+def cmd_verify(args: argparse.Namespace) -> int:
+    entries = select(read_presets(args.presets), args.entry, args.presets)
+    pairs = [(entry, _backend_for(entry, args)) for entry in entries]  # every backend checked before measuring
+    checks = [_check(entry, backend, args) for entry, backend in pairs]
+    regressed = [c for c in checks if c.regressed]
+    print(f"{len(checks) - len(regressed)} of {len(checks)} presets reproduced or faster" +
+          (f"; regressed: {', '.join(c.key for c in regressed)}" if regressed else ""))
+    return 1 if regressed else 0
+
+
+def cmd_revalidate(args: argparse.Namespace) -> int:
+    entries = select(read_presets(args.presets), args.entry, args.presets)
+    pairs = [(entry, _backend_for(entry, args)) for entry in entries]
+    for entry, backend in pairs:
+        if entry.get("sdk_version") == backend.version():
+            print(f"{entry_key(entry)}: measured on {backend.version()} already (this toolchain): checking it")
+    checks = [_check(entry, backend, args) for entry, backend in pairs]
+    regressed = [(entry, backend, c) for (entry, backend), c in zip(pairs, checks) if c.regressed]
+    print(f"{len(regressed)} of {len(checks)} presets regressed on the new toolchain" +
+          (f": {', '.join(c.key for _, _, c in regressed)}" if regressed else ""))
+    if regressed and args.retune:
+        for entry, backend, _ in regressed:
+            _retune(entry, backend, args)
+    return 1 if regressed else 0
+
+
+def _check(entry: dict[str, Any], backend: Backend, args: argparse.Namespace) -> Check:
+    print(f"{entry_key(entry)}: compiling and measuring {args.rounds} runs on {backend.version()} (the preset: "
+          f"{entry.get('sdk_version')}) ...", flush=True)
+    result = check(entry, backend, rounds=args.rounds, seconds=args.time, workdir=args.workdir.resolve())
+    print(result.line, flush=True)
+    return result
+
+
+def _backend_for(entry: dict[str, Any], args: argparse.Namespace) -> Backend:
+    """The entry's backend, set up from the command's options, for the size the entry was tuned for."""
+    cls = backends.get(str(entry["backend"]))
+    why = cls.probe(args)
+    if why is not None:
+        raise AutotuneError(f"{entry_key(entry)} is a {cls.name} preset and {cls.name} ({cls.title}) is not usable "
+                            f"here: {why}")
+    options = argparse.Namespace(**vars(args))
+    size_key = entry.get("size_key")
+    if size_key and getattr(options, size_key, None) is None:
+        setattr(options, size_key, entry.get(size_key))
+    return cls.from_options(options)
+
+
+def _retune(entry: dict[str, Any], backend: Backend, args: argparse.Namespace) -> None:
+    """An ``args.retune``-trial study on the new toolchain, warm-started from the old winner and its neighbours."""
+    setting = setting_for(entry, backend)
+    space, key = setting.target.space, entry_key(entry)
+    old = space.params_for(setting.candidate)
+    warm = [(f"preset {key}", old)] + [(f"preset {key}, one step", p) for p in space.neighbours(setting.candidate)]
+    warm = [(f"{label} #{i}" if i else label, params) for i, (label, params) in enumerate(warm)]
+    version = backend.version()
+    job = TuningJob(
+        model=setting.model, onnx_path=setting.onnx, scenario=setting.scenario, bound_ms=setting.bound_ms,
+        backend=backend, space=space, devices=[d.index for d in setting.target.devices],
+        device_size=setting.target.size, sku=setting.target.sku, storage=args.storage or default_storage_url(),
+        study_name=f"{key}-sdk-{hashlib.sha256(version.encode()).hexdigest()[:8]}", n_trials=args.retune,
+        measure_seconds=args.time or backend.measure_seconds,
+        validate_seconds=args.time or (entry.get("reproduce") or {}).get("measure_seconds") or backend.validate_seconds,
+        validate_rounds=max(3, args.rounds), seed=0, workdir=args.workdir.resolve(),
+        baseline=setting.target.baseline, baseline_label=setting.target.baseline_label,
+        synthetic=bool(entry.get("synthetic_model")), cache_dir=default_cache_dir(), warm_params=warm,
+        model_options={k: v for k, v in (entry.get("reproduce") or {}).items()
+                       if k in ("batch_dim", "input_shapes", "inputs")})
+    print(f"retuning {key} on {version}: study {job.study_name}, {args.retune} compiles, the old winner and its "
+          f"{len(warm) - 1} one-step neighbours first", flush=True)
+    summary = Tuner(job, progress=lambda line: print(line, flush=True)).run()
+    print(verdict_text(summary, setting.scenario.unit))
+    print(f"export it with: autotune export {job.study_name} --out {args.presets}" +
+          (f" --storage {args.storage}" if args.storage else ""))

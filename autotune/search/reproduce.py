@@ -1,0 +1,156 @@
+"""Re-measuring exported presets: ``autotune verify`` (does the preset still give its figure here?) and ``autotune
+revalidate`` (does it on a new toolchain?). Each entry is compiled anew from its stored candidate, which gives the
+preset's own command lines, and measured in a few rounds of the length its validation used; its median is compared
+with the preset's value within the noise the study measured.
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import yaml
+
+from autotune.backends.base import Backend, Candidate, Target
+from autotune.errors import AutotuneError, DeviceFailure, TrialFailure
+from autotune.models import ModelSpec, get_model, model_sha256, with_inputs
+from autotune.scenarios import Scenario, get_scenario, judge
+
+DEFAULT_NOISE = 0.03  # a preset that recorded no noise (not validated) is compared within 3% per measurement
+MIN_MARGIN = 0.01
+SIGMAS = 3.0
+
+
+@dataclass(frozen=True, kw_only=True)
+class Check:
+    """One preset measured again: its verdict (reproduced, slower, faster, failed) and the line that says it."""
+
+    key: str
+    verdict: str
+    line: str
+    value: float | None = None
+    change_pct: float | None = None
+
+    @property
+    def regressed(self) -> bool:
+        return self.verdict in ("slower", "failed")
+
+
+def read_presets(path: Path) -> list[dict[str, Any]]:
+    """The entries of an autotune presets file (YAML or JSON); one-line errors for anything else."""
+    try:
+        doc = yaml.safe_load(path.read_text())
+    except FileNotFoundError:
+        raise AutotuneError(f"no presets file at {path}") from None
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
+        raise AutotuneError(f"{path} is not an autotune presets file: {str(exc).strip().splitlines()[0]}") from None
+    entries = doc.get("presets") if isinstance(doc, dict) else None
+    if not isinstance(entries, list) or not all(isinstance(e, dict) and "candidate" in e and "backend" in e
+                                                for e in entries):
+        raise AutotuneError(f"{path} is not an autotune presets file (no top-level 'presets' list of exported "
+                            f"entries): give a file written by autotune export --format yaml or json")
+    if not entries:
+        raise AutotuneError(f"{path} holds no presets")
+    return entries
+
+
+def entry_key(preset: dict[str, Any]) -> str:
+    """How ``--entry`` names a preset: the study it was exported from."""
+    return str(preset.get("study") or f"{preset.get('model')}-{preset.get('scenario')}-{preset.get('backend')}")
+
+
+def select(entries: list[dict[str, Any]], key: str | None, path: Path) -> list[dict[str, Any]]:
+    """Every entry, or the one ``key`` names."""
+    if key is None:
+        return entries
+    chosen = [e for e in entries if entry_key(e) == key]
+    if not chosen:
+        raise AutotuneError(f"no entry {key!r} in {path}; its entries: {', '.join(entry_key(e) for e in entries)}")
+    return chosen
+
+
+@dataclass(frozen=True, kw_only=True)
+class Setting:
+    """What measuring a preset needs: the model as the study fed it, its scenario and bound, the target."""
+
+    model: ModelSpec
+    onnx: Path
+    scenario: Scenario
+    bound_ms: float | None
+    target: Target
+    candidate: Candidate
+
+
+def setting_for(preset: dict[str, Any], backend: Backend) -> Setting:
+    """The model, scenario, target and candidate of ``preset`` on ``backend``; AutotuneError when the model file is
+    gone or changed, or the device differs from the preset's."""
+    spec = preset.get("reproduce") or {}
+    onnx = Path(spec.get("onnx") or "")
+    if not spec.get("onnx") or not onnx.is_file():
+        raise AutotuneError(f"the model file of {entry_key(preset)} is not at {onnx or '(not recorded)'}: keep it "
+                            f"where the study read it")
+    if spec.get("onnx_sha256") and model_sha256(onnx) != spec["onnx_sha256"]:
+        raise AutotuneError(f"{onnx} changed since {entry_key(preset)} was tuned (its SHA-256 differs)")
+    model = with_inputs(get_model(str(preset["model"]), onnx_given=True), onnx, batch_dim=spec.get("batch_dim"),
+                        input_shapes=spec.get("input_shapes") or {},
+                        samples=Path(spec["inputs"]) if spec.get("inputs") else None)
+    scenario = get_scenario(str(preset["scenario"]))
+    target = backend.target(model=model, scenario=scenario, devices=None)
+    size_key = preset.get("size_key")
+    if size_key and preset.get(size_key) not in (None, target.size):
+        raise AutotuneError(f"{entry_key(preset)} was tuned for {preset[size_key]} {preset.get('size_unit')}, this "
+                            f"host offers {target.size}")
+    return Setting(model=model, onnx=onnx, scenario=scenario, bound_ms=spec.get("latency_bound_ms"), target=target,
+                   candidate=target.space.from_dict(preset["candidate"]))
+
+
+def check(preset: dict[str, Any], backend: Backend, *, rounds: int, seconds: float | None,
+          workdir: Path) -> Check:
+    """Compile ``preset`` anew on ``backend`` and measure it ``rounds`` times; compare with its recorded value."""
+    key, unit = entry_key(preset), preset.get("unit") or ""
+    setting = setting_for(preset, backend)
+    seconds = seconds or (preset.get("reproduce") or {}).get("measure_seconds") or backend.validate_seconds
+    where = workdir / key
+    try:
+        artifact = backend.compile(setting.onnx, setting.model, setting.candidate, where)
+    except TrialFailure as failure:
+        return Check(key=key, verdict="failed", line=f"{key}: does not compile on {backend.version()}: "
+                                                     f"{failure.reason}")
+    samples = []
+    for r in range(rounds):
+        try:
+            measurement = backend.measure(artifact, setting.candidate, model=setting.model,
+                                          scenario=setting.scenario, bound_ms=setting.bound_ms, seconds=seconds,
+                                          device=setting.target.devices[0].index, log_dir=where / f"run-{r + 1}")
+        except (TrialFailure, DeviceFailure) as failure:
+            return Check(key=key, verdict="failed", line=f"{key}: {failure.stage} failed: {failure.reason}")
+        outcome = judge(setting.scenario, measurement, bound_ms=setting.bound_ms)
+        if not outcome.feasible:
+            return Check(key=key, verdict="failed", line=f"{key}: no longer valid: {outcome.reason}")
+        samples.append(outcome.value)
+    return compare(preset, samples, unit=unit)
+
+
+def compare(preset: dict[str, Any], samples: list[float], *, unit: str) -> Check:
+    """The verdict of ``samples`` against the preset's value: outside ``SIGMAS`` of the noise of both medians."""
+    key, old = entry_key(preset), float(preset["value"])
+    maximize = get_scenario(str(preset["scenario"])).direction == "maximize"
+    new = statistics.median(samples)
+    change = math.log(new / old) if maximize else math.log(old / new)
+    sigma = (preset.get("noise_pct") or DEFAULT_NOISE * 100) / 100
+    spread = float(np.std(np.log(samples), ddof=1)) if len(samples) > 1 else sigma
+    margin = max(MIN_MARGIN, SIGMAS * math.sqrt(sigma ** 2 / (preset.get("rounds") or 1) + spread ** 2 / len(samples)))
+    pct = (math.exp(change) - 1) * 100
+    figures = f"{new:,.2f} {unit} against {old:,.2f} in the preset, median of {len(samples)} runs"
+    if change < -margin:
+        return Check(key=key, verdict="slower", value=new, change_pct=pct,
+                     line=f"{key}: slower by {-pct:.1f}% (outside noise, ±{margin * 100:.1f}%): {figures}")
+    if change > margin:
+        return Check(key=key, verdict="faster", value=new, change_pct=pct,
+                     line=f"{key}: faster by {pct:.1f}%: {figures}")
+    return Check(key=key, verdict="reproduced", value=new, change_pct=pct,
+                 line=f"{key}: reproduced ({pct:+.1f}%, within ±{margin * 100:.1f}%): {figures}")

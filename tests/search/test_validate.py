@@ -1,0 +1,79 @@
+"""Validation as an experiment on the fake target: interleaved shuffled rounds, a winner only when its gain over the
+baseline is significant, one validation per study."""
+
+from __future__ import annotations
+
+import optuna
+
+from autotune.results.export import winner_preset
+from autotune.search.tuner import Tuner
+from autotune.search.validate import verdict_text
+from fakes import FakeBackend, FakeCandidate, throughput
+from jobs import fake_job
+
+
+def _flat(candidate: FakeCandidate) -> float:
+    return 500.0  # every setting the same: any gain declared is a false one
+
+
+def _run(tmp_path, backend: FakeBackend, **overrides) -> tuple[Tuner, dict]:
+    tuner = Tuner(fake_job(tmp_path, backend, trials=8, validate_top=3, **overrides), progress=lambda _: None)
+    return tuner, tuner.run()
+
+
+def test_rounds_are_interleaved_and_shuffled_and_every_sample_is_stored(tmp_path):
+    backend = FakeBackend(noise=0.02)
+    tuner, summary = _run(tmp_path, backend, validate_rounds=4)
+    chosen = {e["trial"] for e in summary["validated"]}
+    assert summary["rounds"] == 4 and len(chosen) >= 3 and all(len(e["samples"]) == 4 for e in summary["validated"])
+    keys = {tuple(sorted(tuner.study.trials[n].user_attrs["candidate"].items())): n for n in chosen}
+    validation = backend.log.measurements[-4 * len(chosen):]
+    orders = []
+    for r in range(4):  # each round measures every candidate once, in its own order
+        round_ = validation[r * len(chosen):(r + 1) * len(chosen)]
+        assert sorted(compile_key for _, compile_key in round_) == sorted(
+            (dict(k)["level"], dict(k)["batch_size"]) for k in keys)
+        orders.append([key for _, key in round_])
+    assert len({tuple(o) for o in orders}) > 1
+    assert tuner.study.user_attrs["validation"] == summary
+
+
+def test_equal_settings_give_no_significant_gain_and_the_baseline_is_exported(tmp_path):
+    tuner, summary = _run(tmp_path, FakeBackend(surface=_flat, noise=0.03))
+    assert summary["significant"] is False and summary["winner_trial"] == summary["baseline_trial"] == 0
+    low, high = summary["gain_ci_pct"]
+    assert low <= 0.0 <= high or low <= summary["gain_pct"] <= high
+    line = verdict_text(summary, "samples/s")
+    assert line.startswith("winner: trial #0") and "the baseline: no significant gain" in line
+    preset = winner_preset(tuner.study)
+    assert preset["trial"] == 0 and preset["significant"] is False and "no significant gain" in preset["note"]
+    assert preset["rounds"] == 5 and len(preset["value_ci"]) == 2 and preset["noise_pct"] is not None
+
+
+def test_a_clearly_better_setting_is_declared_significant(tmp_path):
+    tuner, summary = _run(tmp_path, FakeBackend(noise=0.02))
+    winner = summary["winner_trial"]
+    assert summary["significant"] is True and winner != 0
+    assert summary["gain_ci_pct"][0] > 0 and summary["gain_pct"] > 50
+    best = max(throughput(FakeCandidate(**tuner.study.trials[e["trial"]].user_attrs["candidate"]))
+               for e in summary["validated"])
+    assert throughput(FakeCandidate(**tuner.study.trials[winner].user_attrs["candidate"])) >= 0.9 * best
+    entry = next(e for e in summary["validated"] if e["trial"] == winner)
+    assert entry["ci"][0] <= entry["value"] <= entry["ci"][1] and 0.8 < entry["search_ratio"] < 1.2
+    assert "significant" in verdict_text(summary, "samples/s")
+
+
+def test_a_worker_leaves_validation_to_the_last_one_and_the_old_winner_is_measured_again(tmp_path):
+    storage = optuna.storages.InMemoryStorage()
+    tuner, first = _run(tmp_path, FakeBackend(noise=0.02), storage=storage)
+    running = tuner.study.ask()  # another worker's trial in flight
+    again = Tuner(fake_job(tmp_path, FakeBackend(noise=0.02), trials=2, storage=storage, heartbeat_s=3600),
+                  progress=lambda _: None)
+    skipped = again.run()
+    assert "still running in other workers" in skipped["note"]
+    assert tuner.study.user_attrs["validation"] == first  # not replaced
+    tuner.study.tell(running, state=optuna.trial.TrialState.FAIL)
+    last = Tuner(fake_job(tmp_path, FakeBackend(noise=0.02), trials=1, storage=storage), progress=lambda _: None)
+    summary = last.run()
+    assert first["winner_trial"] in {e["trial"] for e in summary["validated"]}
+    assert summary["replaces"]["winner_trial"] == first["winner_trial"]
