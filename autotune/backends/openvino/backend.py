@@ -41,7 +41,7 @@ class OpenVinoBackend:
     estimated_scenarios: frozenset[str] = frozenset()
     compiles_ahead = False  # compiling on the cores being measured would disturb the figures
     measure_seconds = 3.0
-    validate_seconds = 10.0
+    validate_seconds = 5.0
     emulated = False
     changes_numerics = True  # INFERENCE_PRECISION_HINT: bf16 and f16 change the outputs
 
