@@ -33,7 +33,8 @@ def qaic_job(emulator: Path, onnx: Path, tmp_path: Path, *, scenario: str = "off
                   devices=[0], device_size=nsp, sku="PCIe Pro",
                   storage=f"sqlite:///{tmp_path / 'studies.db'}",
                   study_name=default_study_name(model, scenario, backend, nsp), n_trials=trials,
-                  measure_seconds=1.0, validate_seconds=2.0, validate_top=2, seed=1, workdir=tmp_path / "work",
+                  measure_seconds=1.0, validate_seconds=2.0, validate_top=2, validate_rounds=3, validate_max_rounds=3,
+                  seed=1, workdir=tmp_path / "work",
                   cache_dir=tmp_path / "cache",
                   baseline=baseline, baseline_label=preset.flags if preset else None)
     fields.update(overrides)

@@ -166,7 +166,8 @@ def test_retinanet_server_30_trials_beats_or_matches_the_baseline_and_resumes(em
 def _ort_run(capsys, tmp_path, *extra: str) -> tuple[int, str, str]:
     return run_cli(capsys, "run", "--backend", "ort", "--model", "resnet50", "--storage",
                 f"sqlite:///{tmp_path / 'ort.db'}", "--workdir", str(tmp_path / "w"), "--measure-time", "0.5",
-                "--validate-time", "0.5", "--validate-top", "1", "--seed", "0", *extra)
+                "--validate-time", "0.5", "--validate-top", "1", "--validate-rounds", "3", "--validate-max-rounds", "3",
+                "--seed", "0", *extra)
 
 
 @pytest.mark.slow
@@ -176,7 +177,8 @@ def test_cpu_backend_runs_a_study_measured_by_loadgen(tiny_onnx, tmp_path, capsy
     monkeypatch.setenv("AUTOTUNE_SDK_ROOT", str(tmp_path / "no-sdk"))
     code, out, err = run_cli(capsys, "run", "--model", "resnet50", "--scenario", "singlestream", "--onnx",
                           str(tiny_onnx), "--trials", "3", "--storage", f"sqlite:///{tmp_path / 'ort.db'}",
-                          "--workdir", str(tmp_path / "w"), "--measure-time", "0.5", "--validate-time", "0.5")
+                          "--workdir", str(tmp_path / "w"), "--measure-time", "0.5", "--validate-time", "0.5",
+                          "--validate-rounds", "3", "--validate-max-rounds", "3")
     assert code == 0, err
     assert "backend: ort" in out and "baseline: ONNX Runtime's default session settings" in out and "[3/3]" in out
     study = load_study(f"sqlite:///{tmp_path / 'ort.db'}", study_name_from(out))

@@ -14,7 +14,8 @@ from autotune.storage import load_study
 from helpers import one_line_error, run_cli
 from user_models import convnet, paddle_detector, voice, voice_samples
 
-QUICK = ["--trials", "2", "--measure-time", "0.5", "--validate-time", "0.5", "--validate-top", "1", "--seed", "0"]
+QUICK = ["--trials", "2", "--measure-time", "0.5", "--validate-time", "0.5", "--validate-top", "1", "--validate-rounds",
+         "3", "--validate-max-rounds", "3", "--seed", "0"]
 
 
 def _voice(folder: Path) -> tuple[Path, list[str]]:

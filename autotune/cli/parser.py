@@ -127,6 +127,9 @@ def _add_search_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--validate-rounds", type=int_at_least(3), default=5,
                    help="interleaved rounds of validation, each measuring every candidate once in a shuffled order; "
                         "a winner must beat the baseline over them, paired by round (default 5, at least 3)")
+    p.add_argument("--validate-max-rounds", type=int_at_least(3), metavar="N",
+                   help="rounds at most: while the best gain is still within noise, validation measures more batches "
+                        "of --validate-rounds up to N (default three batches)")
     p.add_argument("--sampler", choices=STRATEGIES, default=DEFAULT_STRATEGY,
                    help="search strategy: two-phase (the baseline and the toolchain's rules of thumb, greedy climbs "
                         "from the best of them, then TPE), tpe (TPE with one-knob steps from the best), local "

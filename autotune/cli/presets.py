@@ -12,10 +12,10 @@ from autotune import backends
 from autotune.backends.base import Backend
 from autotune.compile_cache import default_cache_dir
 from autotune.errors import AutotuneError
+from autotune.results.verdict import verdict_line
 from autotune.search.records import TuningJob
 from autotune.search.reproduce import Check, check, entry_key, read_presets, select, setting_for
 from autotune.search.tuner import Tuner
-from autotune.search.validate import verdict_text
 from autotune.storage import default_storage_url
 
 DEFAULT_WORKDIR = Path(".autotune") / "work" / "verify"
@@ -92,6 +92,6 @@ def _retune(entry: dict[str, Any], backend: Backend, args: argparse.Namespace) -
     print(f"retuning {key} on {version}: study {job.study_name}, {args.retune} compiles, the old winner and its "
           f"{len(warm) - 1} one-step neighbours first", flush=True)
     summary = Tuner(job, progress=lambda line: print(line, flush=True)).run()
-    print(verdict_text(summary, setting.scenario.unit))
+    print(verdict_line(summary, setting.scenario.unit))
     print(f"export it with: autotune export {job.study_name} --out {args.presets}" +
           (f" --storage {args.storage}" if args.storage else ""))

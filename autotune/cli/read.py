@@ -9,6 +9,7 @@ import time
 from autotune.compile_cache import CompileCache, default_cache_dir
 from autotune.results.attrs import study_overview
 from autotune.results.export import winner_preset, write_preset
+from autotune.results.verdict import short_verdict
 from autotune.storage import default_storage_url, load_study, open_existing_storage
 
 
@@ -33,7 +34,7 @@ def cmd_studies(args: argparse.Namespace) -> int:
           f"validation (gain over the baseline [interval])")
     for r in rows:
         print(f"{r['study']:<36} {r['feasible']:>8} {r['infeasible']:>10} {r['failed']:>6} "
-              f"{_fmt(r['best']):>12} {_fmt(r['baseline']):>12}  {r['validation']}")
+              f"{_fmt(r['best']):>12} {_fmt(r['baseline']):>12}  {short_verdict(r['validation'])}")
     return 0
 
 

@@ -17,9 +17,9 @@ from autotune.errors import AutotuneError
 from autotune.models import (ModelSpec, check_onnx, download_model, get_model, resolve_onnx, synthetic_model,
                              with_inputs)
 from autotune.results import attrs
+from autotune.results.verdict import verdict_line
 from autotune.scenarios import get_scenario, latency_bound_ms
 from autotune.search.records import TuningJob, default_study_name
-from autotune.search.validate import verdict_text
 from autotune.search.tuner import Tuner
 from autotune.storage import default_storage_url, display_url
 
@@ -46,7 +46,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         n_trials=args.trials if args.trials or args.timeout else DEFAULT_TRIALS, timeout_s=args.timeout,
         measure_seconds=args.measure_time or backend.measure_seconds, validate_top=args.validate_top,
         validate_seconds=args.validate_time or backend.validate_seconds,
-        validate_rounds=args.validate_rounds, sampler=args.sampler, seed=args.seed,
+        validate_rounds=args.validate_rounds, validate_max_rounds=args.validate_max_rounds, sampler=args.sampler,
+        seed=args.seed,
         workdir=args.workdir.resolve(), baseline=target.baseline, baseline_label=target.baseline_label,
         synthetic=synthetic, cache_dir=args.cache_dir or default_cache_dir(), heartbeat_s=args.heartbeat,
         storage_wait_s=args.storage_wait, max_output_error=args.max_output_error, warm_start=args.warm_start,
@@ -86,7 +87,7 @@ def _print_outcome(tuner: Tuner, summary: dict[str, Any], args: argparse.Namespa
         print(f"no valid configuration found for {job.model.name} {job.scenario.name}" +
               (f" within {job.bound_ms:g} ms" if job.bound_ms else "") + _best_latency_note(tuner))
         return
-    print(verdict_text(summary, job.scenario.unit))
+    print(verdict_line(summary, job.scenario.unit))
     print(f"export it with: autotune export {job.study_name}" + (f" --storage {args.storage}" if args.storage else ""))
 
 

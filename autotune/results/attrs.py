@@ -81,7 +81,7 @@ WINNER_VALUE = "winner_value"
 BASELINE_TRIAL = "baseline_trial"
 BASELINE_VALUE = "baseline_value"
 GAIN_PCT = "gain_pct"  # the gain over the baseline paired by round (the claimed candidate's on the record)
-GAIN_CI_PCT = "gain_ci_pct"  # its interval [low, high], corrected for the number of candidates compared
+GAIN_CI_PCT = "gain_ci_pct"  # its interval [low, high], corrected for the candidates compared and the looks taken
 SIGNIFICANT = "significant"  # the whole interval above zero: the candidate wins over the baseline
 CLAIMED_TRIAL = "claimed_trial"  # the candidate with the largest gain, significant or not
 ROUNDS = "rounds"
@@ -210,20 +210,5 @@ def study_overview(storage: optuna.storages.BaseStorage) -> list[dict[str, Any]]
                      "infeasible": len(complete) - len(feasible),
                      "failed": sum(t.state == TrialState.FAIL for t in trials),
                      "best": best.value if best else None, "baseline": baseline,
-                     "validation": validation_verdict(validation_of(study))})
+                     "validation": validation_of(study)})
     return rows
-
-
-def validation_verdict(validation: dict[str, Any]) -> str:
-    """A few words for ``autotune studies``: the validated gain and whether it is significant."""
-    if not validation.get(VALIDATED):
-        return "not validated"
-    if validation.get(WINNER_TRIAL) is None:
-        return "no valid candidate"
-    gain, ci = validation.get(GAIN_PCT), validation.get(GAIN_CI_PCT)
-    if gain is None or ci is None:
-        return f"#{validation[WINNER_TRIAL]} (no gain measured)"
-    figure = f"{gain:+.1f}% [{ci[0]:+.1f}, {ci[1]:+.1f}]"
-    if validation.get(SIGNIFICANT):
-        return f"#{validation[WINNER_TRIAL]} {figure} significant"
-    return f"baseline kept: {figure} not significant"

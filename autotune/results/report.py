@@ -23,6 +23,7 @@ from autotune.results.figures import Figure, build_figures
 from autotune.results.frame import (KNOB, OUTCOME_ORDER, given, infeasible_groups, knob_columns, sorted_for_table,
                                     trial_frame, true)
 from autotune.results.html import CSS, attr, cell, command, esc, kv, missing, num, seconds
+from autotune.results.verdict import significance_sentence
 
 
 def summarize(study: optuna.Study, frame: pd.DataFrame) -> dict[str, Any]:
@@ -231,20 +232,6 @@ def _validation_html(summary: dict[str, Any], unit: str) -> str:
                      f'<td>{"—" if est is None else ("estimated" if est else "measured")}</td>'
                      f'<td>{"ok" if r.get(attrs.FEASIBLE) else esc(r.get(attrs.REASON) or "infeasible")}</td></tr>')
     return head + f"<table>{''.join(lines)}</table>"
-
-
-def significance_sentence(validation: dict[str, Any]) -> str:
-    """The validation's verdict in words: a significant gain, or none and the baseline kept."""
-    if validation.get(attrs.NOTE):
-        return str(validation[attrs.NOTE])
-    if validation.get(attrs.GAIN_CI_PCT) is None:
-        return "No candidate besides the baseline was compared."
-    low, high = validation[attrs.GAIN_CI_PCT]
-    gain = f"{validation[attrs.GAIN_PCT]:+.1f}% (interval {low:+.1f}% to {high:+.1f}%)"
-    if validation.get(attrs.SIGNIFICANT):
-        return f"Trial #{validation[attrs.WINNER_TRIAL]} beats the baseline by {gain}: a significant gain."
-    return (f"No significant gain: the best candidate, trial #{validation.get(attrs.CLAIMED_TRIAL)}, measured {gain} "
-            f"against the baseline, within noise, so the baseline stays the winner and is what export writes.")
 
 
 def _infeasible_html(frame: pd.DataFrame) -> str:

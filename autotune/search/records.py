@@ -40,6 +40,7 @@ class TuningJob:
     validate_top: int = 3
     validate_seconds: float = 20.0
     validate_rounds: int = 5  # interleaved rounds of validation (search/validate.py)
+    validate_max_rounds: int | None = None  # rounds while a gain stays within noise (None: three times as many)
     sampler: str = "two-phase"  # the search strategy (search/strategies.py)
     polish_every: int = 3
     polish_after: int = 25

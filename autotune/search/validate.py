@@ -31,6 +31,8 @@ from autotune.search.stages import CompileStage
 from autotune.storage import fail_stale_trials
 
 OUTSIDE_NOISE_SIGMAS = 3.0  # a validation figure this many sigmas from the search figure is flagged
+LOOKS = 3  # batches of rounds at most, unless the job says otherwise: more while a gain stays within noise
+MIN_GAIN_PCT = 1.0  # a gain whose interval cannot reach past this is not worth more rounds
 
 
 class Validator:
@@ -44,6 +46,7 @@ class Validator:
         self.measurer = measurer
         self.progress = progress
         self.maximize = job.scenario.direction == "maximize"
+        self.looks = max(1, (job.validate_max_rounds or LOOKS * job.validate_rounds) // job.validate_rounds)
 
     def validate(self, device: int) -> dict[str, Any]:
         """Run the experiment on ``device``; returns the validation record (also stored), {} when nothing was
@@ -62,22 +65,45 @@ class Validator:
             return {}
         rounds = job.validate_rounds
         self.progress(f"validating {len(chosen)} candidates in {rounds} interleaved rounds of {job.validate_seconds:g} "
-                      f"s runs (~{_minutes(len(chosen) * rounds * job.validate_seconds)}) ...")
+                      f"s runs (~{_minutes(len(chosen) * rounds * job.validate_seconds)}; up to {rounds * self.looks} "
+                      f"rounds while a gain stays undecided) ...")
         entries = {t.number: self._entry(t) for t in chosen}
         artifacts = {t.number: self._artifact(t, entries[t.number]) for t in chosen}
-        for r in range(rounds):
-            live = [t for t in chosen if artifacts[t.number] is not None]
-            random.Random((job.seed or 0) * 1000 + r).shuffle(live)
-            for trial in live:
-                self._measure(trial, artifacts, entries[trial.number], device, r)
-            self.progress(f"  round {r + 1}/{rounds}: " + ", ".join(
-                f"#{t.number} {_shown(entries[t.number], job.scenario.unit)}" for t in chosen))
+        for look in range(self.looks):
+            for r in range(look * rounds, (look + 1) * rounds):
+                self._round(chosen, artifacts, entries, device, r)
+            if look == self.looks - 1 or not self._undecided(list(entries.values())):
+                break
+            self.progress(f"  a gain is still within noise: {rounds} more rounds")
         summary = self._summary(list(entries.values()), chosen)
         self.study.set_user_attr(attrs.VALIDATION, summary)
         if attrs.DRIFT_PCT in summary:
             self.progress(f"the baseline measured {summary[attrs.DRIFT_PCT]:+.1f}% against its search figure (the "
                           f"machine's drift since the search)")
         return summary
+
+    def _round(self, chosen: list[FrozenTrial], artifacts: dict[int, Artifact | None],
+               entries: dict[int, dict[str, Any]], device: int, r: int) -> None:
+        """Round ``r``: every candidate still measurable once, in an order shuffled for this round."""
+        live = [t for t in chosen if artifacts[t.number] is not None]
+        random.Random((self.job.seed or 0) * 1000 + r).shuffle(live)
+        for trial in live:
+            self._measure(trial, artifacts, entries[trial.number], device, r)
+        self.progress(f"  round {r + 1}: " + ", ".join(
+            f"#{t.number} {_shown(entries[t.number], self.job.scenario.unit)}" for t in chosen))
+
+    def _undecided(self, entries: list[dict[str, Any]]) -> bool:
+        """Whether more rounds could decide: no contender is significantly better yet, and one measures a gain whose
+        interval reaches past ``MIN_GAIN_PCT``."""
+        baseline = next((e for e in entries if e[attrs.BASELINE] and e[attrs.SAMPLES]), None)
+        contenders = [e for e in entries if not e[attrs.BASELINE] and e[attrs.SAMPLES]]
+        if baseline is None or not contenders:
+            return False
+        gains = [self._gain(e, baseline, comparisons=len(contenders) * self.looks) for e in contenders]
+        gains = [g for g in gains if g is not None]
+        if any(g.significant for g in gains):
+            return False
+        return any(g.pct > 0 and g.high_pct > MIN_GAIN_PCT for g in gains)
 
     def _chosen(self) -> list[FrozenTrial]:
         """The best ``validate_top`` feasible trials, the baseline and the last validation's winner."""
@@ -139,13 +165,13 @@ class Validator:
             self._settle(entry)
         baseline = next((e for e in entries if e[attrs.BASELINE]), None)
         contenders = [e for e in entries if not e[attrs.BASELINE] and e[attrs.FEASIBLE]]
-        for entry in contenders:
-            gain = self._gain(entry, baseline, comparisons=len(contenders))
+        for entry in contenders if baseline is not None and baseline[attrs.FEASIBLE] else []:
+            gain = self._gain(entry, baseline, comparisons=len(contenders) * self.looks)
             if gain is not None:
                 entry |= {attrs.GAIN_PCT: gain.pct, attrs.GAIN_CI_PCT: [gain.low_pct, gain.high_pct],
                           attrs.SIGNIFICANT: gain.significant}
         summary: dict[str, Any] = {
-            attrs.VALIDATED: entries, attrs.VALIDATE_SECONDS: job.validate_seconds, attrs.ROUNDS: job.validate_rounds,
+            attrs.VALIDATED: entries, attrs.VALIDATE_SECONDS: job.validate_seconds, attrs.ROUNDS: max(len(e[attrs.SAMPLES]) for e in entries),
             attrs.VALIDATED_AT: time.strftime("%Y-%m-%d %H:%M:%S"), attrs.NOISE_PCT: self.measurer.noise.sigma * 100}
         previous = validation_of(self.study)
         if previous.get(attrs.WINNER_TRIAL) is not None:
@@ -181,9 +207,7 @@ class Validator:
             margin = OUTSIDE_NOISE_SIGMAS * math.hypot(self.measurer.noise.sigma, sem)
             entry |= {attrs.SEARCH_RATIO: ratio, attrs.OUTSIDE_NOISE: abs(math.log(ratio)) > margin}
 
-    def _gain(self, entry: dict[str, Any], baseline: dict[str, Any] | None, *, comparisons: int) -> Gain | None:
-        if baseline is None or not baseline[attrs.FEASIBLE]:
-            return None
+    def _gain(self, entry: dict[str, Any], baseline: dict[str, Any], *, comparisons: int) -> Gain | None:
         pairs = _paired(entry[attrs.SAMPLES], baseline[attrs.SAMPLES])
         return paired_gain([c for c, _ in pairs], [b for _, b in pairs], maximize=self.maximize,
                            comparisons=comparisons)
@@ -211,23 +235,6 @@ class Validator:
             verdict |= {attrs.WINNER_TRIAL: winner[attrs.TRIAL], attrs.WINNER_VALUE: winner[attrs.VALUE],
                         attrs.SIGNIFICANT: False, attrs.NOTE: "no feasible baseline to compare with"}
         return verdict
-
-
-def verdict_text(validation: dict[str, Any], unit: str) -> str:
-    """One line for the progress output and ``autotune studies``: the gain and its interval, or why none."""
-    if not validation or validation.get(attrs.WINNER_TRIAL) is None:
-        return "no valid candidate in validation"
-    winner = f"winner: trial #{validation[attrs.WINNER_TRIAL]} {validation[attrs.WINNER_VALUE]:,.2f} {unit}"
-    if validation.get(attrs.NOTE):
-        return f"{winner} ({validation[attrs.NOTE]})"
-    if validation.get(attrs.GAIN_PCT) is None:
-        return f"{winner}, the baseline: no other candidate to compare"
-    low, high = validation[attrs.GAIN_CI_PCT]
-    gain = f"{validation[attrs.GAIN_PCT]:+.1f}% (interval {low:+.1f}% to {high:+.1f}%)"
-    if validation.get(attrs.SIGNIFICANT):
-        return f"{winner}, {gain} against the baseline, significant"
-    return (f"{winner}, the baseline: no significant gain (the best candidate, #{validation[attrs.CLAIMED_TRIAL]}, "
-            f"measured {gain} against the baseline)")
 
 
 def _paired(candidate: list[float | None], baseline: list[float | None]) -> list[tuple[float, float]]:

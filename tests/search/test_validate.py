@@ -7,7 +7,7 @@ import optuna
 
 from autotune.results.export import winner_preset
 from autotune.search.tuner import Tuner
-from autotune.search.validate import verdict_text
+from autotune.results.verdict import verdict_line
 from fakes import FakeBackend, FakeCandidate, throughput
 from jobs import fake_job
 
@@ -25,11 +25,12 @@ def test_rounds_are_interleaved_and_shuffled_and_every_sample_is_stored(tmp_path
     backend = FakeBackend(noise=0.02)
     tuner, summary = _run(tmp_path, backend, validate_rounds=4)
     chosen = {e["trial"] for e in summary["validated"]}
-    assert summary["rounds"] == 4 and len(chosen) >= 3 and all(len(e["samples"]) == 4 for e in summary["validated"])
+    rounds = summary["rounds"]
+    assert rounds == 4 and len(chosen) >= 3 and all(len(e["samples"]) == rounds for e in summary["validated"])
     keys = {tuple(sorted(tuner.study.trials[n].user_attrs["candidate"].items())): n for n in chosen}
-    validation = backend.log.measurements[-4 * len(chosen):]
+    validation = backend.log.measurements[-rounds * len(chosen):]
     orders = []
-    for r in range(4):  # each round measures every candidate once, in its own order
+    for r in range(rounds):  # each round measures every candidate once, in its own order
         round_ = validation[r * len(chosen):(r + 1) * len(chosen)]
         assert sorted(compile_key for _, compile_key in round_) == sorted(
             (dict(k)["level"], dict(k)["batch_size"]) for k in keys)
@@ -39,28 +40,32 @@ def test_rounds_are_interleaved_and_shuffled_and_every_sample_is_stored(tmp_path
 
 
 def test_equal_settings_give_no_significant_gain_and_the_baseline_is_exported(tmp_path):
-    tuner, summary = _run(tmp_path, FakeBackend(surface=_flat, noise=0.03))
+    lines: list[str] = []
+    tuner = Tuner(fake_job(tmp_path, FakeBackend(surface=_flat, noise=0.03), trials=8, validate_top=3),
+                  progress=lines.append)
+    summary = tuner.run()
+    assert summary["rounds"] > 5 and "  a gain is still within noise: 5 more rounds" in lines  # undecided: more
     assert summary["significant"] is False and summary["winner_trial"] == summary["baseline_trial"] == 0
     low, high = summary["gain_ci_pct"]
     assert low <= 0.0 <= high or low <= summary["gain_pct"] <= high
-    line = verdict_text(summary, "samples/s")
+    line = verdict_line(summary, "samples/s")
     assert line.startswith("winner: trial #0") and "the baseline: no significant gain" in line
     preset = winner_preset(tuner.study)
     assert preset["trial"] == 0 and preset["significant"] is False and "no significant gain" in preset["note"]
-    assert preset["rounds"] == 5 and len(preset["value_ci"]) == 2 and preset["noise_pct"] is not None
+    assert preset["rounds"] in (5, 10, 15) and len(preset["value_ci"]) == 2 and preset["noise_pct"] is not None
 
 
 def test_a_clearly_better_setting_is_declared_significant(tmp_path):
     tuner, summary = _run(tmp_path, FakeBackend(noise=0.02))
     winner = summary["winner_trial"]
-    assert summary["significant"] is True and winner != 0
+    assert summary["significant"] is True and winner != 0 and summary["rounds"] == 5  # decided: no more rounds
     assert summary["gain_ci_pct"][0] > 0 and summary["gain_pct"] > 50
     best = max(throughput(FakeCandidate(**tuner.study.trials[e["trial"]].user_attrs["candidate"]))
                for e in summary["validated"])
     assert throughput(FakeCandidate(**tuner.study.trials[winner].user_attrs["candidate"])) >= 0.9 * best
     entry = next(e for e in summary["validated"] if e["trial"] == winner)
     assert entry["ci"][0] <= entry["value"] <= entry["ci"][1] and 0.8 < entry["search_ratio"] < 1.2
-    assert "significant" in verdict_text(summary, "samples/s")
+    assert "significant" in verdict_line(summary, "samples/s")
 
 
 def test_a_worker_leaves_validation_to_the_last_one_and_the_old_winner_is_measured_again(tmp_path):

@@ -231,13 +231,16 @@ def test_runner_without_stats_batchsize_reports_batch_1(tmp_path: Path, model: P
     assert m and m[3] == "1"
 
 
-def test_runner_seed_determinism(tmp_path: Path, model: Path) -> None:
+def test_runner_seed_determinism_and_noise_between_repeated_runs(tmp_path: Path, model: Path) -> None:
     qpc = compile_qpc(model, tmp_path, "q", "-aic-num-cores=4")
+    twin = compile_qpc(model, tmp_path, "twin", "-aic-num-cores=4")
     a = run(QAIC_RUNNER, "-t", str(qpc), "--time", "2", cwd=tmp_path, QAIC_EMU_SEED="7")
-    b = run(QAIC_RUNNER, "-t", str(qpc), "--time", "2", cwd=tmp_path, QAIC_EMU_SEED="7")
-    c = run(QAIC_RUNNER, "-t", str(qpc), "--time", "2", cwd=tmp_path, QAIC_EMU_SEED="8")
-    assert a.returncode == b.returncode == c.returncode == 0
-    assert a.stdout == b.stdout
+    b = run(QAIC_RUNNER, "-t", str(twin), "--time", "2", cwd=tmp_path, QAIC_EMU_SEED="7")
+    again = run(QAIC_RUNNER, "-t", str(qpc), "--time", "2", cwd=tmp_path, QAIC_EMU_SEED="7")
+    c = run(QAIC_RUNNER, "-t", str(twin), "--time", "2", cwd=tmp_path, QAIC_EMU_SEED="8")
+    assert a.returncode == b.returncode == again.returncode == c.returncode == 0
+    assert a.stdout == b.stdout  # same seed, same QPC, first run of each: the same figures
+    assert again.stdout != a.stdout  # a repeated run differs by the noise, as a card's does
     assert a.stdout != c.stdout
 
 

@@ -15,7 +15,8 @@ from helpers import one_line_error, run_cli
 
 def _run(capsys, trtexec, onnx, storage, *extra):
     return run_cli(capsys, "run", "--onnx", str(onnx), "--trtexec", str(trtexec), "--storage", storage,
-                   "--measure-time", "0.5", "--validate-top", "1", "--validate-time", "0.5", "--seed", "0", *extra)
+                   "--measure-time", "0.5", "--validate-top", "1", "--validate-time", "0.5", "--validate-rounds", "3",
+                   "--validate-max-rounds", "3", "--seed", "0", *extra)
 
 
 def test_devices_lists_the_gpus_of_the_emulated_nvidia_smi(trt_emulator, capsys, monkeypatch):
