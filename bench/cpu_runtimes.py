@@ -3,8 +3,10 @@
 For the synthetic ResNet-50 v1.5 and the synthetic RetinaNet-shaped detector, offline and singlestream: four settings
 per case (ONNX Runtime's default session, ONNX Runtime's tuned winner, OpenVINO's hint for the scenario with its
 optimal number of requests, OpenVINO's tuned winner). The winners come from the studies in --storage (each tuned
-first with a short `autotune run` when it is missing: the defaults keep the whole bench near 10 minutes on 2
-cores; raise --trials, --measure-time and --seconds for firmer figures). The four are then measured in turn,
+first with a short `autotune run` when it is missing; raise --trials, --measure-time and --seconds for firmer
+figures). With the defaults ResNet-50 alone (--models resnet50) takes about 10 minutes on 2 shared cores; RetinaNet
+is ~10x slower per sample (its singlestream runs need LoadGen's 32 queries of over a second each), so both models
+took about an hour there. The four are then measured in turn,
 --repeats rounds, in one process, each a LoadGen run of the scenario itself; medians and ratios are printed.
 
     .venv/bin/python bench/cpu_runtimes.py [--repeats 3] [--seconds 3] [--trials 3] [--measure-time 1.5]
@@ -120,12 +122,12 @@ def main() -> None:
 
 
 def print_table(results: dict[tuple[str, str], dict[str, Any]]) -> None:
-    print(f"\n{'case':<23} {'ort default':>11} {'ort tuned':>10} {'ov hint':>9} {'ov tuned':>9} "
+    print(f"\n{'case':<31} {'ort default':>11} {'ort tuned':>10} {'ov hint':>9} {'ov tuned':>9} "
           f"{'ov hint/ort dflt':>16} {'ov tuned/ort tuned':>18} {'ort tuned/dflt':>14} {'ov tuned/hint':>13}")
     for (name, scenario), result in results.items():
         m = result["medians"]
         d, t, h, o = m["ort default"], m["ort tuned"], m["openvino hint"], m["openvino tuned"]
-        print(f"{name + ' ' + scenario + ' (' + SCENARIO_METRICS[scenario] + ')':<23} {d:>11.2f} {t:>10.2f} "
+        print(f"{name + ' ' + scenario + ' (' + SCENARIO_METRICS[scenario] + ')':<31} {d:>11.2f} {t:>10.2f} "
               f"{h:>9.2f} {o:>9.2f} {speedup(scenario, h, d):>15.2f}x {speedup(scenario, o, t):>17.2f}x "
               f"{speedup(scenario, t, d):>13.2f}x {speedup(scenario, o, h):>12.2f}x")
     print("\ntuned settings:")
