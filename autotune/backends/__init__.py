@@ -19,6 +19,7 @@ BUILTIN = (
     "autotune.backends.qaic:QaicBackend",
     "autotune.backends.tensorrt:TensorrtBackend",
     "autotune.backends.ort:OrtBackend",
+    "autotune.backends.openvino:OpenVinoBackend",
 )
 ENTRY_POINT_GROUP = "autotune.backends"
 

@@ -1,8 +1,11 @@
-"""MLPerf LoadGen for in-process backends: run a scenario against a batching SUT, read the figures from its log.
+"""MLPerf LoadGen for in-process backends: run a scenario against a SUT, read the figures from its log.
+
+Two SUTs: ``BatchingSUT`` (worker threads that each run a batch and wait for it) and ``AsyncSUT`` (one feeder thread
+that starts asynchronous requests; the runtime's completion callbacks complete LoadGen's samples).
 
 Traps respected (see TOOLCHAIN-NOTES): the log directory exists before the run; offline's expected QPS is set at or
 above the real rate; results come from ``mlperf_log_detail.txt``, never from the prose summary; completions are
-made by worker threads that are joined before the SUT is destroyed.
+made by threads that are joined (or requests that are drained) before the SUT is destroyed.
 """
 
 from __future__ import annotations
@@ -12,7 +15,7 @@ import queue
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Union
 
 from autotune.backends._host_load import CpuWatch
 from autotune.errors import AutotuneError
@@ -82,20 +85,7 @@ class BatchingSUT:
     def _work(self) -> None:
         import mlperf_loadgen as lg
 
-        while True:
-            first = self.pending.get()
-            if first is None:
-                return
-            batch = [first]
-            while len(batch) < self.batch_size:
-                try:
-                    item = self.pending.get_nowait()
-                except queue.Empty:
-                    break
-                if item is None:
-                    self.pending.put(None)
-                    break
-                batch.append(item)
+        while (batch := take_batch(self.pending, self.batch_size)) is not None:
             try:
                 self.infer([s.index for s in batch])
             except BaseException as exc:  # report after the run; LoadGen must still see every completion
@@ -103,7 +93,77 @@ class BatchingSUT:
             lg.QuerySamplesComplete([lg.QuerySampleResponse(s.id, 0, 0) for s in batch])
 
 
-def run_loadgen(sut: BatchingSUT, run: LoadGenRun, *, sample_count: int, log_dir: Path,
+class AsyncSUT:
+    """A LoadGen SUT for runtimes with asynchronous requests: no thread waits on a request.
+
+    One feeder thread calls ``wait_idle()`` (returns once a request is free), gathers up to ``batch_size`` waiting
+    samples and calls ``submit(indices, done)``, which starts one request and returns; the runtime's completion
+    callback calls ``done(error)`` (None when the request succeeded), which completes the batch's samples with
+    LoadGen. ``drain()`` waits for the requests in flight when the run ends.
+    """
+
+    def __init__(self, submit: Callable[[list[int], Callable[[BaseException | None], None]], None], *,
+                 batch_size: int, wait_idle: Callable[[], Any], drain: Callable[[], Any]) -> None:
+        self.submit, self.batch_size, self.wait_idle, self.drain = submit, batch_size, wait_idle, drain
+        self.pending: queue.Queue[Any] = queue.Queue()
+        self.errors: list[BaseException] = []
+        self.feeder: threading.Thread | None = None
+
+    def start(self) -> None:
+        self.feeder = threading.Thread(target=self._feed, daemon=True)
+        self.feeder.start()
+
+    def stop(self) -> None:
+        self.pending.put(None)
+        if self.feeder is not None:
+            self.feeder.join()
+        self.drain()
+
+    def issue(self, samples: list[Any]) -> None:
+        for sample in samples:
+            self.pending.put(sample)
+
+    def _feed(self) -> None:
+        while True:
+            self.wait_idle()  # a batch gathers the samples that arrived while every request was busy
+            batch = take_batch(self.pending, self.batch_size)
+            if batch is None:
+                return
+            try:
+                self.submit([s.index for s in batch], lambda error, batch=batch: self._complete(batch, error))
+            except BaseException as exc:  # the request did not start: complete its samples all the same
+                self._complete(batch, exc)
+
+    def _complete(self, batch: list[Any], error: BaseException | None) -> None:
+        import mlperf_loadgen as lg
+
+        if error is not None:
+            self.errors.append(error)
+        lg.QuerySamplesComplete([lg.QuerySampleResponse(s.id, 0, 0) for s in batch])
+
+
+SUT = Union[BatchingSUT, AsyncSUT]
+
+
+def take_batch(pending: queue.Queue[Any], size: int) -> list[Any] | None:
+    """The next sample (waiting for it) and up to ``size - 1`` more already waiting; None once the queue is closed."""
+    first = pending.get()
+    if first is None:
+        return None
+    batch = [first]
+    while len(batch) < size:
+        try:
+            item = pending.get_nowait()
+        except queue.Empty:
+            break
+        if item is None:
+            pending.put(None)  # the close is for the next taker
+            break
+        batch.append(item)
+    return batch
+
+
+def run_loadgen(sut: SUT, run: LoadGenRun, *, sample_count: int, log_dir: Path,
                 cores: int | None = None) -> LoadGenResult:
     """Run one PerformanceOnly test and return its figures; the logs stay in ``log_dir``. With ``cores`` (what the
     SUT runs on, of the host's CPUs), the host's load during the test comes with them."""

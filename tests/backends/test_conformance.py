@@ -14,6 +14,8 @@ import pytest
 
 from autotune import backends
 from autotune.backends.base import Backend, Measurement
+from autotune.backends.openvino import OpenVinoBackend
+from autotune.backends.openvino.space import OvCandidate
 from autotune.backends.ort import OrtBackend
 from autotune.backends.ort.space import OrtCandidate
 from autotune.backends.qaic import QaicBackend
@@ -53,6 +55,8 @@ SETUPS: dict[str, Setup] = {
                                                  TrtCandidate(batch_size=256))),
     "ort": Setup(make=lambda emulator: OrtBackend(),
                  refused=lambda tmp, tiny: (_garbage(tmp, "bad.onnx"), OrtCandidate())),
+    "openvino": Setup(make=lambda emulator: OpenVinoBackend(),
+                      refused=lambda tmp, tiny: (_garbage(tmp, "bad.onnx"), OvCandidate())),
     "fake": Setup(make=lambda emulator: FakeBackend(fail_level=4),
                   refused=lambda tmp, tiny: (tiny, FakeCandidate(level=4))),
 }

@@ -86,3 +86,65 @@ def test_inference_errors_surface_after_the_run(tmp_path):
     run = LoadGenRun(scenario="singlestream", min_duration_ms=100, min_query_count=10, expected_latency_ms=1)
     with pytest.raises(AutotuneError, match="input shape mismatch"):
         run_loadgen(BatchingSUT(broken, batch_size=1, instances=1), run, sample_count=8, log_dir=tmp_path)
+
+
+class _AsyncRuntime:
+    """Requests that finish on a timer thread after ``ms``, at most ``slots`` at once (an AsyncInferQueue's shape)."""
+
+    def __init__(self, slots: int, ms: float, fail: bool = False) -> None:
+        import threading
+
+        self.free = threading.Semaphore(slots)
+        self.ms, self.fail = ms, fail
+        self.lock = threading.Lock()
+        self.in_flight = self.most_in_flight = 0
+        self.batches: list[int] = []
+        self.completing_threads: set[int] = set()
+
+    def wait_idle(self) -> None:
+        self.free.acquire()
+        self.free.release()
+
+    def submit(self, indices: list[int], done) -> None:
+        import threading
+
+        self.free.acquire()
+        with self.lock:
+            self.in_flight += 1
+            self.most_in_flight = max(self.most_in_flight, self.in_flight)
+            self.batches.append(len(indices))
+
+        def finish() -> None:
+            with self.lock:
+                self.in_flight -= 1
+                self.completing_threads.add(threading.get_ident())
+            self.free.release()
+            done(RuntimeError("request failed") if self.fail else None)
+        threading.Timer(self.ms / 1000, finish).start()
+
+    def drain(self) -> None:
+        while self.in_flight:
+            time.sleep(0.001)
+
+
+def test_the_async_sut_keeps_requests_in_flight_and_completes_from_their_callbacks(tmp_path):
+    from autotune.backends._loadgen import AsyncSUT
+
+    runtime = _AsyncRuntime(slots=3, ms=2.0)
+    sut = AsyncSUT(runtime.submit, batch_size=4, wait_idle=runtime.wait_idle, drain=runtime.drain)
+    run = LoadGenRun(scenario="offline", min_duration_ms=500, expected_qps=6000)
+    result = run_loadgen(sut, run, sample_count=256, log_dir=tmp_path / "offline")
+    detail = read_detail_log(tmp_path / "offline" / "mlperf_log_detail.txt")
+    assert result.samples_per_second == detail["result_samples_per_second"] > 1000  # 3 x 4 samples per 2 ms: ~6000
+    assert runtime.most_in_flight == 3 and max(runtime.batches) == 4
+    assert sut.feeder is not None and sut.feeder.ident not in runtime.completing_threads
+
+
+def test_a_failed_asynchronous_request_surfaces_after_the_run(tmp_path):
+    from autotune.backends._loadgen import AsyncSUT
+
+    runtime = _AsyncRuntime(slots=1, ms=0.5, fail=True)
+    run = LoadGenRun(scenario="singlestream", min_duration_ms=100, min_query_count=10, expected_latency_ms=1)
+    with pytest.raises(AutotuneError, match="request failed"):
+        run_loadgen(AsyncSUT(runtime.submit, batch_size=1, wait_idle=runtime.wait_idle, drain=runtime.drain), run,
+                    sample_count=8, log_dir=tmp_path)

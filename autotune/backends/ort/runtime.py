@@ -12,15 +12,15 @@ from pathlib import Path
 from typing import Any
 
 from autotune.backends._cpu import cpu_device
-from autotune.backends._loadgen import BatchingSUT, LoadGenResult, LoadGenRun, find_server_qps, run_loadgen
+from autotune.backends._loadgen import BatchingSUT, LoadGenRun
+from autotune.backends._loadgen_measure import Workload, measure_scenario, run_once
 from autotune.backends.base import Artifact, Device, Measurement, Target
 from autotune.backends.ort.space import OrtCandidate, OrtSpace
 from autotune.errors import AutotuneError, CompileFailure, MeasureFailure
 from autotune.inputs import ModelInputs
 from autotune.models import ModelSpec, external_data_files
-from autotune.scenarios import MULTISTREAM_SAMPLES_PER_QUERY, Scenario
+from autotune.scenarios import Scenario
 
-SERVER_PROBES = 5
 OPTIMISED = "model.opt.onnx"
 REASON_CHARS = 300  # onnxruntime's messages carry source paths and template names: keep their start
 
@@ -117,22 +117,10 @@ class OrtBackend:
         expectations come from a quick timing of one batch. Server: the highest target QPS whose p99 stays within
         the bound, bracketed then bisected."""
         make_sut = self._sut_factory(artifact, candidate, model.file_inputs())
-        batch_s = self._batch_seconds(make_sut)
-        rate = candidate.instances * candidate.batch_size / batch_s
-        duration_ms = int(seconds * 1000)
-        name = "offline" if scenario is None else scenario.name
-        if name == "offline":
-            run = LoadGenRun(scenario="offline", min_duration_ms=duration_ms, expected_qps=rate * 1.5)
-        elif name == "singlestream":
-            run = LoadGenRun(scenario="singlestream", min_duration_ms=duration_ms, min_query_count=32,
-                             expected_latency_ms=batch_s * 1000)
-        elif name == "multistream":
-            rounds = -(-MULTISTREAM_SAMPLES_PER_QUERY // candidate.batch_size) / max(1, candidate.instances)
-            run = LoadGenRun(scenario="multistream", min_duration_ms=duration_ms, min_query_count=32,
-                             expected_latency_ms=max(1.0, rounds) * batch_s * 1000)
-        else:
-            return self._server(make_sut, candidate, rate=rate, bound_ms=bound_ms, seconds=seconds, log_dir=log_dir)
-        return self.run_once(make_sut, candidate, run, log_dir)
+        work = Workload(make_sut=make_sut, batch_size=candidate.batch_size, concurrency=candidate.instances,
+                        batch_seconds=self._batch_seconds(make_sut), cores=self._cores_used(candidate))
+        return measure_scenario(work, scenario=None if scenario is None else scenario.name, bound_ms=bound_ms,
+                                seconds=seconds, log_dir=log_dir)
 
     def outputs(self, artifact: Artifact, candidate: OrtCandidate, *, model: ModelSpec, feed: dict[str, Any],
                 device: int) -> dict[str, Any] | None:
@@ -155,46 +143,10 @@ class OrtBackend:
         """The session settings by name (ONNX Runtime has no command line to reproduce them)."""
         return {"session_options": candidate.to_dict()}
 
-    def _server(self, make_sut: Any, candidate: OrtCandidate, *, rate: float, bound_ms: float | None,
-                seconds: float, log_dir: Path) -> Measurement:
-        assert bound_ms is not None
-        probe_ms = max(500, int(seconds * 1000 / SERVER_PROBES))
-
-        def probe(qps: float) -> LoadGenResult:
-            run = LoadGenRun(scenario="server", min_duration_ms=probe_ms, min_query_count=100, target_qps=qps,
-                             latency_bound_ms=bound_ms)
-            return self._run(make_sut, run, log_dir / f"server-{qps:.1f}qps", cores=self._cores_used(candidate))
-
-        best, probes = find_server_qps(probe, start_qps=rate * 0.5, bound_ms=bound_ms, max_probes=SERVER_PROBES)
-        shown = best or min(probes, key=lambda p: p.latency_p99_ms or float("inf"))
-        loads = [p.host_load for p in probes if p.host_load is not None]
-        return Measurement(
-            samples_per_second=shown.samples_per_second, duration_seconds=len(probes) * probe_ms / 1000,
-            batch_size=candidate.batch_size, executions=shown.query_count, latency_p50_ms=shown.latency_p50_ms,
-            latency_p90_ms=shown.latency_p90_ms, latency_p99_ms=shown.latency_p99_ms, loadgen=True,
-            server_qps=best.samples_per_second if best else 0.0, server_p99_ms=shown.latency_p99_ms,
-            server_probes=[{"target_qps": float(p.detail.get("requested_server_target_qps", 0.0)),
-                            "scheduled_qps": p.samples_per_second, "p99_ms": p.latency_p99_ms,
-                            "constraints_met": p.constraints_met, "log_dir": str(p.log_dir)} for p in probes],
-            command=[f"loadgen server, {len(probes)} probes"], log_path=log_dir,
-            host_load=max(loads, key=lambda load: load["other_pct"]) if loads else None)
-
     def run_once(self, make_sut: Any, candidate: OrtCandidate, run: LoadGenRun, log_dir: Path) -> Measurement:
         """One LoadGen run of ``run`` against the SUT ``make_sut`` makes."""
-        result = self._run(make_sut, run, log_dir, cores=self._cores_used(candidate))
-        return Measurement(samples_per_second=result.samples_per_second, duration_seconds=run.min_duration_ms / 1000,
-                           batch_size=candidate.batch_size, executions=result.query_count,
-                           latency_p50_ms=result.latency_p50_ms, latency_p90_ms=result.latency_p90_ms,
-                           latency_p99_ms=result.latency_p99_ms, loadgen=True,
-                           multistream_p99_ms=result.latency_p99_ms if run.scenario == "multistream" else None,
-                           command=[f"loadgen {run.scenario}"], log_path=log_dir, host_load=result.host_load)
-
-    @staticmethod
-    def _run(make_sut: Any, run: LoadGenRun, log_dir: Path, *, cores: int) -> LoadGenResult:
-        try:
-            return run_loadgen(make_sut(), run, sample_count=1024, log_dir=log_dir, cores=cores)
-        except AutotuneError as exc:
-            raise MeasureFailure(str(exc), log_path=log_dir) from None
+        return run_once(make_sut, run, batch_size=candidate.batch_size, log_dir=log_dir,
+                        cores=self._cores_used(candidate))
 
     def _cores_used(self, candidate: OrtCandidate) -> int:
         """The host's cores a measurement means to use: its sessions' threads (by default one per core each)."""
