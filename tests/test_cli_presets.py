@@ -41,7 +41,8 @@ def _upgraded(emulator: Path, root: Path, changes: dict) -> Path:
 def test_verify_reproduces_an_exported_preset(emulator, tiny_onnx, tmp_path, capsys):
     presets = _presets(capsys, emulator, tiny_onnx, tmp_path)
     entry = yaml.safe_load(presets.read_text())["presets"][0]
-    assert entry["sdk_version"].startswith("apps 1.12.2") and entry["rounds"] == 5 and len(entry["value_ci"]) == 2
+    assert entry["sdk_version"].startswith("apps 1.12.2") and entry["rounds"] in (5, 10, 15, 20)
+    assert len(entry["value_ci"]) == 2
     code, out, err = run_cli(capsys, "verify", str(presets), "--sdk-root", str(emulator), "--workdir",
                              str(tmp_path / "v"), "--entry", "resnet50-offline-qaic-14nsp")
     assert code == 0, err

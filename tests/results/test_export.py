@@ -32,7 +32,7 @@ def test_export_formats_and_in_place_update(finished_study, tmp_path, capsys):
                 "set_size", "value", "estimated", "figures", "baseline_value", "gain_pct", "study", "trial", "date",
                 "qaic_exec_command", "qaic_runner_command"):
         assert key in preset, key
-    assert preset["validated"] and preset["nsp"] == 14 and preset["rounds"] in (5, 10, 15)
+    assert preset["validated"] and preset["nsp"] == 14 and preset["rounds"] in (5, 10, 15, 20)
     assert len(preset["gain_ci_pct"]) == 2
     assert preset["gain_ci_pct"][0] > 0 if preset["significant"] else "no significant gain" in preset["note"]
 

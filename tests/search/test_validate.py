@@ -52,7 +52,7 @@ def test_equal_settings_give_no_significant_gain_and_the_baseline_is_exported(tm
     assert line.startswith("winner: trial #0") and "the baseline: no significant gain" in line
     preset = winner_preset(tuner.study)
     assert preset["trial"] == 0 and preset["significant"] is False and "no significant gain" in preset["note"]
-    assert preset["rounds"] in (5, 10, 15) and len(preset["value_ci"]) == 2 and preset["noise_pct"] is not None
+    assert preset["rounds"] in (5, 10, 15, 20) and len(preset["value_ci"]) == 2 and preset["noise_pct"] is not None
 
 
 def test_a_clearly_better_setting_is_declared_significant(tmp_path):
