@@ -149,9 +149,10 @@ def test_retinanet_server_30_trials_beats_or_matches_the_baseline_and_resumes(em
     from autotune.storage import load_study
 
     storage = f"sqlite:///{tmp_path / 'r.db'}"
+    # --compile-jobs 0: the serial search, so that a seeded run proposes the same trials on any host
     argv = ["run", "--model", "retinanet", "--scenario", "server", "--onnx", str(retinanet_onnx), "--trials", "30",
             "--sdk-root", str(emulator), "--storage", storage, "--workdir", str(tmp_path / "w"), "--seed", "0",
-            "--compile-jobs", "0"]  # the serial search: a seeded run proposes the same trials on any host
+            "--compile-jobs", "0", "--validate-rounds", "3", "--validate-max-rounds", "3"]
     code, out, err = run_cli(capsys, *argv)
     assert code == 0, err
     assert "[30/30]" in out and "(est.)" in out

@@ -29,7 +29,8 @@ def test_a_plain_install_runs_a_qaic_study_against_the_emulated_sdk(tiny_onnx, t
     env = os.environ | {"QAIC_EMU_TIME_SCALE": "0.001", "AUTOTUNE_CACHE": str(tmp_path / "cache")}
     command = [str(venv / "bin" / "autotune"), "run", "--model", "resnet50", "--onnx", str(tiny_onnx), "--scenario",
                "offline", "--trials", "3", "--sdk-root", str(EMULATOR), "--measure-time", "1", "--validate-time",
-               "1", "--storage", f"sqlite:///{tmp_path / 's.db'}"]
+               "1", "--validate-rounds", "3", "--validate-max-rounds", "3",
+               "--storage", f"sqlite:///{tmp_path / 's.db'}"]
     run = subprocess.run(command, cwd=away, capture_output=True, text=True, env=env, timeout=300)
     assert run.returncode == 0, run.stderr
     assert "baseline: hand-tuned preset" in run.stdout and "[3/3]" in run.stdout

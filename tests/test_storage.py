@@ -96,6 +96,7 @@ def _worker(storage: str, onnx: Path, tmp_path: Path, *extra: str, **env: str) -
         else ["-m", "autotune"]
     command = [sys.executable, *entry, "run", "--model", "resnet50", "--scenario", "offline", "--onnx",
                str(onnx), "--storage", storage, "--measure-time", "1", "--validate-top", "1", "--validate-time", "1",
+               "--validate-rounds", "3", "--validate-max-rounds", "3",
                "--workdir", str(tmp_path / "work"), "--cache-dir", str(tmp_path / "cache"), *extra]
     return subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             env=os.environ | env)

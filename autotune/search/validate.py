@@ -171,7 +171,8 @@ class Validator:
                 entry |= {attrs.GAIN_PCT: gain.pct, attrs.GAIN_CI_PCT: [gain.low_pct, gain.high_pct],
                           attrs.SIGNIFICANT: gain.significant}
         summary: dict[str, Any] = {
-            attrs.VALIDATED: entries, attrs.VALIDATE_SECONDS: job.validate_seconds, attrs.ROUNDS: max(len(e[attrs.SAMPLES]) for e in entries),
+            attrs.VALIDATED: entries, attrs.VALIDATE_SECONDS: job.validate_seconds,
+            attrs.ROUNDS: max(len(e[attrs.SAMPLES]) for e in entries),
             attrs.VALIDATED_AT: time.strftime("%Y-%m-%d %H:%M:%S"), attrs.NOISE_PCT: self.measurer.noise.sigma * 100}
         previous = validation_of(self.study)
         if previous.get(attrs.WINNER_TRIAL) is not None:
@@ -197,7 +198,8 @@ class Validator:
                   attrs.ESTIMATED: outcome.estimated, attrs.FIGURES: measurement.figures(),
                   attrs.SCENARIO_FIGURES: outcome.figures, attrs.COMPILE_ARGV: artifact.command,
                   attrs.MEASURE_ARGV: measurement.command,
-                  attrs.PRESET_FIELDS: self.measurer.preset_fields(candidate, artifact, measurement, entry[attrs.TRIAL])}
+                  attrs.PRESET_FIELDS: self.measurer.preset_fields(candidate, artifact, measurement,
+                                                                   entry[attrs.TRIAL])}
         if entry[attrs.FEASIBLE]:
             entry[attrs.REASON] = None
         searched = entry.get(attrs.SEARCH_VALUE)

@@ -43,6 +43,7 @@ def emulated(retinanet_onnx, tmp_path_factory):
         for nsp, trials in ((16, "8"), (14, "4")):
             assert main(["run", "--model", "retinanet", "--scenario", "server", "--onnx", str(retinanet_onnx),
                          "--trials", trials, "--storage", storage, "--measure-time", "1", "--validate-time", "1",
+                         "--validate-rounds", "3", "--validate-max-rounds", "6",
                          "--validate-top", "2", "--workdir", str(root / "w"), "--seed", "0", "--nsp", str(nsp)]) == 0
         assert main(["report", STUDY_16, "--storage", storage]) == 0
     return storage, root / "reports" / STUDY_16
