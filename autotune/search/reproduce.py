@@ -45,7 +45,7 @@ def read_presets(path: Path) -> list[dict[str, Any]]:
     try:
         doc = yaml.safe_load(path.read_text())
     except FileNotFoundError:
-        raise AutotuneError(f"no presets file at {path}") from None
+        raise AutotuneError(f"no presets file at {path}: give the file autotune export --out wrote") from None
     except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
         raise AutotuneError(f"{path} is not an autotune presets file: {str(exc).strip().splitlines()[0]}") from None
     entries = doc.get("presets") if isinstance(doc, dict) else None
@@ -54,7 +54,7 @@ def read_presets(path: Path) -> list[dict[str, Any]]:
         raise AutotuneError(f"{path} is not an autotune presets file (no top-level 'presets' list of exported "
                             f"entries): give a file written by autotune export --format yaml or json")
     if not entries:
-        raise AutotuneError(f"{path} holds no presets")
+        raise AutotuneError(f"{path} holds no presets: export one into it with autotune export STUDY --out {path}")
     return entries
 
 

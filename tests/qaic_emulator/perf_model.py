@@ -40,6 +40,7 @@ makes the emulated tools use surface N).
 
 from __future__ import annotations
 
+import functools
 import math
 import os
 import random
@@ -534,6 +535,7 @@ def sdk_root() -> str:
     return os.path.dirname(os.path.abspath(__file__))
 
 
+@functools.lru_cache(maxsize=1)
 def upgrade() -> dict[str, Any]:
     """The release's changes from ``emulator-upgrade.json``: ``build_id``, and ``slower`` and ``refused`` lists of
     ``{"match": {cfg key: value}, "factor": f}`` / ``{"match": ..., "reason": text}``; {} for the base release."""
