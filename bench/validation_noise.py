@@ -7,10 +7,11 @@ three other trials on a real backend:
              backend's real measurement noise).
 Targets: the emulated Cloud AI 100 (its measurement noise, QAIC_EMU_NOISE, default 3%), and ONNX Runtime on this
 CPU measured with LoadGen (real noise). Also reported: the measuring time one validation costs against the single
-run per candidate it replaces. With --main-job-seeds N, the CPU main job (12 trials on the synthetic ResNet-50,
-where ONNX Runtime's defaults are the top) is run for N seeds and its verdicts counted.
+run per candidate it replaces. With --main-job-seeds N, the CPU main job (scripts/main_job.sh's study of the
+synthetic ResNet-50 with its own arguments, seed 0 to N-1) is run for N seeds and its verdicts counted.
 
     .venv/bin/python bench/validation_noise.py [--experiments 100] [--cpu-experiments 20] [--main-job-seeds 5]
+        [--main-job-args "--sdk-root ..."]
 """
 
 from __future__ import annotations
@@ -101,14 +102,18 @@ def _spread(record: dict[str, Any]) -> float:
     return statistics.stdev(math.log(v) for v in baseline[attrs.SAMPLES])
 
 
-def main_job_verdicts(seeds: int, trials: int) -> list[str]:
+MAIN_JOB = ["--model", "resnet50", "--scenario", "offline", "--measure-time", "2", "--synthetic", "--validate-top",
+            "1", "--validate-max-rounds", "5"]  # scripts/main_job.sh's study, less --trials and --seed
+
+
+def main_job_verdicts(seeds: int, trials: int, extra: list[str]) -> list[str]:
     """The CPU main job's validation verdict for each seed (its own storage each time)."""
     verdicts = []
     for seed in range(seeds):
         with tempfile.TemporaryDirectory() as tmp:
-            out = subprocess.run([sys.executable, "-m", "autotune", "run", "--backend", "ort", "--model", "resnet50",
-                                  "--scenario", "offline", "--synthetic", "--trials", str(trials), "--seed", str(seed),
-                                  "--storage", f"sqlite:///{tmp}/s.db", "--workdir", f"{tmp}/w"],
+            out = subprocess.run([sys.executable, "-m", "autotune", "run", "--backend", "ort", *MAIN_JOB, "--trials",
+                                  str(trials), "--seed", str(seed), "--storage", f"sqlite:///{tmp}/s.db",
+                                  "--workdir", f"{tmp}/w", *extra],
                                  capture_output=True, text=True, cwd=ROOT)
             line = next((ln for ln in out.stdout.splitlines() if ln.startswith("winner:")), out.stderr.strip())
             verdicts.append(line)
@@ -124,7 +129,8 @@ def main() -> None:
     parser.add_argument("--max-rounds", type=int, help="validation's --validate-max-rounds (default: its own)")
     parser.add_argument("--cpu-seconds", type=float, default=1.0, help="seconds per CPU run (default 1)")
     parser.add_argument("--main-job-seeds", type=int, default=0, help="run the CPU main job for this many seeds")
-    parser.add_argument("--main-job-trials", type=int, default=12)
+    parser.add_argument("--main-job-trials", type=int, default=8, help="its compiles (default 8, as in the main job)")
+    parser.add_argument("--main-job-args", default="", help="more `autotune run` arguments for the main job runs")
     args = parser.parse_args()
     os.environ.setdefault("QAIC_EMU_NOISE", "0.03")
     os.environ.setdefault("QAIC_EMU_TIME_SCALE", "0.001")
@@ -147,7 +153,7 @@ def main() -> None:
               f"{r['rounds'] * r['single']:>33.0f} / {r['before']:.0f} "
               f"({r['rounds'] * r['single'] / r['before']:.1f}x)")
     if args.main_job_seeds:
-        verdicts = main_job_verdicts(args.main_job_seeds, args.main_job_trials)
+        verdicts = main_job_verdicts(args.main_job_seeds, args.main_job_trials, args.main_job_args.split())
         kept = sum("no significant gain" in v for v in verdicts)
         print(f"\nCPU main job: no significant gain in {kept} of {len(verdicts)} seeds")
 

@@ -95,6 +95,7 @@ CI = "ci"  # an entry's interval [low, high] of its value
 SEARCH_RATIO = "search_ratio"  # an entry's validation median over its search value
 OUTSIDE_NOISE = "outside_noise"  # that ratio is further from 1 than the noise explains
 DRIFT_PCT = "drift_pct"  # the baseline's validation median against its search figure: how the machine drifted
+BASELINE_CHECK = "baseline_check"  # on every DRIFT_EVERY-th trial: the baseline measured again, and its drift_pct
 TRIAL = "trial"
 SEARCH_VALUE = "search_value"
 VALUE = "value"

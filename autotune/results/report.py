@@ -72,6 +72,8 @@ def summarize(study: optuna.Study, frame: pd.DataFrame) -> dict[str, Any]:
         "baseline_trial": baseline_trial, "baseline_search_value": search_baseline_value,
         "baseline_value": baseline_value, "gain_pct": gain,
         "validation": validation, "validated_runs": len(validated),
+        "baseline_checks": [(t.number, t.user_attrs[attrs.BASELINE_CHECK]) for t in trials
+                            if isinstance(t.user_attrs.get(attrs.BASELINE_CHECK), dict)],
         "compile_seconds": _total(compiled["compile_seconds"]),
         "measure_seconds": _total(fresh["measure_seconds"]),
         "validate_seconds": (float(validation.get(attrs.VALIDATE_SECONDS) or 0) * len(validated)) if validation
@@ -93,7 +95,17 @@ def _summary_html(summary: dict[str, Any], frame: pd.DataFrame) -> str:
     unit = summary["unit"] if summary["unit"] != MISSING else ""
     rows = _winner_rows(summary) + _study_rows(summary)
     return "\n".join([*_banners(summary, unit), f'<table class="kv">{"".join(rows)}</table>',
-                      _validation_html(summary, unit), _infeasible_html(frame)])
+                      _drift_html(summary), _validation_html(summary, unit), _infeasible_html(frame)])
+
+
+def _drift_html(summary: dict[str, Any]) -> str:
+    """The baseline measured again during the search: how the machine drifted (empty when it never was)."""
+    checks = summary["baseline_checks"]
+    if not checks:
+        return ""
+    figures = ", ".join(f"{check[attrs.DRIFT_PCT]:+.1f}% (trial {number})" for number, check in checks)
+    return (f'<p data-key="drift">The baseline measured again during the search, against its first figure: '
+            f"{esc(figures)}. From then on, a trial within the noise and this drift of the best is measured again.</p>")
 
 
 def _banners(summary: dict[str, Any], unit: str) -> list[str]:

@@ -7,7 +7,7 @@ import fcntl
 import socket
 import time
 from collections import deque
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
@@ -24,6 +24,7 @@ class DeviceUse:
     measurements: int = 0
     first_lease: float | None = None
     last_release: float | None = None
+    leases: list[tuple[float, float]] = field(default_factory=list)  # (leased, released), monotonic seconds
 
 
 class DevicePool:
@@ -66,7 +67,9 @@ class DevicePool:
         now = time.monotonic()
         self._give(qid)
         use = self.use[qid]
-        use.busy_s += now - self._leased_at.pop(qid, now)
+        leased = self._leased_at.pop(qid, now)
+        use.busy_s += now - leased
+        use.leases.append((leased, now))
         use.last_release = now
         if failure is None:
             use.measurements += 1

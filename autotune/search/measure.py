@@ -1,5 +1,6 @@
 """The measure stage of a trial: on a leased device, the accuracy guard (where knobs change numerics), the runtime
-search on the compiled artifact, repeats of a setting within noise of the best, and the verdict on all of it."""
+search on the compiled artifact, repeats of a setting within noise of the best, the baseline again on every
+DRIFT_EVERY-th trial, and the verdict on all of it."""
 
 from __future__ import annotations
 
@@ -15,7 +16,8 @@ from autotune.results import attrs
 from autotune.scenarios import Outcome, judge
 from autotune.search.accuracy import AccuracyGuard
 from autotune.search.disturbance import Disturbance, disturbed_attr
-from autotune.search.noise import BASELINE_REPEATS, REPEATS, Noise
+from autotune.search.memory import Memory
+from autotune.search.noise import BASELINE_REPEATS, DRIFT_EVERY, REPEATS
 from autotune.search.records import Flight, TrialRecord, Try, TuningJob, infeasible, retry
 from autotune.search.stages import compiled_attrs
 
@@ -25,10 +27,11 @@ class MeasureStage:
     ``guard``, its outputs are checked against the fp32 reference first; a measurement other processes disturbed
     is measured again once the host is quiet."""
 
-    def __init__(self, *, job: TuningJob, noise: Noise, guard: AccuracyGuard | None = None,
+    def __init__(self, *, job: TuningJob, memory: Memory, guard: AccuracyGuard | None = None,
                  progress: Callable[[str], None] = print) -> None:
         self.job = job
-        self.noise = noise
+        self.memory = memory
+        self.noise = memory.noise
         self.guard = guard
         self.disturbance = Disturbance(max_pct=job.busy_cpu_pct, max_wait_s=job.quiet_wait_s, progress=progress)
 
@@ -39,13 +42,14 @@ class MeasureStage:
         A setting that cannot run is a try with its failure; a device failure or a time-out stops the trial."""
         assert flight.artifact is not None
         job = self.job
+        self.check_baseline(flight, device)
         flight.measure_started = time.monotonic()
         if self.guard is not None:
             self.check_accuracy(flight, device)
         search = job.space.runtime_search(flight.candidate) if flight.searched else Once(flight.candidate)
         tries: list[Try] = []
         while (candidate := search.ask()) is not None:
-            tried = self._try(flight, candidate, device, label=f"trial-{flight.number}" +
+            tried = self._try(flight.artifact, candidate, device, label=f"trial-{flight.number}" +
                               (f"-{len(tries)}" if tries else ""))
             tries.append(tried)
             if len(tries) == 1 and tried.outcome is not None and not self.noise.promising(tried.outcome.value):
@@ -57,14 +61,30 @@ class MeasureStage:
         repeats = BASELINE_REPEATS - 1 if flight.trial.user_attrs.get(attrs.BASELINE) else \
             REPEATS if self.noise.close_to_best(best.outcome.value) else 0
         # the memory learns the noise from these repeats once the trial is stored
-        return tries + [self._try(flight, best.candidate, device, label=f"trial-{flight.number}-again{i}")
+        return tries + [self._try(flight.artifact, best.candidate, device, label=f"trial-{flight.number}-again{i}")
                         for i in range(repeats)]
 
-    def _try(self, flight: Flight, candidate: Candidate, device: int, *, label: str) -> Try:
-        assert flight.artifact is not None
+    def check_baseline(self, flight: Flight, device: int) -> None:
+        """On every DRIFT_EVERY-th trial, the baseline measured again on its own artifact; its change since its
+        first figure is stored on this trial (the memory learns the drift from it)."""
+        baseline = self.memory.baseline
+        if not flight.number or flight.number % DRIFT_EVERY or baseline is None or \
+                flight.trial.user_attrs.get(attrs.BASELINE) or not baseline.value:
+            return
+        artifact = self.memory.known_artifact(baseline.user_attrs.get(attrs.COMPILE_KEY) or "")
+        if artifact is None:
+            return
+        candidate = self.job.space.from_dict(baseline.user_attrs[attrs.CANDIDATE])
+        tried = self._try(artifact, candidate, device, label=f"trial-{flight.number}-baseline")
+        if tried.outcome is not None and tried.outcome.value:
+            flight.attrs[attrs.BASELINE_CHECK] = {
+                attrs.TRIAL: baseline.number, "value": tried.outcome.value,
+                attrs.DRIFT_PCT: round((tried.outcome.value / baseline.value - 1.0) * 100, 2)}
+
+    def _try(self, artifact: Artifact, candidate: Candidate, device: int, *, label: str) -> Try:
         started = time.monotonic()
         try:
-            measurement = self.run(flight.artifact, candidate, seconds=self.job.measure_seconds, label=label,
+            measurement = self.run(artifact, candidate, seconds=self.job.measure_seconds, label=label,
                                    device=device)
         except MeasureFailure as failure:
             if failure.retryable or isinstance(failure, DeviceFailure):

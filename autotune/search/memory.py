@@ -25,6 +25,7 @@ class Memory:
         self.noise = noise
         self.results: dict[str, FrozenTrial] = {}
         self.artifacts: dict[str, Artifact | CompileFailure] = {}
+        self.baseline: FrozenTrial | None = None  # the feasible baseline trial, once stored
         self._seen: set[int] = set()
 
     def refresh(self, trials: list[FrozenTrial]) -> None:
@@ -39,6 +40,8 @@ class Memory:
         stored = trial.user_attrs
         if attrs.CANDIDATE not in stored:
             return
+        if stored.get(attrs.BASELINE) and is_feasible(trial) and self.baseline is None:
+            self.baseline = trial
         if stored.get(attrs.DUPLICATE_OF) is None:
             self.results.setdefault(self.key_of(stored), trial)
             self._learn_noise(trial)
@@ -65,6 +68,7 @@ class Memory:
             self.noise.add(values)
         if len(by_setting) > 1 and is_feasible(trial):
             self.noise.gained(next(iter(by_setting.values()))[0], trial.value)
+        self.noise.drifted((trial.user_attrs.get(attrs.BASELINE_CHECK) or {}).get(attrs.DRIFT_PCT))
 
     def key_of(self, stored: dict) -> str:
         """The proposal key of a stored trial (trials of round 1 stored no proposal: their candidate, as given)."""

@@ -1,8 +1,9 @@
 """The study's own measurement noise, and which settings it makes worth measuring again.
 
-The baseline is measured more than once at the start; any later trial whose value lies within noise of the best is
-measured again, and a setting's value is the median of its measurements. The noise is the pooled relative spread of
-every setting measured more than once, so it is learnt as the study goes and on resume.
+The baseline is measured more than once at the start, and again on every DRIFT_EVERY-th trial to see how the machine
+drifts; any later trial whose value lies within noise (and drift) of the best is measured again, and a setting's
+value is the median of its measurements. The noise is the pooled relative spread of every setting measured more than
+once, so it is learnt as the study goes and on resume.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ PRIOR_SIGMA = 0.03  # relative noise assumed until the study has measured some s
 BASELINE_REPEATS = 3  # measurements of the baseline at the start
 CLOSE_SIGMAS = 2.0  # a value within this many sigmas of the best is measured again
 REPEATS = 2  # measurements added to such a setting
+DRIFT_EVERY = 10  # the baseline is measured again on trials 10, 20, ...
 PROMISING = 0.10  # a compile whose first setting is this far below the best (or than the largest gain a runtime
 # search has made so far) gets no runtime search
 
@@ -26,6 +28,7 @@ class Noise:
         self.maximize = maximize
         self.best: float | None = None
         self.runtime_gain = 0.0  # the largest relative gain of a trial's best setting over its first
+        self.drift = 0.0  # the largest relative change of the baseline since its first measurements
         self._squares = 0.0
         self._freedom = 0
         self._lock = threading.Lock()
@@ -61,9 +64,16 @@ class Noise:
             with self._lock:
                 self.runtime_gain = max(self.runtime_gain, gain)
 
+    def drifted(self, pct: float | None) -> None:
+        """The baseline, measured again during the search, changed by ``pct`` percent since its first figure."""
+        if pct is not None and math.isfinite(pct):
+            with self._lock:
+                self.drift = max(self.drift, abs(pct) / 100)
+
     def close_to_best(self, value: float) -> bool:
-        """Whether ``value`` could be the best, given the noise: then it is worth measuring again."""
-        return self._within(value, CLOSE_SIGMAS * self.sigma, default=False)
+        """Whether ``value`` could be the best, given the noise and the drift seen: then it is worth measuring
+        again."""
+        return self._within(value, CLOSE_SIGMAS * self.sigma + self.drift, default=False)
 
     def promising(self, value: float) -> bool:
         """Whether a compile whose first setting measured ``value`` deserves its runtime search: close enough to the

@@ -47,7 +47,7 @@ class Tuner:
         self.compiler = CompileStage(job=job, memory=self.memory, cache=self.cache, model_sha256=self.model_sha256)
         guard = AccuracyGuard(onnx_path=job.onnx_path, inputs=job.model.file_inputs(),
                               max_error=job.max_output_error) if job.backend.changes_numerics else None
-        self.measurer = MeasureStage(job=job, noise=self.memory.noise, guard=guard, progress=progress)
+        self.measurer = MeasureStage(job=job, memory=self.memory, guard=guard, progress=progress)
         self.stats: PipelineStats | None = None
 
     def run(self) -> dict[str, Any]:
@@ -102,6 +102,8 @@ class Tuner:
             result += " [compiled model reused]"
         if attrs.COMPILE_ARGV not in stored and stored.get(attrs.FAILURE_STAGE) != "compile":
             result += " [no compile]"
+        if attrs.BASELINE_CHECK in stored:
+            result += f" [baseline again: {stored[attrs.BASELINE_CHECK][attrs.DRIFT_PCT]:+.1f}%]"
         best = self.proposer.best_trial()
         best_text = f"best {best.value:,.2f} (#{best.number})" if best else "best: none feasible"
         total = f"/{job.n_trials}" if job.n_trials else ""

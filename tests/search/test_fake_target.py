@@ -9,7 +9,9 @@ import pytest
 from optuna.trial import TrialState
 
 from autotune.errors import DeviceFailure
+from autotune.results.report import write_report
 from autotune.scenarios import SCENARIOS
+from autotune.search.study import enqueue_baseline
 from autotune.search.tuner import Tuner
 from fakes import FakeBackend, FakeCandidate, throughput
 from jobs import fake_job as _job
@@ -144,3 +146,27 @@ def test_the_accuracy_guard_rejects_a_lossy_setting_and_accepts_the_exact_ones(t
     _enqueue(loose, FakeCandidate(level=4, batch_size=2))
     loose.run()
     assert loose.study.get_trials()[0].constraints == {"feasible": 0.0}
+
+
+def test_the_baseline_is_measured_again_on_every_tenth_trial_and_its_drift_is_stored_and_reported(tmp_path):
+    calls = [0]
+
+    def drifting(candidate: FakeCandidate) -> float:
+        calls[0] += 1
+        return throughput(candidate) * (1.0 if calls[0] <= 3 else 1.1)  # the machine speeds up after the baseline
+
+    backend = FakeBackend(surface=drifting)
+    lines: list[str] = []
+    tuner = Tuner(_job(tmp_path, backend, trials=11, validate_top=0), progress=lines.append)
+    enqueue_baseline(tuner.study, tuner.job)
+    _enqueue(tuner, *[FakeCandidate(level=lv, batch_size=b) for lv in (1, 2, 3) for b in (1, 2, 4, 8)][1:11])
+    tuner.run()
+    trials = tuner.study.get_trials()
+    checked = {t.number: t.user_attrs["baseline_check"] for t in trials if "baseline_check" in t.user_attrs}
+    assert list(checked) == [10] and checked[10]["trial"] == 0 and checked[10]["drift_pct"] == pytest.approx(10.0)
+    baseline_key = FakeCandidate().compile_key()
+    assert [key for _, key in backend.log.measurements].count(baseline_key) == 3 + 1
+    assert any(line.split()[1] == "#10" and "[baseline again: +10.0%]" in line for line in lines)
+    assert tuner.memory.noise.drift == pytest.approx(0.10)
+    page = write_report(tuner.study, tmp_path / "report").read_text()
+    assert "+10.0% (trial 10)" in page
