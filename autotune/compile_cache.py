@@ -72,8 +72,7 @@ class CompileCache:
         self.root = root.expanduser().resolve()
         self._cancelled = threading.Event()
         try:
-            for part in ("entries", "tmp", "locks", "failed"):
-                (self.root / part).mkdir(parents=True, exist_ok=True)
+            self._make_folders()
             handle, probe = tempfile.mkstemp(prefix=".probe-", dir=self.root / "tmp")
             os.close(handle)
             os.unlink(probe)
@@ -102,7 +101,13 @@ class CompileCache:
 
     def get_or_compile(self, key: str, identity: dict[str, Any],
                        compile_fn: Callable[[Path], Artifact]) -> tuple[Artifact, bool]:
-        """The artifact of ``key`` and whether it was cached; ``compile_fn(workdir)`` makes it on a miss."""
+        """The artifact of ``key`` and whether it was cached; ``compile_fn(workdir)`` makes it on a miss (a cache
+        folder deleted under a running study is made again)."""
+        try:
+            self._make_folders()
+        except OSError as exc:
+            raise AutotuneError(f"compile cache {self.root} is not writable ({exc.strerror or exc}): "
+                                f"fix the folder or pass --cache-dir") from None
         with self._lock(key):
             hit = self.lookup(key)
             if hit is not None:
@@ -188,6 +193,10 @@ class CompileCache:
     def cancel(self) -> None:
         """Make compiles that wait for another's lock give up (the run is stopping)."""
         self._cancelled.set()
+
+    def _make_folders(self) -> None:
+        for part in ("entries", "tmp", "locks", "failed"):
+            (self.root / part).mkdir(parents=True, exist_ok=True)
 
     @contextmanager
     def _lock(self, key: str, *, blocking: bool = True) -> Iterator[bool]:

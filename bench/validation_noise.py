@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import math
 import os
+import re
 import statistics
 import subprocess
 import sys
@@ -115,7 +116,12 @@ def main_job_verdicts(seeds: int, trials: int, extra: list[str]) -> list[str]:
                                   str(trials), "--seed", str(seed), "--storage", f"sqlite:///{tmp}/s.db",
                                   "--workdir", f"{tmp}/w", *extra],
                                  capture_output=True, text=True, cwd=ROOT)
-            line = next((ln for ln in out.stdout.splitlines() if ln.startswith("winner:")), out.stderr.strip())
+            lines = out.stdout.splitlines()
+            line = next((ln for ln in lines if ln.startswith("winner:")), out.stderr.strip())
+            number = re.search(r"trial #(\d+)", line)
+            knobs = next((ln.split(f"] #{number[1]} ", 1)[1].split(" -> ")[0] for ln in lines
+                          if number and f"] #{number[1]} " in ln), None)
+            line += f" [{knobs}]" if knobs else ""
             verdicts.append(line)
             print(f"  [main job seed {seed}] {line}", flush=True)
     return verdicts

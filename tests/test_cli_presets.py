@@ -47,6 +47,15 @@ def test_verify_reproduces_an_exported_preset(emulator, tiny_onnx, tmp_path, cap
                              str(tmp_path / "v"), "--entry", "resnet50-offline-qaic-14nsp")
     assert code == 0, err
     assert "resnet50-offline-qaic-14nsp: reproduced" in out and "1 of 1 presets reproduced or faster" in out
+    assert "not with the preset's own" not in out
+    doc = yaml.safe_load(presets.read_text())
+    doc["presets"][0]["qaic_exec_command"] += " -aic-perf-warnings"  # a flag the original run was given by hand
+    edited = tmp_path / "edited.yaml"
+    edited.write_text(yaml.safe_dump(doc))
+    code, out, err = run_cli(capsys, "verify", str(edited), "--sdk-root", str(emulator), "--workdir",
+                             str(tmp_path / "v2"))
+    assert code == 0, err
+    assert "not with the preset's own qaic_exec_command" in out and "qaic_runner_command" not in out
 
 
 @pytest.mark.slow

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import errno
 import json
+import shutil
 import os
 import threading
 import time
@@ -106,6 +107,16 @@ def test_miss_compiles_once_then_hits(cache: CompileCache) -> None:
     assert cache.lookup(key) == artifact
     # a new cache object on the same folder (another process) sees the same entry
     assert CompileCache(root=cache.root).lookup(key) == artifact
+
+
+def test_a_cache_deleted_under_a_running_study_is_made_again_and_recompiled(cache: CompileCache) -> None:
+    key = cache_key(IDENTITY)
+    calls: list[Path] = []
+    cache.get_or_compile(key, IDENTITY, fake_compile(calls))
+    shutil.rmtree(cache.root)  # a user clears ~/.cache/autotune while the study runs
+    artifact, hit = cache.get_or_compile(key, IDENTITY, fake_compile(calls))
+    assert hit is False and len(calls) == 2 and artifact.path.is_dir()
+    assert cache.lookup(key) == artifact
 
 
 def test_different_identities_are_different_entries(cache: CompileCache) -> None:

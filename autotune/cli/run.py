@@ -165,11 +165,12 @@ def cmd_devices(args: argparse.Namespace) -> int:
     print(line)
     print(f"autotune run would use {cls.name}: {backend.version()}")
     columns = sorted({k for d in devices for k in d.details})
-    print(f"{cls.device_word:>4}  {'status':<12} {cls.size_unit:>6}  " + "  ".join(f"{c:>14}" for c in columns) +
-          "  name")
+    widths = {c: max(len(c), *(len(str(d.details.get(c, "-"))) for d in devices)) for c in columns}
+    print(f"{cls.device_word:>4}  {'status':<12} {cls.size_unit:>6}  " +
+          "".join(f"{c:>{widths[c]}}  " for c in columns) + "name")
     for d in devices:
         print(f"{d.index:>4}  {d.status:<12} {d.size:>6}  " +
-              "  ".join(f"{str(d.details.get(c, '-')):>14}" for c in columns) + f"  {d.name}")
+              "".join(f"{str(d.details.get(c, '-')):>{widths[c]}}  " for c in columns) + d.name)
     if not any(d.ready for d in devices):
         print(f"no Ready device: autotune cannot measure with {cls.name} on this host", file=sys.stderr)
     return 0

@@ -1,12 +1,14 @@
 """Re-measuring exported presets: ``autotune verify`` (does the preset still give its figure here?) and ``autotune
 revalidate`` (does it on a new toolchain?). Each entry is compiled anew from its stored candidate, which gives the
-preset's own command lines, and measured in a few rounds of the length its validation used; its median is compared
-with the preset's value within the noise the study measured.
+preset's own command lines (checked against the ones the preset holds, the programs' paths aside), and measured in
+a few rounds of the length its validation used; its median is compared with the preset's value within the noise the
+study measured.
 """
 
 from __future__ import annotations
 
 import math
+import shlex
 import statistics
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,6 +20,7 @@ import yaml
 from autotune.backends.base import Backend, Candidate, Target
 from autotune.errors import AutotuneError, DeviceFailure, TrialFailure
 from autotune.models import ModelSpec, get_model, model_sha256, with_inputs
+from autotune.paths import safe_component
 from autotune.scenarios import Scenario, get_scenario, judge
 
 DEFAULT_NOISE = 0.03  # a preset that recorded no noise (not validated) is compared within 3% per measurement
@@ -132,7 +135,22 @@ def check(preset: dict[str, Any], backend: Backend, *, rounds: int, seconds: flo
         if not outcome.feasible:
             return Check(key=key, verdict="failed", line=f"{key}: no longer valid: {outcome.reason}")
         samples.append(outcome.value)
-    return compare(preset, samples, unit=unit)
+    result = compare(preset, samples, unit=unit)
+    made = backend.preset_fields(setting.candidate, artifact, measurement,
+                                 name=f"{safe_component(str(preset.get('study')))}-t{preset.get('trial')}")
+    differ = command_differences(preset, made)
+    if not differ:
+        return result
+    return Check(key=result.key, verdict=result.verdict, value=result.value, change_pct=result.change_pct,
+                 line=f"{result.line}; but not with the preset's own {' and '.join(differ)}: the lines made now "
+                      f"differ (flags the original run was given, such as --base-flags, are not recorded)")
+
+
+def command_differences(preset: dict[str, Any], made: dict[str, Any]) -> list[str]:
+    """The preset's command-line fields that the lines made now differ from, the programs' paths aside."""
+    return [name for name, stored in preset.items()
+            if name.endswith("_command") and isinstance(stored, str) and isinstance(made.get(name), str)
+            and shlex.split(stored)[1:] != shlex.split(made[name])[1:]]
 
 
 def compare(preset: dict[str, Any], samples: list[float], *, unit: str) -> Check:
