@@ -51,9 +51,11 @@ def _study(tmp_path: Path, out: str):
 def test_each_shape_tunes_on_the_cpu(tmp_path, capsys, shape):
     build, batch_line = SHAPES[shape]
     onnx, options = build(tmp_path)
-    code, out, err = _run(capsys, tmp_path, onnx, *options, *QUICK)
+    # the voice model and the fixed batch search beyond the baseline; the other shapes differ only in their feed
+    trials = "2" if shape in ("voice", "fixed") else "1"
+    code, out, err = _run(capsys, tmp_path, onnx, *options, *QUICK, "--trials", trials)
     assert code == 0, err
-    assert batch_line in out.splitlines() and "[2/2]" in out and "winner: trial #" in out
+    assert batch_line in out.splitlines() and f"[{trials}/{trials}]" in out and "winner: trial #" in out
     assert "values may matter" not in err
     study = _study(tmp_path, out)
     assert study.user_attrs["onnx_sha256"] == model_sha256(onnx) and study.user_attrs["inputs"].startswith("batch ")
