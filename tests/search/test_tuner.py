@@ -158,7 +158,9 @@ def test_sigint_keeps_finished_trials_and_resume_continues(emulator, tiny_onnx, 
     command = [sys.executable, "-m", "autotune", "run", "--model", "resnet50", "--scenario", "offline", "--onnx",
                str(tiny_onnx), "--trials", "50", "--storage", storage, "--measure-time", "1",
                "--workdir", str(tmp_path / "work"), "--seed", "3"]
-    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    # Ctrl-C's default action, even where this test runs as a shell's background job (which ignores SIGINT)
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+                               preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     seen = 0
     deadline = time.monotonic() + 60
     while seen < 3 and time.monotonic() < deadline:
