@@ -1,7 +1,13 @@
-"""Shared test helpers: run the CLI in-process and check its one-line errors; a model spec of a file."""
+"""Shared test helpers: run the CLI in-process and check its one-line errors; a model spec of a file; kill a run
+mid-compile."""
 
 from __future__ import annotations
 
+import json
+import os
+import signal
+import subprocess
+import time
 from pathlib import Path
 
 from autotune.cli import main
@@ -33,3 +39,25 @@ def spec_for(path: Path, name: str = "resnet50", **options) -> ModelSpec:
     """The spec of ``name`` (a known model, else a user's) with the inputs of the file at ``path``; ``options`` are
     the model options ``with_inputs`` takes (batch_dim, input_shapes, samples)."""
     return with_inputs(MODELS.get(name) or ModelSpec(name=name), path, **options)
+
+
+def kill_while_compiling(process: subprocess.Popen[str], log: Path, *, timeout_s: float = 60.0) -> None:
+    """SIGKILL ``process`` (an ``autotune run`` on the emulator) once the emulator's compile log ``log`` shows it
+    compiling, then the compilers it started: no handler runs, so its trials stay RUNNING."""
+    try:
+        deadline = time.monotonic() + timeout_s
+        while not _compile_log(log) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert _compile_log(log), "the run never started compiling"
+        process.kill()
+        process.communicate(timeout=30)
+    finally:
+        for line in _compile_log(log):  # each compile runs in its own process group
+            try:
+                os.killpg(json.loads(line)["pid"], signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+
+
+def _compile_log(log: Path) -> list[str]:
+    return log.read_text().splitlines() if log.exists() else []

@@ -3,7 +3,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import signal
 import subprocess
 import sys
 import threading
@@ -18,6 +17,7 @@ from optuna.trial import TrialState
 from autotune.results.frame import trial_frame
 from autotune.storage import (ResilientStorage, StorageUnreachable, display_url, fail_stale_trials, load_study,
                               open_storage)
+from helpers import kill_while_compiling
 
 STUDY = "resnet50-offline-qaic-16nsp"
 
@@ -106,14 +106,6 @@ def _compiles(log: Path) -> list[str]:
     return [json.dumps(json.loads(line)["argv"]) for line in log.read_text().splitlines()] if log.exists() else []
 
 
-def _kill_compilers(log: Path) -> None:
-    for line in log.read_text().splitlines() if log.exists() else []:
-        try:
-            os.killpg(json.loads(line)["pid"], signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-
-
 def _two_workers_share_one_study(storage: str, onnx: Path, tmp_path: Path, emulator: Path) -> None:
     log = tmp_path / "compiles.jsonl"
     env = {"AUTOTUNE_SDK_ROOT": str(emulator), "QAIC_EMU_COMPILE_LOG": str(log), "QAIC_EMU_COMPILE_SECONDS": "0.3"}
@@ -149,15 +141,7 @@ def test_a_killed_workers_trial_is_failed_by_heartbeat_and_run_again(emulator, t
     # a worker of another host: the next worker cannot see its process, only its heartbeats
     worker = _worker(storage, tiny_onnx, tmp_path, "--trials", "1", "--heartbeat", "1", "--compile-jobs", "1",
                      **env, QAIC_EMU_COMPILE_SECONDS="60", FAULT_HOSTNAME="another-host")
-    try:
-        deadline = time.monotonic() + 60
-        while not _compiles(log) and time.monotonic() < deadline:
-            time.sleep(0.2)
-        assert _compiles(log), "the first worker never started compiling"
-        worker.kill()  # SIGKILL: no handler runs, the trial stays RUNNING
-        worker.communicate(timeout=30)
-    finally:
-        _kill_compilers(log)
+    kill_while_compiling(worker, log)
     (stuck,) = load_study(storage, STUDY).get_trials()
     assert stuck.state == TrialState.RUNNING and stuck.user_attrs["worker"]["host"] == "another-host"
     time.sleep(3.5)  # three heartbeats of silence

@@ -15,6 +15,7 @@ import pytest
 from optuna.trial import TrialState
 
 from autotune.storage import ResilientStorage, StorageFull, load_study
+from helpers import kill_while_compiling
 
 STUDY = "resnet50-offline-qaic-16nsp"
 FAULTY = Path(__file__).resolve().parent / "faulty_autotune.py"
@@ -68,24 +69,12 @@ def test_a_full_storage_disk_is_one_line_and_the_next_run_fails_the_trial_it_cou
     assert requeued[0].user_attrs["candidate"] == stranded.user_attrs["candidate"]
 
 
-def _compiling(log: Path) -> bool:
-    return log.exists() and bool(log.read_text().strip())
-
-
 def test_a_killed_run_resumed_at_once_on_the_same_host_requeues_its_trial_in_flight(emulator, tiny_onnx, tmp_path):
     storage = f"sqlite:///{tmp_path / 'killed.db'}"
     log = tmp_path / "compiles.jsonl"
     first = _run(storage, tiny_onnx, tmp_path, emulator, "--trials", "2", "--compile-jobs", "1",
                  QAIC_EMU_COMPILE_LOG=str(log), QAIC_EMU_COMPILE_SECONDS="60")
-    try:
-        deadline = time.monotonic() + 120
-        while not _compiling(log) and time.monotonic() < deadline:
-            time.sleep(0.1)
-        assert _compiling(log), "the first run never started compiling"
-        first.kill()  # SIGKILL: no handler runs, its trials stay RUNNING
-        first.communicate(timeout=30)
-    finally:
-        _kill_compilers(log)
+    kill_while_compiling(first, log, timeout_s=120)
     stuck = [t for t in load_study(storage, STUDY).get_trials() if t.state == TrialState.RUNNING]
     assert stuck
     # resumed at once, with the default heartbeat (60 s): no three heartbeats of silence have passed
@@ -103,17 +92,6 @@ def test_a_killed_run_resumed_at_once_on_the_same_host_requeues_its_trial_in_fli
     baseline = next(t for t in trials if t.system_attrs.get("failed_trial") == stuck[0].number)
     assert baseline.state == TrialState.COMPLETE
     assert baseline.user_attrs["candidate"] == stuck[0].user_attrs["candidate"]
-
-
-def _kill_compilers(log: Path) -> None:
-    import json
-    import signal
-
-    for line in log.read_text().splitlines() if log.exists() else []:
-        try:
-            os.killpg(json.loads(line)["pid"], signal.SIGKILL)
-        except ProcessLookupError:
-            pass
 
 
 def test_a_journal_write_on_a_full_disk_stops_at_once_with_the_disk_and_its_free_space(tmp_path):
