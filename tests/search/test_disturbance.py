@@ -13,6 +13,7 @@ from helpers import run_cli
 
 
 @pytest.mark.slow
+@pytest.mark.alone
 def test_a_cpu_measurement_other_processes_disturbed_is_marked_and_measured_again(tiny_onnx, tmp_path, capsys,
                                                                                    monkeypatch):
     real = OrtBackend.measure

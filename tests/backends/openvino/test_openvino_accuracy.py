@@ -92,7 +92,7 @@ def test_a_study_makes_the_lossy_precision_infeasible_with_its_figure(bf16_backe
                     backend=bf16_backend, space=space, devices=[0], device_size=bf16_backend.cpu.cores,
                     sku=bf16_backend.cpu.name, storage=optuna.storages.InMemoryStorage(), study_name="guard",
                     n_trials=2, measure_seconds=0.3, validate_seconds=0.3, validate_top=0, seed=0,
-                    workdir=tmp_path / "work", cache_dir=tmp_path / "cache")
+                    workdir=tmp_path / "work", cache_dir=tmp_path / "cache", busy_cpu_pct=100)
     tuner = Tuner(job, progress=lambda _: None)
     for precision in ("bf16", "f32"):
         tuner.study.enqueue_trial(space.params_for(OvCandidate(hint="LATENCY", pinning=True, precision=precision,
