@@ -37,6 +37,15 @@ class MeasureFailure(TrialFailure):
     stage = "measure"
 
 
+class ArtifactGone(MeasureFailure):
+    """The compiled artifact was deleted before or while it was measured (a compile cache cleared under the run):
+    nothing about the candidate; it is compiled again."""
+
+    def __init__(self, path: Path, *, log_path: Path | None = None) -> None:
+        super().__init__(f"its compiled artifact {path} was deleted before it was measured (was the compile cache "
+                         f"cleared?)", log_path=log_path, retryable=True)
+
+
 class DeviceFailure(MeasureFailure):
     """The device itself is unusable (not ready, gone): no candidate can be measured on it."""
 

@@ -10,7 +10,7 @@ from typing import Any, Callable
 
 from autotune.backends._runtime import Once
 from autotune.backends.base import Artifact, Candidate, Measurement
-from autotune.errors import AccuracyFailure, DeviceFailure, MeasureFailure
+from autotune.errors import AccuracyFailure, ArtifactGone, DeviceFailure, MeasureFailure
 from autotune.paths import safe_component
 from autotune.results import attrs
 from autotune.scenarios import Outcome, judge
@@ -39,9 +39,12 @@ class MeasureStage:
         """Measure the runtime settings the space's runtime search asks for on ``device`` (worker thread), then the
         best of them again when the noise says it could be the study's best (the baseline: always).
 
-        A setting that cannot run is a try with its failure; a device failure or a time-out stops the trial."""
+        A setting that cannot run is a try with its failure; a device failure, a time-out or an artifact deleted
+        under the run (ArtifactGone) stops the trial."""
         assert flight.artifact is not None
         job = self.job
+        if not job.backend.artifact_usable(flight.artifact.path):
+            raise ArtifactGone(flight.artifact.path)
         self.check_baseline(flight, device)
         flight.measure_started = time.monotonic()
         if self.guard is not None:
@@ -75,7 +78,10 @@ class MeasureStage:
         if artifact is None:
             return
         candidate = self.job.space.from_dict(baseline.user_attrs[attrs.CANDIDATE])
-        tried = self._try(artifact, candidate, device, label=f"trial-{flight.number}-baseline")
+        try:
+            tried = self._try(artifact, candidate, device, label=f"trial-{flight.number}-baseline")
+        except ArtifactGone:
+            return  # the baseline's artifact deleted meanwhile: no check this time, and the trial goes on
         if tried.outcome is not None and tried.outcome.value:
             flight.attrs[attrs.BASELINE_CHECK] = {
                 attrs.TRIAL: baseline.number, "value": tried.outcome.value,
@@ -89,6 +95,8 @@ class MeasureStage:
         except MeasureFailure as failure:
             if failure.retryable or isinstance(failure, DeviceFailure):
                 raise
+            if not self.job.backend.artifact_usable(artifact.path):
+                raise ArtifactGone(artifact.path, log_path=failure.log_path) from failure
             return Try(candidate=candidate, failure=failure, seconds=time.monotonic() - started)
         outcome = judge(self.job.scenario, measurement, bound_ms=self.job.bound_ms)
         return Try(candidate=candidate, measurement=measurement, outcome=outcome,

@@ -14,7 +14,7 @@ from concurrent.futures import FIRST_COMPLETED, Executor, Future, ThreadPoolExec
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
-from autotune.errors import CompileFailure, DeviceFailure, MeasureFailure
+from autotune.errors import ArtifactGone, CompileFailure, DeviceFailure, MeasureFailure
 from autotune.search.device_pool import DEVICE_FAILURE_LIMIT, DevicePool, DeviceUse
 from autotune.search.proposer import Proposer
 from autotune.search.recorder import Recorder
@@ -241,12 +241,21 @@ class Pipeline:
             flight.record = record
 
     def _measured(self, future: Future[list[Try]], flight: Flight, qid: int) -> TrialRecord | None:
-        """The trial's record, or None when it goes back to the queue for another device."""
+        """The trial's record, or None when it goes back to the queue for another device or to be compiled again
+        (its artifact deleted under the run: once; a second time, it is failed to be proposed again)."""
         measurer = self.stages.measurer
         try:
             tries = future.result()
         except DeviceFailure as failure:
             return self._device_failed(flight, qid, failure)
+        except ArtifactGone as failure:
+            self.pool.release(qid)
+            if flight.recompiled:
+                return measurer.failed(flight, failure)
+            flight.recompiled, flight.artifact, flight.reused = True, None, False
+            self.stages.progress(f"trial #{flight.number}: {failure.reason}: compiling it again")
+            self._start_compile(flight)
+            return None
         except MeasureFailure as failure:
             self.pool.release(qid)
             return measurer.failed(flight, failure)

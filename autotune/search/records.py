@@ -83,6 +83,7 @@ class Flight:
     twin_id: int | None = None  # its storage id (trials of other workers are polled)
     record: TrialRecord | None = None  # set when the trial is decided without a measurement
     device_failures: int = 0
+    recompiled: bool = False  # its artifact was deleted under the run once, and compiled again
     measure_started: float | None = None
 
     @property

@@ -170,3 +170,38 @@ def test_the_baseline_is_measured_again_on_every_tenth_trial_and_its_drift_is_st
     assert tuner.memory.noise.drift == pytest.approx(0.10)
     page = write_report(tuner.study, tmp_path / "report").read_text()
     assert "+10.0% (trial 10)" in page
+
+
+class _Vanishing(FakeBackend):
+    """Deletes a compiled artifact as it is measured: the first time only, or every time (``always``)."""
+
+    def __init__(self, *, always: bool = False, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.always = always
+        self.deleted: list[Path] = []
+
+    def measure(self, artifact, candidate, **kwargs):
+        if self.always or not self.deleted:
+            artifact.path.unlink(missing_ok=True)
+            self.deleted.append(artifact.path)
+        return super().measure(artifact, candidate, **kwargs)
+
+
+def test_an_artifact_deleted_under_the_run_is_compiled_again_and_the_candidate_not_blamed(tmp_path):
+    said: list[str] = []
+    backend = _Vanishing()
+    tuner = Tuner(_job(tmp_path, backend, trials=3, validate_top=0), progress=said.append)
+    tuner.run()
+    first = tuner.study.trials[0]
+    assert first.state == TrialState.COMPLETE and first.value == throughput(FakeCandidate())
+    assert backend.log.compiles.count(FakeCandidate().compile_key()) == 2
+    assert any(line.startswith(f"trial #0: its compiled artifact {backend.deleted[0]} was deleted before it was "
+                               f"measured (was the compile cache cleared?): compiling it again") for line in said)
+
+    always = _Vanishing(always=True)
+    tuner = Tuner(_job(tmp_path / "again", always, trials=1, validate_top=0), progress=lambda _: None)
+    tuner.run()
+    (trial,) = tuner.study.trials
+    assert trial.state == TrialState.FAIL and trial.user_attrs["failure_stage"] == "measure"  # proposed again
+    assert "was deleted before it was measured" in trial.user_attrs["failure_reason"]
+    assert len(always.log.compiles) == 2
