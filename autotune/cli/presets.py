@@ -13,7 +13,7 @@ from autotune.backends.base import Backend
 from autotune.compile_cache import default_cache_dir
 from autotune.errors import AutotuneError
 from autotune.results.verdict import verdict_line
-from autotune.search.records import TuningJob
+from autotune.search.records import TuningJob, target_fields
 from autotune.search.reproduce import Check, check, entry_key, read_presets, select, setting_for
 from autotune.search.tuner import Tuner
 from autotune.storage import default_storage_url
@@ -78,14 +78,12 @@ def _retune(entry: dict[str, Any], backend: Backend, args: argparse.Namespace) -
     warm = [(f"{label} #{i}" if i else label, params) for i, (label, params) in enumerate(warm)]
     version = backend.version()
     job = TuningJob(
-        model=setting.model, onnx_path=setting.onnx, scenario=setting.scenario, bound_ms=setting.bound_ms,
-        backend=backend, space=space, devices=[d.index for d in setting.target.devices],
-        device_size=setting.target.size, sku=setting.target.sku, storage=args.storage or default_storage_url(),
+        **target_fields(setting.target), model=setting.model, onnx_path=setting.onnx, scenario=setting.scenario,
+        bound_ms=setting.bound_ms, backend=backend, storage=args.storage or default_storage_url(),
         study_name=f"{key}-sdk-{hashlib.sha256(version.encode()).hexdigest()[:8]}", n_trials=args.retune,
         measure_seconds=args.time or backend.measure_seconds,
         validate_seconds=args.time or (entry.get("reproduce") or {}).get("measure_seconds") or backend.validate_seconds,
         validate_rounds=max(3, args.rounds), seed=0, workdir=args.workdir.resolve(),
-        baseline=setting.target.baseline, baseline_label=setting.target.baseline_label,
         synthetic=bool(entry.get("synthetic_model")), cache_dir=default_cache_dir(), warm_params=warm,
         model_options={k: v for k, v in (entry.get("reproduce") or {}).items()
                        if k in ("batch_dim", "input_shapes", "inputs")})

@@ -19,7 +19,7 @@ from autotune.models import (ModelSpec, check_onnx, download_model, get_model, r
 from autotune.results import attrs
 from autotune.results.verdict import verdict_line
 from autotune.scenarios import get_scenario, latency_bound_ms
-from autotune.search.records import TuningJob, default_study_name
+from autotune.search.records import TuningJob, default_study_name, target_fields
 from autotune.search.tuner import Tuner
 from autotune.storage import default_storage_url, display_url
 
@@ -39,17 +39,15 @@ def cmd_run(args: argparse.Namespace) -> int:
                             f"compiles each trial just before measuring it")
     target = backend.target(model=model, scenario=scenario, devices=args.devices)
     job = TuningJob(
-        model=model, onnx_path=onnx_path, scenario=scenario, bound_ms=bound, backend=backend, space=target.space,
-        devices=[d.index for d in target.devices], device_size=target.size, sku=target.sku,
-        storage=args.storage or default_storage_url(),
+        **target_fields(target), model=model, onnx_path=onnx_path, scenario=scenario, bound_ms=bound,
+        backend=backend, storage=args.storage or default_storage_url(),
         study_name=args.study or default_study_name(model.name, scenario.name, backend, target.size),
         n_trials=args.trials if args.trials or args.timeout else DEFAULT_TRIALS, timeout_s=args.timeout,
         measure_seconds=args.measure_time or backend.measure_seconds, validate_top=args.validate_top,
         validate_seconds=args.validate_time or backend.validate_seconds,
         validate_rounds=args.validate_rounds, validate_max_rounds=args.validate_max_rounds, sampler=args.sampler,
         seed=args.seed,
-        workdir=args.workdir.resolve(), baseline=target.baseline, baseline_label=target.baseline_label,
-        synthetic=synthetic, cache_dir=args.cache_dir or default_cache_dir(), heartbeat_s=args.heartbeat,
+        workdir=args.workdir.resolve(), synthetic=synthetic, cache_dir=args.cache_dir or default_cache_dir(), heartbeat_s=args.heartbeat,
         storage_wait_s=args.storage_wait, max_output_error=args.max_output_error, warm_start=args.warm_start,
         warm_start_top=args.warm_start_top, model_options=model_options(args), busy_cpu_pct=args.busy_cpu,
         quiet_wait_s=args.quiet_wait,

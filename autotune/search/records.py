@@ -9,7 +9,7 @@ from typing import Any
 
 import optuna
 
-from autotune.backends.base import Artifact, Backend, Candidate, Measurement, SearchSpace
+from autotune.backends.base import Artifact, Backend, Candidate, Measurement, SearchSpace, Target
 from autotune.errors import MeasureFailure, TrialFailure
 from autotune.models import ModelSpec
 from autotune.paths import safe_component
@@ -122,6 +122,12 @@ def retry(scenario: Scenario, stored: dict[str, Any], failure: TrialFailure) -> 
     """A failure that says nothing about the candidate (a time-out): FAIL, so it may be proposed again."""
     return TrialRecord(value=worst_value(scenario), feasible=False, retry=True,
                        attrs=stored | {attrs.FAILURE_STAGE: failure.stage, attrs.FAILURE_REASON: failure.reason})
+
+
+def target_fields(target: Target) -> dict[str, Any]:
+    """The TuningJob fields a backend's Target decides: space, devices, size, SKU and baseline."""
+    return {"space": target.space, "devices": [d.index for d in target.devices], "device_size": target.size,
+            "sku": target.sku, "baseline": target.baseline, "baseline_label": target.baseline_label}
 
 
 def default_study_name(model: str, scenario: str, backend: type[Backend] | Backend, size: int) -> str:
