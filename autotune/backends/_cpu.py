@@ -6,8 +6,10 @@ import os
 import platform
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from autotune.backends.base import Device
+from autotune.errors import AutotuneError
 
 ISA_FLAGS = ("avx2", "fma", "avx512f", "avx512_vnni", "avx512_bf16", "amx_tile")
 
@@ -41,3 +43,28 @@ def cpu_device() -> CpuDevice:
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
     return CpuDevice(cores=cores, model_name=fields.get("model name") or platform.processor() or "unknown CPU",
                      isa_flags=tuple(f for f in ISA_FLAGS if f in present))
+
+
+class OnHostCpu:
+    """What the backends that measure on this host's CPU share: one device (the CPU, index 0) with no status to
+    poll, no base flags, and nothing to kill (their measurements run in this process)."""
+
+    name: str
+    cpu: Any  # has as_device()
+
+    def devices(self) -> list[Device]:
+        return [self.cpu.as_device()]
+
+    def device_status(self, index: int) -> str | None:
+        return None
+
+    def base_flags(self, model: Any) -> tuple[str, ...]:
+        return ()
+
+    def cancel(self) -> None:
+        """Nothing to kill: measurements run in this process and end with their LoadGen run."""
+
+    def check_devices(self, devices: list[int] | None) -> None:
+        """Refuse ``--devices`` other than the CPU itself."""
+        if devices and devices != [0]:
+            raise AutotuneError(f"--devices: the {self.name} backend measures on this host's CPU (device 0) alone")

@@ -12,8 +12,9 @@ import time
 from pathlib import Path
 from typing import Any
 
+from autotune.backends._cpu import OnHostCpu
 from autotune.backends._loadgen_measure import Workload, measure_scenario
-from autotune.backends.base import Artifact, Device, Measurement, Target
+from autotune.backends.base import Artifact, Measurement, Target
 from autotune.backends.openvino import runtime
 from autotune.backends.openvino.cpu import OvCpu, read_cpu
 from autotune.backends.openvino.presets import preset_fields
@@ -25,7 +26,7 @@ from autotune.scenarios import Scenario
 INSTALL = "pip install 'autotune[openvino]' (or pip install openvino)"
 
 
-class OpenVinoBackend:
+class OpenVinoBackend(OnHostCpu):
     """OpenVINO on the host's CPU; every figure is measured with MLPerf LoadGen."""
 
     name = "openvino"
@@ -81,15 +82,8 @@ class OpenVinoBackend:
     def version(self) -> str:
         return f"openvino {self.ov.__version__} on {self.cpu.name} ({self.cpu.cores} cores)"
 
-    def devices(self) -> list[Device]:
-        return [self.cpu.as_device()]
-
-    def device_status(self, index: int) -> str | None:
-        return None
-
     def target(self, *, model: ModelSpec, scenario: Scenario, devices: list[int] | None) -> Target:
-        if devices and devices != [0]:
-            raise AutotuneError("--devices: the openvino backend measures on this host's CPU (device 0) alone")
+        self.check_devices(devices)
         space = OvSpace(cpu=self.cpu, scenario=scenario.name,
                         dynamic_batch=model.file_inputs().batch_symbol is not None)
         hint = baseline_hint(scenario.name)
@@ -97,9 +91,6 @@ class OpenVinoBackend:
                       baseline=space.baseline(),
                       baseline_label=f"OpenVINO's {hint} hint with its optimal number of requests",
                       description=self.cpu.describe())
-
-    def base_flags(self, model: ModelSpec) -> tuple[str, ...]:
-        return ()
 
     def compile(self, onnx_path: Path, model: ModelSpec, candidate: OvCandidate, workdir: Path) -> Artifact:
         """The blob OpenVINO exports after compiling the model at the candidate's batch with its properties, and
@@ -140,9 +131,6 @@ class OpenVinoBackend:
             return runtime.infer(compiled, feed)
         except Exception as exc:  # OpenVINO raises RuntimeError for every kind of failure
             raise MeasureFailure(f"OpenVINO cannot run the model: {runtime.reason(exc)}") from None
-
-    def cancel(self) -> None:
-        """Nothing to kill: measurements run in this process and end with their LoadGen run."""
 
     def artifact_usable(self, path: Path) -> bool:
         return (path / runtime.BLOB).is_file() and (path / runtime.INFO).is_file()

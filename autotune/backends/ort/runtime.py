@@ -11,10 +11,10 @@ import time
 from pathlib import Path
 from typing import Any
 
-from autotune.backends._cpu import cpu_device
+from autotune.backends._cpu import OnHostCpu, cpu_device
 from autotune.backends._loadgen import BatchingSUT, LoadGenRun
 from autotune.backends._loadgen_measure import Workload, measure_scenario, run_once
-from autotune.backends.base import Artifact, Device, Measurement, Target
+from autotune.backends.base import Artifact, Measurement, Target
 from autotune.backends.ort.space import OrtCandidate, OrtSpace
 from autotune.errors import AutotuneError, CompileFailure, MeasureFailure
 from autotune.inputs import ModelInputs
@@ -25,7 +25,7 @@ OPTIMISED = "model.opt.onnx"
 REASON_CHARS = 300  # onnxruntime's messages carry source paths and template names: keep their start
 
 
-class OrtBackend:
+class OrtBackend(OnHostCpu):
     """ONNX Runtime on the host's CPU; every figure is measured with MLPerf LoadGen."""
 
     name = "ort"
@@ -73,23 +73,13 @@ class OrtBackend:
     def version(self) -> str:
         return f"onnxruntime {self.ort.__version__} on {self.cpu.model_name} ({self.cpu.cores} cores)"
 
-    def devices(self) -> list[Device]:
-        return [self.cpu.as_device()]
-
-    def device_status(self, index: int) -> str | None:
-        return None
-
     def target(self, *, model: ModelSpec, scenario: Scenario, devices: list[int] | None) -> Target:
-        if devices and devices != [0]:
-            raise AutotuneError("--devices: the ort backend measures on this host's CPU (device 0) alone")
+        self.check_devices(devices)
         space = OrtSpace(cores=self.cpu.cores, scenario=scenario.name,
                          dynamic_batch=model.file_inputs().batch_symbol is not None)
         return Target(devices=[self.cpu.as_device()], size=self.cpu.cores, sku=self.cpu.model_name, space=space,
                       baseline=space.baseline(), baseline_label="ONNX Runtime's default session settings",
                       description=self.cpu.describe())
-
-    def base_flags(self, model: ModelSpec) -> tuple[str, ...]:
-        return ()
 
     def compile(self, onnx_path: Path, model: ModelSpec, candidate: OrtCandidate, workdir: Path) -> Artifact:
         """Save the graph optimised at ``graph_level`` with every symbol fixed (the batch at the candidate's); the
@@ -131,9 +121,6 @@ class OrtBackend:
             return dict(zip(names, session.run(names, feed)))
         except Exception as exc:  # onnxruntime raises its own types
             raise MeasureFailure(f"onnxruntime cannot run the model: {_reason(exc)}") from None
-
-    def cancel(self) -> None:
-        """Nothing to kill: measurements run in this process and end with their LoadGen run."""
 
     def artifact_usable(self, path: Path) -> bool:
         return path.is_file()
