@@ -143,6 +143,11 @@ class Validator:
         artifact = artifacts[trial.number]
         assert artifact is not None
         candidate = self._candidate(trial)
+        if not job.backend.artifact_usable(artifact.path):  # deleted under the run (a compile cache cleared)
+            self.progress(f"  #{trial.number}: its compiled artifact {artifact.path} was deleted: compiling it again")
+            artifact = artifacts[trial.number] = self._artifact(trial, entry)
+            if artifact is None:
+                return
         try:
             measurement = self.measurer.run(artifact, candidate, seconds=job.validate_seconds,
                                             label=f"validate-{trial.number}-r{r + 1}", device=device)

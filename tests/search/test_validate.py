@@ -82,3 +82,22 @@ def test_a_worker_leaves_validation_to_the_last_one_and_the_old_winner_is_measur
     summary = last.run()
     assert first["winner_trial"] in {e["trial"] for e in summary["validated"]}
     assert summary["replaces"]["winner_trial"] == first["winner_trial"]
+
+
+def test_an_artifact_deleted_between_validation_rounds_is_compiled_again_and_measured(tmp_path):
+    import shutil
+
+    said: list[str] = []
+
+    def progress(line: str) -> None:
+        said.append(line)
+        if line.startswith("  round 1:"):
+            shutil.rmtree(tmp_path / "cache")  # the compile cache cleared while the validation runs
+
+    backend = FakeBackend()
+    tuner = Tuner(fake_job(tmp_path, backend, trials=4, validate_top=1, validate_rounds=3), progress=progress)
+    summary = tuner.run()
+    validated = summary["validated"]
+    assert all(len(e["samples"]) == 3 and not e.get("reason") for e in validated)
+    assert sum("was deleted: compiling it again" in line for line in said) == len(validated)
+    assert len(backend.log.compiles) == 4 + len(validated)  # four trials, then each validated again
