@@ -3,7 +3,8 @@
 Every strategy runs through autotune's own Tuner (its search space, runtime search, duplicates and policies) on the
 surfaces of tests/qaic_emulator/perf_model.py (bench/surfaces.py), offline, with the surfaces' measurement noise.
 Quality after k compiles is the noise-free value of the trial the study holds best by its *measured* value, over the
-surface's exhaustive optimum. Surfaces 0-29 tune the defaults; 30-39 are held out and reported apart.
+surface's exhaustive optimum. Surfaces 0-29 tune the defaults; 30-39 are held out and reported apart, and so
+are 40-49, a second held-out set drawn once the first had been looked at five times.
 
 Strategies:
   tpe-today    TPE over every knob, activations and set size included (round 1), one-knob steps every 3rd trial
@@ -34,7 +35,7 @@ from typing import Any
 
 import optuna
 
-from surfaces import HELD_OUT, TUNING, Case, SurfaceBackend, optima, true_value
+from surfaces import FRESH, HELD_OUT, TUNING, Case, SurfaceBackend, optima, true_value
 
 from autotune.backends.qaic.space import RUNTIME_MOVES, DeviceLimits, QaicSpace  # noqa: E402
 from autotune.models import MODELS  # noqa: E402
@@ -190,7 +191,7 @@ def main() -> None:
     parser.add_argument("--compiles", type=int, default=40)
     parser.add_argument("--strategies", nargs="+",
                         default=["tpe-today", "tpe", "tpe-plain", "two-phase", "local", "random"])
-    parser.add_argument("--surfaces", nargs="+", type=int, default=[*TUNING, *HELD_OUT])
+    parser.add_argument("--surfaces", nargs="+", type=int, default=[*TUNING, *HELD_OUT, *FRESH])
     parser.add_argument("--polish-every", type=int, default=3)
     parser.add_argument("--polish-after", type=int, default=25)
     parser.add_argument("--wall", action="store_true", help="also the wall-clock view (two-phase and local)")
@@ -210,7 +211,8 @@ def main() -> None:
     print(f"{len(args.surfaces)} surfaces, {args.seeds} seeds, {args.compiles} compiles; optima computed "
           f"in {time.monotonic() - started:.0f} s")
     groups = {"tuning": [i for i in args.surfaces if i in TUNING],
-              "held-out": [i for i in args.surfaces if i in HELD_OUT]}
+              "held-out": [i for i in args.surfaces if i in HELD_OUT],
+              "fresh held-out": [i for i in args.surfaces if i in FRESH]}
     for group, indices in groups.items():
         if not indices or args.wall_only:
             continue
@@ -236,7 +238,8 @@ def wall(args: argparse.Namespace, best: dict[int, float]) -> None:
     print(f"\nwall clock to 97% of the optimum (compile 60-180 s, measurement 5 s, 16 compile workers, one card; "
           f"at most {args.wall_compiles} compiles):")
     groups = {"tuning": [i for i in args.surfaces if i in TUNING],
-              "held-out": [i for i in args.surfaces if i in HELD_OUT]}
+              "held-out": [i for i in args.surfaces if i in HELD_OUT],
+              "fresh held-out": [i for i in args.surfaces if i in FRESH]}
     for group, indices in groups.items():
         for name in ("two-phase", "local"):
             if not indices:

@@ -381,3 +381,33 @@ def test_presets_are_good_but_beatable() -> None:
                            8, 8, 16)
     assert better > 1.03 * ref
     assert pm.exec_latency_us("resnet50", preset) > 0
+
+
+def test_the_family_of_surfaces_is_deterministic_per_index_and_within_the_public_shapes() -> None:
+    family = [pm.surface(i) for i in range(pm.SURFACES)]
+    assert family == [pm.surface(i) for i in range(pm.SURFACES)]  # the same index, the same surface
+    assert len({repr(s.card) for s in family}) == len({repr(s.profile) for s in family}) == pm.SURFACES == 50
+    for s in family:
+        base = pm.PROFILES[("resnet50", "retinanet", "bert")[s.index % 3]]
+        for name, (lo, hi) in pm._PERTURB.items():
+            if name not in ("df_act", "dup_frac"):  # clamped below 1 after the draw
+                assert lo * 0.999 <= getattr(s.profile, name) / getattr(base, name) <= hi * 1.001, (s.index, name)
+        assert 0.01 <= s.noise <= 0.05
+        assert s.held_out == (s.index >= 30)  # 30-39 held out, 40-49 the second held-out set
+    assert pm.HELD_OUT | pm.FRESH_HELD_OUT == frozenset(range(30, 50))
+
+
+def test_the_surfaces_differ_in_where_their_optimum_lies() -> None:
+    one_core_wins = small_batch_wins = 0
+    for s in (pm.surface(i) for i in range(pm.SURFACES)):
+        def rate(activations: int, **kw: object) -> float:
+            return pm.throughput(s.profile, cfg(**kw), activations, 10, 16, s.card)
+        one_core_wins += rate(16, cores=1, batch=8) > rate(1, cores=16, mos=[8], batch=8)
+        small_batch_wins += rate(4, cores=4, mos=[2], batch=1) > rate(4, cores=4, mos=[2], batch=16)
+    assert 0 < one_core_wins < pm.SURFACES and 0 < small_batch_wins < pm.SURFACES
+
+
+def test_qaic_emu_surface_names_a_surface_of_the_family() -> None:
+    assert pm.env_surface({"QAIC_EMU_SURFACE": "41"}) == pm.surface(41)
+    assert pm.env_surface({}) is None and pm.env_surface({"QAIC_EMU_SURFACE": ""}) is None
+    assert pm.env_surface({"QAIC_EMU_SURFACE": "50"}) is None and pm.env_surface({"QAIC_EMU_SURFACE": "x"}) is None
