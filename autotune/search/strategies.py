@@ -6,7 +6,8 @@
   local      multi-start local search from the baseline and the rules of thumb in a fixed order, then from random
              points (the procedure of Qualcomm's model configurator)
   random     random search
-The default was chosen on the tuning surfaces of bench/search_efficiency.py and confirmed on held-out ones.
+The default was chosen on the tuning surfaces of bench/search_efficiency.py and checked on two held-out sets: on
+the second it was no faster than ``local`` (bench/RESULTS.md).
 """
 
 from __future__ import annotations
