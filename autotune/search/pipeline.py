@@ -109,9 +109,6 @@ class _Budget:
     def elapsed(self) -> float:
         return time.monotonic() - self.started
 
-    def elapsed(self) -> float:
-        return time.monotonic() - self.started
-
 
 class Pipeline:
     """Drives a study's trials through compile workers and devices until the budget is spent."""
@@ -139,6 +136,10 @@ class Pipeline:
         # propose from older results
         return 1 if self.compile_jobs == 0 else self.compile_jobs + len(self.pool.usable)
 
+    def _room(self, budget: _Budget) -> bool:
+        """Whether another trial may be asked for now: within the budget and the flights' limit."""
+        return budget.may_ask() and len(self.flights) < self.max_in_flight
+
     def run(self, *, n_trials: int | None, timeout_s: float | None, max_asks: int | None = None) -> int:
         """Run new trials until ``n_trials`` compiles were asked for, ``timeout_s`` passed or ``max_asks`` proposals
         were made; returns how many trials finished."""
@@ -162,7 +163,7 @@ class Pipeline:
                         self.stages.progress(f"the search space holds no new compile setting: stopped after "
                                              f"{budget.asked - budget.settled} compiles")
                     break
-                if not (budget.may_ask() and len(self.flights) < self.max_in_flight):
+                if not self._room(budget):
                     self._wait()  # else there is room for another trial: one ended inline, or as a known result
         except BaseException as exc:
             self._abort(exc)
@@ -176,7 +177,7 @@ class Pipeline:
 
     # -- stages -------------------------------------------------------------------------------------------------
     def _admit(self, budget: _Budget) -> None:
-        while budget.may_ask() and len(self.flights) < self.max_in_flight:
+        while self._room(budget):
             flight = self.stages.proposer.admit(list(self.flights.values()))
             budget.asked += 1
             if flight.record is not None:
