@@ -68,8 +68,10 @@ class CompileCache:
     """Compiled artifacts under ``root``: ``entries/<key>/``, ``tmp/`` (compiles in progress), ``locks/``,
     ``failed/`` (logs of failed compiles)."""
 
-    def __init__(self, *, root: Path) -> None:
+    def __init__(self, *, root: Path, usable: Callable[[Path], bool] | None = None) -> None:
+        """``usable``: whether an artifact on disk is whole (the backend's ``artifact_usable``; default: it exists)."""
         self.root = root.expanduser().resolve()
+        self.usable = usable or Path.exists
         self._cancelled = threading.Event()
         try:
             self._make_folders()
@@ -91,7 +93,7 @@ class CompileCache:
                                 batch_size=int(stored["batch_size"]))
         except (OSError, ValueError, KeyError, TypeError):
             return None
-        if not artifact.path.exists():
+        if not self.usable(artifact.path):
             return None
         try:
             os.utime(entry / ENTRY_FILE)  # last use, for prune --older-than

@@ -119,6 +119,17 @@ def test_a_cache_deleted_under_a_running_study_is_made_again_and_recompiled(cach
     assert cache.lookup(key) == artifact
 
 
+def test_an_entry_its_backend_no_longer_calls_whole_is_compiled_again(tmp_path: Path) -> None:
+    cache = CompileCache(root=tmp_path / "cache", usable=lambda path: (path / "programqpc.bin").is_file())
+    key = cache_key(IDENTITY)
+    calls: list[Path] = []
+    first, _ = cache.get_or_compile(key, IDENTITY, fake_compile(calls))
+    (first.path / "programqpc.bin").unlink()  # the QPC folder is left, its program gone
+    assert cache.lookup(key) is None and CompileCache(root=cache.root).lookup(key) == first  # exists, not whole
+    artifact, hit = cache.get_or_compile(key, IDENTITY, fake_compile(calls))
+    assert hit is False and len(calls) == 2 and (artifact.path / "programqpc.bin").is_file()
+
+
 def test_different_identities_are_different_entries(cache: CompileCache) -> None:
     calls: list[Path] = []
     other = {**IDENTITY, "flags": ["-aic-num-cores=4"]}

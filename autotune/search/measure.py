@@ -106,8 +106,13 @@ class MeasureStage:
         """Compare the compiled candidate's outputs with the reference; raises AccuracyFailure when too far."""
         assert self.guard is not None and flight.artifact is not None
         batch = flight.candidate.batch_size
-        outputs = self.job.backend.outputs(flight.artifact, flight.candidate, model=self.job.model,
-                                           feed=self.guard.feed(batch), device=device)
+        try:
+            outputs = self.job.backend.outputs(flight.artifact, flight.candidate, model=self.job.model,
+                                               feed=self.guard.feed(batch), device=device)
+        except MeasureFailure as failure:
+            if not failure.retryable and not self.job.backend.artifact_usable(flight.artifact.path):
+                raise ArtifactGone(flight.artifact.path, log_path=failure.log_path) from failure
+            raise
         if outputs is None:
             raise MeasureFailure(f"the {self.job.backend.name} backend returned no outputs to check")
         report = self.guard.check(outputs, batch)

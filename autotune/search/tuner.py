@@ -37,7 +37,8 @@ class Tuner:
                                      progress=progress) if isinstance(job.storage, str) else job.storage)
         self.model_sha256 = onnx_identity(job.onnx_path)
         self.study = open_study(job, self.storage, model_sha256=self.model_sha256)
-        self.cache = CompileCache(root=job.cache_dir) if job.cache_dir is not None else None
+        self.cache = CompileCache(root=job.cache_dir, usable=job.backend.artifact_usable) \
+            if job.cache_dir is not None else None
         self.memory = Memory(space=job.space, backend=job.backend, noise=Noise(maximize=job.scenario.direction ==
                                                                                 "maximize"))
         self.memory.refresh(self.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)))

@@ -2,6 +2,8 @@ from __future__ import annotations
 
 import time
 
+import pytest
+
 from autotune.backends._host_load import CpuSample, CpuWatch, load_between, wait_for_quiet
 from cpu_load import load_every_cpu, stop
 
@@ -21,6 +23,7 @@ def test_other_processes_count_only_for_what_they_take_from_the_cores_measured()
     assert load_between(*_samples(busy_s=10.0, own_s=8.0), cores=4)["other_pct"] == 25.0
 
 
+@pytest.mark.alone
 def test_a_cpu_loaded_by_other_processes_is_seen():
     loaders = load_every_cpu(3.0)
     try:
@@ -47,6 +50,7 @@ def test_the_wait_for_quiet_ends_with_the_first_quiet_window(monkeypatch):
     assert quiet and load == {"other_pct": 10.0}
 
 
+@pytest.mark.alone
 def test_the_wait_for_a_quiet_host_is_bounded():
     loaders = load_every_cpu(10.0)
     try:

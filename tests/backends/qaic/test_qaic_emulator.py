@@ -386,7 +386,8 @@ def test_presets_are_good_but_beatable() -> None:
 def test_the_family_of_surfaces_is_deterministic_per_index_and_within_the_public_shapes() -> None:
     family = [pm.surface(i) for i in range(pm.SURFACES)]
     assert family == [pm.surface(i) for i in range(pm.SURFACES)]  # the same index, the same surface
-    assert len({repr(s.card) for s in family}) == len({repr(s.profile) for s in family}) == pm.SURFACES == 50
+    assert len({repr(s.card) for s in family}) == pm.SURFACES == 50
+    assert len({repr(s.profile._replace(name="")) for s in family}) == pm.SURFACES  # each draws its own numbers
     for s in family:
         base = pm.PROFILES[("resnet50", "retinanet", "bert")[s.index % 3]]
         for name, (lo, hi) in pm._PERTURB.items():
