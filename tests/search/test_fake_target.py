@@ -187,10 +187,11 @@ class _Vanishing(FakeBackend):
         return super().measure(artifact, candidate, **kwargs)
 
 
-def test_an_artifact_deleted_under_the_run_is_compiled_again_and_the_candidate_not_blamed(tmp_path):
+@pytest.mark.parametrize("compile_jobs", [0, 2], ids=["in-line", "compiles-ahead"])
+def test_an_artifact_deleted_under_the_run_is_compiled_again_and_the_candidate_not_blamed(tmp_path, compile_jobs):
     said: list[str] = []
     backend = _Vanishing()
-    tuner = Tuner(_job(tmp_path, backend, trials=3, validate_top=0), progress=said.append)
+    tuner = Tuner(_job(tmp_path, backend, trials=3, validate_top=0, compile_jobs=compile_jobs), progress=said.append)
     tuner.run()
     first = tuner.study.trials[0]
     assert first.state == TrialState.COMPLETE and first.value == throughput(FakeCandidate())
@@ -199,7 +200,8 @@ def test_an_artifact_deleted_under_the_run_is_compiled_again_and_the_candidate_n
                                f"measured (was the compile cache cleared?): compiling it again") for line in said)
 
     always = _Vanishing(always=True)
-    tuner = Tuner(_job(tmp_path / "again", always, trials=1, validate_top=0), progress=lambda _: None)
+    tuner = Tuner(_job(tmp_path / "again", always, trials=1, validate_top=0, compile_jobs=compile_jobs),
+                  progress=lambda _: None)
     tuner.run()
     (trial,) = tuner.study.trials
     assert trial.state == TrialState.FAIL and trial.user_attrs["failure_stage"] == "measure"  # proposed again
