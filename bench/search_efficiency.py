@@ -185,6 +185,13 @@ def table(title: str, results: dict[str, list[Run]], compiles: int) -> None:
               f"{sum(r is not None for r in reach):>3}/{len(reach):<3} {per_compile:>12.2f} {below:>12}")
 
 
+def groups(surfaces: list[int]) -> dict[str, list[int]]:
+    """The surfaces asked for, by set (tuning, held-out, the second held-out set), the sets left empty left out."""
+    sets = {"tuning": TUNING, "held-out": HELD_OUT, "fresh held-out": FRESH}
+    chosen = {name: [i for i in surfaces if i in members] for name, members in sets.items()}
+    return {name: indices for name, indices in chosen.items() if indices}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seeds", type=int, default=3)
@@ -210,12 +217,7 @@ def main() -> None:
     best = optima(args.surfaces)
     print(f"{len(args.surfaces)} surfaces, {args.seeds} seeds, {args.compiles} compiles; optima computed "
           f"in {time.monotonic() - started:.0f} s")
-    groups = {"tuning": [i for i in args.surfaces if i in TUNING],
-              "held-out": [i for i in args.surfaces if i in HELD_OUT],
-              "fresh held-out": [i for i in args.surfaces if i in FRESH]}
-    for group, indices in groups.items():
-        if not indices or args.wall_only:
-            continue
+    for group, indices in ({} if args.wall_only else groups(args.surfaces)).items():
         results: dict[str, list[Run]] = {name: [] for name in chosen}
         for index in indices:
             case = Case(index)
@@ -237,13 +239,8 @@ def main() -> None:
 def wall(args: argparse.Namespace, best: dict[int, float]) -> None:
     print(f"\nwall clock to 97% of the optimum (compile 60-180 s, measurement 5 s, 16 compile workers, one card; "
           f"at most {args.wall_compiles} compiles):")
-    groups = {"tuning": [i for i in args.surfaces if i in TUNING],
-              "held-out": [i for i in args.surfaces if i in HELD_OUT],
-              "fresh held-out": [i for i in args.surfaces if i in FRESH]}
-    for group, indices in groups.items():
+    for group, indices in groups(args.surfaces).items():
         for name in ("two-phase", "local"):
-            if not indices:
-                continue
             strategy = strategies(argparse.Namespace(**vars(args) | {"strategies": [name]}))[name]
             times = [wall_run(Case(i), strategy, seed=0, compiles=args.wall_compiles, optimum=best[i],
                               scale=args.wall_scale) for i in indices]

@@ -46,11 +46,10 @@ def cmd_run(args: argparse.Namespace) -> int:
         measure_seconds=args.measure_time or backend.measure_seconds, validate_top=args.validate_top,
         validate_seconds=args.validate_time or backend.validate_seconds,
         validate_rounds=args.validate_rounds, validate_max_rounds=args.validate_max_rounds, sampler=args.sampler,
-        seed=args.seed,
-        workdir=args.workdir.resolve(), synthetic=synthetic, cache_dir=args.cache_dir or default_cache_dir(), heartbeat_s=args.heartbeat,
-        storage_wait_s=args.storage_wait, max_output_error=args.max_output_error, warm_start=args.warm_start,
-        warm_start_top=args.warm_start_top, model_options=model_options(args), busy_cpu_pct=args.busy_cpu,
-        quiet_wait_s=args.quiet_wait,
+        seed=args.seed, workdir=args.workdir.resolve(), synthetic=synthetic,
+        cache_dir=args.cache_dir or default_cache_dir(), heartbeat_s=args.heartbeat, storage_wait_s=args.storage_wait,
+        max_output_error=args.max_output_error, warm_start=args.warm_start, warm_start_top=args.warm_start_top,
+        model_options=model_options(args), busy_cpu_pct=args.busy_cpu, quiet_wait_s=args.quiet_wait,
         compile_jobs=(os.cpu_count() or 1 if backend.compiles_ahead else 0) if args.compile_jobs is None
         else args.compile_jobs)
     tuner = Tuner(job, progress=lambda line: print(line, flush=True))

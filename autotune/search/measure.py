@@ -43,8 +43,7 @@ class MeasureStage:
         under the run (ArtifactGone) stops the trial."""
         assert flight.artifact is not None
         job = self.job
-        if not job.backend.artifact_usable(flight.artifact.path):
-            raise ArtifactGone(flight.artifact.path)
+        self._check_artifact(flight.artifact)
         self.check_baseline(flight, device)
         flight.measure_started = time.monotonic()
         if self.guard is not None:
@@ -95,12 +94,17 @@ class MeasureStage:
         except MeasureFailure as failure:
             if failure.retryable or isinstance(failure, DeviceFailure):
                 raise
-            if not self.job.backend.artifact_usable(artifact.path):
-                raise ArtifactGone(artifact.path, log_path=failure.log_path) from failure
+            self._check_artifact(artifact, failure)
             return Try(candidate=candidate, failure=failure, seconds=time.monotonic() - started)
         outcome = judge(self.job.scenario, measurement, bound_ms=self.job.bound_ms)
         return Try(candidate=candidate, measurement=measurement, outcome=outcome,
                    seconds=time.monotonic() - started)
+
+    def _check_artifact(self, artifact: Artifact, failure: MeasureFailure | None = None) -> None:
+        """Raise ArtifactGone when ``artifact`` is no longer whole on disk (deleted under the run); ``failure``: the
+        failure that made us look."""
+        if not self.job.backend.artifact_usable(artifact.path):
+            raise ArtifactGone(artifact.path, log_path=failure.log_path if failure else None) from failure
 
     def check_accuracy(self, flight: Flight, device: int) -> None:
         """Compare the compiled candidate's outputs with the reference; raises AccuracyFailure when too far."""
@@ -110,8 +114,8 @@ class MeasureStage:
             outputs = self.job.backend.outputs(flight.artifact, flight.candidate, model=self.job.model,
                                                feed=self.guard.feed(batch), device=device)
         except MeasureFailure as failure:
-            if not failure.retryable and not self.job.backend.artifact_usable(flight.artifact.path):
-                raise ArtifactGone(flight.artifact.path, log_path=failure.log_path) from failure
+            if not failure.retryable:
+                self._check_artifact(flight.artifact, failure)
             raise
         if outputs is None:
             raise MeasureFailure(f"the {self.job.backend.name} backend returned no outputs to check")
