@@ -238,6 +238,8 @@ class FakeBackend:
 
         if self.statuses.get(device, "Ready") != "Ready":
             raise DeviceFailure(f"slot {device} is {self.statuses[device]}")
+        if not artifact.path.is_file():  # as the real backends say it
+            raise MeasureFailure(f"cannot load {artifact.path.name}: no such file")
         inputs = model.file_inputs()
         options = onnxruntime.SessionOptions()
         if inputs.batch_symbol is not None:

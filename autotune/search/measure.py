@@ -33,6 +33,7 @@ class MeasureStage:
         self.memory = memory
         self.noise = memory.noise
         self.guard = guard
+        self.progress = progress
         self.disturbance = Disturbance(max_pct=job.busy_cpu_pct, max_wait_s=job.quiet_wait_s, progress=progress)
 
     def measure(self, flight: Flight, device: int) -> list[Try]:
@@ -75,16 +76,22 @@ class MeasureStage:
             return
         artifact = self.memory.known_artifact(baseline.user_attrs.get(attrs.COMPILE_KEY) or "")
         if artifact is None:
+            self._no_drift_check(flight, baseline.user_attrs.get(attrs.ARTIFACT_PATH))
             return
         candidate = self.job.space.from_dict(baseline.user_attrs[attrs.CANDIDATE])
         try:
             tried = self._try(artifact, candidate, device, label=f"trial-{flight.number}-baseline")
         except ArtifactGone:
-            return  # the baseline's artifact deleted meanwhile: no check this time, and the trial goes on
+            self._no_drift_check(flight, str(artifact.path))  # the trial itself goes on
+            return
         if tried.outcome is not None and tried.outcome.value:
             flight.attrs[attrs.BASELINE_CHECK] = {
                 attrs.TRIAL: baseline.number, "value": tried.outcome.value,
                 attrs.DRIFT_PCT: round((tried.outcome.value / baseline.value - 1.0) * 100, 2)}
+
+    def _no_drift_check(self, flight: Flight, path: str | None) -> None:
+        self.progress(f"trial #{flight.number}: no drift check: the baseline's compiled artifact "
+                      f"{path or '(no path stored)'} is not on this machine's disk (deleted, or compiled elsewhere)")
 
     def _try(self, artifact: Artifact, candidate: Candidate, device: int, *, label: str) -> Try:
         started = time.monotonic()

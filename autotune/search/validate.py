@@ -140,23 +140,28 @@ class Validator:
                  device: int, r: int) -> None:
         """One round's measurement of ``trial``; a failure takes it out of the later rounds."""
         job = self.job
-        artifact = artifacts[trial.number]
-        assert artifact is not None
         candidate = self._candidate(trial)
-        if not job.backend.artifact_usable(artifact.path):  # deleted under the run (a compile cache cleared)
-            self.progress(f"  #{trial.number}: its compiled artifact {artifact.path} was deleted: compiling it again")
-            artifact = artifacts[trial.number] = self._artifact(trial, entry)
-            if artifact is None:
+        for attempt in range(2):  # an artifact deleted under the run (a compile cache cleared) is compiled again once
+            artifact = artifacts[trial.number]
+            assert artifact is not None
+            if not job.backend.artifact_usable(artifact.path):
+                self.progress(f"  #{trial.number}: its compiled artifact {artifact.path} was deleted: compiling it "
+                              f"again")
+                artifact = artifacts[trial.number] = self._artifact(trial, entry)
+                if artifact is None:
+                    return
+            try:
+                measurement = self.measurer.run(artifact, candidate, seconds=job.validate_seconds,
+                                                label=f"validate-{trial.number}-r{r + 1}", device=device)
+                break
+            except DeviceFailure:
+                raise
+            except TrialFailure as failure:
+                if attempt == 0 and not job.backend.artifact_usable(artifact.path):
+                    continue
+                entry[attrs.REASON] = f"{failure.stage}: {failure.reason}"
+                artifacts[trial.number] = None
                 return
-        try:
-            measurement = self.measurer.run(artifact, candidate, seconds=job.validate_seconds,
-                                            label=f"validate-{trial.number}-r{r + 1}", device=device)
-        except DeviceFailure:
-            raise
-        except TrialFailure as failure:
-            entry[attrs.REASON] = f"{failure.stage}: {failure.reason}"
-            artifacts[trial.number] = None
-            return
         outcome = judge(job.scenario, measurement, bound_ms=job.bound_ms)
         entry[attrs.SAMPLES].append(outcome.value)
         entry["_feasible"].append(outcome.feasible)

@@ -173,24 +173,35 @@ def test_the_baseline_is_measured_again_on_every_tenth_trial_and_its_drift_is_st
 
 
 class _Vanishing(FakeBackend):
-    """Deletes a compiled artifact as it is measured: the first time only, or every time (``always``)."""
+    """Deletes a compiled artifact as it is measured (or, ``at="outputs"``, as its outputs are checked for accuracy):
+    the first time only, or every time (``always``)."""
 
-    def __init__(self, *, always: bool = False, **kwargs) -> None:
+    def __init__(self, *, always: bool = False, at: str = "measure", **kwargs) -> None:
         super().__init__(**kwargs)
         self.always = always
+        self.at = at
         self.deleted: list[Path] = []
 
-    def measure(self, artifact, candidate, **kwargs):
-        if self.always or not self.deleted:
+    def _vanish(self, artifact, stage: str) -> None:
+        if stage == self.at and (self.always or not self.deleted):
             artifact.path.unlink(missing_ok=True)
             self.deleted.append(artifact.path)
+
+    def measure(self, artifact, candidate, **kwargs):
+        self._vanish(artifact, "measure")
         return super().measure(artifact, candidate, **kwargs)
+
+    def outputs(self, artifact, candidate, **kwargs):
+        self._vanish(artifact, "outputs")
+        return super().outputs(artifact, candidate, **kwargs)
 
 
 @pytest.mark.parametrize("compile_jobs", [0, 2], ids=["in-line", "compiles-ahead"])
-def test_an_artifact_deleted_under_the_run_is_compiled_again_and_the_candidate_not_blamed(tmp_path, compile_jobs):
+@pytest.mark.parametrize("at", ["measure", "outputs"], ids=["measured", "accuracy-checked"])
+def test_an_artifact_deleted_under_the_run_is_compiled_again_and_the_candidate_not_blamed(tmp_path, compile_jobs,
+                                                                                          at):
     said: list[str] = []
-    backend = _Vanishing()
+    backend = _Vanishing(at=at)
     tuner = Tuner(_job(tmp_path, backend, trials=3, validate_top=0, compile_jobs=compile_jobs), progress=said.append)
     tuner.run()
     first = tuner.study.trials[0]
@@ -199,7 +210,7 @@ def test_an_artifact_deleted_under_the_run_is_compiled_again_and_the_candidate_n
     assert any(line.startswith(f"trial #0: its compiled artifact {backend.deleted[0]} was deleted before it was "
                                f"measured (was the compile cache cleared?): compiling it again") for line in said)
 
-    always = _Vanishing(always=True)
+    always = _Vanishing(always=True, at=at)
     tuner = Tuner(_job(tmp_path / "again", always, trials=1, validate_top=0, compile_jobs=compile_jobs),
                   progress=lambda _: None)
     tuner.run()
@@ -207,3 +218,27 @@ def test_an_artifact_deleted_under_the_run_is_compiled_again_and_the_candidate_n
     assert trial.state == TrialState.FAIL and trial.user_attrs["failure_stage"] == "measure"  # proposed again
     assert "was deleted before it was measured" in trial.user_attrs["failure_reason"]
     assert len(always.log.compiles) == 2
+
+
+def test_a_drift_check_without_the_baselines_artifact_is_skipped_with_a_line(tmp_path):
+    lines: list[str] = []
+    backend = FakeBackend()
+    tuner = Tuner(_job(tmp_path, backend, trials=12, validate_top=0), progress=lines.append)
+    original = backend.measure
+
+    def measure(artifact, candidate, **kwargs):
+        baseline = Path(tuner.study.trials[0].user_attrs.get("artifact_path", "none"))
+        if not kwargs["log_dir"].name.startswith("trial-0") and baseline.is_file():  # deleted after the baseline
+            baseline.unlink()
+        return original(artifact, candidate, **kwargs)
+
+    backend.measure = measure
+    tuner.run()
+    trials = tuner.study.get_trials()
+    baseline_key = FakeCandidate().compile_key()
+    assert backend.log.compiles.count(baseline_key) == 1  # nothing brought the baseline's artifact back
+    due = [t for t in trials if t.number and t.number % 10 == 0 and t.user_attrs.get("measurements")]
+    assert due and all(t.state == TrialState.COMPLETE and "baseline_check" not in t.user_attrs for t in due)
+    skipped = [line for line in lines if "no drift check: the baseline's compiled artifact" in line]
+    assert [line.split()[1] for line in skipped] == [f"#{t.number}:" for t in due]
+    assert all(trials[0].user_attrs["artifact_path"] in line for line in skipped)

@@ -101,3 +101,29 @@ def test_an_artifact_deleted_between_validation_rounds_is_compiled_again_and_mea
     assert all(len(e["samples"]) == 3 and not e.get("reason") for e in validated)
     assert sum("was deleted: compiling it again" in line for line in said) == len(validated)
     assert len(backend.log.compiles) == 4 + len(validated)  # four trials, then each validated again
+
+
+class _DeletedWhileValidated(FakeBackend):
+    """Deletes each compiled artifact as its first validation measurement starts."""
+
+    def __init__(self, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.deleted: list = []
+
+    def measure(self, artifact, candidate, **kwargs):
+        if kwargs["log_dir"].name.startswith("validate-") and artifact.path not in self.deleted:
+            artifact.path.unlink()
+            self.deleted.append(artifact.path)
+        return super().measure(artifact, candidate, **kwargs)
+
+
+def test_an_artifact_deleted_during_a_validation_measurement_is_compiled_again_and_measured(tmp_path):
+    said: list[str] = []
+    backend = _DeletedWhileValidated()
+    tuner = Tuner(fake_job(tmp_path, backend, trials=4, validate_top=1, validate_rounds=3), progress=said.append)
+    summary = tuner.run()
+    validated = summary["validated"]
+    assert len(backend.deleted) == len(validated) == 2  # the best and the baseline
+    assert all(len(e["samples"]) == 3 and not e.get("reason") for e in validated)
+    assert sum("was deleted: compiling it again" in line for line in said) == len(validated)
+    assert len(backend.log.compiles) == 4 + len(validated)
