@@ -89,6 +89,9 @@ class FakeSpace:
     def neighbours(self, candidate: FakeCandidate) -> list[dict[str, Any]]:
         return one_knob_steps(self.params_for(candidate), self.domains())
 
+    def lightest(self, candidate: FakeCandidate) -> FakeCandidate | None:
+        return None if candidate.batch_size == 1 else FakeCandidate(level=candidate.level, batch_size=1)
+
     def violations(self, candidate: FakeCandidate) -> list[str]:
         if candidate.batch_size * candidate.streams > SLOTS:
             return [f"batch {candidate.batch_size} x {candidate.streams} streams needs more than {SLOTS} slots"]
@@ -120,7 +123,8 @@ class FakeLog:
 
 
 class FakeBackend:
-    """A target whose best setting is level 3, batch 4, 2 streams; level ``fail_level`` never compiles."""
+    """A target whose best setting is level 3, batch 4, 2 streams; level ``fail_level`` never compiles, nor does a
+    batch above ``max_batch`` (out of memory)."""
 
     name = "fake"
     title = "an in-memory test target"
@@ -155,7 +159,8 @@ class FakeBackend:
 
     def __init__(self, *, devices: int = 1, fail_level: int | None = None, compile_seconds: float = 0.0,
                  measure_seconds: float = 0.0, statuses: dict[int, str] | None = None,
-                 surface: Callable[[FakeCandidate], float] | None = None, noise: float = 0.0, seed: int = 0) -> None:
+                 surface: Callable[[FakeCandidate], float] | None = None, noise: float = 0.0, seed: int = 0,
+                 max_batch: int | None = None) -> None:
         """``surface``: samples/s of a candidate (default ``throughput``); ``noise``: the relative spread of a
         measurement (log-normal, seeded)."""
         self.surface = surface or throughput
@@ -163,6 +168,7 @@ class FakeBackend:
         self.rng = random.Random(seed)
         self.n_devices = devices
         self.fail_level = fail_level
+        self.max_batch = max_batch
         self.compile_s = compile_seconds
         self.measure_s = measure_seconds
         self.statuses = statuses if statuses is not None else {}
@@ -196,6 +202,8 @@ class FakeBackend:
         time.sleep(self.compile_s)
         if candidate.level == self.fail_level:
             raise CompileFailure(f"level {candidate.level} does not compile")
+        if self.max_batch is not None and candidate.batch_size > self.max_batch:
+            raise CompileFailure(f"batch {candidate.batch_size} does not fit in memory")
         self.log.compiles.append(candidate.compile_key())
         workdir.mkdir(parents=True, exist_ok=True)
         path = workdir / f"model-l{candidate.level}-b{candidate.batch_size}.fake"

@@ -168,6 +168,11 @@ class SearchSpace(Protocol):
         """Every ``suggest`` parameter set one knob step away from ``candidate`` (``one_knob_steps`` does this)."""
         ...
 
+    def lightest(self, candidate: Any) -> Candidate | None:
+        """``candidate`` with the least device memory the space allows (the smallest batch, the most memory-saving
+        knobs), tried when a start fails to compile; None where the space has no such knobs."""
+        ...
+
     def from_dict(self, data: dict[str, Any]) -> Candidate:
         """Inverse of ``Candidate.to_dict``."""
         ...

@@ -116,9 +116,10 @@ class LocalSearch:
 
 @dataclass(kw_only=True)
 class StartsThenClimb:
-    """Every start not measured yet (the baseline counts as one); then greedy climbs by one-knob steps: from the
-    best start until no step of its best is left untried, then from the next best start, and so on. The step that
-    improved a climb is tried again first."""
+    """Every start not measured yet (the baseline counts as one), and a start that failed to compile once more with
+    the least memory its space allows (``lightest``); then greedy climbs by one-knob steps: from the best start until
+    no step of its best is left untried, then from the next best start, and so on. The step that improved a climb is
+    tried again first."""
 
     space: SearchSpace
     maximize: bool
@@ -128,6 +129,9 @@ class StartsThenClimb:
         for start in self.starts:
             if not self._measured(start, trials, known):
                 return self.space.params_for(start), {attrs.LOCAL_START: True}
+        repair = self._repair(trials, known)
+        if repair is not None:
+            return repair
         origins = [t for t in trials if (t.user_attrs.get(attrs.LOCAL_START) or t.user_attrs.get(attrs.BASELINE))
                    and is_feasible(t)]
         origins.sort(key=lambda t: t.value, reverse=self.maximize)
@@ -140,6 +144,21 @@ class StartsThenClimb:
             params = _untried(self.space, steps, known)
             if params is not None:
                 return params, {attrs.LOCAL_RESTART: climb, attrs.POLISH_OF: best.number}
+        return None
+
+    def _repair(self, trials: list[FrozenTrial], known: set[str]) -> Proposal | None:
+        """A start whose compile failed (out of on-chip memory, most often), compiled again at its lightest: its
+        basin is not given up for one setting that did not fit."""
+        repaired = {t.user_attrs.get(attrs.REPAIR_OF) for t in trials}
+        for t in trials:
+            stored = t.user_attrs
+            if not (stored.get(attrs.LOCAL_START) or stored.get(attrs.BASELINE)) or t.number in repaired or \
+                    stored.get(attrs.FAILURE_STAGE) != "compile" or attrs.CANDIDATE not in stored:
+                continue
+            lighter = self.space.lightest(self.space.from_dict(stored[attrs.CANDIDATE]))
+            params = _untried(self.space, [self.space.params_for(lighter)], known) if lighter is not None else None
+            if params is not None:
+                return params, {attrs.LOCAL_START: True, attrs.REPAIR_OF: t.number}
         return None
 
     def _pattern(self, best: FrozenTrial, trials: list[FrozenTrial]) -> list[dict[str, Any]]:

@@ -15,8 +15,8 @@ from fakes import FakeBackend, FakeCandidate, FakeSpace, throughput
 from jobs import fake_job as _job
 
 
-def _run(tmp_path, strategy: str, trials: int, **overrides):
-    backend = FakeBackend()
+def _run(tmp_path, strategy: str, trials: int, backend: FakeBackend | None = None, **overrides):
+    backend = backend or FakeBackend()
     tuner = Tuner(_job(tmp_path, backend, trials=trials, validate_top=0, sampler=strategy, seed=3, **overrides),
                   progress=lambda _: None)
     tuner.run()
@@ -52,6 +52,17 @@ def test_two_phase_measures_the_starts_then_climbs_from_the_best_of_them(tmp_pat
     assert climb[0].user_attrs["polish_of"] == best_start.number
     best = max(trials, key=lambda t: t.value or 0)
     assert best.value == pytest.approx(throughput(FakeCandidate(level=3, batch_size=4, streams=2)))
+
+
+def test_two_phase_compiles_a_start_that_did_not_fit_again_at_its_lightest_before_climbing(tmp_path):
+    tuner, trials = _run(tmp_path, "two-phase", trials=8, backend=FakeBackend(max_batch=4))
+    failed = next(t for t in trials if t.user_attrs.get("local_start") and t.params["batch_size"] == 8)
+    assert failed.user_attrs["failure_stage"] == "compile" and "does not fit" in failed.user_attrs["failure_reason"]
+    (repaired,) = [t for t in trials if "repair_of" in t.user_attrs]
+    assert repaired.user_attrs["repair_of"] == failed.number and repaired.user_attrs["local_start"]
+    assert repaired.params == {"level": failed.params["level"], "batch_size": 1} and repaired.value
+    climbs = [t for t in trials if "polish_of" in t.user_attrs]
+    assert climbs and repaired.number < min(t.number for t in climbs)  # a start, measured before the climbs
 
 
 def test_a_climb_tries_the_step_that_improved_it_again_first():

@@ -183,6 +183,10 @@ class OvSpace:
             if self.dynamic_batch else []
         return [*batches, OvCandidate(hint="none", streams=cores, threads=cores, pinning=True, precision=p)]
 
+    def lightest(self, candidate: OvCandidate) -> OvCandidate | None:
+        """None: a model compiled for the CPU has no on-chip memory to run out of."""
+        return None
+
     def neighbours(self, candidate: OvCandidate) -> list[dict[str, Any]]:
         """One-knob steps; a step from a hint to no hint sets streams and threads as the hint would (THROUGHPUT: a
         stream per core; LATENCY: one stream), a step to a hint drops them, fewer threads take fewer streams."""

@@ -127,6 +127,10 @@ class OrtSpace:
     def neighbours(self, candidate: OrtCandidate) -> list[dict[str, Any]]:
         return one_knob_steps(self.params_for(candidate), self.domains())
 
+    def lightest(self, candidate: OrtCandidate) -> OrtCandidate | None:
+        """None: a session on the CPU has no on-chip memory to run out of."""
+        return None
+
     def baseline(self) -> OrtCandidate:
         """ONNX Runtime's default session settings: what a user gets without tuning."""
         return OrtCandidate()

@@ -344,6 +344,17 @@ class QaicSpace:
         steps += [params | {"cores": c} for c in sorted(jumps - {cores, cores - 1, cores + 1}) if c in domain]
         return steps + self._working_set_steps(params)
 
+    def lightest(self, candidate: QaicCandidate) -> QaicCandidate | None:
+        """The same cores, ols and clusters at the smallest batch with mos at each cluster's size: the least VTCM a
+        core's working set can take (qaic-exec's remedy for a working set that does not fit, both ways at once)."""
+        params = self.params_for(candidate)
+        domains = self.domains()
+        lightest = params | {name: domains[name][-1] for name in params if name.startswith("mos_")}
+        if "batch_size" in domains:
+            lightest["batch_size"] = domains["batch_size"][0]
+        result = self.suggest(optuna.trial.FixedTrial(lightest))
+        return None if self.params_for(result) == params else result
+
     def _working_set_steps(self, params: dict[str, Any]) -> list[dict[str, Any]]:
         """Moves that keep the VTCM working set per core (weights + activations x batch, over mos) about the same:
         a larger batch with mos doubled, a smaller one with mos halved, as qaic-exec's VTCM error advises."""

@@ -176,6 +176,11 @@ class TrtSpace:
     def neighbours(self, candidate: TrtCandidate) -> list[dict[str, Any]]:
         return one_knob_steps(self.params_for(candidate), self.domains())
 
+    def lightest(self, candidate: TrtCandidate) -> TrtCandidate | None:
+        """The same build at the smallest batch (a build's activation memory grows with it)."""
+        lightest = replace(candidate, batch_size=self.batches()[0])
+        return None if lightest == candidate else lightest
+
     def from_dict(self, data: dict[str, Any]) -> TrtCandidate:
         return TrtCandidate.from_dict(data)
 

@@ -116,6 +116,17 @@ def test_neighbours_step_one_knob_at_a_time():
                                                                           options={"batch_size": 16})))
 
 
+def test_the_lightest_setting_keeps_the_cores_at_batch_one_with_mos_at_each_clusters_size():
+    space = QaicSpace(device=STANDARD, scenario="offline")
+    light = space.lightest(Candidate(cores=2, ols=2, mos=(1,), batch_size=4, activations=7))
+    assert (light.cores, light.ols, light.mos, light.batch_size, light.activations) == (2, 2, (2,), 1, 7)
+    split = space.lightest(Candidate(cores=4, ols=4, sdp_clusters=(2, 2), mos=(1, 2), multicast_weights=True,
+                                     batch_size=8, activations=3))
+    assert (split.sdp_clusters, split.mos, split.batch_size, split.multicast_weights) == ((2, 2), (2, 2), 1, True)
+    assert space.lightest(light) is None and space.lightest(split) is None  # already the lightest
+    assert QaicSpace(device=STANDARD, scenario="singlestream").lightest(Candidate(cores=8, mos=(8,))) is None
+
+
 def test_the_runtime_search_starts_at_mlperf_sizing_and_steps_activations_and_set_size():
     space = QaicSpace(device=STANDARD, scenario="offline")
     start = space.parse("-aic-num-cores=4 -mos=1", options={"batch_size": 8})

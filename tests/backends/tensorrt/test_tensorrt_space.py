@@ -96,6 +96,9 @@ def test_batches_per_scenario_and_the_harness_batch():
     assert TrtSpace(contract=10, scenario="offline", dynamic_batch=False).batches() == [1]
     single = TrtSpace(contract=10, scenario="singlestream")
     assert single.violations(TrtCandidate(streams=2)) and not single.violations(TrtCandidate())
+    assert TrtSpace(contract=10, scenario="offline").lightest(TrtCandidate(batch_size=64, streams=2)) == \
+        TrtCandidate(batch_size=1, streams=2)  # a failed build is tried at the smallest batch
+    assert single.lightest(TrtCandidate()) is None
 
 
 def test_the_runtime_search_tries_graph_streams_and_spin_on_one_engine():
