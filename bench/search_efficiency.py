@@ -4,7 +4,8 @@ Every strategy runs through autotune's own Tuner (its search space, runtime sear
 surfaces of tests/qaic_emulator/perf_model.py (bench/surfaces.py), offline, with the surfaces' measurement noise.
 Quality after k compiles is the noise-free value of the trial the study holds best by its *measured* value, over the
 surface's exhaustive optimum. Surfaces 0-29 tune the defaults; 30-39 are held out and reported apart, and so
-are 40-49, a second held-out set drawn once the first had been looked at five times.
+are 40-49, a second held-out set drawn once the first had been looked at five times, 50-59 (a third, which decided
+between two variants of the default) and 60-69 (a fourth, which confirmed the one chosen).
 
 Strategies:
   tpe-today    TPE over every knob, activations and set size included (round 1), one-knob steps every 3rd trial
@@ -35,7 +36,7 @@ from typing import Any
 
 import optuna
 
-from surfaces import FRESH, HELD_OUT, TUNING, Case, SurfaceBackend, optima, true_value
+from surfaces import FOURTH, FRESH, HELD_OUT, THIRD, TUNING, Case, SurfaceBackend, optima, true_value
 
 from autotune.backends.qaic.space import RUNTIME_MOVES, DeviceLimits, QaicSpace  # noqa: E402
 from autotune.models import MODELS  # noqa: E402
@@ -187,7 +188,8 @@ def table(title: str, results: dict[str, list[Run]], compiles: int) -> None:
 
 def groups(surfaces: list[int]) -> dict[str, list[int]]:
     """The surfaces asked for, by set (tuning, held-out, the second held-out set), the sets left empty left out."""
-    sets = {"tuning": TUNING, "held-out": HELD_OUT, "fresh held-out": FRESH}
+    sets = {"tuning": TUNING, "held-out": HELD_OUT, "fresh held-out": FRESH, "third held-out": THIRD,
+            "fourth held-out": FOURTH}
     chosen = {name: [i for i in surfaces if i in members] for name, members in sets.items()}
     return {name: indices for name, indices in chosen.items() if indices}
 
@@ -198,7 +200,7 @@ def main() -> None:
     parser.add_argument("--compiles", type=int, default=40)
     parser.add_argument("--strategies", nargs="+",
                         default=["tpe-today", "tpe", "tpe-plain", "two-phase", "local", "random"])
-    parser.add_argument("--surfaces", nargs="+", type=int, default=[*TUNING, *HELD_OUT, *FRESH])
+    parser.add_argument("--surfaces", nargs="+", type=int, default=[*TUNING, *HELD_OUT, *FRESH, *THIRD, *FOURTH])
     parser.add_argument("--polish-every", type=int, default=3)
     parser.add_argument("--polish-after", type=int, default=25)
     parser.add_argument("--wall", action="store_true", help="also the wall-clock view (two-phase and local)")
@@ -217,6 +219,8 @@ def main() -> None:
     best = optima(args.surfaces)
     print(f"{len(args.surfaces)} surfaces, {args.seeds} seeds, {args.compiles} compiles; optima computed "
           f"in {time.monotonic() - started:.0f} s")
+    held_out: dict[str, list[Run]] = {name: [] for name in chosen}
+    pooled = 0
     for group, indices in ({} if args.wall_only else groups(args.surfaces)).items():
         results: dict[str, list[Run]] = {name: [] for name in chosen}
         for index in indices:
@@ -231,6 +235,12 @@ def main() -> None:
                   flush=True)
         table(f"{group} surfaces ({len(indices)}): quality = noise-free value of the best measured trial / optimum",
               results, args.compiles)
+        if group != "tuning":
+            pooled += len(indices)
+            for name, runs in results.items():
+                held_out[name] += runs
+    if pooled and len(groups(args.surfaces)) > 2:
+        table(f"every held-out surface ({pooled}), pooled", held_out, args.compiles)
     if args.wall or args.wall_only:
         wall(args, best)
     print(f"\n{time.monotonic() - started:.0f} s")

@@ -2,8 +2,9 @@
 
 Each case is one surface of ``tests/qaic_emulator/perf_model.surface`` (its profile, card constants and noise) on a
 14- or 16-NSP card, searched offline through autotune's own Tuner with the qaic search space. Surfaces 0-29 are
-the tuning set (every default was chosen on them); 30-39 are held out and reported on their own, and
-40-49 are a second held-out set, drawn once the first had been looked at five times.
+the tuning set (every default was chosen on them); 30-39 are held out and reported on their own,
+40-49 are a second held-out set, drawn once the first had been looked at five times, 50-59 a third (it decided
+between two variants of the default) and 60-69 a fourth (it confirmed the one chosen).
 """
 
 from __future__ import annotations
@@ -38,6 +39,8 @@ CACHE = ROOT / ".autotune" / "bench-cache" / "optima.json"
 TUNING = tuple(range(0, 30))
 HELD_OUT = tuple(sorted(perf_model.HELD_OUT))
 FRESH = tuple(sorted(perf_model.FRESH_HELD_OUT))  # the second held-out set
+THIRD = tuple(sorted(perf_model.THIRD_HELD_OUT))  # decided between two variants of the default
+FOURTH = tuple(sorted(perf_model.FOURTH_HELD_OUT))  # confirms the variant chosen
 
 
 @dataclass(frozen=True)

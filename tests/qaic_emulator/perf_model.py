@@ -436,10 +436,14 @@ def noisy(value: float, rng: random.Random, rel: float) -> float:
 
 Surface = namedtuple("Surface", ("index", "profile", "card", "noise", "held_out"))
 Surface.__doc__ = """One emulated card surface: a network profile, card constants and measurement noise."""
-SURFACES = 50  # surfaces 0..49 of the family
+SURFACES = 70  # surfaces 0..69 of the family
 HELD_OUT = frozenset(range(30, 40))  # never used to choose anything; reported on their own
 # a second held-out set, drawn on 2026-12-01 once the first had been looked at five times
 FRESH_HELD_OUT = frozenset(range(40, 50))
+# drawn on 2026-12-01 (third session) once the first two had been looked at six and two times: the third set decides
+# between two variants of the default, each run on it once; the fourth confirms the one chosen, run once
+THIRD_HELD_OUT = frozenset(range(50, 60))
+FOURTH_HELD_OUT = frozenset(range(60, 70))
 _BASES = ("resnet50", "retinanet", "bert")
 # per field of a profile: the range of its multiplicative perturbation (log-uniform)
 _PERTURB = {
@@ -471,7 +475,7 @@ def surface(index: int) -> Surface:
     profile = base._replace(name=f"surface-{index}", **fields)
     card = Card(**{name: rng.uniform(lo, hi) for name, (lo, hi) in _CARD_RANGES.items()})
     return Surface(index=index, profile=profile, card=card, noise=rng.uniform(0.01, 0.05),
-                   held_out=index in HELD_OUT | FRESH_HELD_OUT)
+                   held_out=index >= 30)
 
 
 def env_surface(environ: Mapping[str, str]) -> Surface | None:
