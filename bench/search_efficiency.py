@@ -187,7 +187,7 @@ def table(title: str, results: dict[str, list[Run]], compiles: int) -> None:
 
 
 def groups(surfaces: list[int]) -> dict[str, list[int]]:
-    """The surfaces asked for, by set (tuning, held-out, the second held-out set), the sets left empty left out."""
+    """The surfaces asked for, by set (tuning and the four held-out sets), the sets left empty left out."""
     sets = {"tuning": TUNING, "held-out": HELD_OUT, "fresh held-out": FRESH, "third held-out": THIRD,
             "fourth held-out": FOURTH}
     chosen = {name: [i for i in surfaces if i in members] for name, members in sets.items()}
@@ -220,7 +220,7 @@ def main() -> None:
     print(f"{len(args.surfaces)} surfaces, {args.seeds} seeds, {args.compiles} compiles; optima computed "
           f"in {time.monotonic() - started:.0f} s")
     held_out: dict[str, list[Run]] = {name: [] for name in chosen}
-    pooled = 0
+    pooled, held_out_sets = 0, 0
     for group, indices in ({} if args.wall_only else groups(args.surfaces)).items():
         results: dict[str, list[Run]] = {name: [] for name in chosen}
         for index in indices:
@@ -236,10 +236,10 @@ def main() -> None:
         table(f"{group} surfaces ({len(indices)}): quality = noise-free value of the best measured trial / optimum",
               results, args.compiles)
         if group != "tuning":
-            pooled += len(indices)
+            pooled, held_out_sets = pooled + len(indices), held_out_sets + 1
             for name, runs in results.items():
                 held_out[name] += runs
-    if pooled and len(groups(args.surfaces)) > 2:
+    if held_out_sets > 1:
         table(f"every held-out surface ({pooled}), pooled", held_out, args.compiles)
     if args.wall or args.wall_only:
         wall(args, best)

@@ -169,8 +169,9 @@ class SearchSpace(Protocol):
         ...
 
     def lightest(self, candidate: Any) -> Candidate | None:
-        """``candidate`` with the least device memory the space allows (the smallest batch, the most memory-saving
-        knobs), tried when a start fails to compile; None where the space has no such knobs."""
+        """``candidate`` with the least device memory the space allows (the smallest batch, and where the space has
+        them the knobs that save on-chip memory), tried when a start fails to compile; None where the space has no
+        such knobs or ``candidate`` is already so."""
         ...
 
     def from_dict(self, data: dict[str, Any]) -> Candidate:

@@ -152,8 +152,9 @@ class StartsThenClimb:
         repaired = {t.user_attrs.get(attrs.REPAIR_OF) for t in trials}
         for t in trials:
             stored = t.user_attrs
-            if not (stored.get(attrs.LOCAL_START) or stored.get(attrs.BASELINE)) or t.number in repaired or \
-                    stored.get(attrs.FAILURE_STAGE) != "compile" or attrs.CANDIDATE not in stored:
+            if t.state != TrialState.COMPLETE or not (stored.get(attrs.LOCAL_START) or stored.get(attrs.BASELINE)) or \
+                    t.number in repaired or stored.get(attrs.FAILURE_STAGE) != "compile" or \
+                    attrs.CANDIDATE not in stored:  # a FAILed compile (a time-out) is retried, not repaired
                 continue
             lighter = self.space.lightest(self.space.from_dict(stored[attrs.CANDIDATE]))
             params = _untried(self.space, [self.space.params_for(lighter)], known) if lighter is not None else None

@@ -141,7 +141,7 @@ class Validator:
         """One round's measurement of ``trial``; a failure takes it out of the later rounds."""
         job = self.job
         candidate = self._candidate(trial)
-        for attempt in range(2):  # an artifact deleted under the run (a compile cache cleared) is compiled again once
+        for attempt in range(2):  # an artifact deleted during its measurement: compiled again, measured once more
             artifact = artifacts[trial.number]
             assert artifact is not None
             if not job.backend.artifact_usable(artifact.path):

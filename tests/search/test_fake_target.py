@@ -173,8 +173,8 @@ def test_the_baseline_is_measured_again_on_every_tenth_trial_and_its_drift_is_st
 
 
 class _Vanishing(FakeBackend):
-    """Deletes a compiled artifact as it is measured (or, ``at="outputs"``, as its outputs are checked for accuracy):
-    the first time only, or every time (``always``)."""
+    """Deletes the baseline's compiled artifact as it is measured (or, ``at="outputs"``, as its outputs are checked
+    for accuracy): the first time only, or every time (``always``)."""
 
     def __init__(self, *, always: bool = False, at: str = "measure", **kwargs) -> None:
         super().__init__(**kwargs)
@@ -182,17 +182,18 @@ class _Vanishing(FakeBackend):
         self.at = at
         self.deleted: list[Path] = []
 
-    def _vanish(self, artifact, stage: str) -> None:
-        if stage == self.at and (self.always or not self.deleted):
+    def _vanish(self, artifact, candidate, stage: str) -> None:
+        if stage == self.at and candidate.compile_key() == FakeCandidate().compile_key() and \
+                (self.always or not self.deleted):
             artifact.path.unlink(missing_ok=True)
             self.deleted.append(artifact.path)
 
     def measure(self, artifact, candidate, **kwargs):
-        self._vanish(artifact, "measure")
+        self._vanish(artifact, candidate, "measure")
         return super().measure(artifact, candidate, **kwargs)
 
     def outputs(self, artifact, candidate, **kwargs):
-        self._vanish(artifact, "outputs")
+        self._vanish(artifact, candidate, "outputs")
         return super().outputs(artifact, candidate, **kwargs)
 
 
@@ -220,7 +221,8 @@ def test_an_artifact_deleted_under_the_run_is_compiled_again_and_the_candidate_n
     assert len(always.log.compiles) == 2
 
 
-def test_a_drift_check_without_the_baselines_artifact_is_skipped_with_a_line(tmp_path):
+@pytest.mark.parametrize("when", ["before", "during"], ids=["deleted-before-the-check", "deleted-during-it"])
+def test_a_drift_check_without_the_baselines_artifact_is_skipped_with_a_line(tmp_path, when):
     lines: list[str] = []
     backend = FakeBackend()
     tuner = Tuner(_job(tmp_path, backend, trials=12, validate_top=0), progress=lines.append)
@@ -228,7 +230,9 @@ def test_a_drift_check_without_the_baselines_artifact_is_skipped_with_a_line(tmp
 
     def measure(artifact, candidate, **kwargs):
         baseline = Path(tuner.study.trials[0].user_attrs.get("artifact_path", "none"))
-        if not kwargs["log_dir"].name.startswith("trial-0") and baseline.is_file():  # deleted after the baseline
+        label = kwargs["log_dir"].name
+        due = label.endswith("-baseline") if when == "during" else not label.startswith("trial-0")
+        if due and baseline.is_file():  # deleted once the baseline was measured, or as the check measures it
             baseline.unlink()
         return original(artifact, candidate, **kwargs)
 

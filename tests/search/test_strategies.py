@@ -65,6 +65,28 @@ def test_two_phase_compiles_a_start_that_did_not_fit_again_at_its_lightest_befor
     assert climbs and repaired.number < min(t.number for t in climbs)  # a start, measured before the climbs
 
 
+def test_a_start_whose_compile_timed_out_is_not_repaired():
+    space = FakeSpace(scenario="offline")
+    start = FakeCandidate(level=2, batch_size=8)
+    climb = StartsThenClimb(space=space, maximize=True, starts=[start])
+    failed = {"candidate": start.to_dict(), "local_start": True, "failure_stage": "compile"}
+
+    def made(state, **extra):
+        params = space.params_for(start)
+        distributions = {k: optuna.distributions.CategoricalDistribution(space.domains()[k]) for k in params}
+        trial = optuna.trial.create_trial(state=state, params=params, distributions=distributions,
+                                          user_attrs=failed | extra,
+                                          value=0.0 if state == optuna.trial.TrialState.COMPLETE else None)
+        trial.number = 0
+        return trial
+
+    timed_out = made(optuna.trial.TrialState.FAIL, failure_reason="compile timed out")
+    assert climb.propose([timed_out], set()) is None  # retried as it is, not replaced by its lightest setting
+    did_not_fit = made(optuna.trial.TrialState.COMPLETE, failure_reason="batch 8 does not fit in memory")
+    params, labels = climb.propose([did_not_fit], set())
+    assert params == {"level": 2, "batch_size": 1} and labels == {"local_start": True, "repair_of": 0}
+
+
 def test_a_climb_tries_the_step_that_improved_it_again_first():
     space = FakeSpace(scenario="offline")
     climb = StartsThenClimb(space=space, maximize=True, starts=[FakeCandidate(level=1, batch_size=2)])

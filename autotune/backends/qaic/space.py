@@ -345,11 +345,12 @@ class QaicSpace:
         return steps + self._working_set_steps(params)
 
     def lightest(self, candidate: QaicCandidate) -> QaicCandidate | None:
-        """The same cores, ols and clusters at the smallest batch with mos at each cluster's size: the least VTCM a
-        core's working set can take (qaic-exec's remedy for a working set that does not fit, both ways at once)."""
+        """The same cores, ols and clusters (as the space spells them: two clusters are equal halves, a compiler
+        default is 1) at the smallest batch with mos at each cluster's size: the least VTCM a core's working set can
+        take (qaic-exec's remedy for a working set that does not fit, both ways at once)."""
         params = self.params_for(candidate)
         domains = self.domains()
-        lightest = params | {name: domains[name][-1] for name in params if name.startswith("mos_")}
+        lightest = params | {name: domains[name][-1] for name in ("mos_0", "mos_1")}  # suggest clamps to the cluster
         if "batch_size" in domains:
             lightest["batch_size"] = domains["batch_size"][0]
         result = self.suggest(optuna.trial.FixedTrial(lightest))

@@ -177,7 +177,8 @@ class TrtSpace:
         return one_knob_steps(self.params_for(candidate), self.domains())
 
     def lightest(self, candidate: TrtCandidate) -> TrtCandidate | None:
-        """The same build at the smallest batch (a build's activation memory grows with it)."""
+        """The same build at the smallest batch (a build's activation memory grows with it; the workspace is left
+        as it is: a smaller one limits the tactics tried, not the engine's memory)."""
         lightest = replace(candidate, batch_size=self.batches()[0])
         return None if lightest == candidate else lightest
 

@@ -394,8 +394,9 @@ def test_the_family_of_surfaces_is_deterministic_per_index_and_within_the_public
             if name not in ("df_act", "dup_frac"):  # clamped below 1 after the draw
                 assert lo * 0.999 <= getattr(s.profile, name) / getattr(base, name) <= hi * 1.001, (s.index, name)
         assert 0.01 <= s.noise <= 0.05
-        assert s.held_out == (s.index >= 30)  # 30-39 held out, 40-49, 50-59 and 60-69 the later held-out sets
+        assert s.held_out == (s.index in pm.HELD_OUT | pm.FRESH_HELD_OUT | pm.THIRD_HELD_OUT | pm.FOURTH_HELD_OUT)
     assert pm.HELD_OUT | pm.FRESH_HELD_OUT | pm.THIRD_HELD_OUT | pm.FOURTH_HELD_OUT == frozenset(range(30, 70))
+    assert len(pm.HELD_OUT | pm.FRESH_HELD_OUT | pm.THIRD_HELD_OUT | pm.FOURTH_HELD_OUT) == 40  # four sets of 10
 
 
 def test_the_surfaces_differ_in_where_their_optimum_lies() -> None:

@@ -124,7 +124,11 @@ def test_the_lightest_setting_keeps_the_cores_at_batch_one_with_mos_at_each_clus
                                      batch_size=8, activations=3))
     assert (split.sdp_clusters, split.mos, split.batch_size, split.multicast_weights) == ((2, 2), (2, 2), 1, True)
     assert space.lightest(light) is None and space.lightest(split) is None  # already the lightest
-    assert QaicSpace(device=STANDARD, scenario="singlestream").lightest(Candidate(cores=8, mos=(8,))) is None
+    unset = space.lightest(Candidate(cores=4, sdp_clusters=(2, 2), batch_size=8))  # mos left to the compiler
+    assert (unset.sdp_clusters, unset.mos, unset.batch_size) == ((2, 2), (2, 2), 1)
+    single = QaicSpace(device=STANDARD, scenario="singlestream")
+    assert single.lightest(Candidate(cores=8, mos=(4,))).mos == (8,)  # no batch to lower there: mos only
+    assert single.lightest(Candidate(cores=8, mos=(8,))) is None
 
 
 def test_the_runtime_search_starts_at_mlperf_sizing_and_steps_activations_and_set_size():
