@@ -220,8 +220,9 @@ def main() -> None:
     print(f"{len(args.surfaces)} surfaces, {args.seeds} seeds, {args.compiles} compiles; optima computed "
           f"in {time.monotonic() - started:.0f} s")
     held_out: dict[str, list[Run]] = {name: [] for name in chosen}
-    pooled, held_out_sets = 0, 0
-    for group, indices in ({} if args.wall_only else groups(args.surfaces)).items():
+    sets = {} if args.wall_only else groups(args.surfaces)
+    held_out_sets = [indices for group, indices in sets.items() if group != "tuning"]
+    for group, indices in sets.items():
         results: dict[str, list[Run]] = {name: [] for name in chosen}
         for index in indices:
             case = Case(index)
@@ -236,11 +237,10 @@ def main() -> None:
         table(f"{group} surfaces ({len(indices)}): quality = noise-free value of the best measured trial / optimum",
               results, args.compiles)
         if group != "tuning":
-            pooled, held_out_sets = pooled + len(indices), held_out_sets + 1
             for name, runs in results.items():
                 held_out[name] += runs
-    if held_out_sets > 1:
-        table(f"every held-out surface ({pooled}), pooled", held_out, args.compiles)
+    if len(held_out_sets) > 1:
+        table(f"every held-out surface ({sum(map(len, held_out_sets))}), pooled", held_out, args.compiles)
     if args.wall or args.wall_only:
         wall(args, best)
     print(f"\n{time.monotonic() - started:.0f} s")

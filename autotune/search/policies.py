@@ -36,6 +36,11 @@ def _best(trials: list[FrozenTrial], maximize: bool) -> FrozenTrial | None:
     return (max if maximize else min)(feasible, key=lambda t: t.value) if feasible else None
 
 
+def _is_start(trial: FrozenTrial) -> bool:
+    """A start of the climbs: the baseline, a rule of thumb, or a start compiled again at its lightest."""
+    return bool(trial.user_attrs.get(attrs.LOCAL_START) or trial.user_attrs.get(attrs.BASELINE))
+
+
 def _untried(space: SearchSpace, steps: list[dict[str, Any]], known: set[str]) -> dict[str, Any] | None:
     for params in steps:
         candidate = space.suggest(optuna.trial.FixedTrial(params))
@@ -132,8 +137,7 @@ class StartsThenClimb:
         repair = self._repair(trials, known)
         if repair is not None:
             return repair
-        origins = [t for t in trials if (t.user_attrs.get(attrs.LOCAL_START) or t.user_attrs.get(attrs.BASELINE))
-                   and is_feasible(t)]
+        origins = [t for t in trials if _is_start(t) and is_feasible(t)]
         origins.sort(key=lambda t: t.value, reverse=self.maximize)
         for climb, origin in enumerate(origins):
             members = [origin] + [t for t in trials if t.user_attrs.get(attrs.LOCAL_RESTART) == climb]
@@ -152,10 +156,9 @@ class StartsThenClimb:
         repaired = {t.user_attrs.get(attrs.REPAIR_OF) for t in trials}
         for t in trials:
             stored = t.user_attrs
-            if t.state != TrialState.COMPLETE or not (stored.get(attrs.LOCAL_START) or stored.get(attrs.BASELINE)) or \
-                    t.number in repaired or stored.get(attrs.FAILURE_STAGE) != "compile" or \
-                    attrs.CANDIDATE not in stored:  # a FAILed compile (a time-out) is retried, not repaired
-                continue
+            if t.state != TrialState.COMPLETE or not _is_start(t) or t.number in repaired or \
+                    stored.get(attrs.FAILURE_STAGE) != "compile" or attrs.CANDIDATE not in stored:
+                continue  # a FAILed compile (a time-out) is retried, not repaired
             lighter = self.space.lightest(self.space.from_dict(stored[attrs.CANDIDATE]))
             params = _untried(self.space, [self.space.params_for(lighter)], known) if lighter is not None else None
             if params is not None:
@@ -189,5 +192,4 @@ class StartsThenClimb:
             return True
         params = self.space.params_for(start)
         return any(params == self.space.params_for(self.space.from_dict(t.user_attrs[attrs.CANDIDATE]))
-                   for t in trials if attrs.CANDIDATE in t.user_attrs and
-                   (t.user_attrs.get(attrs.BASELINE) or t.user_attrs.get(attrs.LOCAL_START)))
+                   for t in trials if attrs.CANDIDATE in t.user_attrs and _is_start(t))

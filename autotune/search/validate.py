@@ -133,6 +133,18 @@ class Validator:
             entry[attrs.REASON] = f"{failure.stage}: {failure.reason}"
             return None
 
+    def _still_there(self, trial: FrozenTrial, artifacts: dict[int, Artifact | None],
+                     entry: dict[str, Any]) -> Artifact | None:
+        """The trial's artifact, compiled again when it was deleted under the run (a compile cache cleared); None
+        when that compile fails (its reason on the entry)."""
+        artifact = artifacts[trial.number]
+        assert artifact is not None
+        if self.job.backend.artifact_usable(artifact.path):
+            return artifact
+        self.progress(f"  #{trial.number}: its compiled artifact {artifact.path} was deleted: compiling it again")
+        artifacts[trial.number] = self._artifact(trial, entry)
+        return artifacts[trial.number]
+
     def _candidate(self, trial: FrozenTrial) -> Candidate:
         return self.job.space.from_dict(trial.user_attrs[attrs.CANDIDATE])
 
@@ -142,14 +154,9 @@ class Validator:
         job = self.job
         candidate = self._candidate(trial)
         for attempt in range(2):  # an artifact deleted during its measurement: compiled again, measured once more
-            artifact = artifacts[trial.number]
-            assert artifact is not None
-            if not job.backend.artifact_usable(artifact.path):
-                self.progress(f"  #{trial.number}: its compiled artifact {artifact.path} was deleted: compiling it "
-                              f"again")
-                artifact = artifacts[trial.number] = self._artifact(trial, entry)
-                if artifact is None:
-                    return
+            artifact = self._still_there(trial, artifacts, entry)
+            if artifact is None:
+                return
             try:
                 measurement = self.measurer.run(artifact, candidate, seconds=job.validate_seconds,
                                                 label=f"validate-{trial.number}-r{r + 1}", device=device)
