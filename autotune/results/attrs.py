@@ -27,6 +27,7 @@ DUPLICATE_OF = "duplicate_of"  # the trial whose figures this re-proposed candid
 POLISH_OF = "polish_of"  # the best trial this one-knob step started from
 LOCAL_RESTART = "local_restart"  # the local search's climb (start point) this trial belongs to
 LOCAL_START = "local_start"  # a start point of the local search's climbs
+CLIMB_FROM = "climb_from"  # two-phase: the trial number of the start whose climb this trial belongs to
 REPAIR_OF = "repair_of"  # a start that failed to compile, this trial its lightest setting
 WARM_START_FROM = "warm_start_from"  # ``study#trial`` this trial was enqueued from (--warm-start)
 COMPILE_REUSED = "compile_reused"

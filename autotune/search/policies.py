@@ -124,7 +124,8 @@ class StartsThenClimb:
     """Every start not measured yet (the baseline counts as one), and a start that failed to compile once more with
     the least memory its space allows (``lightest``); then greedy climbs by one-knob steps: from the best start until
     no step of its best is left untried, then from the next best start, and so on. The step that improved a climb is
-    tried again first."""
+    tried again first. A climb's trials name their start (``climb_from``), so a start that completes while others
+    climb (compiles run ahead) gets a climb of its own."""
 
     space: SearchSpace
     maximize: bool
@@ -139,15 +140,15 @@ class StartsThenClimb:
             return repair
         origins = [t for t in trials if _is_start(t) and is_feasible(t)]
         origins.sort(key=lambda t: t.value, reverse=self.maximize)
-        for climb, origin in enumerate(origins):
-            members = [origin] + [t for t in trials if t.user_attrs.get(attrs.LOCAL_RESTART) == climb]
+        for origin in origins:  # a climb is known by its start's number: a start measured late changes the order
+            members = [origin] + [t for t in trials if t.user_attrs.get(attrs.CLIMB_FROM) == origin.number]
             best = _best(members, self.maximize) or origin
             steps = self.space.neighbours(self.space.from_dict(best.user_attrs[attrs.CANDIDATE]))
             random.Random(best.number).shuffle(steps)
             steps = self._pattern(best, trials) + steps
             params = _untried(self.space, steps, known)
             if params is not None:
-                return params, {attrs.LOCAL_RESTART: climb, attrs.POLISH_OF: best.number}
+                return params, {attrs.CLIMB_FROM: origin.number, attrs.POLISH_OF: best.number}
         return None
 
     def _repair(self, trials: list[FrozenTrial], known: set[str]) -> Proposal | None:

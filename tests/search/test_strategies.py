@@ -8,6 +8,7 @@ from optuna.trial import FrozenTrial
 
 from autotune.errors import AutotuneError
 from autotune.search.policies import LocalSearch, StartsThenClimb
+from autotune.search.records import proposal_key
 from autotune.search.strategies import policy_for, sampler_for
 from autotune.search.study import adapt
 from autotune.search.tuner import Tuner
@@ -87,22 +88,39 @@ def test_a_start_whose_compile_timed_out_is_not_repaired():
     assert params == {"level": 2, "batch_size": 1} and labels == {"local_start": True, "repair_of": 0}
 
 
+def _measured(space: FakeSpace, number: int, candidate: FakeCandidate, value: float, **labels) -> FrozenTrial:
+    params = space.params_for(candidate)
+    distributions = {k: optuna.distributions.CategoricalDistribution(space.domains()[k]) for k in params}
+    made = optuna.trial.create_trial(params=params, distributions=distributions, value=value,
+                                     user_attrs={"candidate": candidate.to_dict(), **labels})
+    made.number = number
+    return made
+
+
 def test_a_climb_tries_the_step_that_improved_it_again_first():
     space = FakeSpace(scenario="offline")
     climb = StartsThenClimb(space=space, maximize=True, starts=[FakeCandidate(level=1, batch_size=2)])
 
-    def trial(number: int, candidate: FakeCandidate, value: float, **labels) -> FrozenTrial:
-        params = space.params_for(candidate)
-        distributions = {k: optuna.distributions.CategoricalDistribution(space.domains()[k]) for k in params}
-        made = optuna.trial.create_trial(params=params, distributions=distributions, value=value,
-                                         user_attrs={"candidate": candidate.to_dict(), **labels})
-        made.number = number
-        return made
-
-    start = trial(0, FakeCandidate(level=1, batch_size=2), 10.0, local_start=True)
-    better = trial(1, FakeCandidate(level=1, batch_size=4), 20.0, local_restart=0, polish_of=0)
+    start = _measured(space, 0, FakeCandidate(level=1, batch_size=2), 10.0, local_start=True)
+    better = _measured(space, 1, FakeCandidate(level=1, batch_size=4), 20.0, climb_from=0, polish_of=0)
     params, labels = climb.propose([start, better], set())
-    assert params == {"level": 1, "batch_size": 8} and labels == {"local_restart": 0, "polish_of": 1}
+    assert params == {"level": 1, "batch_size": 8} and labels == {"climb_from": 0, "polish_of": 1}
+
+
+def test_a_start_measured_after_the_climbs_began_gets_a_climb_of_its_own():
+    space = FakeSpace(scenario="offline")
+    climb = StartsThenClimb(space=space, maximize=True, starts=[FakeCandidate(level=1), FakeCandidate(level=4)])
+
+    # compiles ran ahead: the first start's climb had gone past the second start's value when the second completed
+    first = _measured(space, 0, FakeCandidate(level=1), 10.0, local_start=True)
+    late_start = space.params_for(FakeCandidate(level=4))
+    params, labels = climb.propose([first], {proposal_key(FakeCandidate(level=4), searched=True)})  # in flight
+    assert labels["polish_of"] == 0
+    climbed = _measured(space, 1, space.suggest(optuna.trial.FixedTrial(params)), 30.0, **labels)
+    late = _measured(space, 2, FakeCandidate(level=4), 20.0, local_start=True)
+    params, labels = climb.propose([first, climbed, late], set())
+    assert labels["polish_of"] == 2  # a step from the late start, not from the other start's climb
+    assert sum(params[k] != v for k, v in late_start.items()) == 1
 
 
 def test_tpe_polishes_the_best_every_few_compiles(tmp_path):
