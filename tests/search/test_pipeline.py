@@ -62,8 +62,10 @@ def _enqueue(tuner: Tuner, cores: list[int]) -> None:
 
 def test_compiles_run_ahead_and_two_devices_measure_at_the_same_time(emulator, tiny_onnx, tmp_path, monkeypatch):
     monkeypatch.setenv("QAIC_EMU_DEVICES", "Ready,Ready")
-    monkeypatch.setenv("QAIC_EMU_COMPILE_SECONDS", "0.5")
-    monkeypatch.setenv("QAIC_EMU_TIME_SCALE", "0.1")  # a 1 s measurement sleeps 0.1 s (three per trial)
+    # compiles of 1 s, four at a time, and measurements of 0.25 s (three per trial): four trials are ready at once,
+    # with room for a loaded host to start their compilers apart
+    monkeypatch.setenv("QAIC_EMU_COMPILE_SECONDS", "1.0")
+    monkeypatch.setenv("QAIC_EMU_TIME_SCALE", "0.25")
     job = _job(emulator, tiny_onnx, tmp_path, trials=8, preset=None, validate_top=0, devices=[0, 1],
                compile_jobs=4)
     tuner = Tuner(job, progress=lambda _: None)
