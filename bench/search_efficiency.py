@@ -5,7 +5,8 @@ surfaces of tests/qaic_emulator/perf_model.py (bench/surfaces.py), offline, with
 Quality after k compiles is the noise-free value of the trial the study holds best by its *measured* value, over the
 surface's exhaustive optimum. Surfaces 0-29 tune the defaults; 30-39 are held out and reported apart, and so
 are 40-49, a second held-out set drawn once the first had been looked at five times, 50-59 (a third, which decided
-between two variants of the default) and 60-69 (a fourth, which confirmed the one chosen).
+between two variants of the default), 60-69 (a fourth, which confirmed the one chosen), 70-79 (a fifth, which decided
+on a measurement rule) and 80-89 (a sixth, which confirmed the default).
 
 Strategies:
   tpe-today    TPE over every knob, activations and set size included (round 1), one-knob steps every 3rd trial
@@ -36,12 +37,14 @@ from typing import Any
 
 import optuna
 
-from surfaces import FOURTH, FRESH, HELD_OUT, THIRD, TUNING, Case, SurfaceBackend, optima, true_value
+from surfaces import FIFTH, FOURTH, FRESH, HELD_OUT, SIXTH, THIRD, TUNING, Case, SurfaceBackend, optima, \
+    true_value
 
 from autotune.backends.qaic.space import RUNTIME_MOVES, DeviceLimits, QaicSpace  # noqa: E402
 from autotune.models import MODELS  # noqa: E402
 from autotune.results import attrs  # noqa: E402
 from autotune.scenarios import SCENARIOS  # noqa: E402
+from autotune.search import noise  # noqa: E402
 from autotune.search.records import TuningJob  # noqa: E402
 from autotune.search.tuner import Tuner  # noqa: E402
 
@@ -65,6 +68,7 @@ class Run:
     compiles: int
     baseline: float | None  # the preset's noise-free quality
     wall_to_target_s: float | None = None
+    found: float = 0.0  # the best setting measured, valued noise free (quality_curve)
 
 
 def strategies(args: argparse.Namespace) -> dict[str, Strategy]:
@@ -106,11 +110,12 @@ def make_tuner(case: Case, strategy: Strategy, *, seed: int, compiles: int, work
     return tuner, backend
 
 
-def quality_curve(case: Case, study: optuna.Study, optimum: float, compiles: int) -> tuple[list[float], int]:
-    """Quality after each distinct compile (the best trial by measured value, valued noise free), and the number of
-    measurements the first ``compiles`` compiles took."""
+def quality_curve(case: Case, study: optuna.Study, optimum: float, compiles: int) -> tuple[list[float], int, float]:
+    """Quality after each distinct compile (the best trial by measured value, valued noise free), the number of
+    measurements the first ``compiles`` compiles took, and the quality of the best setting they found (a trial's
+    chosen setting valued noise free, whatever it measured: what a pick free of noise would have taken)."""
     seen: set[str] = set()
-    best_measured, best_true, curve, measured = 0.0, 0.0, [], 0
+    best_measured, best_true, curve, measured, found = 0.0, 0.0, [], 0, 0.0
     space = QaicSpace(device=DeviceLimits(nsp_total=case.nsp), scenario="offline")
     for t in sorted(study.get_trials(deepcopy=False), key=lambda t: t.datetime_complete or t.datetime_start):
         stored = t.user_attrs
@@ -121,25 +126,27 @@ def quality_curve(case: Case, study: optuna.Study, optimum: float, compiles: int
         if new_compile and len(seen) >= compiles:
             break
         measured += len(stored.get(attrs.MEASUREMENTS) or [])
-        if t.value and t.constraints.get("feasible", 1.0) <= 0 and t.value > best_measured:
-            best_measured = t.value
-            best_true = true_value(case, space.from_dict(stored[attrs.CANDIDATE])) / optimum
+        if t.value and t.constraints.get("feasible", 1.0) <= 0:
+            quality = true_value(case, space.from_dict(stored[attrs.CANDIDATE])) / optimum
+            found = max(found, quality)
+            if t.value > best_measured:
+                best_measured, best_true = t.value, quality
         if new_compile:
             seen.add(key)
             curve.append(best_true)
         elif curve:
             curve[-1] = best_true
-    return curve, measured
+    return curve, measured, found
 
 
 def run(case: Case, strategy: Strategy, *, seed: int, compiles: int, optimum: float) -> Run:
     with tempfile.TemporaryDirectory() as tmp:
         tuner, backend = make_tuner(case, strategy, seed=seed, compiles=compiles, workdir=Path(tmp))
         tuner.run()
-        curve, measured = quality_curve(case, tuner.study, optimum, compiles)
+        curve, measured, found = quality_curve(case, tuner.study, optimum, compiles)
     preset = case.preset
     baseline = true_value(case, preset.candidate(DeviceLimits(nsp_total=case.nsp))) / optimum if preset else None
-    return Run(curve=curve, measurements=measured, compiles=len(curve), baseline=baseline)
+    return Run(curve=curve, measurements=measured, compiles=len(curve), baseline=baseline, found=found)
 
 
 def wall_run(case: Case, strategy: Strategy, *, seed: int, compiles: int, optimum: float, scale: float) -> Run:
@@ -172,7 +179,7 @@ def at(curve: list[float], k: int) -> float:
 def table(title: str, results: dict[str, list[Run]], compiles: int) -> None:
     print(f"\n{title}")
     print(f"{'strategy':<11} {'median@40':>9} {'worst@40':>8} {'median@20':>9} {'to 97% (median)':>15} "
-          f"{'reached':>7} {'meas/compile':>12} {'below preset':>12}")
+          f"{'reached':>7} {'meas/compile':>12} {'below preset':>12} {'found@40 med/worst':>18}")
     for name, runs in results.items():
         finals = [at(r.curve, compiles) for r in runs]
         halves = [at(r.curve, compiles // 2) for r in runs]
@@ -181,15 +188,17 @@ def table(title: str, results: dict[str, list[Run]], compiles: int) -> None:
         median_reach = statistics.median(capped)
         per_compile = sum(r.measurements for r in runs) / max(1, sum(r.compiles for r in runs))
         below = sum(r.baseline is not None and at(r.curve, compiles) < r.baseline - 1e-9 for r in runs)
+        found = [r.found for r in runs]
         print(f"{name:<11} {statistics.median(finals):>9.3f} {min(finals):>8.3f} {statistics.median(halves):>9.3f} "
               f"{('>' + str(compiles)) if median_reach > compiles else f'{median_reach:g}':>15} "
-              f"{sum(r is not None for r in reach):>3}/{len(reach):<3} {per_compile:>12.2f} {below:>12}")
+              f"{sum(r is not None for r in reach):>3}/{len(reach):<3} {per_compile:>12.2f} {below:>12} "
+              f"{f'{statistics.median(found):.3f}/{min(found):.3f}':>18}")
 
 
 def groups(surfaces: list[int]) -> dict[str, list[int]]:
-    """The surfaces asked for, by set (tuning and the four held-out sets), the sets left empty left out."""
+    """The surfaces asked for, by set (tuning and the six held-out sets), the sets left empty left out."""
     sets = {"tuning": TUNING, "held-out": HELD_OUT, "fresh held-out": FRESH, "third held-out": THIRD,
-            "fourth held-out": FOURTH}
+            "fourth held-out": FOURTH, "fifth held-out": FIFTH, "sixth held-out": SIXTH}
     chosen = {name: [i for i in surfaces if i in members] for name, members in sets.items()}
     return {name: indices for name, indices in chosen.items() if indices}
 
@@ -200,7 +209,11 @@ def main() -> None:
     parser.add_argument("--compiles", type=int, default=40)
     parser.add_argument("--strategies", nargs="+",
                         default=["tpe-today", "tpe", "tpe-plain", "two-phase", "local", "random"])
-    parser.add_argument("--surfaces", nargs="+", type=int, default=[*TUNING, *HELD_OUT, *FRESH, *THIRD, *FOURTH])
+    every = [*TUNING, *HELD_OUT, *FRESH, *THIRD, *FOURTH, *FIFTH, *SIXTH]
+    parser.add_argument("--surfaces", nargs="+", type=int, default=every)
+    parser.add_argument("--close-sigmas", type=float, default=noise.CLOSE_SIGMAS,
+                        help="a trial within this many noise sigmas of the best is measured again (default: "
+                             "autotune's)")
     parser.add_argument("--polish-every", type=int, default=3)
     parser.add_argument("--polish-after", type=int, default=25)
     parser.add_argument("--wall", action="store_true", help="also the wall-clock view (two-phase and local)")
@@ -208,6 +221,7 @@ def main() -> None:
     parser.add_argument("--wall-compiles", type=int, default=120, help="compiles per study in the wall view")
     parser.add_argument("--wall-only", action="store_true", help="only the wall-clock view")
     args = parser.parse_args()
+    noise.CLOSE_SIGMAS = args.close_sigmas
     started = time.monotonic()
     chosen = strategies(args)
     if "gp" in chosen:

@@ -4,7 +4,8 @@ Each case is one surface of ``tests/qaic_emulator/perf_model.surface`` (its prof
 14- or 16-NSP card, searched offline through autotune's own Tuner with the qaic search space. Surfaces 0-29 are
 the tuning set (every default was chosen on them); 30-39 are held out and reported on their own,
 40-49 are a second held-out set, drawn once the first had been looked at five times, 50-59 a third (it decided
-between two variants of the default) and 60-69 a fourth (it confirmed the one chosen).
+between two variants of the default) and 60-69 a fourth (it confirmed the one chosen); 70-79 and 80-89, drawn a day
+later, a fifth (it decided on a measurement rule) and a sixth (it confirmed the default).
 """
 
 from __future__ import annotations
@@ -41,6 +42,8 @@ HELD_OUT = tuple(sorted(perf_model.HELD_OUT))
 FRESH = tuple(sorted(perf_model.FRESH_HELD_OUT))  # the second held-out set
 THIRD = tuple(sorted(perf_model.THIRD_HELD_OUT))  # decided between two variants of the default
 FOURTH = tuple(sorted(perf_model.FOURTH_HELD_OUT))  # confirms the variant chosen
+FIFTH = tuple(sorted(perf_model.FIFTH_HELD_OUT))  # decides whether a measurement rule changes (2026-12-02)
+SIXTH = tuple(sorted(perf_model.SIXTH_HELD_OUT))  # confirms the default chosen then
 
 
 @dataclass(frozen=True)
