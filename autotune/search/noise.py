@@ -14,7 +14,7 @@ import threading
 
 PRIOR_SIGMA = 0.03  # relative noise assumed until the study has measured some setting twice
 BASELINE_REPEATS = 3  # measurements of the baseline at the start
-CLOSE_SIGMAS = 2.0  # a value within this many sigmas of the best is measured again
+CLOSE_SIGMAS = 1.0  # a value within this many sigmas of the best is measured again (2 cost more, found no better)
 REPEATS = 2  # measurements added to such a setting
 DRIFT_EVERY = 10  # the baseline is measured again on trials 10, 20, ...
 PROMISING = 0.10  # a compile whose first setting is this far below the best (or than the largest gain a runtime

@@ -7,9 +7,9 @@
   local      multi-start local search from the baseline and the rules of thumb in a fixed order, then from random
              points (the procedure of Qualcomm's model configurator)
   random     random search
-The default was chosen on the tuning surfaces of bench/search_efficiency.py and run on four held-out sets (the third
-decided to keep its last change): pooled, 20 compiles to 97% of the optimum against 23 for ``local``, and a better
-worst case (bench/RESULTS.md).
+The default was chosen on the tuning surfaces of bench/search_efficiency.py and run on six held-out sets (the third
+and the fifth decided to keep a change): pooled, 20.5 compiles to 97% of the optimum against 25 for ``local``, and a
+better worst case (bench/RESULTS.md).
 """
 
 from __future__ import annotations

@@ -1,0 +1,33 @@
+"""The study's measurement noise: its pooled spread, and which values are worth measuring again."""
+
+from __future__ import annotations
+
+import pytest
+
+from autotune.search.noise import PRIOR_SIGMA, Noise
+
+
+def test_the_spread_is_the_prior_until_three_repeats_are_known_then_pooled():
+    noise = Noise(maximize=True)
+    noise.add([100.0, 102.0])
+    assert noise.sigma == PRIOR_SIGMA  # one degree of freedom says little
+    noise.add([50.0, 51.0, 49.0])
+    assert noise.sigma == pytest.approx(((0.01 ** 2 * 2) + (0.02 ** 2 * 2)) ** 0.5 / 3 ** 0.5, rel=0.02)
+
+
+def test_a_value_within_one_sigma_of_the_best_is_measured_again_and_one_further_away_is_not():
+    noise = Noise(maximize=True)
+    assert not noise.close_to_best(100.0)  # nothing to compare with yet
+    noise.offer(100.0)
+    assert noise.close_to_best(100.0 * (1 - 0.9 * PRIOR_SIGMA)) and noise.close_to_best(110.0)
+    assert not noise.close_to_best(100.0 * (1 - 1.5 * PRIOR_SIGMA))
+    noise.drifted(-2.0)  # a machine that drifts 2% widens the band by as much
+    assert noise.close_to_best(100.0 * (1 - 1.5 * PRIOR_SIGMA))
+
+
+def test_for_a_latency_lower_is_better():
+    noise = Noise(maximize=False)
+    noise.offer(10.0)
+    noise.offer(12.0)  # not the best
+    assert noise.best == 10.0
+    assert noise.close_to_best(10.0 * (1 + 0.9 * PRIOR_SIGMA)) and not noise.close_to_best(10.0 * (1 + 2 * PRIOR_SIGMA))
