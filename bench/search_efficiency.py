@@ -20,7 +20,7 @@ Strategies:
   once / a-    two-phase with one measurement per compile, or with the activations step alone (runtime rules)
 
     .venv/bin/python bench/search_efficiency.py [--seeds 3] [--compiles 40] [--strategies tpe local ...]
-        [--surfaces 0 1 ...] [--wall | --wall-only] [--wall-compiles 120]
+        [--surfaces 0 1 ...] [--wall | --wall-only] [--wall-compiles 120] [--close-sigmas 1]
     (--wall: time to 97% with compiles of 60-180 s, 16 compile workers and one card, tuning and held-out apart)
 """
 

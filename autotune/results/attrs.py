@@ -25,7 +25,8 @@ CONCURRENCY = "concurrency"  # batches in flight at once (activations, sessions)
 BASELINE = "baseline"  # True on the trial that measured the baseline
 DUPLICATE_OF = "duplicate_of"  # the trial whose figures this re-proposed candidate reused
 POLISH_OF = "polish_of"  # the best trial this one-knob step started from
-LOCAL_RESTART = "local_restart"  # the local search's climb (start point) this trial belongs to
+LOCAL_RESTART = "local_restart"  # the local search's climb (start point) this trial belongs to (two-phase studies
+# stored before 2026-12-02 hold their start's rank here; they are read by their polish_of links instead)
 LOCAL_START = "local_start"  # a start point of the local search's climbs
 CLIMB_FROM = "climb_from"  # two-phase: the trial number of the start whose climb this trial belongs to
 REPAIR_OF = "repair_of"  # a start that failed to compile, this trial its lightest setting

@@ -12,7 +12,7 @@ import math
 import statistics
 import threading
 
-PRIOR_SIGMA = 0.03  # relative noise assumed until the study has measured some setting twice
+PRIOR_SIGMA = 0.03  # relative noise assumed until repeats give three degrees of freedom
 BASELINE_REPEATS = 3  # measurements of the baseline at the start
 CLOSE_SIGMAS = 1.0  # a value within this many sigmas of the best is measured again (2 cost more, found no better)
 REPEATS = 2  # measurements added to such a setting

@@ -41,6 +41,23 @@ def _is_start(trial: FrozenTrial) -> bool:
     return bool(trial.user_attrs.get(attrs.LOCAL_START) or trial.user_attrs.get(attrs.BASELINE))
 
 
+def _climbs(trials: list[FrozenTrial]) -> dict[int, list[FrozenTrial]]:
+    """The steps of each climb, by its start's trial number: ``climb_from``, or (in a study stored before trials
+    named their start) the start their ``polish_of`` steps lead back to."""
+    by_number = {t.number: t for t in trials}
+    climbs: dict[int, list[FrozenTrial]] = {}
+    for t in trials:
+        start = t.user_attrs.get(attrs.CLIMB_FROM)
+        step, seen = t, set()
+        while start is None and attrs.POLISH_OF in step.user_attrs and step.number not in seen:
+            seen.add(step.number)
+            step = by_number.get(step.user_attrs[attrs.POLISH_OF], step)
+            start = step.number if _is_start(step) else None
+        if start is not None:
+            climbs.setdefault(start, []).append(t)
+    return climbs
+
+
 def _untried(space: SearchSpace, steps: list[dict[str, Any]], known: set[str]) -> dict[str, Any] | None:
     for params in steps:
         candidate = space.suggest(optuna.trial.FixedTrial(params))
@@ -125,7 +142,7 @@ class StartsThenClimb:
     the least memory its space allows (``lightest``); then greedy climbs by one-knob steps: from the best start until
     no step of its best is left untried, then from the next best start, and so on. The step that improved a climb is
     tried again first. A climb's trials name their start (``climb_from``), so a start that completes while others
-    climb (compiles run ahead) gets a climb of its own."""
+    climb (compiles run ahead) gets a climb of its own, and is climbed from first when it is the better."""
 
     space: SearchSpace
     maximize: bool
@@ -140,8 +157,9 @@ class StartsThenClimb:
             return repair
         origins = [t for t in trials if _is_start(t) and is_feasible(t)]
         origins.sort(key=lambda t: t.value, reverse=self.maximize)
-        for origin in origins:  # a climb is known by its start's number: a start measured late changes the order
-            members = [origin] + [t for t in trials if t.user_attrs.get(attrs.CLIMB_FROM) == origin.number]
+        climbs = _climbs(trials)
+        for origin in origins:  # a start measured late, and better, is climbed from first
+            members = [origin] + climbs.get(origin.number, [])
             best = _best(members, self.maximize) or origin
             steps = self.space.neighbours(self.space.from_dict(best.user_attrs[attrs.CANDIDATE]))
             random.Random(best.number).shuffle(steps)

@@ -8,8 +8,8 @@
              points (the procedure of Qualcomm's model configurator)
   random     random search
 The default was chosen on the tuning surfaces of bench/search_efficiency.py and run on six held-out sets (the third
-and the fifth decided to keep a change): pooled, 20.5 compiles to 97% of the optimum against 25 for ``local``, and a
-better worst case (bench/RESULTS.md).
+and the fifth decided to keep a change): a pooled median of 20.5 compiles to 97% of the optimum against 25 for
+``local``, and a better worst case (bench/RESULTS.md).
 """
 
 from __future__ import annotations

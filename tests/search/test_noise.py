@@ -12,7 +12,7 @@ def test_the_spread_is_the_prior_until_three_repeats_are_known_then_pooled():
     noise.add([100.0, 102.0])
     assert noise.sigma == PRIOR_SIGMA  # one degree of freedom says little
     noise.add([50.0, 51.0, 49.0])
-    assert noise.sigma == pytest.approx(((0.01 ** 2 * 2) + (0.02 ** 2 * 2)) ** 0.5 / 3 ** 0.5, rel=0.02)
+    assert noise.sigma == pytest.approx(0.01822, abs=1e-5)  # sqrt((2 (1/101)^2 + 2 (0.02)^2) / 3)
 
 
 def test_a_value_within_one_sigma_of_the_best_is_measured_again_and_one_further_away_is_not():

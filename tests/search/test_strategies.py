@@ -115,12 +115,25 @@ def test_a_start_measured_after_the_climbs_began_gets_a_climb_of_its_own():
     first = _measured(space, 0, FakeCandidate(level=1), 10.0, local_start=True)
     late_start = space.params_for(FakeCandidate(level=4))
     params, labels = climb.propose([first], {proposal_key(FakeCandidate(level=4), searched=True)})  # in flight
-    assert labels["polish_of"] == 0
+    assert labels == {"climb_from": 0, "polish_of": 0}
     climbed = _measured(space, 1, space.suggest(optuna.trial.FixedTrial(params)), 30.0, **labels)
     late = _measured(space, 2, FakeCandidate(level=4), 20.0, local_start=True)
     params, labels = climb.propose([first, climbed, late], set())
-    assert labels["polish_of"] == 2  # a step from the late start, not from the other start's climb
+    assert labels == {"climb_from": 2, "polish_of": 2}  # a step from the late start, not from the other's climb
     assert sum(params[k] != v for k, v in late_start.items()) == 1
+
+
+def test_a_two_phase_study_stored_before_climbs_named_their_start_resumes_its_climbs():
+    space = FakeSpace(scenario="offline")
+    climb = StartsThenClimb(space=space, maximize=True, starts=[FakeCandidate(level=1)])
+    start = _measured(space, 0, FakeCandidate(level=1), 10.0, local_start=True)
+    # as two-phase stored its climbs until 2026-12-02: the start's rank, and the step each came from
+    up = _measured(space, 1, FakeCandidate(level=2), 30.0, local_restart=0, polish_of=0)
+    further = _measured(space, 2, FakeCandidate(level=3), 25.0, local_restart=0, polish_of=1)
+    known = {proposal_key(FakeCandidate(level=n), searched=True) for n in (1, 2, 3)}
+    params, labels = climb.propose([start, up, further], known)
+    assert labels == {"climb_from": 0, "polish_of": 1}  # on from the climb's best, not from its start again
+    assert sum(params[k] != v for k, v in space.params_for(FakeCandidate(level=2)).items()) == 1
 
 
 def test_tpe_polishes_the_best_every_few_compiles(tmp_path):

@@ -41,7 +41,8 @@ def test_rounds_are_interleaved_and_shuffled_and_every_sample_is_stored(tmp_path
 
 def test_equal_settings_give_no_significant_gain_and_the_baseline_is_exported(tmp_path):
     lines: list[str] = []
-    # five contenders: at least one measures a gain within noise after the first rounds (each does with even odds)
+    # five contenders, so that some measure a gain within noise after the first rounds (the noise is seeded: this
+    # run's draws do; a change to the search's path draws others)
     tuner = Tuner(fake_job(tmp_path, FakeBackend(surface=_flat, noise=0.03), trials=8, validate_top=5),
                   progress=lines.append)
     summary = tuner.run()
