@@ -8,6 +8,7 @@ import sys
 import threading
 import time
 from pathlib import Path
+from typing import Callable
 
 import optuna
 import pytest
@@ -166,8 +167,12 @@ def _read_progress(process: subprocess.Popen[str], lines: list[str]) -> threadin
 
 
 def _wait_for_trials(lines: list[str], count: int, timeout_s: float = 120) -> None:
+    _wait_for(lines, lambda: sum(line.startswith("[") for line in lines) >= count, timeout_s)
+
+
+def _wait_for(lines: list[str], done: Callable[[], bool], timeout_s: float = 120) -> None:
     deadline = time.monotonic() + timeout_s
-    while sum(line.startswith("[") for line in lines) < count:
+    while not done():
         assert time.monotonic() < deadline, "".join(lines)
         time.sleep(0.1)
 
@@ -182,13 +187,14 @@ def test_the_run_waits_for_a_storage_server_that_goes_away_and_comes_back(emulat
     try:
         _wait_for_trials(lines, 2)
         postgres.stop()
-        time.sleep(5)
+        # down until the run has met the outage (a loaded host can take seconds over one trial), then a while more
+        _wait_for(lines, lambda: any("unreachable" in line and "retrying" in line for line in lines))
+        time.sleep(3)
     finally:
         postgres.start()
     worker.wait(timeout=300)
     pump.join(timeout=10)
     assert worker.returncode == 0, worker.stderr.read()
-    assert any("unreachable" in line and "retrying" in line for line in lines), "".join(lines)
     trials = load_study(url, STUDY).get_trials()
     assert len(trials) == 8 and all(t.state == TrialState.COMPLETE for t in trials)
 
