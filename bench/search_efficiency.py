@@ -37,8 +37,7 @@ from typing import Any
 
 import optuna
 
-from surfaces import FIFTH, FOURTH, FRESH, HELD_OUT, SIXTH, THIRD, TUNING, Case, SurfaceBackend, optima, \
-    true_value
+from surfaces import SETS, Case, SurfaceBackend, optima, true_value
 
 from autotune.backends.qaic.space import RUNTIME_MOVES, DeviceLimits, QaicSpace  # noqa: E402
 from autotune.models import MODELS  # noqa: E402
@@ -197,9 +196,7 @@ def table(title: str, results: dict[str, list[Run]], compiles: int) -> None:
 
 def groups(surfaces: list[int]) -> dict[str, list[int]]:
     """The surfaces asked for, by set (tuning and the six held-out sets), the sets left empty left out."""
-    sets = {"tuning": TUNING, "held-out": HELD_OUT, "fresh held-out": FRESH, "third held-out": THIRD,
-            "fourth held-out": FOURTH, "fifth held-out": FIFTH, "sixth held-out": SIXTH}
-    chosen = {name: [i for i in surfaces if i in members] for name, members in sets.items()}
+    chosen = {name: [i for i in surfaces if i in members] for name, members in SETS.items()}
     return {name: indices for name, indices in chosen.items() if indices}
 
 
@@ -209,8 +206,7 @@ def main() -> None:
     parser.add_argument("--compiles", type=int, default=40)
     parser.add_argument("--strategies", nargs="+",
                         default=["tpe-today", "tpe", "tpe-plain", "two-phase", "local", "random"])
-    every = [*TUNING, *HELD_OUT, *FRESH, *THIRD, *FOURTH, *FIFTH, *SIXTH]
-    parser.add_argument("--surfaces", nargs="+", type=int, default=every)
+    parser.add_argument("--surfaces", nargs="+", type=int, default=[i for members in SETS.values() for i in members])
     parser.add_argument("--close-sigmas", type=float, default=noise.CLOSE_SIGMAS,
                         help="a trial within this many noise sigmas of the best is measured again (default: "
                              "autotune's)")

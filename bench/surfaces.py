@@ -44,6 +44,8 @@ THIRD = tuple(sorted(perf_model.THIRD_HELD_OUT))  # decided between two variants
 FOURTH = tuple(sorted(perf_model.FOURTH_HELD_OUT))  # confirms the variant chosen
 FIFTH = tuple(sorted(perf_model.FIFTH_HELD_OUT))  # decides whether a measurement rule changes (2026-12-02)
 SIXTH = tuple(sorted(perf_model.SIXTH_HELD_OUT))  # confirms the default chosen then
+SETS = {"tuning": TUNING, "held-out": HELD_OUT, "fresh held-out": FRESH, "third held-out": THIRD,
+        "fourth held-out": FOURTH, "fifth held-out": FIFTH, "sixth held-out": SIXTH}  # the bench reports them apart
 
 
 @dataclass(frozen=True)
