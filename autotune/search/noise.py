@@ -22,10 +22,12 @@ PROMISING = 0.10  # a compile whose first setting is this far below the best (or
 
 
 class Noise:
-    """Relative spread of repeated measurements (pooled over settings) and the best value so far."""
+    """Relative spread of repeated measurements (pooled over settings) and the best value so far. A value within
+    ``close_sigmas`` sigmas (plus the drift) of the best is measured again."""
 
-    def __init__(self, *, maximize: bool) -> None:
+    def __init__(self, *, maximize: bool, close_sigmas: float = CLOSE_SIGMAS) -> None:
         self.maximize = maximize
+        self.close_sigmas = close_sigmas
         self.best: float | None = None
         self.runtime_gain = 0.0  # the largest relative gain of a trial's best setting over its first
         self.drift = 0.0  # the largest relative change of the baseline since its first measurements
@@ -73,7 +75,7 @@ class Noise:
     def close_to_best(self, value: float) -> bool:
         """Whether ``value`` could be the best, given the noise and the drift seen: then it is worth measuring
         again."""
-        return self._within(value, CLOSE_SIGMAS * self.sigma + self.drift, default=False)
+        return self._within(value, self.close_sigmas * self.sigma + self.drift, default=False)
 
     def promising(self, value: float) -> bool:
         """Whether a compile whose first setting measured ``value`` deserves its runtime search: close enough to the

@@ -161,13 +161,17 @@ class StartsThenClimb:
         for origin in origins:  # a start measured late, and better, is climbed from first
             members = [origin] + climbs.get(origin.number, [])
             best = _best(members, self.maximize) or origin
-            steps = self.space.neighbours(self.space.from_dict(best.user_attrs[attrs.CANDIDATE]))
-            random.Random(best.number).shuffle(steps)
-            steps = self._pattern(best, trials) + steps
-            params = _untried(self.space, steps, known)
+            params = _untried(self.space, self.steps_from(best, trials), known)
             if params is not None:
                 return params, {attrs.CLIMB_FROM: origin.number, attrs.POLISH_OF: best.number}
         return None
+
+    def steps_from(self, best: FrozenTrial, trials: list[FrozenTrial]) -> list[dict[str, Any]]:
+        """A climb's one-knob steps from its best, in the order they are tried: the step that made it once more,
+        then the rest in an order drawn from its trial number."""
+        steps = self.space.neighbours(self.space.from_dict(best.user_attrs[attrs.CANDIDATE]))
+        random.Random(best.number).shuffle(steps)
+        return self._pattern(best, trials) + steps
 
     def _repair(self, trials: list[FrozenTrial], known: set[str]) -> Proposal | None:
         """A start whose compile failed (out of on-chip memory, most often), compiled again at its lightest: its

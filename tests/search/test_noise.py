@@ -31,3 +31,11 @@ def test_for_a_latency_lower_is_better():
     noise.offer(12.0)  # not the best
     assert noise.best == 10.0
     assert noise.close_to_best(10.0 * (1 + 0.9 * PRIOR_SIGMA)) and not noise.close_to_best(10.0 * (1 + 2 * PRIOR_SIGMA))
+
+
+def test_the_band_is_the_noise_objects_own_so_a_wider_one_changes_no_other_study():
+    wide, default = Noise(maximize=True, close_sigmas=2.0), Noise(maximize=True)
+    for noise in (wide, default):
+        noise.offer(100.0)
+    value = 100.0 * (1 - 1.5 * PRIOR_SIGMA)
+    assert wide.close_to_best(value) and not default.close_to_best(value)
