@@ -18,6 +18,8 @@ Strategies:
   random       random compile knobs, runtime knobs searched on each compile
   gp           Optuna's GPSampler over compile knobs (needs torch; left out when it is not installed)
   once / a-    two-phase with one measurement per compile, or with the activations step alone (runtime rules)
+  drawn        two-phase whose climbs try their steps in drawn order alone (no SearchSpace.step_rank): the default
+               before the SDP split and a larger batch were tried first
   oracle       two-phase whose climbs try their steps best first by the noise-free surface: a bound on what
                ordering the steps could save, not a strategy (no search knows the surface)
 
@@ -29,6 +31,7 @@ Strategies:
 from __future__ import annotations
 
 import argparse
+import random
 import statistics
 import sys
 import tempfile
@@ -65,6 +68,7 @@ class Strategy:
     polish_after: int = 25
     close_sigmas: float = noise.CLOSE_SIGMAS  # a trial within this many noise sigmas of the best is measured again
     oracle: bool = False  # two-phase climbs that try their steps best first by the noise-free surface (a bound)
+    drawn: bool = False  # two-phase climbs that try their steps in drawn order alone (no step ranks)
 
 
 @dataclass
@@ -88,6 +92,7 @@ def strategies(args: argparse.Namespace) -> dict[str, Strategy]:
         "random": Strategy("random", sampler="random", polish_every=0),
         "gp": Strategy("gp", sampler="gp", polish_every=every, polish_after=after),
         "oracle": Strategy("oracle", sampler="two-phase", polish_every=0, oracle=True),
+        "drawn": Strategy("drawn", sampler="two-phase", polish_every=0, drawn=True),
         "once": Strategy("once", sampler="two-phase", moves=(), polish_every=0),
         "a-": Strategy("a-", sampler="two-phase", moves=("activations-",), polish_every=0),
     }
@@ -113,11 +118,12 @@ def make_tuner(case: Case, strategy: Strategy, *, seed: int, compiles: int, work
                     baseline=baseline, baseline_label=preset.label() if preset else None, compile_jobs=compile_jobs)
     tuner = Tuner(job, progress=lambda _: None)
     tuner.memory.noise.close_sigmas = strategy.close_sigmas
-    if strategy.oracle:
+    if strategy.oracle or strategy.drawn:
         climbs = tuner.proposer.policy
         assert isinstance(climbs, StartsThenClimb)
         tuner.proposer.policy = SteepestByTruth(space=space, maximize=climbs.maximize, starts=climbs.starts,
-                                               case=case)
+                                               case=case) if strategy.oracle else \
+            DrawnOrder(space=space, maximize=climbs.maximize, starts=climbs.starts)
     if strategy.sampler == "gp":
         tuner.study.sampler = optuna.samplers.GPSampler(seed=seed)
     return tuner, backend
@@ -136,6 +142,17 @@ class SteepestByTruth(StartsThenClimb):
             return max(true_value(self.case, candidate.with_runtime(activations=a, set_size=candidate.set_size))
                        for a in range(1, candidate.activations + 1))
         return sorted(super().steps_from(best, trials), key=worth, reverse=True)
+
+
+@dataclass(kw_only=True)
+class DrawnOrder(StartsThenClimb):
+    """Two-phase climbs that try their steps in drawn order alone, the space's step ranks left out (the default
+    before 2026-12-02, third session)."""
+
+    def steps_from(self, best: FrozenTrial, trials: list[FrozenTrial]) -> list[dict[str, Any]]:
+        steps = self.space.neighbours(self.space.from_dict(best.user_attrs[attrs.CANDIDATE]))
+        random.Random(best.number).shuffle(steps)
+        return self._pattern(best, trials) + steps
 
 
 def quality_curve(case: Case, study: optuna.Study, optimum: float, compiles: int) -> tuple[list[float], int, float]:

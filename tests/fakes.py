@@ -89,6 +89,9 @@ class FakeSpace:
     def neighbours(self, candidate: FakeCandidate) -> list[dict[str, Any]]:
         return one_knob_steps(self.params_for(candidate), self.domains())
 
+    def step_rank(self, params: dict[str, Any], step: dict[str, Any]) -> int:
+        return 0
+
     def lightest(self, candidate: FakeCandidate) -> FakeCandidate | None:
         return None if candidate.batch_size == 1 else FakeCandidate(level=candidate.level, batch_size=1)
 

@@ -168,6 +168,11 @@ class SearchSpace(Protocol):
         """Every ``suggest`` parameter set one knob step away from ``candidate`` (``one_knob_steps`` does this)."""
         ...
 
+    def step_rank(self, params: dict[str, Any], step: dict[str, Any]) -> int:
+        """How early a climb at ``params`` tries the one-knob ``step``: lower ranks first, drawn order within a rank
+        (the moves the toolchain's own presets make); 0 for every step where the space knows no such moves."""
+        ...
+
     def lightest(self, candidate: Any) -> Candidate | None:
         """``candidate`` with the least device memory the space allows (the smallest batch, and where the space has
         them the knobs that save on-chip memory), tried when a start fails to compile; None where the space has no

@@ -168,9 +168,11 @@ class StartsThenClimb:
 
     def steps_from(self, best: FrozenTrial, trials: list[FrozenTrial]) -> list[dict[str, Any]]:
         """A climb's one-knob steps from its best, in the order they are tried: the step that made it once more,
-        then the rest in an order drawn from its trial number."""
-        steps = self.space.neighbours(self.space.from_dict(best.user_attrs[attrs.CANDIDATE]))
+        then the rest by the space's ``step_rank``, in an order drawn from its trial number within a rank."""
+        centre = self.space.from_dict(best.user_attrs[attrs.CANDIDATE])
+        params, steps = self.space.params_for(centre), self.space.neighbours(centre)
         random.Random(best.number).shuffle(steps)
+        steps.sort(key=lambda step: self.space.step_rank(params, step))
         return self._pattern(best, trials) + steps
 
     def _repair(self, trials: list[FrozenTrial], known: set[str]) -> Proposal | None:

@@ -183,6 +183,9 @@ class OvSpace:
             if self.dynamic_batch else []
         return [*batches, OvCandidate(hint="none", streams=cores, threads=cores, pinning=True, precision=p)]
 
+    def step_rank(self, params: dict[str, Any], step: dict[str, Any]) -> int:
+        return 0
+
     def lightest(self, candidate: OvCandidate) -> OvCandidate | None:
         """None: a model compiled for the CPU has no on-chip memory to run out of."""
         return None

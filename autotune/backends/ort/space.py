@@ -127,6 +127,9 @@ class OrtSpace:
     def neighbours(self, candidate: OrtCandidate) -> list[dict[str, Any]]:
         return one_knob_steps(self.params_for(candidate), self.domains())
 
+    def step_rank(self, params: dict[str, Any], step: dict[str, Any]) -> int:
+        return 0
+
     def lightest(self, candidate: OrtCandidate) -> OrtCandidate | None:
         """None: a session on the CPU has no on-chip memory to run out of."""
         return None

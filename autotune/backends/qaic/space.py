@@ -344,6 +344,16 @@ class QaicSpace:
         steps += [params | {"cores": c} for c in sorted(jumps - {cores, cores - 1, cores + 1}) if c in domain]
         return steps + self._working_set_steps(params)
 
+    def step_rank(self, params: dict[str, Any], step: dict[str, Any]) -> int:
+        """The split into two SDP clusters first, then a larger batch (alone or with mos doubled), then the rest:
+        the moves by which the hand-tuned ResNet-50 presets leave the SDK's rules of thumb (SDK-FACTS), and the
+        order chosen on the bench's tuning surfaces (bench/RESULTS.md)."""
+        if step.get("sdp_clusters", 1) > params.get("sdp_clusters", 1):
+            return 0
+        if step.get("batch_size", 1) > params.get("batch_size", 1):
+            return 1
+        return 2
+
     def lightest(self, candidate: QaicCandidate) -> QaicCandidate | None:
         """The same cores, ols and clusters (as the space spells them: two clusters are equal halves, a compiler
         default is 1) at the smallest batch with mos at each cluster's size: the least VTCM a core's working set can

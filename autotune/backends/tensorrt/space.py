@@ -176,6 +176,9 @@ class TrtSpace:
     def neighbours(self, candidate: TrtCandidate) -> list[dict[str, Any]]:
         return one_knob_steps(self.params_for(candidate), self.domains())
 
+    def step_rank(self, params: dict[str, Any], step: dict[str, Any]) -> int:
+        return 0
+
     def lightest(self, candidate: TrtCandidate) -> TrtCandidate | None:
         """The same build at the smallest batch (a build's activation memory grows with it; the workspace is left
         as it is: a smaller one limits the tactics tried, not the engine's memory)."""
