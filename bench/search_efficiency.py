@@ -6,7 +6,8 @@ Quality after k compiles is the noise-free value of the trial the study holds be
 surface's exhaustive optimum. Surfaces 0-29 tune the defaults; 30-39 are held out and reported apart, and so
 are 40-49, a second held-out set drawn once the first had been looked at five times, 50-59 (a third, which decided
 between two variants of the default), 60-69 (a fourth, which confirmed the one chosen), 70-79 (a fifth, which decided
-on a measurement rule) and 80-89 (a sixth, which confirmed the default).
+on a measurement rule), 80-89 (a sixth, which confirmed the default), 90-99 (a seventh, which decided on the order
+of a climb's steps) and 100-109 (an eighth, which confirmed the default).
 
 Strategies:
   tpe-today    TPE over every knob, activations and set size included (round 1), one-knob steps every 3rd trial
@@ -248,7 +249,7 @@ def table(title: str, results: dict[str, list[Run]], compiles: int) -> None:
 
 
 def groups(surfaces: list[int]) -> dict[str, list[int]]:
-    """The surfaces asked for, by set (tuning and the six held-out sets), the sets left empty left out."""
+    """The surfaces asked for, by set (tuning and the eight held-out sets), the sets left empty left out."""
     chosen = {name: [i for i in surfaces if i in members] for name, members in SETS.items()}
     return {name: indices for name, indices in chosen.items() if indices}
 

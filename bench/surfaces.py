@@ -5,7 +5,8 @@ Each case is one surface of ``tests/qaic_emulator/perf_model.surface`` (its prof
 the tuning set (every default was chosen on them); 30-39 are held out and reported on their own,
 40-49 are a second held-out set, drawn once the first had been looked at five times, 50-59 a third (it decided
 between two variants of the default) and 60-69 a fourth (it confirmed the one chosen); 70-79 and 80-89, drawn a day
-later, a fifth (it decided on a measurement rule) and a sixth (it confirmed the default).
+later, a fifth (it decided on a measurement rule) and a sixth (it confirmed the default); 90-99 and 100-109, drawn
+later that day, a seventh (it decided on the order of a climb's steps) and an eighth (it confirmed the default).
 """
 
 from __future__ import annotations
@@ -44,8 +45,11 @@ THIRD = tuple(sorted(perf_model.THIRD_HELD_OUT))  # decided between two variants
 FOURTH = tuple(sorted(perf_model.FOURTH_HELD_OUT))  # confirms the variant chosen
 FIFTH = tuple(sorted(perf_model.FIFTH_HELD_OUT))  # decides whether a measurement rule changes (2026-12-02)
 SIXTH = tuple(sorted(perf_model.SIXTH_HELD_OUT))  # confirms the default chosen then
+SEVENTH = tuple(sorted(perf_model.SEVENTH_HELD_OUT))  # decides whether climbs rank their steps (third session)
+EIGHTH = tuple(sorted(perf_model.EIGHTH_HELD_OUT))  # confirms the default chosen then
 SETS = {"tuning": TUNING, "held-out": HELD_OUT, "fresh held-out": FRESH, "third held-out": THIRD,
-        "fourth held-out": FOURTH, "fifth held-out": FIFTH, "sixth held-out": SIXTH}  # the bench reports them apart
+        "fourth held-out": FOURTH, "fifth held-out": FIFTH, "sixth held-out": SIXTH, "seventh held-out": SEVENTH,
+        "eighth held-out": EIGHTH}  # the bench reports them apart
 
 
 @dataclass(frozen=True)

@@ -1,15 +1,16 @@
 """Search strategies: a sampler for Optuna's proposals and a policy for what is enqueued beside them.
 
   two-phase  the baseline and the toolchain's rules of thumb first (one that fails to compile once more at its
-             lightest), then greedy climbs by one-knob steps from the best of them in turn; TPE once every climb is
-             at a local optimum
+             lightest), then greedy climbs by one-knob steps from the best of them in turn, each trying first the
+             step that improved it and the steps its space ranks first (on Cloud AI 100 the SDP split, then a
+             larger batch); TPE once every climb is at a local optimum
   tpe        Optuna's TPE (multivariate, constant liar for trials in flight), one-knob polish steps from the best
   local      multi-start local search from the baseline and the rules of thumb in a fixed order, then from random
              points (the procedure of Qualcomm's model configurator)
   random     random search
-The default was chosen on the tuning surfaces of bench/search_efficiency.py and run on six held-out sets (the third
-and the fifth decided to keep a change): a pooled median of 20.5 compiles to 97% of the optimum against 25 for
-``local``, and a better worst case (bench/RESULTS.md).
+The default was chosen on the tuning surfaces of bench/search_efficiency.py and run on eight held-out sets (the
+third, fifth and seventh decided to keep a change): a pooled median of 18 compiles to 97% of the optimum against 25
+for ``local``, and fewer studies below 0.93 (bench/RESULTS.md).
 """
 
 from __future__ import annotations

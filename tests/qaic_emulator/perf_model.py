@@ -436,7 +436,7 @@ def noisy(value: float, rng: random.Random, rel: float) -> float:
 
 Surface = namedtuple("Surface", ("index", "profile", "card", "noise", "held_out"))
 Surface.__doc__ = """One emulated card surface: a network profile, card constants and measurement noise."""
-SURFACES = 90  # surfaces 0..89 of the family
+SURFACES = 110  # surfaces 0..109 of the family
 HELD_OUT = frozenset(range(30, 40))  # never used to choose anything; reported on their own
 # a second held-out set, drawn on 2026-12-01 once the first had been looked at five times
 FRESH_HELD_OUT = frozenset(range(40, 50))
@@ -448,6 +448,11 @@ FOURTH_HELD_OUT = frozenset(range(60, 70))
 # the sixth confirms the default chosen (bench/RESULTS.md gives the rule, written before either was run)
 FIFTH_HELD_OUT = frozenset(range(70, 80))
 SIXTH_HELD_OUT = frozenset(range(80, 90))
+# drawn on 2026-12-02 (third session), every earlier set having been looked at: the seventh decides whether a
+# climb tries the SDP split and a larger batch first, the eighth confirms the default chosen (the rule is in
+# bench/RESULTS.md, written before either was drawn)
+SEVENTH_HELD_OUT = frozenset(range(90, 100))
+EIGHTH_HELD_OUT = frozenset(range(100, 110))
 _BASES = ("resnet50", "retinanet", "bert")
 # per field of a profile: the range of its multiplicative perturbation (log-uniform)
 _PERTURB = {

@@ -107,6 +107,37 @@ def test_a_climb_tries_the_step_that_improved_it_again_first():
     assert params == {"level": 1, "batch_size": 8} and labels == {"climb_from": 0, "polish_of": 1}
 
 
+class BatchFirstSpace(FakeSpace):
+    """The fake space, with a smaller batch ranked before every other step."""
+
+    def step_rank(self, params, step):
+        return 0 if step.get("batch_size", 1) < params.get("batch_size", 1) else 1
+
+
+def test_a_climb_tries_the_steps_its_space_ranks_first_then_the_rest_in_drawn_order():
+    space = BatchFirstSpace(scenario="offline")
+    climb = StartsThenClimb(space=space, maximize=True, starts=[FakeCandidate(level=2, batch_size=4)])
+    start = _measured(space, 0, FakeCandidate(level=2, batch_size=4), 10.0, local_start=True)
+    steps = climb.steps_from(start, [start])
+    assert steps[0] == {"level": 2, "batch_size": 2}  # the only step of rank 0
+    assert sorted(map(str, steps[1:])) == sorted(map(str, [s for s in space.neighbours(FakeCandidate(
+        level=2, batch_size=4)) if s != steps[0]]))  # then every other step, once
+    assert climb.propose([start], set())[0] == {"level": 2, "batch_size": 2}
+    unranked = StartsThenClimb(space=FakeSpace(scenario="offline"), maximize=True, starts=climb.starts)
+    orders = {str(unranked.steps_from(_measured(space, n, FakeCandidate(level=2, batch_size=4), 10.0,
+                                                local_start=True), [])) for n in range(8)}
+    assert len(orders) > 1  # without ranks the order is drawn (from the trial number)
+
+
+def test_the_step_that_improved_a_climb_comes_before_the_ranked_ones():
+    space = BatchFirstSpace(scenario="offline")
+    climb = StartsThenClimb(space=space, maximize=True, starts=[FakeCandidate(level=1, batch_size=2)])
+    start = _measured(space, 0, FakeCandidate(level=1, batch_size=2), 10.0, local_start=True)
+    better = _measured(space, 1, FakeCandidate(level=2, batch_size=2), 20.0, climb_from=0, polish_of=0)
+    steps = climb.steps_from(better, [start, better])
+    assert steps[:2] == [{"level": 3, "batch_size": 2}, {"level": 2, "batch_size": 1}]  # the pattern, then rank 0
+
+
 def test_a_start_measured_after_the_climbs_began_gets_a_climb_of_its_own():
     space = FakeSpace(scenario="offline")
     climb = StartsThenClimb(space=space, maximize=True, starts=[FakeCandidate(level=1), FakeCandidate(level=4)])

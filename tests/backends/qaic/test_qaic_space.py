@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import optuna
 import pytest
 
 from autotune.backends.qaic.baselines import load_baselines
@@ -114,6 +115,22 @@ def test_neighbours_step_one_knob_at_a_time():
     drawn = QaicSpace(device=DeviceLimits(nsp_total=14), scenario="offline", search_runtime=False)
     assert any(s["set_size"] == 16 for s in drawn.neighbours(drawn.parse("-aic-num-cores=1 -ols=8 -mos=1",
                                                                           options={"batch_size": 16})))
+
+
+def test_a_climb_is_told_to_try_the_sdp_split_first_then_a_larger_batch():
+    space = QaicSpace(device=STANDARD, scenario="offline")
+    centre = Candidate(cores=4, ols=2, mos=(2,), batch_size=4, activations=3)
+    params = space.params_for(centre)
+    ranks = {0: [], 1: [], 2: []}
+    for step in space.neighbours(centre):
+        ranks[space.step_rank(params, step)].append(step)
+    assert [s["sdp_clusters"] for s in ranks[0]] == [2]
+    assert {s["batch_size"] for s in ranks[1]} == {8} and len(ranks[1]) == 2  # alone, and with mos doubled
+    assert any(s["mos_0"] == 4 for s in ranks[1])
+    assert all(s["sdp_clusters"] == 1 and s["batch_size"] <= 4 for s in ranks[2]) and len(ranks[2]) > 5
+    split = space.params_for(Candidate(cores=4, sdp_clusters=(2, 2), mos=(1, 2), batch_size=16, activations=3))
+    assert {space.step_rank(split, step) for step in space.neighbours(space.suggest(
+        optuna.trial.FixedTrial(split)))} == {2}  # split already and at the largest batch: nothing first
 
 
 def test_the_lightest_setting_keeps_the_cores_at_batch_one_with_mos_at_each_clusters_size():
