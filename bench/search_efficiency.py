@@ -25,8 +25,9 @@ Strategies:
                ordering the steps could save, not a strategy (no search knows the surface)
 
     .venv/bin/python bench/search_efficiency.py [--seeds 3] [--compiles 40] [--strategies tpe local ...]
-        [--surfaces 0 1 ...] [--wall | --wall-only] [--wall-compiles 120] [--close-sigmas 1]
+        [--surfaces 0 1 ...] [--wall | --wall-only] [--wall-compiles 120] [--close-sigmas 1] [--validate-top 3]
     (--wall: time to 97% with compiles of 60-180 s, 16 compile workers and one card, tuning and held-out apart)
+    (--validate-top N: autotune's validation of each study's best N after the search, its winner valued noise free)
 """
 
 from __future__ import annotations
@@ -80,6 +81,8 @@ class Run:
     baseline: float | None  # the preset's noise-free quality
     wall_to_target_s: float | None = None
     found: float = 0.0  # the best setting measured, valued noise free (quality_curve)
+    validated: float | None = None  # the validation's winner, valued noise free (--validate-top)
+    validation_measurements: int = 0
 
 
 def strategies(args: argparse.Namespace) -> dict[str, Strategy]:
@@ -101,7 +104,7 @@ def strategies(args: argparse.Namespace) -> dict[str, Strategy]:
 
 
 def make_tuner(case: Case, strategy: Strategy, *, seed: int, compiles: int, workdir: Path, compile_jobs: int = 0,
-               **timing: Any) -> tuple[Tuner, SurfaceBackend]:
+               validate_top: int = 0, **timing: Any) -> tuple[Tuner, SurfaceBackend]:
     device = DeviceLimits(nsp_total=case.nsp)
     preset = case.preset
     baseline = preset.candidate(device) if preset else None
@@ -114,7 +117,7 @@ def make_tuner(case: Case, strategy: Strategy, *, seed: int, compiles: int, work
     job = TuningJob(model=MODELS[case.model], onnx_path=Path("surface.onnx"), scenario=SCENARIOS["offline"],
                     bound_ms=None, backend=backend, space=space, devices=[0], device_size=case.nsp, sku="emulated",
                     storage=optuna.storages.InMemoryStorage(), study_name=f"s{case.index}", n_trials=n_trials,
-                    validate_top=0, sampler=sampler, seed=seed, polish_every=strategy.polish_every,
+                    validate_top=validate_top, sampler=sampler, seed=seed, polish_every=strategy.polish_every,
                     polish_after=strategy.polish_after, workdir=workdir,
                     baseline=baseline, baseline_label=preset.label() if preset else None, compile_jobs=compile_jobs)
     tuner = Tuner(job, progress=lambda _: None)
@@ -185,14 +188,31 @@ def quality_curve(case: Case, study: optuna.Study, optimum: float, compiles: int
     return curve, measured, found
 
 
-def run(case: Case, strategy: Strategy, *, seed: int, compiles: int, optimum: float) -> Run:
+def run(case: Case, strategy: Strategy, *, seed: int, compiles: int, optimum: float, validate_top: int = 0) -> Run:
+    """One study; with ``validate_top``, autotune's validation of its best few after the search, as a run does."""
     with tempfile.TemporaryDirectory() as tmp:
-        tuner, backend = make_tuner(case, strategy, seed=seed, compiles=compiles, workdir=Path(tmp))
-        tuner.run()
+        tuner, backend = make_tuner(case, strategy, seed=seed, compiles=compiles, workdir=Path(tmp),
+                                    validate_top=validate_top)
+        validation = tuner.run()
         curve, measured, found = quality_curve(case, tuner.study, optimum, compiles)
+        validated, samples = validated_quality(case, tuner.study, validation, optimum)
     preset = case.preset
     baseline = true_value(case, preset.candidate(DeviceLimits(nsp_total=case.nsp))) / optimum if preset else None
-    return Run(curve=curve, measurements=measured, compiles=len(curve), baseline=baseline, found=found)
+    return Run(curve=curve, measurements=measured, compiles=len(curve), baseline=baseline, found=found,
+               validated=validated, validation_measurements=samples)
+
+
+def validated_quality(case: Case, study: optuna.Study, validation: dict[str, Any],
+                      optimum: float) -> tuple[float | None, int]:
+    """The validation's winner (the baseline when no gain was significant) valued noise free, and the measurements
+    the validation took; (None, 0) without a validation."""
+    number = validation.get(attrs.WINNER_TRIAL)
+    if number is None:
+        return None, 0
+    space = QaicSpace(device=DeviceLimits(nsp_total=case.nsp), scenario="offline")
+    winner = next(t for t in study.get_trials(deepcopy=False) if t.number == number)
+    samples = sum(len(entry[attrs.SAMPLES]) for entry in validation[attrs.VALIDATED])
+    return true_value(case, space.from_dict(winner.user_attrs[attrs.CANDIDATE])) / optimum, samples
 
 
 def wall_run(case: Case, strategy: Strategy, *, seed: int, compiles: int, optimum: float, scale: float) -> Run:
@@ -228,10 +248,15 @@ def tenth(values: list[float]) -> float:
 
 
 def table(title: str, results: dict[str, list[Run]], compiles: int) -> None:
+    """One row per strategy; with a validation, also its winner's quality, the studies below the worst target and
+    below the preset after it, and the measurements it added per compile."""
+    validated = any(r.validated is not None for runs in results.values() for r in runs)
     print(f"\n{title}")
     print(f"{'strategy':<11} {'median@40':>9} {'worst@40':>8} {'p10@40':>6} {f'<{WORST_TARGET:g}':>5} {'median@20':>9} "
           f"{'to 97% (median)':>15} "
-          f"{'reached':>7} {'meas/compile':>12} {'below preset':>12} {'found@40 med/worst':>18}")
+          f"{'reached':>7} {'meas/compile':>12} {'below preset':>12} {'found@40 med/worst':>18}" +
+          (f" {'validated med/worst':>19} {'<' + format(WORST_TARGET, 'g'):>5} {'below preset':>12} "
+           f"{'+meas/compile':>13}" if validated else ""))
     for name, runs in results.items():
         finals = [at(r.curve, compiles) for r in runs]
         halves = [at(r.curve, compiles // 2) for r in runs]
@@ -245,7 +270,17 @@ def table(title: str, results: dict[str, list[Run]], compiles: int) -> None:
               f"{sum(q < WORST_TARGET for q in finals):>5} {statistics.median(halves):>9.3f} "
               f"{('>' + str(compiles)) if median_reach > compiles else f'{median_reach:g}':>15} "
               f"{sum(r is not None for r in reach):>3}/{len(reach):<3} {per_compile:>12.2f} {below:>12} "
-              f"{f'{statistics.median(found):.3f}/{min(found):.3f}':>18}")
+              f"{f'{statistics.median(found):.3f}/{min(found):.3f}':>18}" +
+              (validation_columns(runs) if validated else ""))
+
+
+def validation_columns(runs: list[Run]) -> str:
+    """What the validation after the search hands the user, valued noise free (a study without one counts at 0)."""
+    picked = [r.validated or 0.0 for r in runs]
+    below = sum(r.baseline is not None and (r.validated or 0.0) < r.baseline - 1e-9 for r in runs)
+    added = sum(r.validation_measurements for r in runs) / max(1, sum(r.compiles for r in runs))
+    return (f" {f'{statistics.median(picked):.3f}/{min(picked):.3f}':>19} "
+            f"{sum(q < WORST_TARGET for q in picked):>5} {below:>12} {added:>13.2f}")
 
 
 def groups(surfaces: list[int]) -> dict[str, list[int]]:
@@ -266,6 +301,9 @@ def main() -> None:
                              "autotune's)")
     parser.add_argument("--polish-every", type=int, default=3)
     parser.add_argument("--polish-after", type=int, default=25)
+    parser.add_argument("--validate-top", type=int, default=0,
+                        help="after each study, autotune's validation of its best N (a run's default is 3) and "
+                             "columns for its winner; default 0, the search's own pick alone")
     parser.add_argument("--wall", action="store_true", help="also the wall-clock view (two-phase and local)")
     parser.add_argument("--wall-scale", type=float, default=0.01, help="real seconds per emulated second")
     parser.add_argument("--wall-compiles", type=int, default=120, help="compiles per study in the wall view")
@@ -292,7 +330,7 @@ def main() -> None:
             for name, strategy in chosen.items():
                 for seed in range(args.seeds):
                     results[name].append(run(case, strategy, seed=seed, compiles=args.compiles,
-                                             optimum=best[index]))
+                                             optimum=best[index], validate_top=args.validate_top))
             finals = {n: statistics.median(at(r.curve, args.compiles) for r in rs[-args.seeds:])
                       for n, rs in results.items()}
             print(f"  {case.label()}: " + ", ".join(f"{n} {q:.3f}" for n, q in finals.items()), file=sys.stderr,
