@@ -195,24 +195,23 @@ def run(case: Case, strategy: Strategy, *, seed: int, compiles: int, optimum: fl
                                     validate_top=validate_top)
         validation = tuner.run()
         curve, measured, found = quality_curve(case, tuner.study, optimum, compiles)
-        validated, samples = validated_quality(case, tuner.study, validation, optimum)
+        validated, samples = validated_quality(case, tuner, validation, optimum)
     preset = case.preset
     baseline = true_value(case, preset.candidate(DeviceLimits(nsp_total=case.nsp))) / optimum if preset else None
     return Run(curve=curve, measurements=measured, compiles=len(curve), baseline=baseline, found=found,
                validated=validated, validation_measurements=samples)
 
 
-def validated_quality(case: Case, study: optuna.Study, validation: dict[str, Any],
+def validated_quality(case: Case, tuner: Tuner, validation: dict[str, Any],
                       optimum: float) -> tuple[float | None, int]:
     """The validation's winner (the baseline when no gain was significant) valued noise free, and the measurements
     the validation took; (None, 0) without a validation."""
     number = validation.get(attrs.WINNER_TRIAL)
     if number is None:
         return None, 0
-    space = QaicSpace(device=DeviceLimits(nsp_total=case.nsp), scenario="offline")
-    winner = next(t for t in study.get_trials(deepcopy=False) if t.number == number)
+    winner = next(t for t in tuner.study.get_trials(deepcopy=False) if t.number == number)
     samples = sum(len(entry[attrs.SAMPLES]) for entry in validation[attrs.VALIDATED])
-    return true_value(case, space.from_dict(winner.user_attrs[attrs.CANDIDATE])) / optimum, samples
+    return true_value(case, tuner.job.space.from_dict(winner.user_attrs[attrs.CANDIDATE])) / optimum, samples
 
 
 def wall_run(case: Case, strategy: Strategy, *, seed: int, compiles: int, optimum: float, scale: float) -> Run:
