@@ -159,13 +159,13 @@ class DrawnOrder(StartsThenClimb):
         return self._pattern(best, trials) + steps
 
 
-def quality_curve(case: Case, study: optuna.Study, optimum: float, compiles: int) -> tuple[list[float], int, float]:
+def quality_curve(case: Case, study: optuna.Study, space: QaicSpace, optimum: float,
+                  compiles: int) -> tuple[list[float], int, float]:
     """Quality after each distinct compile (the best trial by measured value, valued noise free), the number of
     measurements the first ``compiles`` compiles took, and the quality of the best setting they found (a trial's
     chosen setting valued noise free, whatever it measured: what a pick free of noise would have taken)."""
     seen: set[str] = set()
     best_measured, best_true, curve, measured, found = 0.0, 0.0, [], 0, 0.0
-    space = QaicSpace(device=DeviceLimits(nsp_total=case.nsp), scenario="offline")
     for t in sorted(study.get_trials(deepcopy=False), key=lambda t: t.datetime_complete or t.datetime_start):
         stored = t.user_attrs
         if t.state != optuna.trial.TrialState.COMPLETE or stored.get(attrs.DUPLICATE_OF) is not None:
@@ -194,7 +194,7 @@ def run(case: Case, strategy: Strategy, *, seed: int, compiles: int, optimum: fl
         tuner, backend = make_tuner(case, strategy, seed=seed, compiles=compiles, workdir=Path(tmp),
                                     validate_top=validate_top)
         validation = tuner.run()
-        curve, measured, found = quality_curve(case, tuner.study, optimum, compiles)
+        curve, measured, found = quality_curve(case, tuner.study, tuner.job.space, optimum, compiles)
         validated, samples = validated_quality(case, tuner, validation, optimum)
     preset = case.preset
     baseline = true_value(case, preset.candidate(DeviceLimits(nsp_total=case.nsp))) / optimum if preset else None
@@ -222,8 +222,7 @@ def wall_run(case: Case, strategy: Strategy, *, seed: int, compiles: int, optimu
                               compile_s=(60 * scale, 180 * scale), measure_s=5 * scale)
         started = time.time()
         tuner.run()
-        space = QaicSpace(device=DeviceLimits(nsp_total=case.nsp), scenario="offline")
-        best_measured, reached = 0.0, None
+        space, best_measured, reached = tuner.job.space, 0.0, None
         for t in sorted(tuner.study.get_trials(), key=lambda t: t.datetime_complete or t.datetime_start):
             if t.value and t.constraints.get("feasible", 1.0) <= 0 and t.value > best_measured:
                 best_measured = t.value
