@@ -28,6 +28,8 @@ Strategies:
         [--surfaces 0 1 ...] [--wall | --wall-only] [--wall-compiles 120] [--close-sigmas 1] [--validate-top 3]
     (--wall: time to 97% with compiles of 60-180 s, 16 compile workers and one card, tuning and held-out apart)
     (--validate-top N: autotune's validation of each study's best N after the search, its winner valued noise free)
+    (with local among the strategies, each table is followed by the compiles every other strategy needs to reach
+     the quality local holds after the last compile, on the same surface and seed)
 """
 
 from __future__ import annotations
@@ -272,6 +274,25 @@ def table(title: str, results: dict[str, list[Run]], compiles: int) -> None:
               (validation_columns(runs) if validated else ""))
 
 
+def matched(results: dict[str, list[Run]], compiles: int, reference: str = "local") -> None:
+    """For each strategy, the compiles it needs to reach what ``reference`` holds after ``compiles`` on the same
+    surface and seed (the issue's "fewer compiles for the same quality", read at the reference's final quality)."""
+    if reference not in results:
+        return
+    goals = [at(r.curve, compiles) for r in results[reference]]
+    for name, runs in results.items():
+        if name == reference or len(runs) != len(goals):
+            continue
+        needed = [next((i + 1 for i, q in enumerate(r.curve) if q >= goal - 1e-9), compiles + 1)
+                  for r, goal in zip(runs, goals)]
+        median = statistics.median(needed)
+        ratio = "fewer than 1x" if median > compiles else f"{compiles / median:.2f}x"
+        print(f"  {name} reaches {reference}'s quality at {compiles} compiles in a median of "
+              f"{('>' + str(compiles)) if median > compiles else f'{median:g}'} compiles "
+              f"({ratio}); within {compiles // 2} in {sum(k <= compiles // 2 for k in needed)} of "
+              f"{len(needed)} studies, never in {sum(k > compiles for k in needed)}")
+
+
 def validation_columns(runs: list[Run]) -> str:
     """What the validation after the search hands the user, valued noise free (a study without one counts at 0)."""
     picked = [r.validated or 0.0 for r in runs]
@@ -335,11 +356,13 @@ def main() -> None:
                   flush=True)
         table(f"{group} surfaces ({len(indices)}): quality = noise-free value of the best measured trial / optimum",
               results, args.compiles)
+        matched(results, args.compiles)
         if group != "tuning":
             for name, runs in results.items():
                 held_out[name] += runs
     if len(held_out_sets) > 1:
         table(f"every held-out surface ({sum(map(len, held_out_sets))}), pooled", held_out, args.compiles)
+        matched(held_out, args.compiles)
     if args.wall or args.wall_only:
         wall(args, best)
     print(f"\n{time.monotonic() - started:.0f} s")
