@@ -49,6 +49,10 @@ ACCURACY = "accuracy"  # per output: max_rel_error and cosine against the fp32 r
 DISTURBED = "disturbed"  # measurements other processes disturbed: their share of the CPUs, measured again or kept
 WORKER = "worker"  # the process working on the trial: host, pid, boot id, start time (search/worker.py)
 PRESET_FIELDS = "preset_fields"  # the backend's own preset fields (commands, CM env) for this trial
+# why and by whom a trial was proposed: a duplicate keeps its own, and takes only the figures of the trial it reuses
+# (a copied local_restart filed a local search's start under the climb it repeated: that start was proposed again
+# and again)
+OWN = (BASELINE, POLISH_OF, LOCAL_RESTART, LOCAL_START, CLIMB_FROM, REPAIR_OF, WARM_START_FROM, WORKER)
 
 # -- study attributes: the identity a study refuses to mix, then what readers need -----------------------------
 MODEL = "model"
@@ -104,6 +108,7 @@ SEARCH_VALUE = "search_value"
 VALUE = "value"
 FEASIBLE = "feasible"  # also the name of the constraint told to Optuna
 REASON = "reason"
+LEFT_OUT = "left_out"  # a validated candidate that failed in a round: which, and why (no later round measures it)
 
 LEGACY_SIZE_UNITS = {"nsp": "NSPs", "cores": "cores"}  # studies written before size_key was stored
 MISSING = "missing"

@@ -242,7 +242,8 @@ def _validation_html(summary: dict[str, Any], unit: str) -> str:
                      f'<td class="num{" bad" if flag else ""}">{esc(f"{ratio:.3f}{flag}") if ratio else "—"}</td>'
                      f'<td class="num">{esc(gain_text)}</td>'
                      f'<td>{"—" if est is None else ("estimated" if est else "measured")}</td>'
-                     f'<td>{"ok" if r.get(attrs.FEASIBLE) else esc(r.get(attrs.REASON) or "infeasible")}</td></tr>')
+                     f'<td>{"ok" if r.get(attrs.FEASIBLE) else esc(r.get(attrs.REASON) or "infeasible")}'
+                     f'{esc(f"; left out {r[attrs.LEFT_OUT]}") if r.get(attrs.LEFT_OUT) else ""}</td></tr>')
     return head + f"<table>{''.join(lines)}</table>"
 
 

@@ -64,7 +64,7 @@ class Proposer:
         if previous.state != TrialState.COMPLETE:
             return None
         self.memory.refresh([previous])
-        reused = {k: v for k, v in previous.user_attrs.items() if k != attrs.BASELINE}
+        reused = {k: v for k, v in previous.user_attrs.items() if k not in attrs.OWN}
         return TrialRecord(value=previous.value, feasible=is_feasible(previous),
                            attrs=reused | {attrs.DUPLICATE_OF: previous.number})
 

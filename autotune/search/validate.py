@@ -69,6 +69,8 @@ class Validator:
                       f"rounds while a gain stays undecided) ...")
         entries = {t.number: self._entry(t) for t in chosen}
         artifacts = {t.number: self._artifact(t, entries[t.number]) for t in chosen}
+        for number in (n for n, artifact in artifacts.items() if artifact is None):
+            self.progress(f"  #{number}: not validated ({entries[number][attrs.REASON]})")
         for look in range(self.looks):
             for r in range(look * rounds, (look + 1) * rounds):
                 self._round(chosen, artifacts, entries, device, r)
@@ -145,6 +147,11 @@ class Validator:
         artifacts[trial.number] = self._artifact(trial, entry)
         return artifacts[trial.number]
 
+    def _leave(self, trial: FrozenTrial, entry: dict[str, Any], r: int) -> None:
+        """``trial`` failed in round ``r``: it is measured in no later round, and its entry says why."""
+        entry[attrs.LEFT_OUT] = f"from round {r + 1} on: {entry[attrs.REASON]}"
+        self.progress(f"  #{trial.number}: left out {entry[attrs.LEFT_OUT]}")
+
     def _candidate(self, trial: FrozenTrial) -> Candidate:
         return self.job.space.from_dict(trial.user_attrs[attrs.CANDIDATE])
 
@@ -156,6 +163,7 @@ class Validator:
         for attempt in range(2):  # an artifact deleted during its measurement: compiled again, measured once more
             artifact = self._still_there(trial, artifacts, entry)
             if artifact is None:
+                self._leave(trial, entry, r)
                 return
             try:
                 measurement = self.measurer.run(artifact, candidate, seconds=job.validate_seconds,
@@ -168,6 +176,7 @@ class Validator:
                     continue
                 entry[attrs.REASON] = f"{failure.stage}: {failure.reason}"
                 artifacts[trial.number] = None
+                self._leave(trial, entry, r)
                 return
         outcome = judge(job.scenario, measurement, bound_ms=job.bound_ms)
         entry[attrs.SAMPLES].append(outcome.value)
@@ -265,6 +274,8 @@ def _shown(entry: dict[str, Any], unit: str) -> str:
     samples = entry[attrs.SAMPLES]
     if not samples:
         return entry.get(attrs.REASON) or "-"
+    if attrs.LEFT_OUT in entry:
+        return "left out"
     return f"{samples[-1]:,.2f}" + ("" if entry["_feasible"][-1] else " (infeasible)")
 
 

@@ -221,3 +221,18 @@ def test_every_strategy_has_a_policy_or_leaves_proposals_to_its_sampler(tmp_path
     for name in ("tpe", "two-phase", "local", "random"):
         job = _job(tmp_path, FakeBackend(), sampler=name)
         assert (policy_for(job) is None) == (name == "random")
+
+
+def test_a_local_search_start_measured_before_keeps_its_own_climb_and_the_next_start_is_reached(tmp_path):
+    tuner = Tuner(_job(tmp_path, FakeBackend(), trials=40, validate_top=0, sampler="local", seed=3),
+                  progress=lambda _: None)
+    again = FakeCandidate(level=2)
+    tuner.proposer.policy = LocalSearch(space=tuner.job.space, maximize=True, random_restarts=False,
+                                        starts=[tuner.job.baseline, again, again, FakeCandidate(level=4, batch_size=2)])
+    tuner.run()
+    trials = [t for t in tuner.study.get_trials() if t.state.is_finished()]
+    repeated = [t for t in trials if t.user_attrs.get("local_restart") == 2]
+    # the third start repeats the second: a duplicate filed under its own climb, not the one it repeats
+    assert len(repeated) == 1 and repeated[0].user_attrs["duplicate_of"] is not None
+    assert "polish_of" not in repeated[0].user_attrs
+    assert any(t.user_attrs.get("local_restart") == 3 for t in trials)  # the start after it is reached

@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import optuna
 
+from autotune.errors import CompileFailure
 from autotune.results.export import winner_preset
+from autotune.results.report import write_report
 from autotune.search.tuner import Tuner
 from autotune.results.verdict import verdict_line
 from fakes import FakeBackend, FakeCandidate, throughput
@@ -129,3 +131,38 @@ def test_an_artifact_deleted_during_a_validation_measurement_is_compiled_again_a
     assert all(len(e["samples"]) == 3 and not e.get("reason") for e in validated)
     assert sum("was deleted: compiling it again" in line for line in said) == len(validated)
     assert len(backend.log.compiles) == 4 + len(validated)
+
+
+class _CompilerGone(FakeBackend):
+    """Compiles until ``gone`` is set, then fails every compile."""
+
+    gone = False
+
+    def compile(self, onnx_path, model, candidate, workdir):
+        if self.gone:
+            raise CompileFailure("the compiler is gone")
+        return super().compile(onnx_path, model, candidate, workdir)
+
+
+def test_a_candidate_whose_compile_fails_again_is_left_out_and_says_so(tmp_path):
+    import shutil
+
+    said: list[str] = []
+    backend = _CompilerGone()
+
+    def progress(line: str) -> None:
+        said.append(line)
+        if line.startswith("  round 1:"):
+            shutil.rmtree(tmp_path / "cache")  # the compile cache cleared, and the compiler broken, mid-validation
+            backend.gone = True
+
+    tuner = Tuner(fake_job(tmp_path, backend, trials=4, validate_top=1, validate_rounds=3), progress=progress)
+    summary = tuner.run()
+    validated = summary["validated"]
+    why = "from round 2 on: compile: the compiler is gone"
+    assert len(validated) == 2 and all(len(e["samples"]) == 1 and e["left_out"] == why for e in validated)
+    assert sorted(line for line in said if "left out from" in line) == sorted(
+        f"  #{e['trial']}: left out {why}" for e in validated)
+    assert any(line.startswith("  round 3: ") and line.count("left out") == 2 for line in said)
+    html = write_report(tuner.study, tmp_path / "report").read_text()
+    assert html.count(f"ok; left out {why}") == 2
