@@ -9,7 +9,7 @@
              points (the procedure of Qualcomm's model configurator)
   random     random search
 The default was chosen on the tuning surfaces of bench/search_efficiency.py and run on eight held-out sets (the
-third, fifth and seventh decided to keep a change): a pooled median of 18 compiles to 97% of the optimum against 25
+third, fifth and seventh decided to keep a change): a pooled median of 18 compiles to 97% of the optimum against 24.5
 for ``local``, and fewer studies below 0.93 (bench/RESULTS.md).
 """
 
