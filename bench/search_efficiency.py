@@ -234,8 +234,9 @@ def wall_run(case: Case, strategy: Strategy, *, seed: int, compiles: int, optimu
     return Run(curve=[], measurements=0, compiles=0, baseline=None, wall_to_target_s=reached)
 
 
-def to_target(curve: list[float]) -> int | None:
-    return next((i + 1 for i, q in enumerate(curve) if q >= TARGET), None)
+def to_target(curve: list[float], goal: float = TARGET) -> int | None:
+    """The first compile after which the curve holds ``goal`` (None: never)."""
+    return next((i + 1 for i, q in enumerate(curve) if q >= goal), None)
 
 
 def at(curve: list[float], k: int) -> float:
@@ -280,14 +281,13 @@ def matched(results: dict[str, list[Run]], compiles: int, reference: str = "loca
     other strategy takes to reach it (``compiles`` + 1 where it never does)."""
     if reference not in results:
         return
-    pairs = [(r, r.curve[-1]) for r in results[reference]]
-    first = [next(i + 1 for i, q in enumerate(r.curve) if q >= goal - 1e-9) for r, goal in pairs if r.curve]
+    goals = [r.curve[-1] if r.curve else None for r in results[reference]]  # a study with no compile: left out
+    first = [to_target(r.curve, goal) for r, goal in zip(results[reference], goals) if goal is not None]
     for name, runs in results.items():
         if name == reference:
             continue
-        assert len(runs) == len(pairs), "every strategy runs the same studies in the same order"
-        needed = [next((i + 1 for i, q in enumerate(r.curve) if q >= goal - 1e-9), compiles + 1)
-                  for r, (ref, goal) in zip(runs, pairs) if ref.curve]
+        assert len(runs) == len(goals), "every strategy runs the same studies in the same order"
+        needed = [to_target(r.curve, goal) or compiles + 1 for r, goal in zip(runs, goals) if goal is not None]
         theirs, ours = statistics.median(first), statistics.median(needed)
         shown = f"{ours:g}" if ours <= compiles else f">{compiles}"
         print(f"  to {reference}'s final quality: {reference} first reaches it in a median of {theirs:g} compiles, "
