@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable
 
 from autotune.errors import ArtifactGone, CompileFailure, DeviceFailure, MeasureFailure
+from autotune.results import attrs
 from autotune.search.device_pool import DEVICE_FAILURE_LIMIT, DevicePool, DeviceUse
 from autotune.search.proposer import Proposer
 from autotune.search.recorder import Recorder
@@ -80,7 +81,8 @@ SETTLED_STREAK = 50  # proposals in a row settled without a compile: the space c
 @dataclass(kw_only=True)
 class _Budget:
     """How many compiles may still be asked for, and until when: a proposal settled without compiling (a duplicate,
-    a broken rule, flags known not to compile, a twin's result) does not count."""
+    a broken rule, flags known not to compile, a twin's result) does not count, nor does a trial measured on a model
+    the study compiled for another trial (a runtime search on the baseline's flags)."""
 
     n_trials: int | None
     timeout_s: float | None
@@ -89,13 +91,18 @@ class _Budget:
     asked: int = 0
     settled: int = 0  # proposals settled without a compile
     streak: int = 0  # of those, in a row
+    shared: int = 0  # proposals measured on a model the study compiled for another trial
     done: int = 0
+    compiled: int = 0  # finished trials that took a compile of their own
     out_of_time: bool = False
 
     def may_ask(self) -> bool:
         if self.out_of_time or self.exhausted() or (self.max_asks is not None and self.asked >= self.max_asks):
             return False
-        return self.n_trials is None or self.asked - self.settled < self.n_trials
+        return self.n_trials is None or self.compiles_asked() < self.n_trials
+
+    def compiles_asked(self) -> int:
+        return self.asked - self.settled - self.shared
 
     def exhausted(self) -> bool:
         """The sampler keeps proposing what is known: the space holds no more new compiles."""
@@ -161,7 +168,7 @@ class Pipeline:
                 if not self.flights and not budget.may_ask():
                     if budget.exhausted():
                         self.stages.progress(f"the search space holds no new compile setting: stopped after "
-                                             f"{budget.asked - budget.settled} compiles")
+                                             f"{budget.compiles_asked()} compiles")
                     break
                 if not self._room(budget):
                     self._wait()  # else there is room for another trial: one ended inline, or as a known result
@@ -182,13 +189,27 @@ class Pipeline:
             budget.asked += 1
             if flight.record is not None:
                 budget.settle()
+                flight.new_compile = False
                 self._finish(flight, flight.record, budget)
                 continue
             budget.streak = 0
+            if flight.twin is None and self._compiled_before(flight):
+                flight.new_compile = False
+                budget.shared += 1
             with self._lock:
                 self.flights[flight.number] = flight
             if flight.twin is None:
                 self._start_compile(flight)
+
+    def _compiled_before(self, flight: Flight) -> bool:
+        """Whether the study holds the flight's compile already (a finished trial's model, or one in flight) and the
+        flight needs it for a runtime search, or is the baseline. A search that draws runtime knobs itself (none
+        searched on the model) counts its trials, as round 1 did."""
+        if not (flight.searched or flight.trial.user_attrs.get(attrs.BASELINE)):
+            return False
+        key = flight.attrs[attrs.COMPILE_KEY]
+        return self.stages.compiler.memory.known_artifact(key) is not None or \
+            any(f.attrs.get(attrs.COMPILE_KEY) == key for f in self.flights.values() if f is not flight)
 
     def _start_compile(self, flight: Flight) -> None:
         known = self.stages.compiler.known_artifact(flight.candidate)
@@ -289,8 +310,8 @@ class Pipeline:
         self.stages.recorder.tell(flight, record)
         self.finished.append((flight.number, record))
         budget.done += 1
-        compiles = budget.done - budget.settled  # settled proposals are counted when they are admitted
-        self.stages.progress(self.stages.progress_line(flight.number, compiles, record, budget.elapsed()))
+        budget.compiled += flight.new_compile
+        self.stages.progress(self.stages.progress_line(flight.number, budget.compiled, record, budget.elapsed()))
 
     def _resolve_twins(self, budget: _Budget) -> None:
         """Trials parked behind a twin: reuse its result once it is COMPLETE, else run them after all."""
@@ -306,6 +327,7 @@ class Pipeline:
                 self._start_compile(flight)
             else:
                 budget.settle()
+                flight.new_compile = False
                 self._finish(flight, record, budget)
 
     # -- time and faults ----------------------------------------------------------------------------------------

@@ -84,6 +84,7 @@ class Flight:
     record: TrialRecord | None = None  # set when the trial is decided without a measurement
     device_failures: int = 0
     recompiled: bool = False  # its artifact was deleted under the run once, and compiled again
+    new_compile: bool = True  # counted against --trials: neither settled nor measured on another trial's model
     measure_started: float | None = None
 
     @property

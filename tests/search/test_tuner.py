@@ -80,6 +80,25 @@ def test_one_compile_serves_the_trials_runtime_search_and_duplicates_reuse_figur
     assert dup.user_attrs["duplicate_of"] == first.number and dup.value == first.value
 
 
+def test_a_trial_on_a_model_the_study_compiled_already_is_not_counted_as_a_compile(emulator, tiny_onnx, tmp_path,
+                                                                                   monkeypatch):
+    job = _job(emulator, tiny_onnx, tmp_path, trials=2, nsp=14)
+    lines: list[str] = []
+    tuner = Tuner(job, progress=lines.append)
+    tuner.study.enqueue_trial(job.space.params_for(job.baseline))  # the preset's flags, its runtime knobs searched
+    calls = []
+    real_compile = job.backend.compile
+    monkeypatch.setattr(job.backend, "compile", lambda *a, **k: calls.append(1) or real_compile(*a, **k))
+    tuner.run()
+    same_flags, baseline, other = _trials(job)  # the baseline, enqueued by the run, comes second
+    assert baseline.user_attrs["baseline"] is True and same_flags.user_attrs.get("baseline") is None
+    assert same_flags.user_attrs["compile_key"] == baseline.user_attrs["compile_key"]
+    assert baseline.user_attrs["compile_reused"] is True and len(same_flags.user_attrs["measurements"]) >= 2
+    assert other.user_attrs["compile_key"] != baseline.user_attrs["compile_key"]
+    assert len(calls) == 2  # --trials 2 made two compiles
+    assert [line.split()[0] for line in lines if line.startswith("[")] == ["[1/2]", "[1/2]", "[2/2]"]
+
+
 def test_runtime_knobs_drawn_by_the_sampler_reuse_the_qpc(emulator, tiny_onnx, tmp_path, monkeypatch):
     job = _job(emulator, tiny_onnx, tmp_path, trials=2, preset=None,
                space=QaicSpace(device=DeviceLimits(nsp_total=16), scenario="offline", search_runtime=False))
