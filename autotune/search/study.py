@@ -73,37 +73,50 @@ def enqueue_baseline(study: optuna.Study, job: TuningJob) -> None:
     study.enqueue_trial(job.space.params_for(job.baseline), user_attrs={attrs.BASELINE: True})
 
 
-def enqueue_warm_start(study: optuna.Study, job: TuningJob, storage: optuna.storages.BaseStorage) -> int:
-    """Queue the best ``job.warm_start_top`` trials of the related study ``job.warm_start`` (another NSP count, SDK
-    version or scenario of the same model and backend), adapted to this study's space; returns how many were queued
-    (none when an earlier run of this study queued them already)."""
-    queued = _enqueue_candidates(study, job)
+def warm_start_source(job: TuningJob, storage: optuna.storages.BaseStorage) -> optuna.Study | None:
+    """The related study ``job.warm_start`` names (another NSP count, SDK version or scenario of the same model and
+    backend); refused with one line, before this study is opened, when it does not exist, is this study, or is of
+    another model or backend."""
     name = job.warm_start
     if not name:
-        return queued
+        return None
+    if name == job.study_name:
+        raise AutotuneError(f"--warm-start {name}: that is this study itself; name a related one (another NSP "
+                            f"count, SDK version or scenario of the same model)")
     source = load_study(storage, name)
     stored = source.user_attrs
     for key, mine in ((attrs.MODEL, job.model.name), (attrs.BACKEND, job.backend.name)):
         if stored.get(key) != mine:
             raise AutotuneError(f"--warm-start {name}: that study is of {key} {stored.get(key)!r}, not {mine!r}; "
                                 f"warm-start from a study of the same model and backend")
+    return source
+
+
+def enqueue_warm_start(study: optuna.Study, job: TuningJob, source: optuna.Study | None) -> int:
+    """Queue the best ``job.warm_start_top`` trials of the related study ``source`` (:func:`warm_start_source`),
+    adapted to this study's space, and ``job.warm_params``; returns how many were queued (none when an earlier run
+    of this study queued them already)."""
+    queued = _enqueue_candidates(study, job)
+    if source is None:
+        return queued
+    name, stored = source.study_name, source.user_attrs
     if any(str(t.user_attrs.get(attrs.WARM_START_FROM, "")).startswith(f"{name}#") for t in study.trials):
-        return 0
+        return queued
     maximize = stored.get(attrs.DIRECTION, "maximize") == "maximize"
     ranked = sorted((t for t in source.get_trials(deepcopy=False) if is_feasible(t) and
                      t.user_attrs.get(attrs.DUPLICATE_OF) is None and attrs.CANDIDATE in t.user_attrs),
                     key=lambda t: t.value, reverse=maximize)
-    queued: set[str] = set()
+    keys: set[str] = set()
     for trial in ranked:
-        if len(queued) == job.warm_start_top:
+        if len(keys) == job.warm_start_top:
             break
         params = adapt(job.space.params_for(job.space.from_dict(trial.user_attrs[attrs.CANDIDATE])),
                        job.space.domains())
         key = json.dumps(params, sort_keys=True, default=str)
-        if key not in queued:
-            queued.add(key)
+        if key not in keys:
+            keys.add(key)
             study.enqueue_trial(params, user_attrs={attrs.WARM_START_FROM: f"{name}#{trial.number}"})
-    return len(queued)
+    return queued + len(keys)
 
 
 def _enqueue_candidates(study: optuna.Study, job: TuningJob) -> int:

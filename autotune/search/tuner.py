@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any, Callable
 
@@ -22,7 +23,7 @@ from autotune.search.records import TrialRecord, TuningJob
 from autotune.search.measure import MeasureStage
 from autotune.search.stages import CompileStage
 from autotune.search.strategies import policy_for
-from autotune.search.study import enqueue_baseline, enqueue_warm_start, open_study
+from autotune.search.study import enqueue_baseline, enqueue_warm_start, open_study, warm_start_source
 from autotune.search.validate import Validator
 from autotune.storage import open_storage
 
@@ -36,6 +37,7 @@ class Tuner:
         self.storage = (open_storage(job.storage, heartbeat_s=job.heartbeat_s, wait_s=job.storage_wait_s,
                                      progress=progress) if isinstance(job.storage, str) else job.storage)
         self.model_sha256 = onnx_identity(job.onnx_path)
+        self.warm_source = warm_start_source(job, self.storage)  # refused before a study is made
         self.study = open_study(job, self.storage, model_sha256=self.model_sha256)
         self.cache = CompileCache(root=job.cache_dir, usable=job.backend.artifact_usable) \
             if job.cache_dir is not None else None
@@ -57,7 +59,7 @@ class Tuner:
         if job.n_trials is None and job.timeout_s is None:
             raise AutotuneError("give --trials N or --timeout DURATION")
         enqueue_baseline(self.study, job)
-        queued = enqueue_warm_start(self.study, job, self.storage)
+        queued = enqueue_warm_start(self.study, job, self.warm_source)
         if queued:
             source = f"the best {queued} trials of study {job.warm_start}" if job.warm_start else \
                 f"{queued} trials, the old preset and its one-step neighbours"
@@ -94,9 +96,12 @@ class Tuner:
             result = f"{record.value:,.2f} {job.scenario.unit}" + (" (est.)" if stored.get(attrs.ESTIMATED) else "")
         else:
             result = f"infeasible ({failure})"
-        measured = len(stored.get(attrs.MEASUREMENTS) or [])
-        if measured > 1 and stored.get(attrs.DUPLICATE_OF) is None:
-            result += f" [best of {measured} runtime settings]"
+        measurements = stored.get(attrs.MEASUREMENTS) or []
+        settings = len({json.dumps(m.get("candidate"), sort_keys=True) for m in measurements})
+        if len(measurements) > 1 and stored.get(attrs.DUPLICATE_OF) is None:
+            repeats = f", {len(measurements)} measurements" if len(measurements) > settings else ""
+            result += f" [best of {settings} runtime settings{repeats}]" if settings > 1 else \
+                f" [{len(measurements)} measurements]"
         if stored.get(attrs.DUPLICATE_OF) is not None:
             result += f" [same as #{stored[attrs.DUPLICATE_OF]}]"
         if stored.get(attrs.COMPILE_REUSED):

@@ -12,6 +12,7 @@ from autotune.search.records import proposal_key
 from autotune.search.strategies import policy_for, sampler_for
 from autotune.search.study import adapt
 from autotune.search.tuner import Tuner
+from autotune.storage import open_storage
 from fakes import FakeBackend, FakeCandidate, FakeSpace, throughput
 from jobs import fake_job as _job
 
@@ -202,6 +203,7 @@ def test_warm_start_refuses_a_missing_study_or_another_model(tmp_path):
     storage = f"sqlite:///{tmp_path / 'w.db'}"
     Tuner(_job(tmp_path, FakeBackend(), trials=1, validate_top=0, study_name="toy-study", storage=storage),
           progress=lambda _: None).run()
+    stored = [(s.study_name, s.n_trials) for s in optuna.get_all_study_summaries(open_storage(storage))]
     with pytest.raises(AutotuneError, match="no study 'nowhere' in the storage; studies there: toy-study"):
         Tuner(_job(tmp_path, FakeBackend(), trials=1, study_name="b", warm_start="nowhere", storage=storage),
               progress=lambda _: None).run()
@@ -209,6 +211,12 @@ def test_warm_start_refuses_a_missing_study_or_another_model(tmp_path):
     other.model = type(other.model)(name="another", inputs=other.model.inputs)
     with pytest.raises(AutotuneError, match="--warm-start toy-study: that study is of model 'toy', not 'another'"):
         Tuner(other, progress=lambda _: None).run()
+    with pytest.raises(AutotuneError, match="--warm-start toy-study: that is this study itself"):
+        Tuner(_job(tmp_path, FakeBackend(), trials=1, study_name="toy-study", warm_start="toy-study",
+                   storage=storage), progress=lambda _: None)
+    # refused before anything is stored: no study made for the refused runs, the source's trials as they were
+    summaries = optuna.get_all_study_summaries(open_storage(storage))
+    assert [(s.study_name, s.n_trials) for s in summaries] == stored and stored[0][0] == "toy-study"
 
 
 def test_adapting_moves_values_into_this_devices_domains():

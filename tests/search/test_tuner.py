@@ -96,7 +96,11 @@ def test_a_trial_on_a_model_the_study_compiled_already_is_not_counted_as_a_compi
     assert baseline.user_attrs["compile_reused"] is True and len(same_flags.user_attrs["measurements"]) >= 2
     assert other.user_attrs["compile_key"] != baseline.user_attrs["compile_key"]
     assert len(calls) == 2  # --trials 2 made two compiles
-    assert [line.split()[0] for line in lines if line.startswith("[")] == ["[1/2]", "[1/2]", "[2/2]"]
+    progress = [line for line in lines if line.startswith("[")]
+    assert [line.split()[0] for line in progress] == ["[1/2]", "[1/2]", "[2/2]"]
+    measured = len(baseline.user_attrs["measurements"])  # one setting, measured as given, more than once
+    assert measured > 1 and f"[{measured} measurements]" in progress[1] and "runtime settings" not in progress[1]
+    assert "[compiled model reused]" in progress[1]
 
 
 def test_runtime_knobs_drawn_by_the_sampler_reuse_the_qpc(emulator, tiny_onnx, tmp_path, monkeypatch):
