@@ -41,6 +41,7 @@ def trial_frame(study: optuna.Study) -> pd.DataFrame:
             "value": t.value if is_feasible(t) else None,
             "baseline": bool(a.get(attrs.BASELINE, False)), "duplicate_of": a.get(attrs.DUPLICATE_OF),
             "polish_of": a.get(attrs.POLISH_OF), "compile_reused": a.get(attrs.COMPILE_REUSED),
+            "compile_key": a.get(attrs.COMPILE_KEY),
             "warm_start_from": a.get(attrs.WARM_START_FROM),
             "flags": a.get(attrs.FLAGS), "concurrency": a.get(attrs.CONCURRENCY),
             **{KNOB + k: v for k, v in knob_values(a.get(attrs.CANDIDATE)).items()},
@@ -64,7 +65,7 @@ def trial_frame(study: optuna.Study) -> pd.DataFrame:
 
 def _row_template() -> dict[str, None]:
     names = ("trial", "state", "outcome", "value", "baseline", "duplicate_of", "polish_of", "compile_reused",
-             "warm_start_from", "flags",
+             "compile_key", "warm_start_from", "flags",
              "concurrency", *FIGURE_COLUMNS, "estimated", "measurements", "max_output_error", "compile_seconds", "measure_seconds", "failure_stage",
              "failure_reason", "started", "completed", "has_figures")
     return dict.fromkeys(names)

@@ -16,6 +16,8 @@ from autotune.backends.qaic.baselines import find_baseline
 from autotune.backends.qaic.space import DeviceLimits, QaicSpace, params_for
 from autotune.errors import AutotuneError
 from autotune.results.attrs import study_overview
+from autotune.results.frame import trial_frame
+from autotune.results.report import summarize
 from autotune.search.records import TrialRecord
 from autotune.search.tuner import Tuner
 from autotune.storage import load_study, open_storage
@@ -101,6 +103,7 @@ def test_a_trial_on_a_model_the_study_compiled_already_is_not_counted_as_a_compi
     measured = len(baseline.user_attrs["measurements"])  # one setting, measured as given, more than once
     assert measured > 1 and f"[{measured} measurements]" in progress[1] and "runtime settings" not in progress[1]
     assert "[compiled model reused]" in progress[1]
+    assert summarize(tuner.study, trial_frame(tuner.study))["compiles"] == 2  # the report counts the same
 
 
 def test_runtime_knobs_drawn_by_the_sampler_reuse_the_qpc(emulator, tiny_onnx, tmp_path, monkeypatch):
