@@ -75,7 +75,10 @@ def _add_run(commands: argparse._SubParsersAction) -> None:
                     "end. Running the same command again continues the study.")
     _add_model_options(p)
     p.add_argument("--scenario", required=True, help=f"MLPerf scenario: {', '.join(SCENARIOS)}")
-    p.add_argument("--trials", type=positive_int, help="number of new trials (default 40 without --timeout)")
+    p.add_argument("--trials", type=positive_int,
+                   help="number of new compiles (default 40 without --timeout): one trial is one compile, its "
+                        "runtime knobs searched on the compiled model; duplicates and runs on a model the study "
+                        "compiled already are not counted")
     p.add_argument("--timeout", type=duration, help="wall-clock budget for new trials, e.g. 90m, 2h, 600")
     p.add_argument("--latency-bound-ms", type=positive_float,
                    help="p99 latency bound (default: the model's MLPerf bound)")
