@@ -85,7 +85,8 @@ def summarize(study: optuna.Study, frame: pd.DataFrame) -> dict[str, Any]:
 
 def _compiles(fresh: pd.DataFrame) -> int:
     """The compiles the trials made: their distinct compile flags (a trial measured on another trial's model, as a
-    runtime search on the baseline's flags is, adds none; a broken rule never compiles)."""
+    runtime search on the baseline's flags is, adds none; a broken rule never compiles). A search that draws runtime
+    knobs itself counts trials in its budget, each setting a trial of its own, and compiles here."""
     compiled = fresh[fresh["outcome"].isin(("feasible", "infeasible")) & (fresh["failure_stage"] != "constraint")]
     keys = compiled["compile_key"]
     return int(keys.dropna().nunique() + keys.isna().sum())

@@ -14,6 +14,7 @@ from concurrent.futures import FIRST_COMPLETED, Executor, Future, ThreadPoolExec
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
+from autotune.backends._runtime import Once
 from autotune.errors import ArtifactGone, CompileFailure, DeviceFailure, MeasureFailure
 from autotune.results import attrs
 from autotune.search.device_pool import DEVICE_FAILURE_LIMIT, DevicePool, DeviceUse
@@ -102,6 +103,7 @@ class _Budget:
         return self.n_trials is None or self.compiles_asked() < self.n_trials
 
     def compiles_asked(self) -> int:
+        """Proposals that took (or take) a compile of their own."""
         return self.asked - self.settled - self.shared
 
     def exhausted(self) -> bool:
@@ -205,10 +207,14 @@ class Pipeline:
         """Whether the study holds the flight's compile already (a finished trial's model, or one in flight) and the
         flight needs it for a runtime search, or is the baseline. A search that draws runtime knobs itself (none
         searched on the model) counts its trials, as round 1 did."""
-        if not (flight.searched or flight.trial.user_attrs.get(attrs.BASELINE)):
+        searches = not isinstance(self.stages.proposer.job.space.runtime_search(flight.candidate), Once)
+        if not (flight.searched or (searches and flight.trial.user_attrs.get(attrs.BASELINE))):
             return False
-        key = flight.attrs[attrs.COMPILE_KEY]
-        return self.stages.compiler.memory.known_artifact(key) is not None or \
+        key, compiler = flight.attrs[attrs.COMPILE_KEY], self.stages.compiler
+        if compiler.memory.known_artifact(key) is not None:
+            return True
+        # a compile of the same flags in flight is waited for only through the compile cache's lock
+        return compiler.cache is not None and \
             any(f.attrs.get(attrs.COMPILE_KEY) == key for f in self.flights.values() if f is not flight)
 
     def _start_compile(self, flight: Flight) -> None:

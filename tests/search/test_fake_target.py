@@ -246,3 +246,16 @@ def test_a_drift_check_without_the_baselines_artifact_is_skipped_with_a_line(tmp
     skipped = [line for line in lines if "no drift check: the baseline's compiled artifact" in line]
     assert [line.split()[1] for line in skipped] == [f"#{t.number}:" for t in due]
     assert all(trials[0].user_attrs["artifact_path"] in line for line in skipped)
+
+
+@pytest.mark.parametrize("cached", [False, True])
+def test_trials_count_compiles_when_compiles_run_ahead(tmp_path, cached):
+    backend = FakeBackend()
+    job = _job(tmp_path, backend, trials=2, validate_top=0, compile_jobs=2,
+               cache_dir=tmp_path / "cache" if cached else None)
+    tuner = Tuner(job, progress=lambda _: None)
+    _enqueue(tuner, FakeCandidate())  # the baseline's flags, its runtime knobs searched, beside the baseline
+    tuner.run()
+    assert len(backend.log.compiles) == 2  # every compile made is counted
+    if cached:  # a compile of the same flags in flight is waited for through the cache, not made again
+        assert len({t.user_attrs["compile_key"] for t in tuner.study.get_trials()}) == 2
