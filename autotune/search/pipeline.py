@@ -204,11 +204,9 @@ class Pipeline:
                 self._start_compile(flight)
 
     def _compiled_before(self, flight: Flight) -> bool:
-        """Whether the study holds the flight's compile already (a finished trial's model, or one in flight) and the
-        flight needs it for a runtime search, or is the baseline. A search that draws runtime knobs itself (none
-        searched on the model) counts its trials, as round 1 did."""
-        searches = not isinstance(self.stages.proposer.job.space.runtime_search(flight.candidate), Once)
-        if not (flight.searched or (searches and flight.trial.user_attrs.get(attrs.BASELINE))):
+        """Whether the study holds the flight's compile already (a finished trial's model, or one in flight). A
+        search that draws runtime knobs itself (none searched on the model) counts its trials, as round 1 did."""
+        if isinstance(self.stages.compiler.job.space.runtime_search(flight.candidate), Once):
             return False
         key, compiler = flight.attrs[attrs.COMPILE_KEY], self.stages.compiler
         if compiler.memory.known_artifact(key) is not None:
