@@ -7,6 +7,8 @@ the tuning set (every default was chosen on them); 30-39 are held out and report
 between two variants of the default) and 60-69 a fourth (it confirmed the one chosen); 70-79 and 80-89, drawn a day
 later, a fifth (it decided on a measurement rule) and a sixth (it confirmed the default); 90-99 and 100-109, drawn
 later that day, a seventh (it decided on the order of a climb's steps) and an eighth (it confirmed the default).
+110-199, drawn on 2026-12-06, are more tuning surfaces, and 200-299 a ninth held-out set of 100 surfaces that reads
+the default against local search once, with intervals.
 """
 
 from __future__ import annotations
@@ -38,7 +40,8 @@ from autotune.scenarios import Scenario  # noqa: E402
 
 BASE_MODELS = ("resnet50", "retinanet", "bert-99")  # the network each surface perturbs (perf_model's _BASES order)
 CACHE = ROOT / ".autotune" / "bench-cache" / "optima.json"
-TUNING = tuple(range(0, 30))
+TUNING = tuple(sorted(perf_model.TUNING))
+MORE_TUNING = tuple(sorted(perf_model.MORE_TUNING))  # 90 more tuning surfaces, drawn 2026-12-06
 HELD_OUT = tuple(sorted(perf_model.HELD_OUT))
 FRESH = tuple(sorted(perf_model.FRESH_HELD_OUT))  # the second held-out set
 THIRD = tuple(sorted(perf_model.THIRD_HELD_OUT))  # decided between two variants of the default
@@ -47,9 +50,11 @@ FIFTH = tuple(sorted(perf_model.FIFTH_HELD_OUT))  # decides whether a measuremen
 SIXTH = tuple(sorted(perf_model.SIXTH_HELD_OUT))  # confirms the default chosen then
 SEVENTH = tuple(sorted(perf_model.SEVENTH_HELD_OUT))  # decides whether climbs rank their steps (third session)
 EIGHTH = tuple(sorted(perf_model.EIGHTH_HELD_OUT))  # confirms the default chosen then
-SETS = {"tuning": TUNING, "held-out": HELD_OUT, "fresh held-out": FRESH, "third held-out": THIRD,
-        "fourth held-out": FOURTH, "fifth held-out": FIFTH, "sixth held-out": SIXTH, "seventh held-out": SEVENTH,
-        "eighth held-out": EIGHTH}  # the bench reports them apart
+NINTH = tuple(sorted(perf_model.NINTH_HELD_OUT))  # 100 surfaces: the default against local search, read once
+SETS = {"tuning": TUNING, "more tuning": MORE_TUNING, "held-out": HELD_OUT, "fresh held-out": FRESH,
+        "third held-out": THIRD, "fourth held-out": FOURTH, "fifth held-out": FIFTH, "sixth held-out": SIXTH,
+        "seventh held-out": SEVENTH, "eighth held-out": EIGHTH, "ninth held-out": NINTH}  # reported apart
+TUNING_SETS = ("tuning", "more tuning")  # defaults are chosen on these; the others are pooled as held out
 
 
 @dataclass(frozen=True)

@@ -386,12 +386,15 @@ def test_presets_are_good_but_beatable() -> None:
 def test_the_family_of_surfaces_is_deterministic_per_index_and_within_the_public_shapes() -> None:
     family = [pm.surface(i) for i in range(pm.SURFACES)]
     assert family == [pm.surface(i) for i in range(pm.SURFACES)]  # the same index, the same surface
-    assert len({repr(s.card) for s in family}) == pm.SURFACES == 110
+    assert len({repr(s.card) for s in family}) == pm.SURFACES == 300
     assert len({repr(s.profile._replace(name="")) for s in family}) == pm.SURFACES  # each draws its own numbers
     held_out = [pm.HELD_OUT, pm.FRESH_HELD_OUT, pm.THIRD_HELD_OUT, pm.FOURTH_HELD_OUT, pm.FIFTH_HELD_OUT,
-                pm.SIXTH_HELD_OUT, pm.SEVENTH_HELD_OUT, pm.EIGHTH_HELD_OUT]
-    assert all(len(one) == 10 for one in held_out) and sum(map(len, held_out)) == 80  # eight sets of 10 ...
-    assert frozenset().union(*held_out) == frozenset(range(30, 110))  # ... that do not overlap
+                pm.SIXTH_HELD_OUT, pm.SEVENTH_HELD_OUT, pm.EIGHTH_HELD_OUT, pm.NINTH_HELD_OUT]
+    assert [len(one) for one in held_out] == [10] * 8 + [100]  # eight sets of 10 and one of 100 ...
+    assert sum(map(len, held_out)) == len(frozenset().union(*held_out)) == 180  # ... that do not overlap
+    tuning = pm.TUNING | pm.MORE_TUNING
+    assert len(tuning) == 120 and not tuning & frozenset().union(*held_out)
+    assert tuning | frozenset().union(*held_out) == frozenset(range(pm.SURFACES))
     for s in family:
         base = pm.PROFILES[("resnet50", "retinanet", "bert")[s.index % 3]]
         for name, (lo, hi) in pm._PERTURB.items():
@@ -414,4 +417,4 @@ def test_the_surfaces_differ_in_where_their_optimum_lies() -> None:
 def test_qaic_emu_surface_names_a_surface_of_the_family() -> None:
     assert pm.env_surface({"QAIC_EMU_SURFACE": "41"}) == pm.surface(41)
     assert pm.env_surface({}) is None and pm.env_surface({"QAIC_EMU_SURFACE": ""}) is None
-    assert pm.env_surface({"QAIC_EMU_SURFACE": "110"}) is None and pm.env_surface({"QAIC_EMU_SURFACE": "x"}) is None
+    assert pm.env_surface({"QAIC_EMU_SURFACE": "300"}) is None and pm.env_surface({"QAIC_EMU_SURFACE": "x"}) is None
