@@ -11,6 +11,7 @@ from typing import Any, Protocol
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
+from autotune.backends._runtime import Once
 from autotune.backends.base import Candidate, SearchSpace
 from autotune.results import attrs
 from autotune.results.attrs import is_feasible
@@ -25,10 +26,23 @@ class Policy(Protocol):
         ...
 
 
-def _compiles(trials: list[FrozenTrial]) -> int:
-    """Trials finished that compiled (duplicates and broken rules left out)."""
-    return sum(t.state == TrialState.COMPLETE and attrs.DUPLICATE_OF not in t.user_attrs and
-               t.user_attrs.get(attrs.FAILURE_STAGE) != "constraint" for t in trials)
+def _compiles(trials: list[FrozenTrial], space: SearchSpace) -> int:
+    """Compiles the finished trials made, counted as ``--trials`` counts them: duplicates and broken rules left out,
+    and a trial measured on a model another trial compiled (a runtime search on the baseline's flags) adds none where
+    the space searches runtime knobs on the model (a search that draws them itself counts every trial)."""
+    keys: set[str] = set()
+    count = 0
+    for t in trials:
+        stored = t.user_attrs
+        if t.state != TrialState.COMPLETE or attrs.DUPLICATE_OF in stored or \
+                stored.get(attrs.FAILURE_STAGE) == "constraint":
+            continue
+        key = stored.get(attrs.COMPILE_KEY)
+        shared = key in keys and attrs.CANDIDATE in stored and \
+            not isinstance(space.runtime_search(space.from_dict(stored[attrs.CANDIDATE])), Once)
+        count += not shared
+        keys.add(key)
+    return count
 
 
 def _best(trials: list[FrozenTrial], maximize: bool) -> FrozenTrial | None:
@@ -79,7 +93,7 @@ class Polish:
     after: int = 25
 
     def propose(self, trials: list[FrozenTrial], known: set[str]) -> Proposal | None:
-        done = _compiles(trials)
+        done = _compiles(trials, self.space)
         if self.every <= 0 or done < self.after or (done - self.after) % self.every:
             return None
         best = _best(trials, self.maximize)

@@ -7,7 +7,7 @@ import pytest
 from optuna.trial import FrozenTrial
 
 from autotune.errors import AutotuneError
-from autotune.search.policies import LocalSearch, StartsThenClimb
+from autotune.search.policies import LocalSearch, Polish, StartsThenClimb
 from autotune.search.records import proposal_key
 from autotune.search.strategies import policy_for, sampler_for
 from autotune.search.study import adapt
@@ -173,6 +173,27 @@ def test_tpe_polishes_the_best_every_few_compiles(tmp_path):
     assert [t for t in trials if "polish_of" in t.user_attrs]
     _, plain = _run(tmp_path / "r", "random", trials=10, polish_every=2, polish_after=4)
     assert not [t for t in plain if "polish_of" in t.user_attrs]
+
+
+def test_polish_counts_compiles_as_the_budget_does():
+    """A trial measured on the baseline's model (a runtime search on its flags) adds no compile to the schedule,
+    unless the sampler draws the runtime knobs itself (round 1's search counts every trial)."""
+    space = FakeSpace(scenario="offline")
+    polish = Polish(space=space, maximize=True, every=2, after=2)
+
+    def trial(number: int, level: int, key: str) -> FrozenTrial:
+        candidate = FakeCandidate(level=level)
+        made = optuna.trial.create_trial(value=throughput(candidate), user_attrs={"candidate": candidate.to_dict(),
+                                                                                  "compile_key": key})
+        made.number = number
+        return made
+
+    one_compile = [trial(0, 1, "k1"), trial(1, 1, "k1")]  # the baseline and a runtime search on its model
+    assert polish.propose(one_compile, set()) is None
+    params, labels = polish.propose(one_compile + [trial(2, 2, "k2")], set())  # the second compile: a step
+    assert labels == {"polish_of": 2} and params != space.params_for(FakeCandidate(level=2))
+    drawn = Polish(space=FakeSpace(scenario="singlestream"), maximize=True, every=2, after=2)
+    assert drawn.propose(one_compile, set()) is not None  # runtime knobs drawn by the sampler: every trial counts
 
 
 def test_unknown_strategy_is_one_line():
