@@ -362,7 +362,8 @@ def validation_columns(runs: list[Run]) -> str:
 
 
 def groups(surfaces: list[int]) -> dict[str, list[int]]:
-    """The surfaces asked for, by set (tuning and the eight held-out sets), the sets left empty left out."""
+    """The surfaces asked for, by set (the two tuning sets and the nine held-out sets), the sets left empty left
+    out."""
     chosen = {name: [i for i in surfaces if i in members] for name, members in SETS.items()}
     return {name: indices for name, indices in chosen.items() if indices}
 
