@@ -259,9 +259,13 @@ def reach_or_cap(run: Run, compiles: int, goal: float = TARGET) -> int:
 def bootstrap(runs: dict[str, list[Run]], statistic: Any) -> tuple[float, float, float]:
     """``statistic`` of the studies and its 90% interval, resampling surfaces (each with every seed it ran) as the
     unit: a surface's seeds are not independent studies. ``runs`` maps each strategy to the same studies in the
-    same order; ``statistic`` takes that mapping (one resample of it) and returns a number."""
-    surfaces = sorted({r.surface for r in next(iter(runs.values()))})
-    rows = {s: [i for i, r in enumerate(next(iter(runs.values()))) if r.surface == s] for s in surfaces}
+    same order; ``statistic`` takes that mapping (one resample of it) and returns a number. With one surface there is
+    no interval: its ends are NaN."""
+    first = next(iter(runs.values()))
+    assert all([r.surface for r in rs] == [r.surface for r in first] for rs in runs.values()), \
+        "every strategy runs the same studies in the same order"
+    surfaces = sorted({r.surface for r in first})
+    rows = {s: [i for i, r in enumerate(first) if r.surface == s] for s in surfaces}
 
     def of(picked: np.ndarray) -> float:
         index = [i for p in picked for i in rows[surfaces[int(p)]]]
@@ -269,7 +273,7 @@ def bootstrap(runs: dict[str, list[Run]], statistic: Any) -> tuple[float, float,
 
     point = of(np.arange(len(surfaces)))
     if len(surfaces) < 2:
-        return point, point, point
+        return point, math.nan, math.nan
     result = stats.bootstrap((np.arange(len(surfaces)),), of, vectorized=False, method="percentile",
                              n_resamples=BOOTSTRAP_RESAMPLES, confidence_level=0.9,
                              random_state=np.random.default_rng(0))
@@ -280,10 +284,22 @@ def median_reach(runs: list[Run], compiles: int) -> float:
     return statistics.median(reach_or_cap(r, compiles) for r in runs)
 
 
+def shown_reach(value: float, compiles: int) -> str:
+    """Compiles to 97% as the tables print them: past the budget as ``>40``."""
+    return f">{compiles}" if value > compiles else f"{value:g}"
+
+
+def shown_interval(low: float, high: float, form: Any) -> str:
+    """``[low, high]`` in ``form`` (a function of one value), or ``[n/a]`` without an interval."""
+    return "[n/a]" if math.isnan(low) else f"[{form(low)}, {form(high)}]"
+
+
 def versus(results: dict[str, list[Run]], compiles: int, reference: str = "local") -> None:
     """Each strategy against ``reference`` in compiles to 97%, with 90% intervals by surface: the ratio of the
     medians (the issue's reading, ``reference`` over the strategy: 2 means half the compiles) and the geometric mean
-    of the per-study ratios (the same surface and seed: paired, so a hard surface weighs on both)."""
+    of the per-study ratios (the same surface and seed; a resample takes both strategies' studies of the same
+    surfaces, so a hard surface weighs on both). A study that never
+    reaches 97% counts at ``compiles`` + 1, so a ratio whose median lies past the budget is a bound, and says so."""
     if reference not in results:
         return
     print(f"  compiles to {TARGET:.0%} against {reference} (90% intervals, resampling surfaces):")
@@ -296,8 +312,12 @@ def versus(results: dict[str, list[Run]], compiles: int, reference: str = "local
         paired = bootstrap(pair, lambda rs: math.exp(statistics.fmean(
             math.log(reach_or_cap(a, compiles) / reach_or_cap(b, compiles))
             for a, b in zip(rs["reference"], rs["other"]))))
-        print(f"    {name:<11} {reference}/{name}: ratio of medians {ratio[0]:.2f}x [{ratio[1]:.2f}, {ratio[2]:.2f}]; "
-              f"per study (geometric mean) {paired[0]:.2f}x [{paired[1]:.2f}, {paired[2]:.2f}]")
+        past = [median_reach(results[n], compiles) > compiles for n in (reference, name)]
+        bound = {(True, False): "at least ", (False, True): "at most ", (True, True): "undecided, both past the "
+                 "budget: "}.get((past[0], past[1]), "")
+        print(f"    {name:<11} {reference}/{name}: ratio of medians {bound}{ratio[0]:.2f}x "
+              f"{shown_interval(ratio[1], ratio[2], '{:.2f}'.format)}; per study (geometric mean) {paired[0]:.2f}x "
+              f"{shown_interval(paired[1], paired[2], '{:.2f}'.format)}")
 
 
 def tenth(values: list[float]) -> float:
@@ -320,13 +340,13 @@ def table(title: str, results: dict[str, list[Run]], compiles: int) -> None:
         halves = [at(r.curve, compiles // 2) for r in runs]
         reach = [to_target(r.curve) for r in runs]
         median, low, high = bootstrap({name: runs}, lambda rs: median_reach(rs[name], compiles))
-        shown = [f">{compiles}" if v > compiles else f"{v:g}" for v in (median, low, high)]
         per_compile = sum(r.measurements for r in runs) / max(1, sum(r.compiles for r in runs))
         below = sum(r.baseline is not None and at(r.curve, compiles) < r.baseline - 1e-9 for r in runs)
         found = [r.found for r in runs]
         print(f"{name:<11} {statistics.median(finals):>9.3f} {min(finals):>8.3f} {tenth(finals):>6.3f} "
               f"{sum(q < WORST_TARGET for q in finals):>5} {statistics.median(halves):>9.3f} "
-              f"{shown[0]:>15} {f'[{shown[1]}, {shown[2]}]':>12} "
+              f"{shown_reach(median, compiles):>15} "
+              f"{shown_interval(low, high, lambda v: shown_reach(v, compiles)):>12} "
               f"{sum(r is not None for r in reach):>3}/{len(reach):<3} {per_compile:>12.2f} {below:>12} "
               f"{f'{statistics.median(found):.3f}/{min(found):.3f}':>18}" +
               (validation_columns(runs) if validated else ""))

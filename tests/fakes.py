@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import math
 import random
+import tempfile
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -209,7 +210,10 @@ class FakeBackend:
             raise CompileFailure(f"batch {candidate.batch_size} does not fit in memory")
         self.log.compiles.append(candidate.compile_key())
         workdir.mkdir(parents=True, exist_ok=True)
-        path = workdir / f"model-l{candidate.level}-b{candidate.batch_size}.fake"
+        # a fresh folder per compile, as the real backends make: two compiles of the same flags (no compile cache,
+        # compiles ahead) must not write one file while the other's measurement reads it
+        out = Path(tempfile.mkdtemp(prefix="fake-", dir=workdir))
+        path = out / f"model-l{candidate.level}-b{candidate.batch_size}.fake"
         path.write_text(str(onnx_path))  # what outputs() runs
         return Artifact(path=path, command=["fake-compile", candidate.flag_string()], log_path=workdir / "log",
                         compile_seconds=self.compile_s, batch_size=candidate.batch_size)

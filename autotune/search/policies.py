@@ -28,8 +28,9 @@ class Policy(Protocol):
 
 def _compiles(trials: list[FrozenTrial], space: SearchSpace) -> int:
     """Compiles the finished trials made, counted as ``--trials`` counts them: duplicates and broken rules left out,
-    and a trial measured on a model another trial compiled (a runtime search on the baseline's flags) adds none where
-    the space searches runtime knobs on the model (a search that draws them itself counts every trial)."""
+    and so is a trial of a compile the study already made: one measured on a model another trial compiled (where the
+    space searches runtime knobs on the model; a search that draws them itself counts every trial), or one whose
+    flags are known not to compile."""
     keys: set[str] = set()
     count = 0
     for t in trials:
@@ -38,8 +39,12 @@ def _compiles(trials: list[FrozenTrial], space: SearchSpace) -> int:
                 stored.get(attrs.FAILURE_STAGE) == "constraint":
             continue
         key = stored.get(attrs.COMPILE_KEY)
-        shared = key in keys and attrs.CANDIDATE in stored and \
-            not isinstance(space.runtime_search(space.from_dict(stored[attrs.CANDIDATE])), Once)
+        if key is None:  # a trial stored before trials named their compile
+            count += 1
+            continue
+        known_failure = stored.get(attrs.FAILURE_STAGE) == "compile"
+        shared = key in keys and (known_failure or attrs.CANDIDATE in stored and not isinstance(
+            space.runtime_search(space.from_dict(stored[attrs.CANDIDATE])), Once))
         count += not shared
         keys.add(key)
     return count

@@ -194,6 +194,11 @@ def test_polish_counts_compiles_as_the_budget_does():
     assert labels == {"polish_of": 2} and params != space.params_for(FakeCandidate(level=2))
     drawn = Polish(space=FakeSpace(scenario="singlestream"), maximize=True, every=2, after=2)
     assert drawn.propose(one_compile, set()) is not None  # runtime knobs drawn by the sampler: every trial counts
+    failed = [trial(0, 1, "k1"), trial(1, 2, "bad"), trial(2, 2, "bad")]
+    for settled in failed[1:]:
+        settled.user_attrs["failure_stage"] = "compile"  # the second is settled by the first's known failure
+    third = Polish(space=FakeSpace(scenario="singlestream"), maximize=True, every=2, after=3)
+    assert third.propose(failed, set()) is None  # two compiles, not three: no step before the third
 
 
 def test_unknown_strategy_is_one_line():
