@@ -108,16 +108,17 @@ def test_an_artifact_deleted_between_validation_rounds_is_compiled_again_and_mea
 
 
 class _DeletedWhileValidated(FakeBackend):
-    """Deletes each compiled artifact as its first validation measurement starts."""
+    """Deletes each candidate's compiled artifact as its first validation measurement starts (once: the artifact
+    compiled again in its place stays)."""
 
     def __init__(self, **kwargs) -> None:
         super().__init__(**kwargs)
         self.deleted: list = []
 
     def measure(self, artifact, candidate, **kwargs):
-        if kwargs["log_dir"].name.startswith("validate-") and artifact.path not in self.deleted:
+        if kwargs["log_dir"].name.startswith("validate-") and candidate.compile_key() not in self.deleted:
             artifact.path.unlink()
-            self.deleted.append(artifact.path)
+            self.deleted.append(candidate.compile_key())
         return super().measure(artifact, candidate, **kwargs)
 
 
