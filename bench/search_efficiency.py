@@ -312,9 +312,9 @@ def versus(results: dict[str, list[Run]], compiles: int, reference: str = "local
         paired = bootstrap(pair, lambda rs: math.exp(statistics.fmean(
             math.log(reach_or_cap(a, compiles) / reach_or_cap(b, compiles))
             for a, b in zip(rs["reference"], rs["other"]))))
-        past = [median_reach(results[n], compiles) > compiles for n in (reference, name)]
-        bound = {(True, False): "at least ", (False, True): "at most ", (True, True): "undecided, both past the "
-                 "budget: "}.get((past[0], past[1]), "")
+        theirs_past, ours_past = (median_reach(results[n], compiles) > compiles for n in (reference, name))
+        bound = ("undecided, both past the budget: " if theirs_past and ours_past else "at least " if theirs_past
+                 else "at most " if ours_past else "")
         print(f"    {name:<11} {reference}/{name}: ratio of medians {bound}{ratio[0]:.2f}x "
               f"{shown_interval(ratio[1], ratio[2], '{:.2f}'.format)}; per study (geometric mean) {paired[0]:.2f}x "
               f"{shown_interval(paired[1], paired[2], '{:.2f}'.format)}")
@@ -364,7 +364,7 @@ def matched(results: dict[str, list[Run]], compiles: int, reference: str = "loca
         if name == reference:
             continue
         assert len(runs) == len(goals), "every strategy runs the same studies in the same order"
-        needed = [to_target(r.curve, goal) or compiles + 1 for r, goal in zip(runs, goals) if goal is not None]
+        needed = [reach_or_cap(r, compiles, goal) for r, goal in zip(runs, goals) if goal is not None]
         theirs, ours = statistics.median(first), statistics.median(needed)
         shown = f"{ours:g}" if ours <= compiles else f">{compiles}"
         print(f"  to {reference}'s final quality: {reference} first reaches it in a median of {theirs:g} compiles, "

@@ -14,13 +14,12 @@ from concurrent.futures import FIRST_COMPLETED, Executor, Future, ThreadPoolExec
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
-from autotune.backends._runtime import Once
 from autotune.errors import ArtifactGone, CompileFailure, DeviceFailure, MeasureFailure
 from autotune.results import attrs
 from autotune.search.device_pool import DEVICE_FAILURE_LIMIT, DevicePool, DeviceUse
 from autotune.search.proposer import Proposer
 from autotune.search.recorder import Recorder
-from autotune.search.records import Flight, TrialRecord, Try
+from autotune.search.records import Flight, TrialRecord, Try, searches_runtime
 from autotune.search.measure import MeasureStage
 from autotune.search.stages import CompileStage
 from autotune.storage import StorageUnreachable
@@ -206,7 +205,7 @@ class Pipeline:
     def _compiled_before(self, flight: Flight) -> bool:
         """Whether the study holds the flight's compile already (a finished trial's model, or one in flight). A
         search that draws runtime knobs itself (none searched on the model) counts its trials, as round 1 did."""
-        if isinstance(self.stages.compiler.job.space.runtime_search(flight.candidate), Once):
+        if not searches_runtime(self.stages.compiler.job.space, flight.candidate):
             return False
         key, compiler = flight.attrs[attrs.COMPILE_KEY], self.stages.compiler
         if compiler.memory.known_artifact(key) is not None:

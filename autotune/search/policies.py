@@ -11,11 +11,10 @@ from typing import Any, Protocol
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
-from autotune.backends._runtime import Once
 from autotune.backends.base import Candidate, SearchSpace
 from autotune.results import attrs
 from autotune.results.attrs import is_feasible
-from autotune.search.records import proposal_key
+from autotune.search.records import proposal_key, searches_runtime
 
 Proposal = tuple[dict[str, Any], dict[str, Any]]  # (parameters, user attributes) of a trial to enqueue
 
@@ -43,8 +42,8 @@ def _compiles(trials: list[FrozenTrial], space: SearchSpace) -> int:
             count += 1
             continue
         known_failure = stored.get(attrs.FAILURE_STAGE) == "compile"
-        shared = key in keys and (known_failure or attrs.CANDIDATE in stored and not isinstance(
-            space.runtime_search(space.from_dict(stored[attrs.CANDIDATE])), Once))
+        shared = key in keys and (known_failure or attrs.CANDIDATE in stored and
+                                  searches_runtime(space, space.from_dict(stored[attrs.CANDIDATE])))
         count += not shared
         keys.add(key)
     return count

@@ -10,14 +10,14 @@ from typing import Any, Callable
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
-from autotune.backends._runtime import Once
 from autotune.backends.base import Candidate
 from autotune.results import attrs
 from autotune.results.attrs import best_feasible, is_feasible
 from autotune.search.memory import Memory
 from autotune.search.policies import Policy
 from autotune.search.recorder import Recorder
-from autotune.search.records import Flight, TrialRecord, TuningJob, compile_key, infeasible, proposal_key
+from autotune.search.records import (Flight, TrialRecord, TuningJob, compile_key, infeasible, proposal_key,
+                                     searches_runtime)
 
 
 class Proposer:
@@ -44,8 +44,7 @@ class Proposer:
             self.recorder.claim(trial)
             candidate = self._candidate(trial)
             # the baseline is measured as given, and so is a candidate with no runtime knob to search
-            searched = not trial.user_attrs.get(attrs.BASELINE) and \
-                not isinstance(self.job.space.runtime_search(candidate), Once)
+            searched = not trial.user_attrs.get(attrs.BASELINE) and searches_runtime(self.job.space, candidate)
             stored: dict[str, Any] = {attrs.CANDIDATE: candidate.to_dict(), attrs.PROPOSAL: candidate.to_dict(),
                                       attrs.RUNTIME_SEARCHED: searched, attrs.FLAGS: candidate.flag_string(),
                                       attrs.COMPILE_KEY: compile_key(candidate),

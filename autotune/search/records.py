@@ -9,6 +9,7 @@ from typing import Any
 
 import optuna
 
+from autotune.backends._runtime import Once
 from autotune.backends.base import Artifact, Backend, Candidate, Measurement, SearchSpace, Target
 from autotune.errors import MeasureFailure, TrialFailure
 from autotune.models import ModelSpec
@@ -144,6 +145,12 @@ def candidate_key(candidate: Candidate) -> str:
 def proposal_key(candidate: Candidate, *, searched: bool) -> str:
     """The identity of a trial: its proposal, and whether its runtime knobs were searched or taken as given."""
     return candidate_key(candidate) + ("" if searched else " as given")
+
+
+def searches_runtime(space: SearchSpace, candidate: Candidate) -> bool:
+    """Whether ``space`` searches runtime knobs on the candidate's compiled model, so that trials of the same compile
+    flags share one model; False where every knob is compiled in or the sampler draws the runtime knobs itself."""
+    return not isinstance(space.runtime_search(candidate), Once)
 
 
 def compile_key(candidate: Candidate) -> str:
