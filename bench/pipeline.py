@@ -36,7 +36,7 @@ from autotune.search.records import TuningJob  # noqa: E402
 from autotune.search.tuner import Tuner  # noqa: E402
 from autotune.synthetic import build_convnet  # noqa: E402
 
-EMULATOR = ROOT / "tests" / "qaic_emulator"
+EMULATOR = ROOT / "emulators" / "qaic"
 STORAGES = {"journal": lambda folder: f"journal:{folder / 'study.log'}",
             "sqlite": lambda folder: f"sqlite:///{folder / 'study.db'}"}
 

@@ -1,7 +1,7 @@
 """Search efficiency on a family of emulated card surfaces, counted in compiles.
 
 Every strategy runs through autotune's own Tuner (its search space, runtime search, duplicates and policies) on the
-surfaces of tests/qaic_emulator/perf_model.py (bench/surfaces.py), offline, with the surfaces' measurement noise.
+surfaces of emulators/qaic/perf_model.py (bench/surfaces.py), offline, with the surfaces' measurement noise.
 Quality after k compiles is the noise-free value of the trial the study holds best by its *measured* value, over the
 surface's exhaustive optimum. Surfaces 0-29 tune the defaults; 30-39 are held out and reported apart, and so
 are 40-49, a second held-out set drawn once the first had been looked at five times, 50-59 (a third, which decided

@@ -1,6 +1,6 @@
 """The family of emulated Cloud AI 100 surfaces as in-process targets for the search benchmarks.
 
-Each case is one surface of ``tests/qaic_emulator/perf_model.surface`` (its profile, card constants and noise) on a
+Each case is one surface of ``emulators/qaic/perf_model.surface`` (its profile, card constants and noise) on a
 14- or 16-NSP card, searched offline through autotune's own Tuner with the qaic search space. Surfaces 0-29 are
 the tuning set (every default was chosen on them); 30-39 are held out and reported on their own,
 40-49 are a second held-out set, drawn once the first had been looked at five times, 50-59 a third (it decided
@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
-EMULATOR = ROOT / "tests" / "qaic_emulator"
+EMULATOR = ROOT / "emulators" / "qaic"
 
 import sys  # noqa: E402
 

@@ -142,7 +142,7 @@ def main() -> None:
     os.environ.setdefault("QAIC_EMU_TIME_SCALE", "0.001")
     with tempfile.TemporaryDirectory() as tmp:
         tiny = build_convnet(Path(tmp) / "resnet50-tiny.onnx")
-        namespace = argparse.Namespace(sdk_root=str(ROOT / "tests" / "qaic_emulator"), nsp=14)
+        namespace = argparse.Namespace(sdk_root=str(ROOT / "emulators" / "qaic"), nsp=14)
         rows = [series("emulated Cloud AI 100, QAIC_EMU_NOISE=" + os.environ["QAIC_EMU_NOISE"],
                        backends.get("qaic").from_options(namespace), tiny, n=args.experiments, seconds=10.0,
                        rounds=args.rounds, max_rounds=args.max_rounds, before_s=20.0)] if args.experiments else []

@@ -18,16 +18,16 @@ autotune export "$study" --out presets/cpu-winners.yaml
 
 python -c "from pathlib import Path; from autotune.synthetic import build_convnet
 for name in ('resnet50', 'retinanet'): build_convnet(Path(f'.autotune/models/{name}-small.onnx'))"
-autotune devices --sdk-root tests/qaic_emulator
+autotune devices --sdk-root emulators/qaic
 autotune bench --model resnet50 --onnx .autotune/models/resnet50-small.onnx \
-  --flags "-aic-num-cores=2 -mos=1 -ols=2" --activations 7 --time 5 --sdk-root tests/qaic_emulator
+  --flags "-aic-num-cores=2 -mos=1 -ols=2" --activations 7 --time 5 --sdk-root emulators/qaic
 QAIC_EMU_DEVICES=Ready,Ready autotune run --model retinanet --scenario server \
-  --onnx .autotune/models/retinanet-small.onnx --trials 30 --sdk-root tests/qaic_emulator \
+  --onnx .autotune/models/retinanet-small.onnx --trials 30 --sdk-root emulators/qaic \
   --storage sqlite:///studies/emulated.db --seed 0
 autotune cache info
 autotune export retinanet-server-qaic-16nsp --storage sqlite:///studies/emulated.db --format cmdline
 
-TRTEXEC=tests/trtexec_emulator/bin/trtexec
+TRTEXEC=emulators/trtexec/bin/trtexec
 autotune devices --backend tensorrt --trtexec "$TRTEXEC"
 autotune run --model resnet50 --scenario offline --onnx .autotune/models/resnet50-small.onnx --trials 6 \
   --trtexec "$TRTEXEC" --storage sqlite:///studies/emulated.db --seed 0

@@ -13,8 +13,9 @@ from pathlib import Path
 from autotune.cli import main
 from autotune.models import MODELS, ModelSpec, with_inputs
 
-EMULATOR = Path(__file__).resolve().parent / "qaic_emulator"  # the emulated Cloud AI 100 SDK root
-TRTEXEC = Path(__file__).resolve().parent / "trtexec_emulator" / "bin" / "trtexec"  # the emulated TensorRT trtexec
+EMULATORS = Path(__file__).resolve().parent.parent / "emulators"  # the emulated toolchains
+EMULATOR = EMULATORS / "qaic"  # the emulated Cloud AI 100 SDK root
+TRTEXEC = EMULATORS / "trtexec" / "bin" / "trtexec"  # the emulated TensorRT trtexec
 
 
 def run_cli(capsys, *argv: str) -> tuple[int, str, str]:

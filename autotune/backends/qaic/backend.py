@@ -13,20 +13,19 @@ from autotune.backends import _queueing
 from autotune.backends.base import Artifact, Device, Measurement, Target
 from autotune.backends.qaic.baselines import cm_env, find_baseline, model_base_flags
 from autotune.backends.qaic.flags import check_base_flags
-from autotune.backends.qaic.sdk import QaicDevice, QaicSdk, resolve_sdk_root
 from autotune.backends.qaic.space import DeviceLimits, QaicCandidate, QaicSpace
 from autotune.errors import AutotuneError
 from autotune.inputs import ModelInputs
 from autotune.models import ModelSpec
 from autotune.options import positive_int
 from autotune.paths import safe_component
+from autotune.qaic_bench import DEFAULT_COMPILE_TIMEOUT_S, QaicDevice, QaicSdk, resolve_sdk_root
 from autotune.scenarios import Scenario
-
-DEFAULT_COMPILE_TIMEOUT_S = 3600.0
 
 
 class QaicBackend:
-    """Qualcomm Cloud AI 100 through its SDK's tools (the real SDK, or the emulator in tests/)."""
+    """Qualcomm Cloud AI 100 through its SDK's tools (the real SDK, or the emulator in emulators/qaic), driven by
+    autotune.qaic_bench."""
 
     name = "qaic"
     title = "Cloud AI 100"

@@ -36,7 +36,7 @@ PERCENTILES = "90,95,99"
 
 
 class TensorrtBackend:
-    """NVIDIA GPUs through TensorRT's trtexec (the real one, or the emulator in tests/) and nvidia-smi."""
+    """NVIDIA GPUs through TensorRT's trtexec (the real one, or the emulator in emulators/trtexec) and nvidia-smi."""
 
     name = "tensorrt"
     title = "NVIDIA GPUs with TensorRT"

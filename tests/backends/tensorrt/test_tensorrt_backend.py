@@ -296,7 +296,7 @@ def test_samples_are_fed_and_presets_reproduce_the_run(trt_emulator, tmp_path):
 def test_an_emulated_toolchain_is_marked_and_a_copy_without_the_marker_is_not(trt_emulator, tmp_path):
     copy = tmp_path / "TensorRT-10" / "bin"
     shutil.copytree(trt_emulator.parent.parent, tmp_path / "TensorRT-10", ignore=shutil.ignore_patterns("EMULATED"))
-    shutil.copytree(trt_emulator.parent.parent.parent / "qaic_emulator", tmp_path / "qaic_emulator")  # its reader
+    shutil.copytree(trt_emulator.parent.parent.parent / "qaic", tmp_path / "qaic")  # its ONNX reader
     assert TensorrtBackend(trtexec=trt_emulator).emulated
     assert not TensorrtBackend(trtexec=copy / "trtexec").emulated
 

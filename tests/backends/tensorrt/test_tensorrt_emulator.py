@@ -5,6 +5,7 @@ version or GPU, the CSV query with busy and lost GPUs, CUDA_VISIBLE_DEVICES."""
 from __future__ import annotations
 
 import os
+import statistics
 import subprocess
 from pathlib import Path
 
@@ -58,6 +59,24 @@ def test_a_build_and_a_run_on_each_contract(trt_emulator, model, tmp_path):
         assert run.returncode == 0 and parse_summary(run.stdout).throughput_qps > 0
     deprecated = _run(trt_emulator, f"--loadEngine={tmp_path / 'e11.plan'}", "--streams=2", TRT_EMU_VERSION="11")
     assert "--streams flag has been deprecated" in deprecated.stdout and deprecated.returncode == 0
+
+
+def test_repeated_runs_differ_by_a_gpus_noise_and_the_seed_repeats_them(trt_emulator, model, tmp_path):
+    def figures(engine: Path, runs: int, **env: str) -> list[tuple[float, float, float]]:
+        summaries = [parse_summary(_run(trt_emulator, f"--loadEngine={engine}", "--shapes=input:8x3x32x32",
+                                        "--useCudaGraph", **env).stdout) for _ in range(runs)]
+        return [(s.throughput_qps, s.latency.median, s.gpu_compute.median) for s in summaries]
+
+    for name in ("a.plan", "b.plan"):
+        assert _build(trt_emulator, model, tmp_path / name).returncode == 0
+    first = figures(tmp_path / "a.plan", 8)
+    assert figures(tmp_path / "b.plan", 8) == first  # the same seed and sequence of runs: the same figures
+    for column in zip(*first):
+        spread = statistics.stdev(column) / statistics.fmean(column)
+        assert 0.002 < spread < 0.03  # about 1%, as a GPU's run-to-run noise
+    qps, _, compute = zip(*first)
+    assert statistics.correlation(qps, compute) < -0.5  # one pace per run: a faster run is faster in every figure
+    assert figures(tmp_path / "b.plan", 8, TRT_EMU_SEED="1") != figures(tmp_path / "a.plan", 8)
 
 
 def test_throughput_counts_queries_and_larger_batches_amortise(trt_emulator, model, tmp_path):

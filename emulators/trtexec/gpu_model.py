@@ -159,7 +159,8 @@ def noisy(value: float, rng: random.Random, rel: float) -> float:
 
 
 def seeded_rng(*parts: object) -> random.Random:
-    """A generator fixed by its parts (seed, engine, run settings): the same call prints the same figures."""
+    """A generator fixed by its parts (seed, engine, run settings, the plan's runs before this one): the same parts
+    print the same figures."""
     return random.Random(int.from_bytes(hashlib.sha256(repr(parts).encode()).digest()[:8], "big"))
 
 

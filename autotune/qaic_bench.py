@@ -1,5 +1,13 @@
-"""Cloud AI 100's tools: the exact qaic-exec, qaic-runner and qaic-util command lines, run as logged subprocesses,
-and the parsers of what they print and write (see SDK-FACTS: stats line, latency CSVs, device blocks, errors)."""
+"""The Cloud AI 100 toolchain driver, usable without the tuner (the qaic backend measures through it): the exact
+qaic-exec, qaic-runner and qaic-util command lines, run as logged subprocesses, and the parsers of what they print
+and write (SDK-FACTS: stats line, latency CSVs, device blocks, errors). With the SDK in $AUTOTUNE_SDK_ROOT
+(``emulators/qaic`` is an emulated one) or /opt/qti-aic:
+
+    >>> from autotune.qaic_bench import QaicSdk
+    >>> sdk = QaicSdk()
+    >>> qpc = sdk.compile("resnet50.onnx", ["-aic-num-cores=2", "-ols=2"], workdir="qaic-work")
+    >>> print(sdk.run(qpc, activations=7, seconds=5).samples_per_second)
+"""
 
 from __future__ import annotations
 
@@ -21,8 +29,9 @@ from autotune.backends.base import Artifact, Measurement
 from autotune.errors import AutotuneError, CompileFailure, DeviceFailure, MeasureFailure
 
 DEFAULT_SDK_ROOT = Path("/opt/qti-aic")
+DEFAULT_COMPILE_TIMEOUT_S = 3600.0
 SDK_ROOT_ENV = "AUTOTUNE_SDK_ROOT"
-EMULATED_MARKER = "EMULATED"  # a file the project's test emulator carries in its root; a real SDK has none
+EMULATED_MARKER = "EMULATED"  # a file the project's emulator (emulators/qaic) carries in its root; a real SDK has none
 ACTIVATION_ERROR_HINTS = (
     "Failed to allocate NSP resources",
     "Memory resource exhausted",
@@ -71,9 +80,9 @@ def resolve_sdk_root(sdk_root: str | Path | None = None) -> Path:
 
 
 class QaicSdk:
-    """One SDK root's tools (the real SDK or the test emulator), as subprocesses."""
+    """One SDK root's tools (the real SDK or the emulator), as subprocesses; ``root`` as in resolve_sdk_root."""
 
-    def __init__(self, *, root: str | Path | None, compile_timeout_s: float) -> None:
+    def __init__(self, *, root: str | Path | None = None, compile_timeout_s: float = DEFAULT_COMPILE_TIMEOUT_S) -> None:
         self.root = resolve_sdk_root(root)
         self.compile_timeout_s = compile_timeout_s
         self.qaic_exec = self.root / "exec" / "qaic-exec"
@@ -97,13 +106,14 @@ class QaicSdk:
                                 f"{(result.stdout + result.stderr).strip()[:200]}")
         return parse_devices(result.stdout)
 
-    def compile_command(self, onnx_path: Path, args: list[str], qpc_dir: Path) -> list[str]:
+    def compile_command(self, onnx_path: str | Path, args: list[str], qpc_dir: Path) -> list[str]:
         """The exact qaic-exec command line: the model, ``args`` (base flags, then the candidate's), the output."""
         return [str(self.qaic_exec), *dict.fromkeys([f"-m={onnx_path}", *args, f"-aic-binary-dir={qpc_dir}"])]
 
-    def compile(self, onnx_path: Path, args: list[str], *, batch_size: int, workdir: Path) -> Artifact:
-        """Compile into a fresh directory under ``workdir``; raises CompileFailure with the compiler's reason."""
-        workdir.mkdir(parents=True, exist_ok=True)
+    def compile(self, onnx_path: str | Path, args: list[str], *, workdir: str | Path,
+                batch_size: int = 1) -> Artifact:
+        """A QPC of ``args`` (their batch: ``batch_size``) in a new folder under ``workdir``; else CompileFailure."""
+        Path(workdir).mkdir(parents=True, exist_ok=True)
         out = Path(tempfile.mkdtemp(prefix="compile-", dir=workdir))
         qpc_dir = out / "qpc"
         log_path = out / "qaic-exec.log"
@@ -138,8 +148,8 @@ class QaicSdk:
             command += ["--aic-profiling-type", "latency", "--aic-profiling-out-dir", str(profiling_dir)]
         return command
 
-    def run(self, artifact: Artifact, *, activations: int, set_size: int, device: int, seconds: float,
-            latency: bool, log_dir: Path | None = None, input_files: Sequence[Path] = ()) -> Measurement:
+    def run(self, artifact: Artifact, *, activations: int = 1, set_size: int = 10, device: int = 0, seconds: float,
+            latency: bool = False, log_dir: Path | None = None, input_files: Sequence[Path] = ()) -> Measurement:
         """Run qaic-runner for ``seconds`` (logs under ``log_dir``, else beside the QPC), with latency profiling when
         ``latency``, fed ``input_files`` (else its random inputs); raises MeasureFailure, or DeviceFailure when the
         device is at fault."""
@@ -280,7 +290,6 @@ def read_sdk_version(sdk_root: Path) -> str:
         if base:
             parts.append(f"{name} {base}" + (f" ({build})" if build else ""))
     return " / ".join(parts) or "unknown"
-
 
 
 def _leading_int(value: str | None) -> int | None:

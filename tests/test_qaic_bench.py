@@ -1,15 +1,20 @@
+"""The Cloud AI 100 toolchain driver (autotune.qaic_bench): its parsers on SDK-FACTS' samples, its command lines and
+failures on the emulated SDK, and the use its docstring shows."""
+
 from __future__ import annotations
 
+import shutil
 import stat
 import time
 
 import pytest
 
+from autotune import qaic_bench
 from autotune.backends.qaic import QaicBackend
-from autotune.backends.qaic.sdk import (parse_compile_error, parse_devices, parse_latency_file, parse_runner_error,
-                                        parse_stats, read_sdk_version, resolve_sdk_root)
 from autotune.backends.qaic.space import QaicCandidate as Candidate
 from autotune.errors import AutotuneError, CompileFailure, DeviceFailure, MeasureFailure
+from autotune.qaic_bench import (parse_compile_error, parse_devices, parse_latency_file, parse_runner_error,
+                                 parse_stats, read_sdk_version, resolve_sdk_root)
 from autotune.scenarios import SCENARIOS
 from helpers import spec_for
 
@@ -181,3 +186,15 @@ def test_compiler_that_cannot_start_is_a_clear_error(tmp_path, tiny_onnx):
     backend = QaicBackend(sdk_root=root)
     with pytest.raises(AutotuneError, match="could not start"):
         backend.compile(tiny_onnx, spec_for(tiny_onnx), Candidate(cores=2), tmp_path / "work")
+
+
+def test_the_docstrings_use_compiles_and_runs_on_the_emulated_sdk(emulator, tiny_onnx, tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("AUTOTUNE_SDK_ROOT", str(emulator))
+    monkeypatch.chdir(tmp_path)
+    shutil.copy(tiny_onnx, tmp_path / "resnet50.onnx")
+    lines = [line.strip().removeprefix(">>> ") for line in qaic_bench.__doc__.splitlines()
+             if line.strip().startswith(">>> ")]
+    assert len(lines) == 4  # the import, then find the SDK, compile, run
+    exec("\n".join(lines), {})
+    assert float(capsys.readouterr().out) > 0
+    assert list((tmp_path / "qaic-work").glob("compile-*/qpc/programqpc.bin"))
