@@ -21,7 +21,7 @@ from autotune.task_accuracy import OrtModel, Outputs, SampleSet, collect
 METHODS = ("MinMax", "Entropy", "Percentile")
 INT8_TYPES = ("QUInt8", "QInt8")
 VNNI_FLAGS = ("avx512_vnni", "avx_vnni")  # 8-bit dot products that do not saturate: U8S8 needs no reduce_range
-CALIBRATION_BATCH = 16  # samples per calibration feed (models with a batch symbol)
+CALIBRATION_BATCH = 16  # the most samples per calibration feed (models with a batch symbol)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -146,6 +146,7 @@ def sensitivity(model: Path, *, recipe: Recipe, calibration: SampleSet, inputs: 
     prepared = prepare(model, workdir / "prepared.onnx")
     reference = _outputs(prepared, calibration, inputs, optimized=False)
     cache = workdir / f"calibration-{recipe.method}.json"
+    cache.unlink(missing_ok=True)  # calibrated once per call: a cache left by another set would be read as this one's
     ranking = []
     for node in quantizable_nodes(prepared):
         single = quantize_prepared(prepared, workdir / "single.onnx", recipe=replace(recipe, nodes_to_exclude=()),
@@ -171,10 +172,12 @@ def _batch(inputs: ModelInputs) -> int:
 
 
 class _Reader:
-    """The calibration set as ``quantize_static`` reads it: feeds of CALIBRATION_BATCH samples, the last smaller."""
+    """The calibration set as ``quantize_static`` reads it (a CalibrationDataReader): each sample once, in feeds of
+    one size (the histogram calibrators stack them), the largest that divides the set up to CALIBRATION_BATCH."""
 
     def __init__(self, samples: SampleSet, inputs: ModelInputs) -> None:
-        self.feeds = (batch.feed for batch in samples.batches(inputs, _batch(inputs), pad=False))
+        size = max(d for d in range(1, _batch(inputs) + 1) if len(samples) % d == 0)
+        self.feeds = (batch.feed for batch in samples.batches(inputs, size))
 
     def get_next(self) -> dict[str, np.ndarray] | None:
         return next(self.feeds, None)

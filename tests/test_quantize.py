@@ -72,6 +72,14 @@ def test_int8_fails_a_one_percent_drop_and_keeping_the_most_sensitive_nodes_in_f
     assert {"QuantizeLinear", "DequantizeLinear"} <= nodes  # the rest is still int8
 
 
+@pytest.mark.parametrize("method", ["Entropy", "Percentile"])
+def test_histogram_calibration_takes_a_set_that_batches_unevenly(tmp_path, classifier, method):
+    path, inputs, split = classifier
+    calibration = split.calibration.part(0, 50)  # 16 a feed would leave 2 over: the histograms need one shape
+    assert quantize(path, tmp_path / "int8.onnx", recipe=Recipe(method=method), calibration=calibration,
+                    inputs=inputs).is_file()
+
+
 def test_prepared_models_name_every_node(tmp_path, classifier):
     prepared = prepare(classifier[0], tmp_path / "prepared.onnx")
     assert quantizable_nodes(prepared) == ["split", "Relu_1", "wide", "Relu_3", "narrow", "Relu_5", "head"]
