@@ -102,7 +102,7 @@ def load_set(path: Path, inputs: ModelInputs, *, option: str = "--accuracy-set")
         raise AutotuneError(f"{option}: {exc}" if not str(exc).startswith(option) else str(exc)) from None
     labels = arrays.pop(LABELS) if LABELS in arrays and LABELS not in {e.name for e in declared} else None
     counts = {name: len(a) if a.ndim else 0 for name, a in arrays.items()}
-    if min(counts.values()) == 0 or len(set(counts.values())) > 1:
+    if not counts or min(counts.values()) == 0 or len(set(counts.values())) > 1:
         listed = ", ".join(f"{name} {count}" for name, count in counts.items())
         raise AutotuneError(f"{option} {path.name}: every input needs the same number of samples, at least one, "
                             f"along a leading sample axis (found {listed})")
