@@ -191,6 +191,15 @@ def find_batch(declared: list[Declared], outputs: list[tuple[Dim, ...]],
 def load_samples(path: Path, declared: list[Declared], batch: str | None) -> dict[str, np.ndarray]:
     """One sample per input from an .npz file, checked against the graph (names, dtypes, ranks, fixed sizes, one
     sample along the batch axis)."""
+    arrays = read_arrays(path, declared)
+    for entry in declared:
+        check_sample(path.name, entry, arrays[entry.name], batch)
+    return arrays
+
+
+def read_arrays(path: Path, declared: list[Declared], *, option: str = "--inputs",
+                optional: tuple[str, ...] = ()) -> dict[str, np.ndarray]:
+    """The arrays of an .npz file by name: one for each input, and none but those and the ``optional`` names."""
     try:
         data = np.load(path, allow_pickle=False)
         if not isinstance(data, np.lib.npyio.NpzFile):
@@ -198,18 +207,17 @@ def load_samples(path: Path, declared: list[Declared], batch: str | None) -> dic
         with data:
             arrays = {name: data[name] for name in data.files}
     except FileNotFoundError:
-        raise AutotuneError(f"--inputs {path}: no such file") from None
+        raise AutotuneError(f"{option} {path}: no such file") from None
     except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
-        raise AutotuneError(f"--inputs {path} is not an .npz file of arrays (numpy.savez): {exc}") from None
+        raise AutotuneError(f"{option} {path} is not an .npz file of arrays (numpy.savez): {exc}") from None
     names = [entry.name for entry in declared]
     for name in arrays:
-        if name not in names:
+        if name not in names and name not in optional:
             raise AutotuneError(f"{path.name} has {name!r}, which is not an input of the model (inputs: "
                                 f"{', '.join(names)})")
     for entry in declared:
         if entry.name not in arrays:
             raise AutotuneError(f"{path.name} lacks input {entry.name!r} (the model's inputs: {', '.join(names)})")
-        _check_sample(path.name, entry, arrays[entry.name], batch)
     return arrays
 
 
@@ -218,7 +226,9 @@ def spelled(name: str, dims: Sequence[Dim]) -> str:
     return f"{name}[{','.join('?' if d is None else str(d) for d in dims)}]"
 
 
-def _check_sample(source: str, entry: Declared, array: np.ndarray, batch: str | None) -> None:
+def check_sample(source: str, entry: Declared, array: np.ndarray, batch: str | None) -> None:
+    """Raise AutotuneError unless ``array`` is one sample of the input: its dtype, rank, fixed sizes, 1 on the batch
+    axis."""
     where, dims, declared = f"{source}: {entry.name!r}", entry.dims, spelled(entry.name, entry.dims)
     if array.dtype != entry.dtype:
         raise AutotuneError(f"{where} is {array.dtype.name}; the model's input takes {entry.dtype.name}")

@@ -169,3 +169,44 @@ def build_retinanet(path: Path, *, width: float = 0.5, image: int = 512, anchors
     return g.save(path, [helper.make_tensor_value_info("images", TensorProto.FLOAT, ["batch_size", 3, image, image])],
                   [helper.make_tensor_value_info("detections", TensorProto.FLOAT, ["batch_size", size])],
                   "retinanet_synthetic")
+
+
+def build_outlier_classifier(path: Path, *, features: int = 32, classes: int = 10, outlier: float = 1000.0,
+                             seed: int = 0) -> Path:
+    """A classifier that int8 breaks: ``logits = prototypes @ x`` (one class per prototype, wide margins) computed
+    through Gemm layers ``split`` (x as its positive and negative parts), ``wide`` (adds one channel ``outlier``
+    times larger than the rest), ``narrow`` (drops it again) and ``head``. Per-tensor int8 of the tensor between
+    ``wide`` and ``narrow`` rounds every other channel to zero; keeping those two in float recovers the fp32 top-1.
+    Samples: :func:`outlier_classifier_samples`."""
+    from onnx import TensorProto, helper
+
+    g = _GraphBuilder(seed)
+    prototypes = _prototypes(features, classes, seed)
+    eye = np.eye(2 * features)
+    spike = np.concatenate([eye, g.rng.standard_normal((2 * features, 1)) * outlier], axis=1)
+    layers = {"split": np.concatenate([np.eye(features), -np.eye(features)], axis=1), "wide": spike,
+              "narrow": np.concatenate([eye, np.zeros((1, 2 * features))]),
+              "head": np.concatenate([prototypes.T, -prototypes.T])}
+    x = "x"
+    for name, weight in layers.items():
+        out = "logits" if name == "head" else name
+        bias = g._tensor(f"{name}_b", np.zeros(weight.shape[1]))
+        g.nodes.append(helper.make_node("Gemm", [x, g._tensor(f"{name}_w", weight), bias], [out], name=name))
+        x = out if name == "head" else g.node("Relu", [out])
+    return g.save(path, [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch_size", features])],
+                  [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["batch_size", classes])],
+                  "outlier_classifier")
+
+
+def outlier_classifier_samples(count: int, *, features: int = 32, classes: int = 10, noise: float = 0.5,
+                               seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Inputs (count, 1, features) near the prototypes of :func:`build_outlier_classifier` (same ``seed``) and their
+    labels (count,): the prototype each sample was drawn from."""
+    rng = np.random.default_rng(seed + 1)
+    labels = rng.integers(0, classes, count)
+    x = _prototypes(features, classes, seed)[labels] + noise * rng.standard_normal((count, features))
+    return x[:, None, :].astype(np.float32), labels
+
+
+def _prototypes(features: int, classes: int, seed: int) -> np.ndarray:
+    return np.random.default_rng([seed, features, classes]).standard_normal((classes, features))
