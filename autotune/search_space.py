@@ -17,7 +17,7 @@ well, and measures each trial once.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import asdict, dataclass, field, fields, replace
 from functools import cached_property
 from typing import Any, ClassVar, Generic, Literal, Protocol, Self, TypeVar
@@ -170,6 +170,14 @@ class StepSearch(Generic[C]):
 
     def _fresh(self, candidate: C | None) -> C | None:
         return candidate if candidate is not None and candidate not in self._tried else None
+
+
+def scenario_batches(sizes: Iterable[int], scenario: str, *, dynamic_batch: bool) -> tuple[int, ...]:
+    """The batch sizes a study searches: ``sizes`` in order, up to 8 in multistream; batch 1 alone in singlestream
+    and for a model without a batch symbol."""
+    if scenario == "singlestream" or not dynamic_batch:
+        return (1,)
+    return tuple(b for b in sorted(sizes) if scenario != "multistream" or b <= 8)
 
 
 def one_knob_steps(params: dict[str, Any], domains: dict[str, list[Any]]) -> list[dict[str, Any]]:

@@ -9,7 +9,7 @@ from typing import Any
 
 from autotune.backends.openvino.cpu import PRECISION_CAPABILITIES, OvCpu
 from autotune.errors import AutotuneError
-from autotune.search_space import Candidate, Knob, Move, SearchSpace
+from autotune.search_space import Candidate, Knob, Move, SearchSpace, scenario_batches
 
 HINTS = ("LATENCY", "THROUGHPUT", "none")  # none: no hint, NUM_STREAMS and INFERENCE_NUM_THREADS given instead
 CORE_TYPES = ("ANY_CORE", "PCORE_ONLY", "ECORE_ONLY")
@@ -94,8 +94,8 @@ class OvSpace(SearchSpace[OvCandidate]):
         if len(self.cpu.precisions) > 1:
             knobs.append(Knob(name="precision", values=self.cpu.precisions))
         if self.scenario != "singlestream":
-            batches = tuple(b for b in BATCH_SIZES if self.scenario != "multistream" or b <= 8)
-            knobs += [Knob(name="batch_size", values=batches if self.dynamic_batch else (1,)), REQUESTS]
+            batches = scenario_batches(BATCH_SIZES, self.scenario, dynamic_batch=self.dynamic_batch)
+            knobs += [Knob(name="batch_size", values=batches), REQUESTS]
         return knobs
 
     def candidate(self, values: dict[str, Any]) -> OvCandidate:

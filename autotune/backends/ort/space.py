@@ -7,7 +7,7 @@ from dataclasses import dataclass, fields, replace
 from typing import Any
 
 from autotune.errors import AutotuneError
-from autotune.search_space import Candidate, Knob, Move, SearchSpace
+from autotune.search_space import Candidate, Knob, Move, SearchSpace, scenario_batches
 
 GRAPH_LEVELS = ("disable", "basic", "extended", "all")
 EXECUTION_MODES = ("sequential", "parallel")
@@ -70,8 +70,8 @@ class OrtSpace(SearchSpace[OrtCandidate]):
                  Knob(name="execution_mode", values=EXECUTION_MODES, compiled=False),
                  Knob(name="spinning", values=(True, False), compiled=False)]
         if self.scenario != "singlestream":
-            batches = tuple(b for b in BATCH_SIZES if self.scenario != "multistream" or b <= 8)
-            knobs += [Knob(name="batch_size", values=batches if self.dynamic_batch else (1,)),
+            batches = scenario_batches(BATCH_SIZES, self.scenario, dynamic_batch=self.dynamic_batch)
+            knobs += [Knob(name="batch_size", values=batches),
                       Knob(name="instances", values=threads, compiled=False, draw="int")]
         return knobs
 

@@ -11,7 +11,7 @@ from typing import Any
 
 from autotune.backends.qaic.flags import join_ints, read_flags
 from autotune.errors import AutotuneError
-from autotune.search_space import Candidate, Knob, Move, SearchSpace
+from autotune.search_space import Candidate, Knob, Move, SearchSpace, scenario_batches
 
 BATCH_SIZES = (1, 2, 4, 8, 16)
 SET_SIZES = (1, 2, 4, 8, 10, 16)
@@ -149,13 +149,6 @@ def max_activations(cores: int, device: DeviceLimits) -> int:
     return max(1, device.nsp_available // cores)
 
 
-def batch_sizes(scenario: str, *, dynamic_batch: bool = True) -> list[int]:
-    """The batch sizes searched: none in singlestream, up to 8 in multistream, 1 for a model without a batch."""
-    if scenario == "singlestream":
-        return []
-    return [b for b in BATCH_SIZES if scenario != "multistream" or b <= 8] if dynamic_batch else [1]
-
-
 def _two_clusters(values: dict[str, Any]) -> bool:
     """Whether drawn values split the cores into two SDP clusters: asked for, and an even count to halve."""
     return values["sdp_clusters"] == 2 and values["cores"] % 2 == 0
@@ -190,7 +183,7 @@ class QaicSpace(SearchSpace[QaicCandidate]):
                  Knob(name="multicast_weights", values=(False, True))]
         if self.scenario == "singlestream":
             return knobs
-        batches = tuple(batch_sizes(self.scenario, dynamic_batch=self.dynamic_batch))
+        batches = scenario_batches(BATCH_SIZES, self.scenario, dynamic_batch=self.dynamic_batch)
         return knobs + [Knob(name="batch_size", values=batches, coupled={"mos_0": 2.0, "mos_1": 2.0}),
                         Knob(name="activations", values=tuple(range(1, self.device.nsp_available + 1)),
                              compiled=False, draw="int"),
@@ -255,7 +248,7 @@ class QaicSpace(SearchSpace[QaicCandidate]):
         """The Cloud AI SDK's rules of thumb: core counts that fill the card (floor(NSPs / cores) activations leave
         no NSP idle), at a moderate batch with mos at half the cores (a working set that fits VTCM for most models:
         the climbs raise the batch from there)."""
-        batches = batch_sizes(self.scenario, dynamic_batch=self.dynamic_batch) or [1]
+        batches = scenario_batches(BATCH_SIZES, self.scenario, dynamic_batch=self.dynamic_batch)
         starts = []
         for cores in filling_core_counts(self.device.nsp_total):
             wanted = 1 if cores == 1 else 4

@@ -10,7 +10,7 @@ from typing import Any
 from autotune.backends.tensorrt.contract import CONTRACTS
 from autotune.backends.tensorrt.flags import read_candidate_flags
 from autotune.errors import AutotuneError
-from autotune.search_space import Candidate, Knob, Move, SearchSpace
+from autotune.search_space import Candidate, Knob, Move, SearchSpace, scenario_batches
 
 BATCH_SIZES = (1, 2, 4, 8, 16, 32, 64, 128, 256)
 WORKSPACES_MIB: tuple[int | None, ...] = (256, 1024, 4096, 16384, None)  # None: trtexec's default, all the memory
@@ -104,10 +104,8 @@ class TrtSpace(SearchSpace[TrtCandidate]):
         return PRECISIONS_10 + (("int8",) if self.int8 else ())
 
     def batches(self) -> list[int]:
-        if self.scenario == "singlestream" or not self.dynamic_batch:
-            return [1]
-        batches = sorted(set(BATCH_SIZES) | set(self.extra_batches))
-        return [b for b in batches if self.scenario != "multistream" or b <= 8]
+        return list(scenario_batches({*BATCH_SIZES, *self.extra_batches}, self.scenario,
+                                     dynamic_batch=self.dynamic_batch))
 
     def knobs(self) -> list[Knob]:
         """The build knobs (batch and precision where there is a choice), then the runtime knobs of the engine."""
