@@ -13,15 +13,15 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from autotune.backends._runtime import Move, Once, StepSearch
-from autotune.backends.base import Artifact, Device, Measurement, Target, one_knob_steps
+from autotune.backends.base import Artifact, Device, Measurement, Target
 from autotune.errors import AutotuneError, CompileFailure, DeviceFailure, MeasureFailure
 from autotune.models import ModelSpec
 from autotune.scenarios import MULTISTREAM_SAMPLES_PER_QUERY, Scenario
+from autotune.search_space import Candidate, Knob, Move, SearchSpace
 
 LEVELS = (1, 2, 3, 4)
 BATCHES = (1, 2, 4, 8)
@@ -29,7 +29,7 @@ SLOTS = 16
 
 
 @dataclass(frozen=True, kw_only=True)
-class FakeCandidate:
+class FakeCandidate(Candidate):
     """``level`` and ``batch_size`` are compiled in; ``streams`` is a runtime knob."""
 
     level: int = 1
@@ -43,9 +43,6 @@ class FakeCandidate:
     def compile_key(self) -> tuple[Any, ...]:
         return (self.level, self.batch_size)
 
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
     def flag_string(self) -> str:
         return f"level={self.level} batch={self.batch_size} streams={self.streams}"
 
@@ -54,44 +51,28 @@ class FakeCandidate:
 
 
 @dataclass(frozen=True, kw_only=True)
-class FakeSpace:
+class FakeSpace(SearchSpace[FakeCandidate]):
     """Level and batch are compiled in; streams are searched on the compiled model (more while it helps)."""
 
+    candidate_type = FakeCandidate
     scenario: str
     dynamic_batch: bool = True
 
-    def domains(self) -> dict[str, list[Any]]:
+    def knobs(self) -> list[Knob]:
         if self.scenario == "singlestream":
-            return {"level": list(LEVELS)}
-        return {"level": list(LEVELS), "batch_size": self._batches()}
+            return [Knob(name="level", values=LEVELS, draw="int")]
+        return [Knob(name="level", values=LEVELS, draw="int"), Knob(name="batch_size", values=self._batches()),
+                Knob(name="streams", values=(1, 2, 3, 4), compiled=False)]
 
-    def _batches(self) -> list[int]:
-        return list(BATCHES) if self.dynamic_batch else [1]
+    def _batches(self) -> tuple[int, ...]:
+        return BATCHES if self.dynamic_batch else (1,)
 
-    def suggest(self, trial: Any) -> FakeCandidate:
-        values = {"level": trial.suggest_int("level", 1, 4)}
-        if self.scenario != "singlestream":
-            values["batch_size"] = trial.suggest_categorical("batch_size", self._batches())
-        return FakeCandidate(**values)
-
-    def runtime_search(self, candidate: FakeCandidate) -> Any:
-        if self.scenario == "singlestream":
-            return Once(candidate)
-        more = Move("streams+", lambda c: replace(c, streams=c.streams + 1)
-                    if c.streams < 4 and c.batch_size * (c.streams + 1) <= SLOTS else None, repeat=True)
-        return StepSearch(candidate, [more])
-
-    def params_for(self, candidate: FakeCandidate) -> dict[str, Any]:
-        return {k: v for k, v in candidate.to_dict().items() if k in self.domains()}
+    def runtime_moves(self) -> list[Move[FakeCandidate]]:
+        return [Move("streams+", lambda c: replace(c, streams=c.streams + 1)
+                     if c.streams < 4 and c.batch_size * (c.streams + 1) <= SLOTS else None, repeat=True)]
 
     def starts(self) -> list[FakeCandidate]:
         return [FakeCandidate(level=4), FakeCandidate(level=2, batch_size=8)]
-
-    def neighbours(self, candidate: FakeCandidate) -> list[dict[str, Any]]:
-        return one_knob_steps(self.params_for(candidate), self.domains())
-
-    def step_rank(self, params: dict[str, Any], step: dict[str, Any]) -> int:
-        return 0
 
     def lightest(self, candidate: FakeCandidate) -> FakeCandidate | None:
         return None if candidate.batch_size == 1 else FakeCandidate(level=candidate.level, batch_size=1)
@@ -102,9 +83,6 @@ class FakeSpace:
         if candidate.batch_size not in self._batches():
             return [f"batch {candidate.batch_size}: the model has no batch symbol"]
         return []
-
-    def from_dict(self, data: dict[str, Any]) -> FakeCandidate:
-        return FakeCandidate(**data)
 
     def parse(self, text: str, *, options: Mapping[str, Any] | None = None) -> FakeCandidate:
         try:

@@ -2,7 +2,8 @@
 lives outside this package (or in an installed package's ``autotune.backends`` entry point).
 
 A new target is one package under ``autotune/backends/`` implementing :class:`~autotune.backends.base.Backend`,
-plus its line in ``BUILTIN``.
+plus its line in ``BUILTIN``. ``wait_for_quiet`` is what the search needs of the host's load (``_host_load``): a
+quiet host before measuring a disturbed candidate again.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import importlib
 import sys
 from importlib.metadata import entry_points
 
+from autotune.backends._host_load import wait_for_quiet
 from autotune.backends.base import Backend
 from autotune.errors import AutotuneError
 

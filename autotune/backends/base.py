@@ -1,4 +1,5 @@
 """The Backend protocol every target implements, and the records it hands back: devices, artifacts, measurements.
+A backend is generic in its candidate type; candidates and search spaces are ``autotune.search_space``'s.
 
 A backend is a class. Its class attributes and class methods are what autotune knows of a target before it is set
 up (its name, its words for devices and sizes, its command-line options, whether it is usable here); an instance is
@@ -17,12 +18,13 @@ import argparse
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar, Protocol, runtime_checkable
+from typing import Any, ClassVar, Generic, Protocol, runtime_checkable
 
 import numpy as np
 
 from autotune.models import ModelSpec
 from autotune.scenarios import Scenario
+from autotune.search_space import C, Candidate, SearchSpace  # Candidate: also named from here by the search
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -94,127 +96,21 @@ class Measurement:
         return data
 
 
-class Candidate(Protocol):
-    """One point of a backend's search space."""
-
-    batch_size: int
-
-    @property
-    def concurrency(self) -> int:
-        """How many batches run at once (activations, sessions, streams)."""
-        ...
-
-    def to_dict(self) -> dict[str, Any]:
-        """Plain JSON-ready form; the space's ``from_dict`` reads it back."""
-        ...
-
-    def compile_key(self) -> tuple[Any, ...]:
-        """Identity of the compiled artifact: equal keys share one artifact whatever the runtime knobs."""
-        ...
-
-    def flag_string(self) -> str:
-        """The settings as one line, in the form the space's ``parse`` reads back."""
-        ...
-
-    def describe(self) -> str:
-        """A short one-line view for progress output."""
-        ...
-
-
-class RuntimeSearch(Protocol):
-    """Ask/tell over the runtime knobs of one compiled candidate (``autotune.backends._runtime`` has two)."""
-
-    def ask(self) -> Any:
-        """The next setting to measure on the compiled artifact, or None when the search is done."""
-        ...
-
-    def tell(self, candidate: Any, score: float | None) -> None:
-        """The measured score of ``candidate`` (higher is better), or None when it could not run."""
-        ...
-
-
-class SearchSpace(Protocol):
-    """A target's knobs for one study: Optuna suggestions and their inverse, one-knob domains and the rules.
-
-    One trial is one compile: ``suggest`` draws the compile knobs (runtime knobs at their starting values) and
-    ``runtime_search`` then tries runtime settings on the compiled artifact.
-    """
-
-    def suggest(self, trial: Any) -> Candidate:
-        """Draw a candidate from an Optuna trial (or a FixedTrial of ``params_for``)."""
-        ...
-
-    def runtime_search(self, candidate: Any) -> RuntimeSearch:
-        """The runtime settings to measure on ``candidate``'s artifact, starting with ``candidate`` itself."""
-        ...
-
-    def params_for(self, candidate: Any) -> dict[str, Any]:
-        """The ``suggest`` parameters that give ``candidate`` (for enqueued trials and one-knob steps)."""
-        ...
-
-    def domains(self) -> dict[str, list[Any]]:
-        """The ordered domain of every ``suggest`` parameter."""
-        ...
-
-    def violations(self, candidate: Any) -> list[str]:
-        """Every rule of the device and scenario the candidate breaks, readable; empty when it is valid."""
-        ...
-
-    def starts(self) -> list[Candidate]:
-        """Start points of a local search besides the baseline: the toolchain's own rules of thumb."""
-        ...
-
-    def neighbours(self, candidate: Any) -> list[dict[str, Any]]:
-        """Every ``suggest`` parameter set one knob step away from ``candidate`` (``one_knob_steps`` does this)."""
-        ...
-
-    def step_rank(self, params: dict[str, Any], step: dict[str, Any]) -> int:
-        """How early a climb at ``params`` tries the one-knob ``step``: lower ranks first, drawn order within a rank
-        (the moves the toolchain's own presets make); 0 for every step where the space knows no such moves."""
-        ...
-
-    def lightest(self, candidate: Any) -> Candidate | None:
-        """``candidate`` with the least device memory the space allows (the smallest batch, and where the space has
-        them the knobs that save on-chip memory), tried when a start fails to compile; None where the space has no
-        such knobs or ``candidate`` is already so."""
-        ...
-
-    def from_dict(self, data: dict[str, Any]) -> Candidate:
-        """Inverse of ``Candidate.to_dict``."""
-        ...
-
-    def parse(self, text: str, *, options: Mapping[str, Any] | None = None) -> Candidate:
-        """A candidate from its flag string (a preset's, or one typed by hand); ``options`` are command-line values
-        the backend's options added (``autotune bench``). Raises AutotuneError naming what it cannot read."""
-        ...
-
-
-def one_knob_steps(params: dict[str, Any], domains: dict[str, list[Any]]) -> list[dict[str, Any]]:
-    """Every parameter set one step away from ``params`` in one parameter's ordered domain."""
-    steps = []
-    for name, domain in domains.items():
-        if params.get(name) not in domain:
-            continue
-        i = domain.index(params[name])
-        steps += [params | {name: domain[j]} for j in (i - 1, i + 1) if 0 <= j < len(domain)]
-    return steps
-
-
 @dataclass(frozen=True, kw_only=True)
-class Target:
+class Target(Generic[C]):
     """What a backend chose for one study: the devices to measure on, the size tuned for, its space and baseline."""
 
     devices: list[Device]
     size: int
     sku: str
-    space: SearchSpace
-    baseline: Candidate | None
+    space: SearchSpace[C]
+    baseline: C | None
     baseline_label: str | None
     description: str  # one line for the run's header, in the backend's own words
 
 
 @runtime_checkable
-class Backend(Protocol):
+class Backend(Protocol[C]):
     """Everything the rest of autotune asks of a target."""
 
     name: ClassVar[str]  # the --backend name, stored on every study
@@ -248,7 +144,7 @@ class Backend(Protocol):
         ...
 
     @classmethod
-    def from_options(cls, args: argparse.Namespace) -> Backend:
+    def from_options(cls, args: argparse.Namespace) -> Backend[C]:
         """The backend set up from the command line; raises AutotuneError saying what is missing."""
         ...
 
@@ -264,7 +160,7 @@ class Backend(Protocol):
         """What the device reports now (``Ready``, ``Error``, ``missing``), or None when nothing can be asked."""
         ...
 
-    def target(self, *, model: ModelSpec, scenario: Scenario, devices: list[int] | None) -> Target:
+    def target(self, *, model: ModelSpec, scenario: Scenario, devices: list[int] | None) -> Target[C]:
         """Choose the devices (``devices``, else the backend's default), the size to tune for, the search space (batch
         1 only when ``model`` has no batch symbol) and the baseline for one study; raises AutotuneError for devices
         that cannot be used."""
@@ -274,18 +170,18 @@ class Backend(Protocol):
         """Flags every compile of ``model`` carries, not searched (part of the study's identity)."""
         ...
 
-    def compile(self, onnx_path: Path, model: ModelSpec, candidate: Any, workdir: Path) -> Artifact:
+    def compile(self, onnx_path: Path, model: ModelSpec, candidate: C, workdir: Path) -> Artifact:
         """Compile ``onnx_path`` (in its folder, beside its external data files) for ``model``'s input shapes at the
         candidate's batch into ``workdir``; raises CompileFailure with the compiler's reason."""
         ...
 
-    def measure(self, artifact: Artifact, candidate: Any, *, model: ModelSpec, scenario: Scenario | None,
+    def measure(self, artifact: Artifact, candidate: C, *, model: ModelSpec, scenario: Scenario | None,
                 bound_ms: float | None, seconds: float, device: int, log_dir: Path) -> Measurement:
         """Measure for ``scenario`` (its figure measured or estimated), or plainly (throughput and latency) when it is
         None, feeding ``model``'s inputs; raises MeasureFailure, or DeviceFailure when the device is at fault."""
         ...
 
-    def outputs(self, artifact: Artifact, candidate: Any, *, model: ModelSpec, feed: dict[str, np.ndarray],
+    def outputs(self, artifact: Artifact, candidate: C, *, model: ModelSpec, feed: dict[str, np.ndarray],
                 device: int) -> dict[str, np.ndarray] | None:
         """The compiled candidate's outputs on ``feed`` (one batch), by output name; None when the toolchain cannot
         return them (a backend that sets ``changes_numerics`` must)."""
@@ -299,7 +195,7 @@ class Backend(Protocol):
         """Whether a compiled artifact stored earlier is still whole on disk."""
         ...
 
-    def preset_fields(self, candidate: Any, artifact: Artifact, measurement: Measurement, *,
+    def preset_fields(self, candidate: C, artifact: Artifact, measurement: Measurement, *,
                       name: str) -> dict[str, Any]:
         """What this backend's presets carry beyond autotune's own fields: the runtime knobs by name, the command
         lines that reproduce the measurement (keys ending in ``_command``, in order; ``name`` names their output)

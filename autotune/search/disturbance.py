@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from typing import Any, Callable
 
-from autotune.backends._host_load import wait_for_quiet
+from autotune.backends import wait_for_quiet
 from autotune.backends.base import Measurement
 
 AGAIN = 2  # measurements again after a disturbed one, at most

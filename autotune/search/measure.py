@@ -8,7 +8,6 @@ import statistics
 import time
 from typing import Any, Callable
 
-from autotune.backends._runtime import Once
 from autotune.backends.base import Artifact, Candidate, Measurement
 from autotune.errors import AccuracyFailure, ArtifactGone, DeviceFailure, MeasureFailure
 from autotune.paths import safe_component
@@ -20,6 +19,7 @@ from autotune.search.memory import Memory
 from autotune.search.noise import BASELINE_REPEATS, DRIFT_EVERY, REPEATS
 from autotune.search.records import Flight, TrialRecord, Try, TuningJob, infeasible, retry
 from autotune.search.stages import compiled_attrs
+from autotune.search_space import Once
 
 
 class MeasureStage:

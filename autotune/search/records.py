@@ -9,7 +9,6 @@ from typing import Any
 
 import optuna
 
-from autotune.backends._runtime import Once
 from autotune.backends.base import Artifact, Backend, Candidate, Measurement, SearchSpace, Target
 from autotune.errors import MeasureFailure, TrialFailure
 from autotune.models import ModelSpec
@@ -148,9 +147,8 @@ def proposal_key(candidate: Candidate, *, searched: bool) -> str:
 
 
 def searches_runtime(space: SearchSpace, candidate: Candidate) -> bool:
-    """Whether ``space`` searches runtime knobs on the candidate's compiled model, so that trials of the same compile
-    flags share one model; False where every knob is compiled in or the sampler draws the runtime knobs itself."""
-    return not isinstance(space.runtime_search(candidate), Once)
+    """Whether ``space`` searches runtime knobs on the candidate's compiled model (``SearchSpace.searches_runtime``)."""
+    return space.searches_runtime(candidate)
 
 
 def compile_key(candidate: Candidate) -> str:

@@ -13,7 +13,7 @@ from optuna.trial import TrialState
 
 from autotune.backends.qaic import QaicBackend
 from autotune.backends.qaic.baselines import find_baseline
-from autotune.backends.qaic.space import DeviceLimits, QaicSpace, params_for
+from autotune.backends.qaic.space import DeviceLimits, QaicSpace
 from autotune.errors import AutotuneError
 from autotune.results.attrs import study_overview
 from autotune.results.frame import trial_frame
@@ -170,11 +170,11 @@ def test_overview_counts(emulator, tiny_onnx, tmp_path):
 def test_params_for_baseline_are_inside_the_space():
     device = DeviceLimits(nsp_total=14)
     baseline = find_baseline("resnet50", "offline", 14).candidate(device)
-    params = params_for(baseline, scenario="offline")
+    params = QaicSpace(device=device, scenario="offline").params_for(baseline)
     assert params == {"cores": 4, "ols": 4, "sdp_clusters": 2, "multicast_weights": True, "mos_0": 1, "mos_1": 2,
                       "batch_size": 8}
-    assert params_for(baseline, scenario="offline", search_runtime=False) == params | {"activations": 3,
-                                                                                      "set_size": 10}
+    drawn = QaicSpace(device=device, scenario="offline", search_runtime=False)
+    assert drawn.params_for(baseline) == params | {"activations": 3, "set_size": 10}
 
 
 @pytest.mark.slow

@@ -4,13 +4,12 @@ searched on the compiled model, the CPU's rules, and flag strings in OpenVINO's 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass, fields, replace
+from dataclasses import dataclass, fields
 from typing import Any
 
-from autotune.backends._runtime import Move, Once, StepSearch
-from autotune.backends.base import RuntimeSearch, one_knob_steps
 from autotune.backends.openvino.cpu import PRECISION_CAPABILITIES, OvCpu
 from autotune.errors import AutotuneError
+from autotune.search_space import Candidate, Knob, Move, SearchSpace, scenario_batches
 
 HINTS = ("LATENCY", "THROUGHPUT", "none")  # none: no hint, NUM_STREAMS and INFERENCE_NUM_THREADS given instead
 CORE_TYPES = ("ANY_CORE", "PCORE_ONLY", "ECORE_ONLY")
@@ -21,10 +20,11 @@ PROPERTIES = {"hint": "PERFORMANCE_HINT", "streams": "NUM_STREAMS", "threads": "
               "pinning": "ENABLE_CPU_PINNING", "hyper_threading": "ENABLE_HYPER_THREADING",
               "core_type": "SCHEDULING_CORE_TYPE", "precision": "INFERENCE_PRECISION_HINT"}
 OWN = {"batch_size": "batch_size", "request_factor": "requests"}  # autotune's own settings, in flag strings
+REQUESTS = Knob(name="request_factor", values=tuple(range(1, MAX_REQUEST_FACTOR + 1)), compiled=False)
 
 
 @dataclass(frozen=True, kw_only=True)
-class OvCandidate:
+class OvCandidate(Candidate):
     """OpenVINO compile-time properties (None: not set, OpenVINO decides) and the batch, compiled in; and the
     requests in flight, ``request_factor`` times the ``OPTIMAL_NUMBER_OF_INFER_REQUESTS`` of the compiled model."""
 
@@ -56,9 +56,6 @@ class OvCandidate:
     def compile_key(self) -> tuple[Any, ...]:
         return tuple(sorted(self.properties().items())) + (("batch_size", self.batch_size),)
 
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
     def flag_string(self) -> str:
         """``PERFORMANCE_HINT=THROUGHPUT INFERENCE_PRECISION_HINT=f32 batch_size=4 requests=2x`` (what ``parse``
         reads); ``PERFORMANCE_HINT=none`` stands for no hint."""
@@ -72,58 +69,47 @@ class OvCandidate:
         pin = {None: "dflt", True: "on", False: "off"}[self.pinning]
         return f"{layout} bs={self.batch_size} pin={pin} {self.precision or 'dflt-prec'} req={self.request_factor}x"
 
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> OvCandidate:
-        return cls(**{k: data[k] for k in cls.__dataclass_fields__ if k in data})
-
 
 @dataclass(frozen=True, kw_only=True)
-class OvSpace:
+class OvSpace(SearchSpace[OvCandidate]):
     """The OpenVINO space on ``cpu``: knobs that do not apply to it (hyper-threading without SMT, core types on a
-    CPU that is not hybrid, a precision its capabilities do not list) are not in it."""
+    CPU that is not hybrid, a precision its capabilities do not list) are not in it. Streams and threads are drawn
+    only without a hint; the requests in flight are searched on the compiled model (one in singlestream)."""
 
+    candidate_type = OvCandidate
     cpu: OvCpu
     scenario: str
     dynamic_batch: bool = True
 
-    def domains(self) -> dict[str, list[Any]]:
-        cores = list(range(1, self.cpu.cores + 1))
-        domains: dict[str, list[Any]] = {"hint": list(HINTS), "threads": cores, "streams": cores,
-                                         "pinning": [True, False]}
+    def knobs(self) -> list[Knob]:
+        cores, bools = tuple(range(1, self.cpu.cores + 1)), (True, False)
+        knobs = [Knob(name="hint", values=HINTS),
+                 *(Knob(name=name, values=cores, draw="int", when=lambda v: v["hint"] == "none")
+                   for name in ("threads", "streams")),
+                 Knob(name="pinning", values=bools)]
         if self.cpu.smt:
-            domains["hyper_threading"] = [True, False]
+            knobs.append(Knob(name="hyper_threading", values=bools))
         if self.cpu.hybrid:
-            domains["core_type"] = list(CORE_TYPES)
+            knobs.append(Knob(name="core_type", values=CORE_TYPES))
         if len(self.cpu.precisions) > 1:
-            domains["precision"] = list(self.cpu.precisions)
+            knobs.append(Knob(name="precision", values=self.cpu.precisions))
         if self.scenario != "singlestream":
-            batches = [b for b in BATCH_SIZES if self.scenario != "multistream" or b <= 8]
-            domains["batch_size"] = batches if self.dynamic_batch else [1]
-        return domains
+            batches = scenario_batches(BATCH_SIZES, self.scenario, dynamic_batch=self.dynamic_batch)
+            knobs += [Knob(name="batch_size", values=batches), REQUESTS]
+        return knobs
 
-    def suggest(self, trial: Any) -> OvCandidate:
-        """Streams and threads only without a hint (at most one stream per thread, as OpenVINO itself allows)."""
-        domains = self.domains()
-        values: dict[str, Any] = {"hint": trial.suggest_categorical("hint", domains["hint"])}
-        if values["hint"] == "none":
-            threads = trial.suggest_int("threads", 1, self.cpu.cores)
-            values |= {"threads": threads, "streams": min(threads, trial.suggest_int("streams", 1, self.cpu.cores))}
-        for name in ("pinning", "hyper_threading", "core_type", "precision", "batch_size"):
-            if name in domains:
-                values[name] = trial.suggest_categorical(name, domains[name])
-        values.setdefault("precision", self.cpu.precisions[0])
-        return OvCandidate(**values)
+    def candidate(self, values: dict[str, Any]) -> OvCandidate:
+        """At most one stream per thread, as OpenVINO itself allows; the CPU's first precision where not drawn."""
+        layout = {"streams": min(values["threads"], values["streams"])} if "streams" in values else {}
+        return OvCandidate(**({"precision": self.cpu.precisions[0]} | values | layout))
 
-    def runtime_search(self, candidate: OvCandidate) -> RuntimeSearch:
-        """From OpenVINO's optimal number of requests, more while that helps, else fewer; fewer while nothing could
-        run (singlestream issues one at a time)."""
-        if self.scenario == "singlestream":
-            return Once(candidate)
-        fewer = Move("requests-", lambda c: replace(c, request_factor=c.request_factor - 1)
-                     if c.request_factor > 1 else None)
-        more = Move("requests+", lambda c: replace(c, request_factor=c.request_factor + 1)
-                    if c.request_factor < MAX_REQUEST_FACTOR else None, repeat=True)
-        return StepSearch(candidate, [more, fewer], fallback=fewer)
+    def runtime_moves(self) -> list[Move[OvCandidate]]:
+        """From OpenVINO's optimal number of requests, more while that helps, else fewer."""
+        return [Move("requests+", REQUESTS.step(1), repeat=True), self.fallback_move()]
+
+    def fallback_move(self) -> Move[OvCandidate]:
+        """Fewer requests while nothing could run."""
+        return Move("requests-", REQUESTS.step(-1))
 
     def params_for(self, candidate: OvCandidate) -> dict[str, Any]:
         """The ``suggest`` parameters of ``candidate``; a knob left to OpenVINO maps to OpenVINO's default."""
@@ -183,19 +169,12 @@ class OvSpace:
             if self.dynamic_batch else []
         return [*batches, OvCandidate(hint="none", streams=cores, threads=cores, pinning=True, precision=p)]
 
-    def step_rank(self, params: dict[str, Any], step: dict[str, Any]) -> int:
-        return 0
-
-    def lightest(self, candidate: OvCandidate) -> OvCandidate | None:
-        """None: a model compiled for the CPU has no on-chip memory to run out of."""
-        return None
-
     def neighbours(self, candidate: OvCandidate) -> list[dict[str, Any]]:
         """One-knob steps; a step from a hint to no hint sets streams and threads as the hint would (THROUGHPUT: a
         stream per core; LATENCY: one stream), a step to a hint drops them, fewer threads take fewer streams."""
         layout = {"threads": self.cpu.cores, "streams": self.cpu.cores if candidate.hint == "THROUGHPUT" else 1}
         steps = []
-        for step in one_knob_steps(self.params_for(candidate), self.domains()):
+        for step in super().neighbours(candidate):
             if step["hint"] != "none":
                 steps.append({k: v for k, v in step.items() if k not in layout})
                 continue
@@ -206,9 +185,6 @@ class OvSpace:
     def baseline(self) -> OvCandidate:
         """OpenVINO's own hint for the scenario, nothing else set, with its optimal number of requests."""
         return OvCandidate(hint=baseline_hint(self.scenario))
-
-    def from_dict(self, data: dict[str, Any]) -> OvCandidate:
-        return OvCandidate.from_dict(data)
 
     def parse(self, text: str, *, options: Mapping[str, Any] | None = None) -> OvCandidate:
         """``PERFORMANCE_HINT=THROUGHPUT ENABLE_CPU_PINNING=NO batch_size=4 requests=2x`` (the form ``flag_string``

@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass, fields, replace
+from dataclasses import dataclass, fields, replace
 from typing import Any
 
-from autotune.backends._runtime import Move, Once, StepSearch
-from autotune.backends.base import RuntimeSearch, one_knob_steps
 from autotune.errors import AutotuneError
+from autotune.search_space import Candidate, Knob, Move, SearchSpace, scenario_batches
 
 GRAPH_LEVELS = ("disable", "basic", "extended", "all")
 EXECUTION_MODES = ("sequential", "parallel")
@@ -20,7 +19,7 @@ SPELLING = {"graph_level": "graph_optimization_level", "batch_size": "batch_size
 
 
 @dataclass(frozen=True, kw_only=True)
-class OrtCandidate:
+class OrtCandidate(Candidate):
     """ONNX Runtime knobs: graph level and batch are compiled in; the rest are runtime settings (0 threads: the
     runtime's default)."""
 
@@ -39,9 +38,6 @@ class OrtCandidate:
     def compile_key(self) -> tuple[Any, ...]:
         return (self.graph_level, self.batch_size)
 
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
     def flag_string(self) -> str:
         """The session settings as one line (what a user sets in SessionOptions)."""
         return " ".join(f"{SPELLING[name]}={_spell(name, value)}" for name, value in self.to_dict().items())
@@ -51,51 +47,38 @@ class OrtCandidate:
                 f"inter={self.inter_threads or 'dflt'} {self.execution_mode[:3]} spin={int(self.spinning)} "
                 f"inst={self.instances}")
 
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> OrtCandidate:
-        return cls(**{k: data[k] for k in cls.__dataclass_fields__ if k in data})
-
 
 @dataclass(frozen=True, kw_only=True)
-class OrtSpace:
+class OrtSpace(SearchSpace[OrtCandidate]):
     """The ONNX Runtime search space on ``cores`` CPU cores; the untuned default session is the baseline.
 
     Graph level and batch are compiled into the optimised model; the session settings need no rebuild, so a trial
-    searches them on its model (``search_runtime``), from ONNX Runtime's defaults. ``dynamic_batch`` False: the
-    model has no batch symbol, so batch 1 only.
+    searches them on its model, from ONNX Runtime's defaults. ``dynamic_batch`` False: the model has no batch symbol,
+    so batch 1 only.
     """
 
+    candidate_type = OrtCandidate
     cores: int
     scenario: str
     dynamic_batch: bool = True
-    search_runtime: bool = True  # False: the sampler draws the session settings too, as in round 1
 
-    def domains(self) -> dict[str, list[Any]]:
-        domains: dict[str, list[Any]] = {"graph_level": list(GRAPH_LEVELS)}
-        if not self.search_runtime:
-            domains |= {"intra_threads": list(range(1, self.cores + 1)),
-                        "inter_threads": list(range(1, self.cores + 1)), "execution_mode": list(EXECUTION_MODES),
-                        "spinning": [True, False]}
+    def knobs(self) -> list[Knob]:
+        threads = tuple(range(1, self.cores + 1))
+        knobs = [Knob(name="graph_level", values=GRAPH_LEVELS),
+                 Knob(name="intra_threads", values=threads, compiled=False, draw="int"),
+                 Knob(name="inter_threads", values=threads, compiled=False, draw="int"),
+                 Knob(name="execution_mode", values=EXECUTION_MODES, compiled=False),
+                 Knob(name="spinning", values=(True, False), compiled=False)]
         if self.scenario != "singlestream":
-            batches = [b for b in BATCH_SIZES if self.scenario != "multistream" or b <= 8]
-            domains["batch_size"] = batches if self.dynamic_batch else [1]
-            if not self.search_runtime:
-                domains["instances"] = list(range(1, self.cores + 1))
-        return domains
+            batches = scenario_batches(BATCH_SIZES, self.scenario, dynamic_batch=self.dynamic_batch)
+            knobs += [Knob(name="batch_size", values=batches),
+                      Knob(name="instances", values=threads, compiled=False, draw="int")]
+        return knobs
 
-    def suggest(self, trial: Any) -> OrtCandidate:
-        values = {name: (trial.suggest_int(name, domain[0], domain[-1]) if name.endswith(("threads", "instances"))
-                         else trial.suggest_categorical(name, domain)) for name, domain in self.domains().items()}
-        return OrtCandidate(**values)
-
-    def runtime_search(self, candidate: OrtCandidate) -> RuntimeSearch:
+    def runtime_moves(self) -> list[Move[OrtCandidate]]:
         """From the defaults: more sessions (each with a share of the cores) while that helps, then no spinning."""
-        if not self.search_runtime:
-            return Once(candidate)
-        moves = [Move("spinning-", lambda c: replace(c, spinning=False) if c.spinning else None)]
-        if self.scenario != "singlestream":
-            moves.insert(0, Move("sessions+", self._more_sessions, repeat=True))
-        return StepSearch(candidate, moves)
+        sessions = [Move("sessions+", self._more_sessions, repeat=True)] if self.scenario != "singlestream" else []
+        return [*sessions, Move("spinning-", lambda c: replace(c, spinning=False) if c.spinning else None)]
 
     def _more_sessions(self, c: OrtCandidate) -> OrtCandidate | None:
         if c.instances >= self.cores:
@@ -104,9 +87,9 @@ class OrtSpace:
         return replace(c, instances=instances, intra_threads=max(1, self.cores // instances), inter_threads=1)
 
     def params_for(self, candidate: OrtCandidate) -> dict[str, Any]:
-        data = candidate.to_dict()
-        data["intra_threads"] = data["intra_threads"] or self.cores
-        data["inter_threads"] = data["inter_threads"] or 1
+        """Threads at the runtime's default (0) read as all the cores for one intra-op pool, one inter-op thread."""
+        data = candidate.to_dict() | {"intra_threads": candidate.intra_threads or self.cores,
+                                      "inter_threads": candidate.inter_threads or 1}
         return {k: v for k, v in data.items() if k in self.domains()}
 
     def violations(self, candidate: OrtCandidate) -> list[str]:
@@ -124,22 +107,9 @@ class OrtSpace:
         batches = [OrtCandidate(batch_size=4), OrtCandidate(batch_size=8)] if self.dynamic_batch else []
         return [*batches, OrtCandidate(graph_level="extended")]
 
-    def neighbours(self, candidate: OrtCandidate) -> list[dict[str, Any]]:
-        return one_knob_steps(self.params_for(candidate), self.domains())
-
-    def step_rank(self, params: dict[str, Any], step: dict[str, Any]) -> int:
-        return 0
-
-    def lightest(self, candidate: OrtCandidate) -> OrtCandidate | None:
-        """None: a session on the CPU has no on-chip memory to run out of."""
-        return None
-
     def baseline(self) -> OrtCandidate:
         """ONNX Runtime's default session settings: what a user gets without tuning."""
         return OrtCandidate()
-
-    def from_dict(self, data: dict[str, Any]) -> OrtCandidate:
-        return OrtCandidate.from_dict(data)
 
     def parse(self, text: str, *, options: Mapping[str, Any] | None = None) -> OrtCandidate:
         """``graph_optimization_level=all intra_op_num_threads=2 ...`` (the form ``flag_string`` writes); settings

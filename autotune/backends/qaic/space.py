@@ -1,4 +1,4 @@
-"""The Cloud AI 100 search space: the candidate its knobs form, the device's rules, and Optuna suggestions.
+"""The Cloud AI 100 search space: the candidate its knobs form, its knob table and the device's rules.
 
 A candidate renders to the exact qaic-exec and qaic-runner arguments; its CM-style flag string parses back into one.
 """
@@ -9,12 +9,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from typing import Any
 
-import optuna
-
-from autotune.backends._runtime import Move, Once, StepSearch
-from autotune.backends.base import RuntimeSearch, one_knob_steps
 from autotune.backends.qaic.flags import join_ints, read_flags
 from autotune.errors import AutotuneError
+from autotune.search_space import Candidate, Knob, Move, SearchSpace, scenario_batches
 
 BATCH_SIZES = (1, 2, 4, 8, 16)
 SET_SIZES = (1, 2, 4, 8, 10, 16)
@@ -26,7 +23,7 @@ RUNTIME_MOVES = ("set_size+", "set_size-")
 
 
 @dataclass(frozen=True, kw_only=True)
-class QaicCandidate:
+class QaicCandidate(Candidate):
     """One point of the search: compile knobs, runtime knobs and unsearched pass-through flags.
 
     ``ols`` and ``mos`` are None when the flag is not given (the compiler's default applies).
@@ -80,35 +77,6 @@ class QaicCandidate:
         """A short one-line view for progress output."""
         return (f"cores={self.cores} ols={self.ols} mos={','.join(map(str, self.mos or ()))} bs={self.batch_size} "
                 f"mc={'on' if self.multicast_weights else 'off'} a={self.activations} S={self.set_size}")
-
-    def to_dict(self) -> dict[str, Any]:
-        """Plain JSON-ready form (lists for tuples)."""
-        return {
-            "cores": self.cores,
-            "ols": self.ols,
-            "mos": list(self.mos) if self.mos is not None else None,
-            "sdp_clusters": list(self.sdp_clusters) if self.sdp_clusters else None,
-            "multicast_weights": self.multicast_weights,
-            "batch_size": self.batch_size,
-            "extra_flags": list(self.extra_flags),
-            "activations": self.activations,
-            "set_size": self.set_size,
-        }
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> QaicCandidate:
-        """Inverse of ``to_dict``."""
-        return cls(
-            cores=int(data["cores"]),
-            ols=data.get("ols"),
-            mos=tuple(data["mos"]) if data.get("mos") is not None else None,
-            sdp_clusters=tuple(data["sdp_clusters"]) if data.get("sdp_clusters") else None,
-            multicast_weights=bool(data.get("multicast_weights", False)),
-            batch_size=int(data.get("batch_size", 1)),
-            extra_flags=tuple(data.get("extra_flags", ())),
-            activations=int(data.get("activations", 1)),
-            set_size=int(data.get("set_size", 10)),
-        )
 
     @classmethod
     def from_flags(cls, flags: str, *, batch_size: int | None = None, activations: int = 1, set_size: int = 10,
@@ -181,128 +149,90 @@ def max_activations(cores: int, device: DeviceLimits) -> int:
     return max(1, device.nsp_available // cores)
 
 
-def batch_sizes(scenario: str, *, dynamic_batch: bool = True) -> list[int]:
-    """The batch sizes searched: none in singlestream, up to 8 in multistream, 1 for a model without a batch."""
-    if scenario == "singlestream":
-        return []
-    return [b for b in BATCH_SIZES if scenario != "multistream" or b <= 8] if dynamic_batch else [1]
-
-
-def suggest(trial: Any, device: DeviceLimits, *, scenario: str, extra_flags: tuple[str, ...] = (),
-            search_runtime: bool = True, dynamic_batch: bool = True) -> QaicCandidate:
-    """Draw a candidate from an Optuna trial; every draw satisfies the device's constraints.
-
-    Domains are fixed (as TPE needs); values past a dependent limit (mos above its cluster's cores,
-    activations above floor(NSPs/cores)) are clamped to that limit, so they alias a valid candidate. With
-    ``search_runtime`` the trial draws compile knobs only: activations start at floor(NSPs/cores) and the set size at
-    qaic-runner's default, and the trial's runtime search takes them from there.
-    """
-    cores = trial.suggest_int("cores", 1, device.nsp_total)
-    ols = trial.suggest_int("ols", 1, MAX_OLS)
-    clusters = trial.suggest_categorical("sdp_clusters", [1, 2])
-    sizes = (cores // 2, cores // 2) if clusters == 2 and cores % 2 == 0 else (cores,)
-    mos = tuple(min(trial.suggest_int(f"mos_{i}", 1, device.nsp_total, log=True), size)
-                for i, size in enumerate(sizes))
-    multicast = trial.suggest_categorical("multicast_weights", [False, True])
-    if scenario == "singlestream":
-        batch, activations, set_size = 1, 1, 1
-    else:
-        batch = trial.suggest_categorical("batch_size", batch_sizes(scenario, dynamic_batch=dynamic_batch))
-        if search_runtime:
-            activations, set_size = max_activations(cores, device), DEFAULT_SET_SIZE
-        else:
-            activations = min(trial.suggest_int("activations", 1, device.nsp_available),
-                              max_activations(cores, device))
-            set_size = trial.suggest_categorical("set_size", list(SET_SIZES))
-    return QaicCandidate(cores=cores, ols=ols, mos=mos, sdp_clusters=sizes if len(sizes) > 1 else None,
-                         multicast_weights=multicast, batch_size=batch, extra_flags=extra_flags,
-                         activations=activations, set_size=set_size)
-
-
-def params_for(candidate: QaicCandidate, *, scenario: str, search_runtime: bool = True) -> dict[str, Any]:
-    """The ``suggest`` parameters closest to ``candidate`` (compiler defaults read as 1), for warm starts."""
-    mos = candidate.mos or (1,)
-    params: dict[str, Any] = {
-        "cores": candidate.cores,
-        "ols": candidate.ols or 1,
-        "sdp_clusters": 2 if candidate.sdp_clusters and len(candidate.sdp_clusters) == 2 else 1,
-        "multicast_weights": candidate.multicast_weights,
-        **{f"mos_{i}": m for i, m in enumerate(mos)},
-    }
-    if scenario != "singlestream":
-        params["batch_size"] = candidate.batch_size
-        if not search_runtime:
-            params |= {"activations": candidate.activations,
-                       "set_size": candidate.set_size if candidate.set_size in SET_SIZES else DEFAULT_SET_SIZE}
-    return params
-
-
-def param_domains(device: DeviceLimits, *, scenario: str, search_runtime: bool = True,
-                  dynamic_batch: bool = True) -> dict[str, list[Any]]:
-    """The ordered domain of every ``suggest`` parameter (for one-knob steps)."""
-    domains: dict[str, list[Any]] = {
-        "cores": list(range(1, device.nsp_total + 1)), "ols": list(range(1, MAX_OLS + 1)), "sdp_clusters": [1, 2],
-        "mos_0": list(range(1, device.nsp_total + 1)), "mos_1": list(range(1, device.nsp_total + 1)),
-        "multicast_weights": [False, True],
-    }
-    if scenario != "singlestream":
-        domains["batch_size"] = batch_sizes(scenario, dynamic_batch=dynamic_batch)
-        if not search_runtime:
-            domains |= {"activations": list(range(1, device.nsp_available + 1)), "set_size": list(SET_SIZES)}
-    return domains
-
-
-def runtime_moves(names: tuple[str, ...]) -> list[Move[QaicCandidate]]:
-    """The named steps of qaic-runner's knobs: ``activations-`` (one fewer, again while it improves; also the way
-    down when nothing fits), ``set_size+`` and ``set_size-`` (the next set size up or down)."""
-    def fewer(c: QaicCandidate) -> QaicCandidate | None:
-        return c.with_runtime(activations=c.activations - 1, set_size=c.set_size) if c.activations > 1 else None
-
-    def set_size(offset: int) -> Any:
-        def step(c: QaicCandidate) -> QaicCandidate | None:
-            i = SET_SIZES.index(c.set_size) + offset if c.set_size in SET_SIZES else -1
-            return c.with_runtime(activations=c.activations, set_size=SET_SIZES[i]) if 0 <= i < len(SET_SIZES) \
-                else None
-        return step
-    moves = {"activations-": Move("activations-", fewer, repeat=True),
-             "set_size+": Move("set_size+", set_size(1), repeat=True),
-             "set_size-": Move("set_size-", set_size(-1), repeat=True)}
-    return [moves[name] for name in names]
+def _two_clusters(values: dict[str, Any]) -> bool:
+    """Whether drawn values split the cores into two SDP clusters: asked for, and an even count to halve."""
+    return values["sdp_clusters"] == 2 and values["cores"] % 2 == 0
 
 
 @dataclass(frozen=True, kw_only=True)
-class QaicSpace:
+class QaicSpace(SearchSpace[QaicCandidate]):
     """The Cloud AI 100 search space of one study: device limits, scenario rules and the preset's fixed flags.
     ``batch_symbol`` is the model's (flag strings set the batch through it); None: the model has none, so batch 1
-    only."""
+    only. ``moves`` names the steps of qaic-runner's knobs a trial takes on its QPC (``runtime_moves``)."""
 
+    candidate_type = QaicCandidate
     device: DeviceLimits
     scenario: str
     extra_flags: tuple[str, ...] = ()
     batch_symbol: str | None = "batch_size"
-    search_runtime: bool = True  # False: the sampler draws activations and set size too, as in round 1
     moves: tuple[str, ...] = RUNTIME_MOVES
 
     @property
     def dynamic_batch(self) -> bool:
         return self.batch_symbol is not None
 
-    def suggest(self, trial: Any) -> QaicCandidate:
-        return suggest(trial, self.device, scenario=self.scenario, extra_flags=self.extra_flags,
-                       search_runtime=self.search_runtime, dynamic_batch=self.dynamic_batch)
+    def knobs(self) -> list[Knob]:
+        """Fixed domains (as TPE needs): a mos past its cluster's cores, activations past floor(NSPs / cores) alias a
+        valid candidate (``candidate`` clamps them). The second cluster's mos is drawn for two clusters only; a step
+        of the batch scales mos with it; singlestream runs one activation at batch 1."""
+        nsps = tuple(range(1, self.device.nsp_total + 1))
+        knobs = [Knob(name="cores", values=nsps, draw="int", jumps=self._core_jumps),
+                 Knob(name="ols", values=tuple(range(1, MAX_OLS + 1)), draw="int"),
+                 Knob(name="sdp_clusters", values=(1, 2)), Knob(name="mos_0", values=nsps, draw="log"),
+                 Knob(name="mos_1", values=nsps, draw="log", when=_two_clusters),
+                 Knob(name="multicast_weights", values=(False, True))]
+        if self.scenario == "singlestream":
+            return knobs
+        batches = scenario_batches(BATCH_SIZES, self.scenario, dynamic_batch=self.dynamic_batch)
+        return knobs + [Knob(name="batch_size", values=batches, coupled={"mos_0": 2.0, "mos_1": 2.0}),
+                        Knob(name="activations", values=tuple(range(1, self.device.nsp_available + 1)),
+                             compiled=False, draw="int"),
+                        Knob(name="set_size", values=SET_SIZES, compiled=False)]
 
-    def runtime_search(self, candidate: QaicCandidate) -> RuntimeSearch:
-        if self.scenario == "singlestream" or not self.search_runtime:
-            return Once(candidate)
-        fewer = runtime_moves(("activations-",))[0]
-        return StepSearch(candidate, runtime_moves(self.moves), fallback=fewer)
+    def candidate(self, values: dict[str, Any]) -> QaicCandidate:
+        """Two SDP clusters split an even core count in halves; with the runtime knobs searched, a trial starts at
+        floor(NSPs / cores) activations and qaic-runner's default set size."""
+        cores = values["cores"]
+        sizes = (cores // 2, cores // 2) if _two_clusters(values) else (cores,)
+        runtime = {"activations": 1, "set_size": 1}
+        if self.scenario != "singlestream":
+            most = max_activations(cores, self.device)
+            runtime = {"activations": most, "set_size": DEFAULT_SET_SIZE} if self.search_runtime else \
+                {"activations": min(values["activations"], most), "set_size": values["set_size"]}
+        return QaicCandidate(cores=cores, ols=values["ols"], mos=tuple(min(values[f"mos_{i}"], size)
+                                                                       for i, size in enumerate(sizes)),
+                             sdp_clusters=sizes if len(sizes) > 1 else None,
+                             multicast_weights=values["multicast_weights"], batch_size=values.get("batch_size", 1),
+                             extra_flags=self.extra_flags, **runtime)
 
     def params_for(self, candidate: QaicCandidate) -> dict[str, Any]:
-        return params_for(candidate, scenario=self.scenario, search_runtime=self.search_runtime)
+        """The ``suggest`` parameters closest to ``candidate`` (compiler defaults read as 1), for warm starts."""
+        mos = candidate.mos or (1,)
+        params: dict[str, Any] = {
+            "cores": candidate.cores,
+            "ols": candidate.ols or 1,
+            "sdp_clusters": 2 if candidate.sdp_clusters and len(candidate.sdp_clusters) == 2 else 1,
+            "multicast_weights": candidate.multicast_weights,
+            **{f"mos_{i}": m for i, m in enumerate(mos)},
+        }
+        if self.scenario != "singlestream":
+            params["batch_size"] = candidate.batch_size
+            if not self.search_runtime:
+                params |= {"activations": candidate.activations,
+                           "set_size": candidate.set_size if candidate.set_size in SET_SIZES else DEFAULT_SET_SIZE}
+        return params
 
-    def domains(self) -> dict[str, list[Any]]:
-        return param_domains(self.device, scenario=self.scenario, search_runtime=self.search_runtime,
-                             dynamic_batch=self.dynamic_batch)
+    def runtime_moves(self) -> list[Move[QaicCandidate]]:
+        """The steps ``moves`` names, each again while it improves: ``activations-`` (one fewer), ``set_size+`` and
+        ``set_size-`` (the next set size up or down)."""
+        return [self._move(name) for name in self.moves]
+
+    def fallback_move(self) -> Move[QaicCandidate]:
+        """One activation fewer while nothing fits in memory."""
+        return self._move("activations-")
+
+    def _move(self, name: str) -> Move[QaicCandidate]:
+        return Move(name, self.knob_table[name[:-1]].step(1 if name.endswith("+") else -1), repeat=True)
 
     def violations(self, candidate: QaicCandidate) -> list[str]:
         """Device constraints plus the scenario's rule (singlestream: one activation at batch 1)."""
@@ -318,7 +248,7 @@ class QaicSpace:
         """The Cloud AI SDK's rules of thumb: core counts that fill the card (floor(NSPs / cores) activations leave
         no NSP idle), at a moderate batch with mos at half the cores (a working set that fits VTCM for most models:
         the climbs raise the batch from there)."""
-        batches = batch_sizes(self.scenario, dynamic_batch=self.dynamic_batch) or [1]
+        batches = scenario_batches(BATCH_SIZES, self.scenario, dynamic_batch=self.dynamic_batch)
         starts = []
         for cores in filling_core_counts(self.device.nsp_total):
             wanted = 1 if cores == 1 else 4
@@ -326,23 +256,24 @@ class QaicSpace:
                       "multicast_weights": False, "batch_size": max((b for b in batches if b <= wanted),
                                                                     default=batches[0]),
                       "activations": max_activations(cores, self.device), "set_size": DEFAULT_SET_SIZE}
-            starts.append(self.suggest(optuna.trial.FixedTrial(params)))
+            starts.append(self.from_params(params))
         return starts
 
     def neighbours(self, candidate: QaicCandidate) -> list[dict[str, Any]]:
-        """One-knob steps, and for the core count also the next and previous counts that fill the card, half and
-        double (two SDP clusters need an even count: there it also steps by two); a step to two SDP clusters starts
-        the second cluster's mos at the first's."""
+        """One-knob steps, the core count's jumps and the batch's steps with mos scaled; a step to two SDP clusters
+        starts the second cluster's mos at the first's."""
         params = self.params_for(candidate)
         params.setdefault("mos_1", params["mos_0"])
-        steps = one_knob_steps(params, self.domains())
-        cores, domain = params["cores"], self.domains()["cores"]
-        filling = filling_core_counts(self.device.nsp_total)
+        return self.steps_from(params)
+
+    def _core_jumps(self, params: dict[str, Any]) -> set[int]:
+        """Besides the next core count: the next and previous counts that fill the card, half and double (two SDP
+        clusters need an even count: there it also steps by two)."""
+        cores, filling = params["cores"], filling_core_counts(self.device.nsp_total)
         jumps = {cores * 2, cores // 2, max((c for c in filling if c < cores), default=cores),
                  min((c for c in filling if c > cores), default=cores)}
         jumps |= {cores - 2, cores + 2} if params["sdp_clusters"] == 2 else set()
-        steps += [params | {"cores": c} for c in sorted(jumps - {cores, cores - 1, cores + 1}) if c in domain]
-        return steps + self._working_set_steps(params)
+        return jumps - {cores, cores - 1, cores + 1}
 
     def step_rank(self, params: dict[str, Any], step: dict[str, Any]) -> int:
         """The split into two SDP clusters first, then a larger batch (alone or with mos doubled), then the rest:
@@ -363,28 +294,8 @@ class QaicSpace:
         lightest = params | {name: domains[name][-1] for name in ("mos_0", "mos_1")}  # suggest clamps to the cluster
         if "batch_size" in domains:
             lightest["batch_size"] = domains["batch_size"][0]
-        result = self.suggest(optuna.trial.FixedTrial(lightest))
+        result = self.from_params(lightest)
         return None if self.params_for(result) == params else result
-
-    def _working_set_steps(self, params: dict[str, Any]) -> list[dict[str, Any]]:
-        """Moves that keep the VTCM working set per core (weights + activations x batch, over mos) about the same:
-        a larger batch with mos doubled, a smaller one with mos halved, as qaic-exec's VTCM error advises."""
-        domains = self.domains()
-        batches, mos_domain = domains.get("batch_size", []), domains["mos_0"]
-        if params.get("batch_size") not in batches:
-            return []
-        i = batches.index(params["batch_size"])
-        steps = []
-        for j, scale in ((i + 1, 2.0), (i - 1, 0.5)):
-            if 0 <= j < len(batches):
-                mos = {k: min(max(mos_domain[0], round(v * scale)), mos_domain[-1]) for k, v in params.items()
-                       if k.startswith("mos_")}
-                if mos != {k: v for k, v in params.items() if k.startswith("mos_")}:
-                    steps.append(params | mos | {"batch_size": batches[j]})
-        return steps
-
-    def from_dict(self, data: dict[str, Any]) -> QaicCandidate:
-        return QaicCandidate.from_dict(data)
 
     def parse(self, text: str, *, options: Mapping[str, Any] | None = None) -> QaicCandidate:
         """A CM-style flag string; ``batch_size``, ``activations`` (default floor(free NSPs / cores), as MLPerf

@@ -4,14 +4,13 @@ the built engine inside the trial, both spelled as trtexec flags of the contract
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass, replace
+from dataclasses import dataclass, replace
 from typing import Any
 
-from autotune.backends._runtime import Move, StepSearch
-from autotune.backends.base import RuntimeSearch, one_knob_steps
 from autotune.backends.tensorrt.contract import CONTRACTS
 from autotune.backends.tensorrt.flags import read_candidate_flags
 from autotune.errors import AutotuneError
+from autotune.search_space import Candidate, Knob, Move, SearchSpace, scenario_batches
 
 BATCH_SIZES = (1, 2, 4, 8, 16, 32, 64, 128, 256)
 WORKSPACES_MIB: tuple[int | None, ...] = (256, 1024, 4096, 16384, None)  # None: trtexec's default, all the memory
@@ -22,10 +21,11 @@ MAX_STREAMS = 4
 FILE_PRECISION = "onnx"  # TensorRT 11: the precision the ONNX file carries
 PRECISIONS_10 = ("fp32", "fp16")
 DEFAULT_OPT_LEVEL = 3
+STREAMS = Knob(name="streams", values=tuple(range(1, MAX_STREAMS + 1)), compiled=False)
 
 
 @dataclass(frozen=True, kw_only=True)
-class TrtCandidate:
+class TrtCandidate(Candidate):
     """Build knobs (batch, precision, workspace, builder and tiling levels, auxiliary streams) and runtime knobs
     (inference streams, CUDA graph, spin wait) for the TensorRT major version ``contract``; ``None`` is trtexec's
     default."""
@@ -48,9 +48,6 @@ class TrtCandidate:
     def compile_key(self) -> tuple[Any, ...]:
         return (self.contract, self.batch_size, self.precision, self.workspace_mib, self.opt_level,
                 self.tiling_level, self.aux_streams)
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
 
     def build_flags(self) -> list[str]:
         """The trtexec build flags of the build knobs (the batch goes into the shapes; int8's --calib is added by the
@@ -82,19 +79,13 @@ class TrtCandidate:
                 f"tile={self.tiling_level} aux={'dflt' if self.aux_streams is None else self.aux_streams} "
                 f"streams={self.streams} graph={int(self.cuda_graph)} spin={int(self.spin_wait)}")
 
-    def with_runtime(self, **changes: Any) -> TrtCandidate:
-        return replace(self, **changes)
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> TrtCandidate:
-        return cls(**{k: data[k] for k in cls.__dataclass_fields__ if k in data})
-
 
 @dataclass(frozen=True, kw_only=True)
-class TrtSpace:
+class TrtSpace(SearchSpace[TrtCandidate]):
     """The knobs of one study under one contract: ``int8`` is searched only with a calibration cache (TensorRT 10);
     precision is not searched on 11 (the file's). ``extra_batches`` adds NVIDIA's harness batch to the domain."""
 
+    candidate_type = TrtCandidate
     contract: int
     scenario: str
     dynamic_batch: bool = True
@@ -113,37 +104,30 @@ class TrtSpace:
         return PRECISIONS_10 + (("int8",) if self.int8 else ())
 
     def batches(self) -> list[int]:
-        if self.scenario == "singlestream" or not self.dynamic_batch:
-            return [1]
-        batches = sorted(set(BATCH_SIZES) | set(self.extra_batches))
-        return [b for b in batches if self.scenario != "multistream" or b <= 8]
+        return list(scenario_batches({*BATCH_SIZES, *self.extra_batches}, self.scenario,
+                                     dynamic_batch=self.dynamic_batch))
 
-    def domains(self) -> dict[str, list[Any]]:
-        domains: dict[str, list[Any]] = {}
-        if len(self.batches()) > 1:
-            domains["batch_size"] = self.batches()
-        if len(self.precisions()) > 1:
-            domains["precision"] = list(self.precisions())
-        return domains | {"workspace_mib": list(WORKSPACES_MIB), "opt_level": list(OPT_LEVELS),
-                          "tiling_level": list(TILING_LEVELS), "aux_streams": list(AUX_STREAMS)}
+    def knobs(self) -> list[Knob]:
+        """The build knobs (batch and precision where there is a choice), then the runtime knobs of the engine."""
+        knobs = [knob for knob in (Knob(name="batch_size", values=tuple(self.batches())),
+                                   Knob(name="precision", values=self.precisions())) if len(knob.values) > 1]
+        knobs += [Knob(name="workspace_mib", values=WORKSPACES_MIB),
+                  Knob(name="opt_level", values=OPT_LEVELS, draw="int"),
+                  Knob(name="tiling_level", values=TILING_LEVELS, draw="int"),
+                  Knob(name="aux_streams", values=AUX_STREAMS)]
+        streams = [STREAMS] if self.scenario != "singlestream" else []
+        return knobs + [*streams, Knob(name="cuda_graph", values=(False, True), compiled=False),
+                        Knob(name="spin_wait", values=(False, True), compiled=False)]
 
-    def suggest(self, trial: Any) -> TrtCandidate:
-        values = {name: (trial.suggest_int(name, domain[0], domain[-1]) if name.endswith("level")
-                         else trial.suggest_categorical(name, domain)) for name, domain in self.domains().items()}
+    def candidate(self, values: dict[str, Any]) -> TrtCandidate:
         return replace(self.defaults(), **values)
 
-    def runtime_search(self, candidate: TrtCandidate) -> RuntimeSearch:
+    def runtime_moves(self) -> list[Move[TrtCandidate]]:
         """From trtexec's runtime defaults: the CUDA graph switched, more streams while they help (not in
         singlestream), then the spin wait switched; a few measurements on one engine."""
-        moves = [Move("graph", lambda c: c.with_runtime(cuda_graph=not c.cuda_graph))]
-        if self.scenario != "singlestream":
-            moves.append(Move("streams+", lambda c: c.with_runtime(streams=c.streams + 1)
-                              if c.streams < MAX_STREAMS else None, repeat=True))
-        moves.append(Move("spin", lambda c: c.with_runtime(spin_wait=not c.spin_wait)))
-        return StepSearch(candidate, moves)
-
-    def params_for(self, candidate: TrtCandidate) -> dict[str, Any]:
-        return {name: getattr(candidate, name) for name in self.domains()}
+        streams = [Move("streams+", STREAMS.step(1), repeat=True)] if self.scenario != "singlestream" else []
+        return [Move("graph", lambda c: replace(c, cuda_graph=not c.cuda_graph)), *streams,
+                Move("spin", lambda c: replace(c, spin_wait=not c.spin_wait))]
 
     def violations(self, candidate: TrtCandidate) -> list[str]:
         problems = []
@@ -173,20 +157,11 @@ class TrtSpace:
         return [replace(base, batch_size=b, streams=1 if self.scenario == "singlestream" else 2)
                 for b in dict.fromkeys(max(x for x in batches if x <= want) for want in (1, 8, 64))]
 
-    def neighbours(self, candidate: TrtCandidate) -> list[dict[str, Any]]:
-        return one_knob_steps(self.params_for(candidate), self.domains())
-
-    def step_rank(self, params: dict[str, Any], step: dict[str, Any]) -> int:
-        return 0
-
     def lightest(self, candidate: TrtCandidate) -> TrtCandidate | None:
         """The same build at the smallest batch (a build's activation memory grows with it; the workspace is left
         as it is: a smaller one limits the tactics tried, not the engine's memory)."""
         lightest = replace(candidate, batch_size=self.batches()[0])
         return None if lightest == candidate else lightest
-
-    def from_dict(self, data: dict[str, Any]) -> TrtCandidate:
-        return TrtCandidate.from_dict(data)
 
     def parse(self, text: str, *, options: Mapping[str, Any] | None = None) -> TrtCandidate:
         """trtexec build and runtime flags (``--fp16 --builderOptimizationLevel=4 --infStreams=2 ...``) in this

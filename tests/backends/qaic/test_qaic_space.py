@@ -4,7 +4,7 @@ import optuna
 import pytest
 
 from autotune.backends.qaic.baselines import load_baselines
-from autotune.backends.qaic.space import DeviceLimits, QaicSpace, max_activations, param_domains, violations
+from autotune.backends.qaic.space import DeviceLimits, QaicSpace, max_activations, violations
 from autotune.backends.qaic.space import QaicCandidate as Candidate
 from autotune.errors import AutotuneError
 
@@ -111,7 +111,7 @@ def test_neighbours_step_one_knob_at_a_time():
     assert any(s["cores"] == 2 for s in steps) and any(s["ols"] == 7 for s in steps)
     assert not any(s["cores"] == 0 or s["ols"] == 9 or s["batch_size"] == 32 for s in steps)
     assert any(s["batch_size"] == 8 for s in steps) and not any("set_size" in s for s in steps)
-    assert "batch_size" not in param_domains(DeviceLimits(nsp_total=14), scenario="singlestream")
+    assert "batch_size" not in QaicSpace(device=DeviceLimits(nsp_total=14), scenario="singlestream").domains()
     drawn = QaicSpace(device=DeviceLimits(nsp_total=14), scenario="offline", search_runtime=False)
     assert any(s["set_size"] == 16 for s in drawn.neighbours(drawn.parse("-aic-num-cores=1 -ols=8 -mos=1",
                                                                           options={"batch_size": 16})))

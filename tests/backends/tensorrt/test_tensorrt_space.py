@@ -3,6 +3,8 @@ space's rules: precision per contract, int8 only with calibration, NVIDIA's harn
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import optuna
 import pytest
 
@@ -32,7 +34,7 @@ def test_flag_strings_round_trip_in_their_own_contract(contract):
     for _ in range(20):
         candidate = space.suggest(study.ask())
         for runtime in ({}, {"streams": 3, "cuda_graph": not candidate.cuda_graph, "spin_wait": True}):
-            changed = candidate.with_runtime(**runtime)
+            changed = replace(candidate, **runtime)
             assert space.parse(changed.flag_string(), options={"batch_size": changed.batch_size}) == changed
     spelled = TrtCandidate(contract=contract, streams=2, cuda_graph=False, spin_wait=False).flag_string()
     assert spelled == ("--infStreams=2" if contract == 10 else "--infStreams=2 --noCudaGraph --noSpinWait")
