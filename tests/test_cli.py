@@ -200,9 +200,9 @@ def test_cpu_backend_runs_a_study_measured_by_loadgen(tiny_onnx, tmp_path, capsy
     assert len(first.user_attrs["measurements"]) == 3  # the baseline is measured three times
     code, text, _ = run_cli(capsys, "export", study.study_name, "--storage", f"sqlite:///{tmp_path / 'ort.db'}")
     assert code == 0 and "intra_op_num_threads" in text and "backend: ort" in text
-    code, _, err = run_cli(capsys, "export", study.study_name, "--storage", f"sqlite:///{tmp_path / 'ort.db'}",
-                        "--format", "cmdline")
-    assert "--format cmdline is not offered for ort studies: use yaml or json" in one_line_error(code, err)
+    code, text, err = run_cli(capsys, "export", study.study_name, "--storage", f"sqlite:///{tmp_path / 'ort.db'}",
+                              "--format", "cmdline")
+    assert code == 0 and f"autotune bench --backend ort --model resnet50 --onnx {tiny_onnx} " in text, err
 
 
 def study_name_from(out: str) -> str:

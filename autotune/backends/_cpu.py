@@ -1,4 +1,5 @@
-"""The host's CPU as a measurement device, for the backends that run on it."""
+"""The host's CPU as a measurement device, for the backends that run on it, and the ``autotune bench`` line that
+reproduces what they measure."""
 
 from __future__ import annotations
 
@@ -8,8 +9,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from autotune.backends.base import Device
+from autotune.backends.base import Artifact, Device
 from autotune.errors import AutotuneError
+from autotune.models import ModelSpec
 
 ISA_FLAGS = ("avx2", "fma", "avx512f", "avx512_vnni", "avx512_bf16", "amx_tile")
 
@@ -68,3 +70,28 @@ class OnHostCpu:
         """Refuse ``--devices`` other than the CPU itself."""
         if devices and devices != [0]:
             raise AutotuneError(f"--devices: the {self.name} backend measures on this host's CPU (device 0) alone")
+
+    def bench_command(self, onnx_path: Path, model: ModelSpec, flags: str) -> list[str]:
+        """The ``autotune bench`` line that compiles ``flags`` for ``model``, fed as this run feeds it, and measures
+        them: an artifact's command (the line of its compile's knobs), which its measurements complete."""
+        inputs = model.file_inputs()
+        argv = ["autotune", "bench", "--backend", self.name, "--model", model.name, "--onnx", str(onnx_path.resolve())]
+        if inputs.batch_symbol is not None:
+            argv += ["--batch-dim", inputs.batch_symbol]
+        for spec in inputs.inputs:  # the sizes of its dynamic dimensions other than the batch
+            if any(d is None or (isinstance(d, str) and d != inputs.batch_symbol) for d in spec.dims):
+                argv += ["--input-shape", f"{spec.name}={','.join(map(str, spec.shape))}"]
+        if inputs.samples_path is not None:
+            argv += ["--inputs", str(inputs.samples_path.resolve())]
+        return [*argv, "--flags", flags]
+
+
+def bench_line(artifact: Artifact, candidate: Any, *, seconds: float | None = None) -> list[str]:
+    """The bench line of ``artifact``'s compile with all of ``candidate``'s settings (measured for ``seconds`` when
+    given): what measures ``candidate`` again. An artifact whose command is no bench line (compiled and cached by an
+    older autotune) keeps its command."""
+    command = artifact.command
+    if "--flags" not in command:
+        return command
+    timed = ["--time", f"{seconds:g}"] if seconds is not None else []
+    return [*command[:command.index("--flags")], "--flags", candidate.flag_string(), *timed]

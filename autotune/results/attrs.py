@@ -2,11 +2,13 @@
 best feasible trial, the winner, the gain over the baseline.
 
 The write side (``autotune.search``) stores under these names; the read side (report, compare, export, studies)
-reads only them, so it needs neither the tuner nor any backend.
+reads only them, so it needs neither the tuner nor any backend. A study stored under older names is read through
+:func:`upgrade`, the one place that knows them.
 """
 
 from __future__ import annotations
 
+import copy
 import math
 from dataclasses import dataclass
 from typing import Any
@@ -25,15 +27,13 @@ CONCURRENCY = "concurrency"  # batches in flight at once (activations, sessions)
 BASELINE = "baseline"  # True on the trial that measured the baseline
 DUPLICATE_OF = "duplicate_of"  # the trial whose figures this re-proposed candidate reused
 POLISH_OF = "polish_of"  # the best trial this one-knob step started from
-LOCAL_RESTART = "local_restart"  # the local search's climb (start point) this trial belongs to (two-phase studies
-# stored before 2026-12-02 hold their start's rank here; they are read by their polish_of links instead)
+LOCAL_RESTART = "local_restart"  # the local search's climb (start point) this trial belongs to
 LOCAL_START = "local_start"  # a start point of the local search's climbs
 CLIMB_FROM = "climb_from"  # two-phase: the trial number of the start whose climb this trial belongs to
 REPAIR_OF = "repair_of"  # a start that failed to compile, this trial its lightest setting
 WARM_START_FROM = "warm_start_from"  # ``study#trial`` this trial was enqueued from (--warm-start)
 COMPILE_REUSED = "compile_reused"
 ARTIFACT_PATH = "artifact_path"
-LEGACY_QPC_DIR = "qpc_dir"  # the artifact path as studies of round 1 stored it
 COMPILE_ARGV = "compile_argv"
 COMPILE_LOG = "compile_log"
 COMPILE_SECONDS = "compile_seconds"
@@ -55,6 +55,7 @@ PRESET_FIELDS = "preset_fields"  # the backend's own preset fields (commands, CM
 OWN = (BASELINE, POLISH_OF, LOCAL_RESTART, LOCAL_START, CLIMB_FROM, REPAIR_OF, WARM_START_FROM, WORKER)
 
 # -- study attributes: the identity a study refuses to mix, then what readers need -----------------------------
+SCHEMA_VERSION = "schema_version"  # the version of these names the study is stored under (none stored: 0)
 MODEL = "model"
 SCENARIO = "scenario"
 BACKEND = "backend"
@@ -110,12 +111,17 @@ FEASIBLE = "feasible"  # also the name of the constraint told to Optuna
 REASON = "reason"
 LEFT_OUT = "left_out"  # a validated candidate that failed in a round: which, and why (no later round measures it)
 
-LEGACY_SIZE_UNITS = {"nsp": "NSPs", "cores": "cores"}  # studies written before size_key was stored
 MISSING = "missing"
+
+# -- versions: what a study of an older version holds instead --------------------------------------------------
+SCHEMA = 1  # the version this autotune stores; 0: stored before studies named their version
+V0_SIZE_UNITS = {"nsp": "NSPs", "cores": "cores"}  # the size under its own key, without size_key and size_unit
+V0_ARTIFACT_PATH = "qpc_dir"  # the artifact path as round 1 stored it
+V0_EXPORT_FORMATS = ("yaml", "json")  # what a study that stored no export formats offers
 
 
 def is_feasible(trial: FrozenTrial) -> bool:
-    """Complete, finite and within the ``feasible`` constraint; without a constraint (older storages), no failure."""
+    """Complete, finite and within the ``feasible`` constraint; without one (a trial made by hand), no failure."""
     if trial.state != TrialState.COMPLETE or trial.value is None or not math.isfinite(trial.value):
         return False
     constraint = trial.constraints.get(FEASIBLE)
@@ -167,11 +173,16 @@ def knob_values(candidate: dict[str, Any] | None) -> dict[str, Any]:
             for k, v in candidate.items() if k != "extra_flags"}
 
 
+def is_start(trial: FrozenTrial) -> bool:
+    """A start of the local search's climbs: the baseline, a rule of thumb, or a start compiled again at its
+    lightest."""
+    return bool(trial.user_attrs.get(LOCAL_START) or trial.user_attrs.get(BASELINE))
+
+
 def size_of(attrs: dict[str, Any]) -> tuple[str | None, Any, str]:
     """The study's size key, the size tuned for and its unit: ("nsp", 14, "NSPs")."""
-    key = attrs.get(SIZE_KEY) or next((k for k in LEGACY_SIZE_UNITS if k in attrs), None)
-    unit = attrs.get(SIZE_UNIT) or LEGACY_SIZE_UNITS.get(key or "", "")
-    return key, attrs.get(key) if key else None, unit
+    key = attrs.get(SIZE_KEY)
+    return key, attrs.get(key) if key else None, attrs.get(SIZE_UNIT) or ""
 
 
 def device_text(attrs: dict[str, Any]) -> str:
@@ -211,7 +222,7 @@ def study_overview(storage: optuna.storages.BaseStorage) -> list[dict[str, Any]]
     """One row per study: trial counts by outcome, best feasible value and the baseline's value."""
     rows = []
     for summary in optuna.get_all_study_summaries(storage):
-        study = optuna.load_study(study_name=summary.study_name, storage=storage)
+        study = upgraded(optuna.load_study(study_name=summary.study_name, storage=storage))
         trials = study.get_trials(deepcopy=False)
         complete = [t for t in trials if t.state == TrialState.COMPLETE]
         feasible = [t for t in complete if is_feasible(t)]
@@ -223,3 +234,55 @@ def study_overview(storage: optuna.storages.BaseStorage) -> list[dict[str, Any]]
                      "best": best.value if best else None, "baseline": baseline,
                      "validation": validation_of(study)})
     return rows
+
+
+def upgrade(study_attrs: dict[str, Any], trials: list[FrozenTrial]) -> tuple[dict[str, Any], list[FrozenTrial]]:
+    """A study's attributes and trials as this version stores them: those given when the study is of this version,
+    else upgraded copies (nothing is written). Version 0 may hold the size under its own key alone, no export
+    formats, COMPLETE trials without a compile key (each a compile of its own: ``#<trial>``), the artifact under
+    ``qpc_dir``, and two-phase climbs without ``climb_from`` (their start: where their ``polish_of`` links lead)."""
+    if study_attrs.get(SCHEMA_VERSION, 0) >= SCHEMA:
+        return study_attrs, trials
+    study = dict(study_attrs) | {SCHEMA_VERSION: SCHEMA}
+    key = study.get(SIZE_KEY) or next((k for k in V0_SIZE_UNITS if k in study), None)
+    if key is not None:
+        study |= {SIZE_KEY: key, SIZE_UNIT: study.get(SIZE_UNIT) or V0_SIZE_UNITS.get(key, "")}
+    study.setdefault(EXPORT_FORMATS, list(V0_EXPORT_FORMATS))
+    by_number = {t.number: t for t in trials}
+    return study, [_upgraded_trial(t, by_number) for t in trials]
+
+
+def _upgraded_trial(trial: FrozenTrial, by_number: dict[int, FrozenTrial]) -> FrozenTrial:
+    stored = dict(trial.user_attrs)
+    if trial.state == TrialState.COMPLETE and stored.get(COMPILE_KEY) is None:
+        stored[COMPILE_KEY] = f"#{trial.number}"
+    if V0_ARTIFACT_PATH in stored:
+        stored.setdefault(ARTIFACT_PATH, stored[V0_ARTIFACT_PATH])
+    step, seen = trial, set()
+    while CLIMB_FROM not in stored and POLISH_OF in step.user_attrs and step.number not in seen:
+        seen.add(step.number)
+        step = by_number.get(step.user_attrs[POLISH_OF], step)
+        if is_start(step):
+            stored[CLIMB_FROM] = step.number
+    upgraded = copy.copy(trial)
+    upgraded.user_attrs = stored
+    return upgraded
+
+
+def upgraded(study: optuna.Study) -> optuna.Study:
+    """``study`` for reading: itself when it is of this version, else an in-memory copy of it upgraded
+    (:func:`upgrade`; its storage is not written)."""
+    stored = study.user_attrs
+    if stored.get(SCHEMA_VERSION, 0) >= SCHEMA:
+        return study
+    study_attrs, trials = upgrade(stored, study.get_trials(deepcopy=False))
+    memory = optuna.create_study(study_name=study.study_name, direction=study.direction)
+    for key, value in study_attrs.items():
+        memory.set_user_attr(key, value)
+    memory.add_trials(trials)
+    return memory
+
+
+def trials_of(study: optuna.Study, states: tuple[TrialState, ...] | None = None) -> list[FrozenTrial]:
+    """The study's trials (those in ``states``) as this version stores them (:func:`upgrade`)."""
+    return upgrade(study.user_attrs, study.get_trials(deepcopy=False, states=states))[1]

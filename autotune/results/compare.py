@@ -22,7 +22,7 @@ import optuna
 from autotune.errors import AutotuneError
 from autotune.results import attrs
 from autotune.results.attrs import (Winner, device_text, find_winner, gain_pct, is_feasible, knob_values, maximizing,
-                                    outcome, validation_of)
+                                    outcome, upgraded, validation_of)
 from autotune.results.figures import png_bytes, pyplot
 from autotune.results.html import CSS
 from autotune.storage import display_url, load_study
@@ -83,7 +83,7 @@ def parse_target(text: str) -> tuple[str, int | None]:
 def resolve(target: str, storage: str, label: str) -> Entry:
     """Load the study of ``target`` and pick its winner or the named trial."""
     name, number = parse_target(target)
-    study = load_study(storage, name)
+    study = upgraded(load_study(storage, name))
     if number is None:
         return Entry(label=label, target=target, study=study, storage=storage, pick=find_winner(study),
                      is_trial=False)

@@ -18,10 +18,9 @@ import yaml
 
 from autotune.errors import AutotuneError
 from autotune.results import attrs
-from autotune.results.attrs import best_feasible, maximizing, size_of, validation_of
+from autotune.results.attrs import best_feasible, maximizing, size_of, upgraded, validation_of
 
 EXPORT_FORMATS = ("yaml", "json", "cm", "cmdline")
-DEFAULT_FORMATS = ("yaml", "json")  # a study that stored none (written before formats were stored)
 COMMAND_SUFFIX = "_command"  # preset fields that are command lines, reproduced in order by --format cmdline
 
 
@@ -30,6 +29,7 @@ def winner_preset(study: optuna.Study) -> dict[str, Any]:
 
     The winner is the validated one when the study was validated, else the best feasible trial.
     """
+    study = upgraded(study)
     stored = study.user_attrs
     validation = validation_of(study)
     trials = study.get_trials(deepcopy=False)
@@ -62,7 +62,7 @@ def winner_preset(study: optuna.Study) -> dict[str, Any]:
         "baseline_value": validation.get(attrs.BASELINE_VALUE), **_significance(validation, validated),
         "study": study.study_name, "trial": number,
         "date": validation.get(attrs.VALIDATED_AT) or str(trial.datetime_complete or ""),
-        "formats": list(stored.get(attrs.EXPORT_FORMATS) or DEFAULT_FORMATS),
+        "formats": list(stored.get(attrs.EXPORT_FORMATS) or ()),
         "reproduce": {"onnx": stored.get(attrs.ONNX), "onnx_sha256": stored.get(attrs.ONNX_SHA256),
                       "latency_bound_ms": stored.get(attrs.LATENCY_BOUND_MS),
                       "measure_seconds": validation.get(attrs.VALIDATE_SECONDS),
@@ -103,7 +103,7 @@ def write_preset(preset: dict[str, Any], *, fmt: str, out: Path | None) -> str:
     """
     if fmt not in EXPORT_FORMATS:
         raise AutotuneError(f"unknown export format {fmt!r}: choose one of {', '.join(EXPORT_FORMATS)}")
-    offered = preset.get("formats") or DEFAULT_FORMATS
+    offered = preset.get("formats") or ()
     if fmt not in offered:
         raise AutotuneError(f"--format {fmt} is not offered for {preset.get('backend')} studies: use "
                             f"{' or '.join(offered)}")

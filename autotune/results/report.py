@@ -1,7 +1,8 @@
 """The report of one study: a self-contained HTML page (summary, figures, trials) and a CSV of every trial.
 
-Read-only: a study still running, one with no feasible trial, and one written by an older autotune (attributes
-missing) all get a page. Figures are PNGs embedded as data URIs, so the page needs no network and no script.
+Read-only: a study still running, one with no feasible trial, and one written by an older autotune (read upgraded,
+what it never stored shown missing) all get a page. Figures are PNGs embedded as data URIs, so the page needs no
+network and no script.
 """
 
 from __future__ import annotations
@@ -368,6 +369,7 @@ def write_report(study: optuna.Study, out_dir: Path) -> Path:
     """Write ``index.html`` and ``trials.csv`` for ``study`` into ``out_dir``; returns the page's path."""
     if out_dir.exists() and not out_dir.is_dir():
         raise AutotuneError(f"--out {out_dir} is a file; give a directory for the report")
+    study = attrs.upgraded(study)
     frame = trial_frame(study)
     summary = summarize(study, frame)
     figures = build_figures(study, frame, summary)

@@ -48,7 +48,7 @@ class Memory:
         key = stored.get(attrs.COMPILE_KEY)
         if not key or key in self.artifacts:
             return
-        path = stored.get(attrs.ARTIFACT_PATH) or stored.get(attrs.LEGACY_QPC_DIR)
+        path = stored.get(attrs.ARTIFACT_PATH)
         if stored.get(attrs.FAILURE_STAGE) == "compile":
             self.artifacts[key] = CompileFailure(stored.get(attrs.FAILURE_REASON, "compile failed"))
         elif path and self.backend.artifact_usable(Path(path)):

@@ -13,7 +13,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 from autotune.backends.base import Candidate, SearchSpace
 from autotune.results import attrs
-from autotune.results.attrs import is_feasible
+from autotune.results.attrs import is_feasible, is_start
 from autotune.search.records import proposal_key, searches_runtime
 
 Proposal = tuple[dict[str, Any], dict[str, Any]]  # (parameters, user attributes) of a trial to enqueue
@@ -38,9 +38,6 @@ def _compiles(trials: list[FrozenTrial], space: SearchSpace) -> int:
                 stored.get(attrs.FAILURE_STAGE) == "constraint":
             continue
         key = stored.get(attrs.COMPILE_KEY)
-        if key is None:  # a trial stored before trials named their compile
-            count += 1
-            continue
         known_failure = stored.get(attrs.FAILURE_STAGE) == "compile"
         shared = key in keys and (known_failure or attrs.CANDIDATE in stored and
                                   searches_runtime(space, space.from_dict(stored[attrs.CANDIDATE])))
@@ -54,23 +51,11 @@ def _best(trials: list[FrozenTrial], maximize: bool) -> FrozenTrial | None:
     return (max if maximize else min)(feasible, key=lambda t: t.value) if feasible else None
 
 
-def _is_start(trial: FrozenTrial) -> bool:
-    """A start of the climbs: the baseline, a rule of thumb, or a start compiled again at its lightest."""
-    return bool(trial.user_attrs.get(attrs.LOCAL_START) or trial.user_attrs.get(attrs.BASELINE))
-
-
 def _climbs(trials: list[FrozenTrial]) -> dict[int, list[FrozenTrial]]:
-    """The steps of each climb, by its start's trial number: ``climb_from``, or (in a study stored before trials
-    named their start) the start their ``polish_of`` steps lead back to."""
-    by_number = {t.number: t for t in trials}
+    """The steps of each climb, by its start's trial number (``climb_from``)."""
     climbs: dict[int, list[FrozenTrial]] = {}
     for t in trials:
         start = t.user_attrs.get(attrs.CLIMB_FROM)
-        step, seen = t, set()
-        while start is None and attrs.POLISH_OF in step.user_attrs and step.number not in seen:
-            seen.add(step.number)
-            step = by_number.get(step.user_attrs[attrs.POLISH_OF], step)
-            start = step.number if _is_start(step) else None
         if start is not None:
             climbs.setdefault(start, []).append(t)
     return climbs
@@ -173,7 +158,7 @@ class StartsThenClimb:
         repair = self._repair(trials, known)
         if repair is not None:
             return repair
-        origins = [t for t in trials if _is_start(t) and is_feasible(t)]
+        origins = [t for t in trials if is_start(t) and is_feasible(t)]
         origins.sort(key=lambda t: t.value, reverse=self.maximize)
         climbs = _climbs(trials)
         for origin in origins:  # a start measured late, and better, is climbed from first
@@ -199,7 +184,7 @@ class StartsThenClimb:
         repaired = {t.user_attrs.get(attrs.REPAIR_OF) for t in trials}
         for t in trials:
             stored = t.user_attrs
-            if t.state != TrialState.COMPLETE or not _is_start(t) or t.number in repaired or \
+            if t.state != TrialState.COMPLETE or not is_start(t) or t.number in repaired or \
                     stored.get(attrs.FAILURE_STAGE) != "compile" or attrs.CANDIDATE not in stored:
                 continue  # a FAILed compile (a time-out) is retried, not repaired
             lighter = self.space.lightest(self.space.from_dict(stored[attrs.CANDIDATE]))
@@ -235,4 +220,4 @@ class StartsThenClimb:
             return True
         params = self.space.params_for(start)
         return any(params == self.space.params_for(self.space.from_dict(t.user_attrs[attrs.CANDIDATE]))
-                   for t in trials if attrs.CANDIDATE in t.user_attrs and _is_start(t))
+                   for t in trials if attrs.CANDIDATE in t.user_attrs and is_start(t))

@@ -34,7 +34,7 @@ class Proposer:
 
     def admit(self, in_flight: list[Flight]) -> Flight:
         """Ask for a trial and decide what it needs: nothing (a known result), a twin's result, or a compile."""
-        self.memory.refresh(self.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)))
+        self.memory.refresh(attrs.trials_of(self.study, (TrialState.COMPLETE,)))
         self._enqueue_policy_step()
         with warnings.catch_warnings():  # heartbeats are recorded here, with ask/tell, not by Study.optimize
             warnings.filterwarnings("ignore", message="Heartbeat of storage is supposed to be used")
@@ -114,7 +114,7 @@ class Proposer:
         """Queue what the strategy's policy asks for next (a polish step, a local-search step), unless a trial waits."""
         if self.policy is None:
             return
-        trials = self.study.get_trials(deepcopy=False)
+        trials = attrs.trials_of(self.study)
         if any(t.state == TrialState.WAITING for t in trials):
             return
         proposal = self.policy.propose(trials, self._known(trials))

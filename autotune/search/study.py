@@ -28,12 +28,14 @@ def open_study(job: TuningJob, storage: optuna.storages.BaseStorage, *, model_sh
     study.sampler = sampler_for(job.sampler, None if job.seed is None else job.seed + len(study.trials))
     identity = study_identity(job, model_sha256)
     stored = study.user_attrs
+    version = {} if stored else {attrs.SCHEMA_VERSION: attrs.SCHEMA}  # a new study is stored under these names
     differ = [f"{key} {stored[key]!r} (not {identity[key]!r})" for key in identity
               if key in stored and stored[key] != identity[key]]
     if differ:
         raise AutotuneError(f"study {job.study_name!r} was made with another " + ", ".join(differ) +
                             ": pick another --study name; autotune does not mix them")
-    for key, value in (identity | reader_attrs(job)).items():  # fills what an interrupted first start left unset
+    # fills what an interrupted first start left unset (the version first: a study without one is read as version 0)
+    for key, value in (version | identity | reader_attrs(job)).items():
         if key not in stored:
             study.set_user_attr(key, value)
     return study

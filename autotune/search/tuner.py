@@ -43,7 +43,7 @@ class Tuner:
             if job.cache_dir is not None else None
         self.memory = Memory(space=job.space, backend=job.backend, noise=Noise(maximize=job.scenario.direction ==
                                                                                 "maximize"))
-        self.memory.refresh(self.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)))
+        self.memory.refresh(attrs.trials_of(self.study, (TrialState.COMPLETE,)))
         self.recorder = Recorder(study=self.study, memory=self.memory, heartbeat_s=job.heartbeat_s, progress=progress)
         self.proposer = Proposer(job=job, study=self.study, memory=self.memory, recorder=self.recorder,
                                  progress=progress, policy=policy_for(job))

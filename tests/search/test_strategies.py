@@ -7,6 +7,7 @@ import pytest
 from optuna.trial import FrozenTrial
 
 from autotune.errors import AutotuneError
+from autotune.results.attrs import upgrade
 from autotune.search.policies import LocalSearch, Polish, StartsThenClimb
 from autotune.search.records import proposal_key
 from autotune.search.strategies import policy_for, sampler_for
@@ -163,7 +164,8 @@ def test_a_two_phase_study_stored_before_climbs_named_their_start_resumes_its_cl
     up = _measured(space, 1, FakeCandidate(level=2), 30.0, local_restart=0, polish_of=0)
     further = _measured(space, 2, FakeCandidate(level=3), 25.0, local_restart=0, polish_of=1)
     known = {proposal_key(FakeCandidate(level=n), searched=True) for n in (1, 2, 3)}
-    params, labels = climb.propose([start, up, further], known)
+    _, trials = upgrade({}, [start, up, further])  # a study without a version: 0, read upgraded
+    params, labels = climb.propose(trials, known)
     assert labels == {"climb_from": 0, "polish_of": 1}  # on from the climb's best, not from its start again
     assert sum(params[k] != v for k, v in space.params_for(FakeCandidate(level=2)).items()) == 1
 

@@ -9,10 +9,11 @@ import shlex
 import tempfile
 import threading
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from autotune.backends._cpu import OnHostCpu
+from autotune.backends._cpu import OnHostCpu, bench_line
 from autotune.backends._loadgen_measure import Workload, measure_scenario
 from autotune.backends.base import Artifact, Measurement, Target
 from autotune.backends.openvino import runtime
@@ -94,23 +95,26 @@ class OpenVinoBackend(OnHostCpu):
 
     def compile(self, onnx_path: Path, model: ModelSpec, candidate: OvCandidate, workdir: Path) -> Artifact:
         """The blob OpenVINO exports after compiling the model at the candidate's batch with its properties, and
-        ``compiled.json`` (the shapes, the properties, what OpenVINO chose) beside it."""
+        ``compiled.json`` (the shapes, the properties, what OpenVINO chose) beside it; its command is the bench line
+        of those knobs (the requests in flight are searched on the compiled model)."""
         workdir.mkdir(parents=True, exist_ok=True)
         out = Path(tempfile.mkdtemp(prefix="ov-", dir=workdir))
         shapes = runtime.input_shapes(model.file_inputs(), candidate.batch_size)
         properties = candidate.properties()
         started = time.monotonic()
         runtime.compile_to(self.ov, self.core, onnx_path, shapes, properties, out)
-        command = ["openvino", "compile_model", onnx_path.name, "CPU", *(f"{k}={v}" for k, v in properties.items()),
-                   f"reshape={runtime.shapes_text(shapes)}"]
-        (out / "compile.log").write_text(shlex.join(command) + "\n")
+        compile_model = ["openvino", "compile_model", onnx_path.name, "CPU",
+                         *(f"{k}={v}" for k, v in properties.items()), f"reshape={runtime.shapes_text(shapes)}"]
+        (out / "compile.log").write_text(shlex.join(compile_model) + "\n")
+        command = self.bench_command(onnx_path, model, replace(candidate, request_factor=1).flag_string())
         return Artifact(path=out, command=command, log_path=out / "compile.log",
                         compile_seconds=time.monotonic() - started, batch_size=candidate.batch_size)
 
     def measure(self, artifact: Artifact, candidate: OvCandidate, *, model: ModelSpec, scenario: Scenario | None,
                 bound_ms: float | None, seconds: float, device: int, log_dir: Path) -> Measurement:
         """Run the scenario itself with LoadGen (offline when it is None) with ``request_factor`` times OpenVINO's
-        optimal number of requests in flight, each holding ``model``'s feed of one batch."""
+        optimal number of requests in flight, each holding ``model``'s feed of one batch. Its command is the bench
+        line that measures the candidate again."""
         compiled = self._load(artifact, candidate)
         feed = model.file_inputs().feed(candidate.batch_size)
         batch_s = runtime.batch_seconds(compiled, feed, candidate.batch_size)
@@ -120,8 +124,10 @@ class OpenVinoBackend(OnHostCpu):
                         batch_size=candidate.batch_size, concurrency=compiled.streams, batch_seconds=batch_s,
                         sut=f"AsyncInferQueue of {requests} requests", cores=min(self.cpu.cores, max(
                             1, int(compiled.read_back.get("INFERENCE_NUM_THREADS") or self.cpu.cores))))
-        return measure_scenario(work, scenario=None if scenario is None else scenario.name, bound_ms=bound_ms,
-                                seconds=seconds, log_dir=log_dir)
+        measurement = measure_scenario(work, scenario=None if scenario is None else scenario.name, bound_ms=bound_ms,
+                                       seconds=seconds, log_dir=log_dir)
+        measurement.command = bench_line(artifact, candidate, seconds=seconds)
+        return measurement
 
     def outputs(self, artifact: Artifact, candidate: OvCandidate, *, model: ModelSpec, feed: dict[str, Any],
                 device: int) -> dict[str, Any] | None:
@@ -137,9 +143,11 @@ class OpenVinoBackend(OnHostCpu):
 
     def preset_fields(self, candidate: OvCandidate, artifact: Artifact, measurement: Measurement, *,
                       name: str) -> dict[str, Any]:
-        """The properties compiled with, what OpenVINO chose (``compiled``: optimal requests, streams, threads,
-        precision, devices), the requests in flight, and a benchmark_app line to cross-check them."""
-        return preset_fields(candidate, artifact.path / runtime.INFO, name=name)
+        """The bench line that measures the candidate again, the properties compiled with, what OpenVINO chose
+        (``compiled``: optimal requests, streams, threads, precision, devices), the requests in flight, and a
+        benchmark_app line to cross-check them."""
+        return {"bench_command": shlex.join(bench_line(artifact, candidate)),
+                **preset_fields(candidate, artifact.path / runtime.INFO, name=name)}
 
     def _load(self, artifact: Artifact, candidate: OvCandidate) -> runtime.Compiled:
         """The artifact imported with the candidate's properties; the last one is kept for the next measurement."""

@@ -5,13 +5,14 @@ from __future__ import annotations
 
 import argparse
 import re
+import shlex
 import tempfile
 import threading
 import time
 from pathlib import Path
 from typing import Any
 
-from autotune.backends._cpu import OnHostCpu, cpu_device
+from autotune.backends._cpu import OnHostCpu, bench_line, cpu_device
 from autotune.backends._loadgen import BatchingSUT, LoadGenRun
 from autotune.backends._loadgen_measure import Workload, measure_scenario, run_once
 from autotune.backends.base import Artifact, Measurement, Target
@@ -36,7 +37,7 @@ class OrtBackend(OnHostCpu):
     size_unit = "cores"
     knob_labels = {"batch_size": "batch", "intra_threads": "intra", "inter_threads": "inter",
                    "execution_mode": "mode", "graph_level": "graph opt", "instances": "sessions"}
-    export_formats = ("yaml", "json")
+    export_formats = ("yaml", "json", "cmdline")
     estimated_scenarios: frozenset[str] = frozenset()
     compiles_ahead = False  # compiling on the cores being measured would disturb the figures
     measure_seconds = 3.0
@@ -96,8 +97,8 @@ class OrtBackend(OnHostCpu):
             self.ort.InferenceSession(str(onnx_path), options, providers=["CPUExecutionProvider"])
         except Exception as exc:  # onnxruntime raises its own Fail/InvalidGraph/... types
             raise CompileFailure(f"onnxruntime cannot load {onnx_path.name}: {_reason(exc)}") from None
-        return Artifact(path=optimised, command=[f"onnxruntime graph_level={candidate.graph_level} "
-                                                 f"batch={candidate.batch_size}"],
+        compiled = OrtCandidate(graph_level=candidate.graph_level, batch_size=candidate.batch_size)  # its knobs
+        return Artifact(path=optimised, command=self.bench_command(onnx_path, model, compiled.flag_string()),
                         log_path=out / "compile.log", compile_seconds=time.monotonic() - started,
                         batch_size=candidate.batch_size)
 
@@ -105,12 +106,14 @@ class OrtBackend(OnHostCpu):
                 bound_ms: float | None, seconds: float, device: int, log_dir: Path) -> Measurement:
         """Run the scenario itself with LoadGen (offline when it is None) on ``model``'s feed of one batch;
         expectations come from a quick timing of one batch. Server: the highest target QPS whose p99 stays within
-        the bound, bracketed then bisected."""
+        the bound, bracketed then bisected. Its command is the bench line that measures the candidate again."""
         make_sut = self._sut_factory(artifact, candidate, model.file_inputs())
         work = Workload(make_sut=make_sut, batch_size=candidate.batch_size, concurrency=candidate.instances,
                         batch_seconds=self._batch_seconds(make_sut), cores=self._cores_used(candidate))
-        return measure_scenario(work, scenario=None if scenario is None else scenario.name, bound_ms=bound_ms,
-                                seconds=seconds, log_dir=log_dir)
+        measurement = measure_scenario(work, scenario=None if scenario is None else scenario.name, bound_ms=bound_ms,
+                                       seconds=seconds, log_dir=log_dir)
+        measurement.command = bench_line(artifact, candidate, seconds=seconds)
+        return measurement
 
     def outputs(self, artifact: Artifact, candidate: OrtCandidate, *, model: ModelSpec, feed: dict[str, Any],
                 device: int) -> dict[str, Any] | None:
@@ -127,8 +130,8 @@ class OrtBackend(OnHostCpu):
 
     def preset_fields(self, candidate: OrtCandidate, artifact: Artifact, measurement: Measurement, *,
                       name: str) -> dict[str, Any]:
-        """The session settings by name (ONNX Runtime has no command line to reproduce them)."""
-        return {"session_options": candidate.to_dict()}
+        """The bench line that measures the settings again, and the session settings by name."""
+        return {"bench_command": shlex.join(bench_line(artifact, candidate)), "session_options": candidate.to_dict()}
 
     def run_once(self, make_sut: Any, candidate: OrtCandidate, run: LoadGenRun, log_dir: Path) -> Measurement:
         """One LoadGen run of ``run`` against the SUT ``make_sut`` makes."""

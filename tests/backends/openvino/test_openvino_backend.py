@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shlex
 import sys
 from dataclasses import replace
 from pathlib import Path
@@ -52,7 +53,9 @@ def test_compile_exports_the_blob_and_what_openvino_chose(backend, tiny_onnx, tm
     assert info["shapes"] == {"input": [4, 3, 32, 32]} and info["properties"] == candidate.properties()
     assert set(info["read_back"]) == set(READ_BACK)
     assert info["read_back"]["NUM_STREAMS"] == 1 and info["read_back"]["INFERENCE_NUM_THREADS"] == 1
-    assert artifact.batch_size == 4 and "NUM_STREAMS=1" in artifact.command
+    assert artifact.batch_size == 4 and artifact.command[:4] == ["autotune", "bench", "--backend", "openvino"]
+    assert artifact.command[-2:] == ["--flags", candidate.flag_string()]  # the bench line of the compile's knobs
+    assert "NUM_STREAMS=1" in (artifact.path / "compile.log").read_text()
 
 
 def test_the_compile_key_holds_every_property_and_the_batch():
@@ -68,7 +71,7 @@ def test_every_scenario_is_measured_by_loadgen_on_requests_in_flight(backend, ti
     candidate = OvCandidate(hint="THROUGHPUT", batch_size=1 if scenario == "singlestream" else 2, request_factor=1
                             if scenario == "singlestream" else 2)
     _, m = _measure(backend, tiny_onnx, model, candidate, tmp_path, scenario, bound_ms=50.0, seconds=0.6)
-    assert m.loadgen and not m.estimated and "AsyncInferQueue of" in m.command[0]
+    assert m.loadgen and not m.estimated and m.command[-4:] == ["--flags", candidate.flag_string(), "--time", "0.6"]
     logs = [tmp_path / "logs"] if scenario != "server" else [Path(p["log_dir"]) for p in m.server_probes]
     for log_dir in logs:
         detail = read_detail_log(log_dir / "mlperf_log_detail.txt")
@@ -97,7 +100,7 @@ def test_the_baseline_is_the_hint_with_its_optimal_number_of_requests(backend, t
     chosen = fields["compiled"]
     assert set(chosen) == set(READ_BACK) and chosen["EXECUTION_DEVICES"] == ["CPU"]
     assert fields["requests_in_flight"] == chosen["OPTIMAL_NUMBER_OF_INFER_REQUESTS"] >= 1
-    assert m.command == [f"loadgen {scenario}, AsyncInferQueue of {fields['requests_in_flight']} requests"]
+    assert shlex.join(m.command) == f"{fields['bench_command']} --time 0.5"
     assert fields["benchmark_app_command"].startswith(f"benchmark_app -m {tiny_onnx} -d CPU -hint {hint.lower()} ")
     assert f"-nireq {fields['requests_in_flight']}" in fields["benchmark_app_command"]
     if scenario == "singlestream":
@@ -127,6 +130,19 @@ def test_models_as_users_bring_them_compile_and_measure(backend, tmp_path):
     for onnx_path in (convnet(tmp_path / "ext.onnx", external_data=True), convnet(tmp_path / "other.onnx")):
         _, m = _measure(backend, onnx_path, spec_for(onnx_path, "mine"), OvCandidate(batch_size=2), tmp_path / "x")
         assert m.samples_per_second > 0 and m.batch_size == 2
+
+
+def test_the_measure_command_is_a_bench_line_that_measures_the_candidate_again(backend, tmp_path, capsys):
+    onnx_path = voice(tmp_path / "voice.onnx")  # its batch on each input's own axis, its samples from a file
+    model = spec_for(onnx_path, "voice", samples=voice_samples(tmp_path / "voice.npz"))
+    candidate = OvCandidate(hint="THROUGHPUT", pinning=False, batch_size=2, request_factor=2)
+    artifact, m = _measure(backend, onnx_path, model, candidate, tmp_path)
+    assert backend.preset_fields(candidate, artifact, m, name="s-t1")["bench_command"] == shlex.join(m.command[:-2])
+    pasted_line = shlex.split(shlex.join(m.command))
+    code, out, err = run_cli(capsys, *pasted_line[1:], "--workdir", str(tmp_path / "b"), "--json")
+    assert code == 0, err
+    pasted = json.loads(out)
+    assert pasted["candidate"] == candidate.to_dict() and pasted["measure_command"] == shlex.join(m.command)
 
 
 def test_a_model_openvino_cannot_read_names_the_operator(backend, tiny_onnx, tmp_path):
@@ -187,7 +203,9 @@ def test_bench_measures_a_flag_string_and_refuses_a_precision_the_cpu_lacks(caps
     argv = ["bench", "--backend", "openvino", "--onnx", str(tiny_onnx), "--time", "0.3", "--workdir", str(tmp_path)]
     code, out, err = run_cli(capsys, *argv, "--flags", "PERFORMANCE_HINT=THROUGHPUT requests=2x", "--batch-size", "2")
     assert code == 0, err
-    assert "measure command  'loadgen offline, AsyncInferQueue of" in out
+    measured = OvCandidate(hint="THROUGHPUT", batch_size=2, request_factor=2)
+    line = next(x for x in out.splitlines() if x.startswith("measure command")).removeprefix("measure command")
+    assert shlex.split(line)[:2] == ["autotune", "bench"] and f"--flags '{measured.flag_string()}'" in line
     backend = OpenVinoBackend()
     if "BF16" not in backend.cpu.capabilities:
         code, _, err = run_cli(capsys, *argv, "--flags", "INFERENCE_PRECISION_HINT=bf16")

@@ -1,7 +1,10 @@
 """A whole OpenVINO study from the command line: the baseline hint first, what OpenVINO chose and the output error
-stored on every trial, the compiled blob reused from the cache by the next study, the report and the exports."""
+stored on every trial, the compiled blob reused from the cache by the next study, the report and the exports, whose
+commands are bench lines a user pastes."""
 
 from __future__ import annotations
+
+import shlex
 
 import pytest
 
@@ -43,7 +46,11 @@ def test_an_openvino_study_runs_from_the_command_line(tiny_onnx, tmp_path, capsy
     assert load_study(storage, "again").trials[0].user_attrs["compile_reused"]  # the blob from the compile cache
     code, out, err = run_cli(capsys, "export", study.study_name, "--storage", storage, "--format", "cmdline")
     assert code == 0 and "benchmark_app -m " in out and " -d CPU -hint " in out
+    bench = next(line for line in out.splitlines() if line.startswith("autotune bench --backend openvino "))
+    code, _, err = run_cli(capsys, *shlex.split(bench)[1:], "--time", "0.3", "--workdir", str(tmp_path / "bench"))
+    assert code == 0, err
     code, out, err = run_cli(capsys, "report", study.study_name, "--storage", storage)
     assert code == 0, err
     page = (tmp_path / "reports" / study.study_name / "index.html").read_text()
     assert "max output error" in page and "requests x" in page
+    assert page.count("autotune bench --backend openvino --model resnet50 --onnx ") == 2  # compile, measure command

@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import json
+import shlex
 from pathlib import Path
 
 import pytest
@@ -10,7 +12,7 @@ from autotune.backends.ort import OrtBackend
 from autotune.backends.ort.space import OrtCandidate, OrtSpace
 from autotune.errors import AutotuneError, CompileFailure, MeasureFailure
 from autotune.scenarios import SCENARIOS, judge
-from helpers import spec_for
+from helpers import run_cli, spec_for
 from user_models import convnet, paddle_detector, voice, voice_samples
 
 
@@ -114,6 +116,28 @@ def test_every_scenario_is_measured_by_loadgen(tiny_onnx, tmp_path, scenario):
     assert outcome.feasible and outcome.value > 0 and not outcome.estimated
     if scenario == "server":
         assert 2 <= len(m.server_probes) <= 5 and m.server_qps > 0
+
+
+@pytest.mark.parametrize("case", ["samples", "input shape"])
+def test_the_measure_command_is_a_bench_line_that_measures_the_candidate_again(tmp_path, dynamic_onnx, capsys, case):
+    if case == "samples":  # the batch on each input's own axis, the samples from a file
+        onnx = voice(tmp_path / "voice.onnx")
+        model = spec_for(onnx, "voice", samples=voice_samples(tmp_path / "voice.npz"))
+    else:
+        onnx, model = dynamic_onnx, spec_for(dynamic_onnx, "mine", input_shapes={"x": [1, 16]})
+    backend = OrtBackend()
+    candidate = OrtCandidate(graph_level="basic", batch_size=2, intra_threads=1, spinning=False, instances=2)
+    artifact, m = _offline(backend, onnx, model, candidate, tmp_path)
+    compiled = OrtCandidate(graph_level="basic", batch_size=2)
+    assert artifact.command[:4] == ["autotune", "bench", "--backend", "ort"]
+    assert artifact.command[-2:] == ["--flags", compiled.flag_string()]  # the compile's knobs: any trial may reuse it
+    assert backend.preset_fields(candidate, artifact, m, name="s-t1") == {
+        "bench_command": shlex.join(m.command[:-2]), "session_options": candidate.to_dict()}
+    pasted_line = shlex.split(shlex.join(m.command))
+    code, out, err = run_cli(capsys, *pasted_line[1:], "--workdir", str(tmp_path / "b"), "--json")
+    assert code == 0, err
+    pasted = json.loads(out)
+    assert pasted["candidate"] == candidate.to_dict() and pasted["measure_command"] == shlex.join(m.command)
 
 
 def test_session_settings_parse_back_from_their_flag_string():
