@@ -14,6 +14,7 @@ from typing import Callable
 
 from autotune.errors import AutotuneError
 from autotune.inputs import ModelInputs, read_inputs
+from autotune.task_accuracy import SampleSet
 
 CACHE_ENV = "AUTOTUNE_CACHE"
 DOWNLOAD_TIMEOUT_S = 60.0
@@ -36,6 +37,8 @@ class ModelSpec:
     ``latency_bounds_ms`` maps a scenario to its MLPerf p99 bound; ``symbols`` are dimensions every target fixes
     (BERT's sequence length). What a target compiles it with (qaic-exec base flags...) is the backend's own data.
     ``inputs`` are those of the file being tuned (``with_inputs``): a backend is never given a spec without them.
+    ``calibration``: the samples that calibrate an int8 build (``with_calibration``); a target offers int8 only
+    with them.
     """
 
     name: str
@@ -45,6 +48,7 @@ class ModelSpec:
     source: ModelSource | None = None
     synthetic: str | None = None
     inputs: ModelInputs | None = None
+    calibration: SampleSet | None = None
 
     def file_inputs(self) -> ModelInputs:
         """``inputs``; a spec that was not given them (``with_inputs``) is a programming error."""
@@ -102,6 +106,11 @@ def with_inputs(spec: ModelSpec, path: Path, *, batch_dim: str | None = None,
     """``spec`` with the inputs of the file at ``path`` (``--batch-dim``, ``--input-shape``, ``--inputs``)."""
     return replace(spec, inputs=read_inputs(path, batch_dim=batch_dim, input_shapes=input_shapes,
                                             symbols=spec.symbols, samples=samples))
+
+
+def with_calibration(spec: ModelSpec, samples: SampleSet | None) -> ModelSpec:
+    """``spec`` with the set that calibrates its int8 builds (``--calibration-set``, or the accuracy set's first part)."""
+    return replace(spec, calibration=samples)
 
 
 def check_onnx(path: Path) -> None:

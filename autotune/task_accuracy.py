@@ -14,7 +14,7 @@ import importlib
 import math
 import re
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
 from typing import NamedTuple
@@ -41,11 +41,12 @@ class Batch(NamedTuple):
 
 @dataclass(frozen=True, kw_only=True)
 class SampleSet:
-    """Samples per model input (a leading sample axis), optional labels, and the SHA-256 of that content."""
+    """Samples per model input (a leading sample axis), optional labels, and the SHA-256 of that content (sets
+    compare by name and SHA-256)."""
 
     name: str  # where the samples come from: ``acc.npz``, or ``acc.npz[100:500]`` for a part of it
-    arrays: dict[str, np.ndarray]
-    labels: np.ndarray | None
+    arrays: dict[str, np.ndarray] = field(compare=False, repr=False)
+    labels: np.ndarray | None = field(compare=False, repr=False)
     sha256: str
 
     @classmethod

@@ -85,7 +85,8 @@ def test_prepared_models_name_every_node(tmp_path, classifier):
     assert quantizable_nodes(prepared) == ["split", "Relu_1", "wide", "Relu_3", "narrow", "Relu_5", "head"]
 
 
-def _opset10_conv(path):
+def opset10_conv(path):
+    """A Conv at opset 10, where DequantizeLinear takes no axis: per-channel int8 of it cannot load."""
     rng = np.random.default_rng(0)
     weights = [numpy_helper.from_array(rng.standard_normal((4, 3, 3, 3)).astype(np.float32), "w"),
                numpy_helper.from_array(np.zeros(4, np.float32), "b")]
@@ -100,7 +101,7 @@ def _opset10_conv(path):
 
 
 def test_a_recipe_onnx_runtime_refuses_to_load_is_a_compile_failure_with_the_reason(tmp_path):
-    path = _opset10_conv(tmp_path / "conv10.onnx")
+    path = opset10_conv(tmp_path / "conv10.onnx")
     inputs = read_inputs(path)
     calibration = SampleSet.of("cal.npz", {"x": np.random.default_rng(0).random((4, 1, 3, 8, 8), np.float32)})
     assert quantize(path, tmp_path / "tensor.onnx", recipe=Recipe(), calibration=calibration, inputs=inputs).is_file()

@@ -9,11 +9,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from autotune.backends._int8 import identity_flags
 from autotune.backends.base import Artifact, Device
 from autotune.errors import AutotuneError
 from autotune.models import ModelSpec
 
-ISA_FLAGS = ("avx2", "fma", "avx512f", "avx512_vnni", "avx512_bf16", "amx_tile")
+# avx_vnni and avx512_vnni: 8-bit dot products (int8 needs no reduce_range, quantize.default_recipe)
+ISA_FLAGS = ("avx2", "fma", "avx_vnni", "avx512f", "avx512_vnni", "avx512_bf16", "amx_tile", "amx_int8")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -49,10 +51,12 @@ def cpu_device() -> CpuDevice:
 
 class OnHostCpu:
     """What the backends that measure on this host's CPU share: one device (the CPU, index 0) with no status to
-    poll, no base flags, and nothing to kill (their measurements run in this process)."""
+    poll, base flags that say what decides an int8 build, and nothing to kill (their measurements run in this
+    process)."""
 
     name: str
     cpu: Any  # has as_device()
+    isa_flags: tuple[str, ...]  # the host's (CpuDevice.isa_flags): they choose the int8 types
 
     def devices(self) -> list[Device]:
         return [self.cpu.as_device()]
@@ -61,7 +65,8 @@ class OnHostCpu:
         return None
 
     def base_flags(self, model: Any) -> tuple[str, ...]:
-        return ()
+        """None for fp32; with a calibration set, its SHA-256 and the int8 types this CPU takes (``_int8``)."""
+        return identity_flags(model, self.isa_flags)
 
     def cancel(self) -> None:
         """Nothing to kill: measurements run in this process and end with their LoadGen run."""

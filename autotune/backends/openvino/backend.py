@@ -1,5 +1,6 @@
-"""The OpenVINO target on this host's CPU: compile = read the ONNX file, reshape it to the batch, compile it with the
-candidate's properties and export the blob; measure = MLPerf LoadGen driving an AsyncInferQueue of requests in flight.
+"""The OpenVINO target on this host's CPU: compile = read the ONNX file (at int8, the QDQ model of the candidate's
+recipe), reshape it to the batch, compile it with the candidate's properties and export the blob; measure = MLPerf
+LoadGen driving an AsyncInferQueue of requests in flight.
 """
 
 from __future__ import annotations
@@ -13,7 +14,8 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from autotune.backends._cpu import OnHostCpu, bench_line
+from autotune.backends import _int8
+from autotune.backends._cpu import OnHostCpu, bench_line, cpu_device
 from autotune.backends._loadgen_measure import Workload, measure_scenario
 from autotune.backends.base import Artifact, Measurement, Target
 from autotune.backends.openvino import runtime
@@ -38,14 +40,15 @@ class OpenVinoBackend(OnHostCpu):
     size_unit = "cores"
     knob_labels = {"hint": "hint", "streams": "streams", "threads": "threads", "pinning": "pinning",
                    "hyper_threading": "HT", "core_type": "core type", "precision": "precision",
-                   "batch_size": "batch", "request_factor": "requests x"}
+                   "batch_size": "batch", "request_factor": "requests x", "calibration_method": "calibration",
+                   "per_channel": "per-channel", "float_layers": "float layers"}
     export_formats = ("yaml", "json", "cmdline")
     estimated_scenarios: frozenset[str] = frozenset()
     compiles_ahead = False  # compiling on the cores being measured would disturb the figures
     measure_seconds = 3.0
     validate_seconds = 5.0
     emulated = False
-    changes_numerics = True  # INFERENCE_PRECISION_HINT: bf16 and f16 change the outputs
+    changes_numerics = True  # INFERENCE_PRECISION_HINT (bf16, f16) and int8 change the outputs
 
     @classmethod
     def add_options(cls, parser: argparse._ActionsContainer, command: str) -> None:
@@ -77,6 +80,7 @@ class OpenVinoBackend(OnHostCpu):
         self.ov = openvino
         self.core = openvino.Core()
         self.cpu = cpu or read_cpu(self.core)
+        self.isa_flags = cpu_device().isa_flags
         self._lock = threading.Lock()
         self._loaded: tuple[tuple[str, tuple[Any, ...]], runtime.Compiled] | None = None
 
@@ -86,7 +90,7 @@ class OpenVinoBackend(OnHostCpu):
     def target(self, *, model: ModelSpec, scenario: Scenario, devices: list[int] | None) -> Target:
         self.check_devices(devices)
         space = OvSpace(cpu=self.cpu, scenario=scenario.name,
-                        dynamic_batch=model.file_inputs().batch_symbol is not None)
+                        dynamic_batch=model.file_inputs().batch_symbol is not None, int8=model.calibration is not None)
         hint = baseline_hint(scenario.name)
         return Target(devices=[self.cpu.as_device()], size=self.cpu.cores, sku=self.cpu.name, space=space,
                       baseline=space.baseline(),
@@ -95,16 +99,21 @@ class OpenVinoBackend(OnHostCpu):
 
     def compile(self, onnx_path: Path, model: ModelSpec, candidate: OvCandidate, workdir: Path) -> Artifact:
         """The blob OpenVINO exports after compiling the model at the candidate's batch with its properties, and
-        ``compiled.json`` (the shapes, the properties, what OpenVINO chose) beside it; its command is the bench line
-        of those knobs (the requests in flight are searched on the compiled model)."""
+        ``compiled.json`` (the shapes, the properties, what OpenVINO chose) beside it; at int8 the model compiled is
+        the QDQ model of the candidate's recipe (``_int8.build``), kept beside them. Its command is the bench line of
+        those knobs (the requests in flight are searched on the compiled model)."""
         workdir.mkdir(parents=True, exist_ok=True)
         out = Path(tempfile.mkdtemp(prefix="ov-", dir=workdir))
         shapes = runtime.input_shapes(model.file_inputs(), candidate.batch_size)
         properties = candidate.properties()
         started = time.monotonic()
-        runtime.compile_to(self.ov, self.core, onnx_path, shapes, properties, out)
-        compile_model = ["openvino", "compile_model", onnx_path.name, "CPU",
-                         *(f"{k}={v}" for k, v in properties.items()), f"reshape={runtime.shapes_text(shapes)}"]
+        source, recipe = onnx_path, []
+        if candidate.precision == _int8.INT8:
+            recipe = [_int8.build(onnx_path, model, candidate, out, isa_flags=self.isa_flags).describe()]
+            source = out / _int8.QDQ_FILE
+        runtime.compile_to(self.ov, self.core, source, shapes, properties, out)
+        compile_model = ["openvino", "compile_model", source.name, "CPU", *(f"{k}={v}" for k, v in properties.items()),
+                         f"reshape={runtime.shapes_text(shapes)}", *recipe]
         (out / "compile.log").write_text(shlex.join(compile_model) + "\n")
         command = self.bench_command(onnx_path, model, replace(candidate, request_factor=1).flag_string())
         return Artifact(path=out, command=command, log_path=out / "compile.log",

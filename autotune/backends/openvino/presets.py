@@ -1,5 +1,6 @@
 """What an OpenVINO preset carries: the properties compiled with, what OpenVINO chose for them, the requests in
-flight, and a ``benchmark_app`` line that runs the same settings (a cross-check: its figures are not LoadGen's)."""
+flight, the int8 recipe, and a ``benchmark_app`` line that runs the same settings (a cross-check: its figures are not
+LoadGen's)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import shlex
 from pathlib import Path
 from typing import Any
 
+from autotune.backends import _int8
 from autotune.backends.openvino.space import OvCandidate
 
 # properties benchmark_app sets with flags of its own; the others go through -load_config
@@ -23,6 +25,10 @@ def preset_fields(candidate: OvCandidate, info_path: Path, *, name: str) -> dict
     requests = candidate.request_factor * int(chosen["OPTIMAL_NUMBER_OF_INFER_REQUESTS"])
     fields: dict[str, Any] = {"openvino_properties": info["properties"], "compiled": chosen,
                               "requests_in_flight": requests}
+    recipe = info_path.parent / _int8.RECIPE_FILE
+    if recipe.is_file():  # int8: benchmark_app runs the QDQ model beside the blob (wherever the cache moved it)
+        info["onnx"] = str(info_path.parent / _int8.QDQ_FILE)
+        fields["int8_recipe"] = json.loads(recipe.read_text())
     config = {k: v for k, v in info["properties"].items() if k != "PERFORMANCE_HINT" and k not in _flags(info)}
     if config:
         fields["benchmark_app_config"] = {"CPU": config}

@@ -4,9 +4,10 @@ searched on the compiled model, the CPU's rules, and flag strings in OpenVINO's 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, fields, replace
 from typing import Any
 
+from autotune.backends import _int8
 from autotune.backends.openvino.cpu import PRECISION_CAPABILITIES, OvCpu
 from autotune.errors import AutotuneError
 from autotune.search_space import Candidate, Knob, Move, SearchSpace, scenario_batches
@@ -26,7 +27,8 @@ REQUESTS = Knob(name="request_factor", values=tuple(range(1, MAX_REQUEST_FACTOR 
 @dataclass(frozen=True, kw_only=True)
 class OvCandidate(Candidate):
     """OpenVINO compile-time properties (None: not set, OpenVINO decides) and the batch, compiled in; and the
-    requests in flight, ``request_factor`` times the ``OPTIMAL_NUMBER_OF_INFER_REQUESTS`` of the compiled model."""
+    requests in flight, ``request_factor`` times the ``OPTIMAL_NUMBER_OF_INFER_REQUESTS`` of the compiled model.
+    ``precision`` int8: the QDQ model of the int8 recipe (``_int8``), its float layers at f32."""
 
     hint: str = "none"
     streams: int | None = None
@@ -35,6 +37,9 @@ class OvCandidate(Candidate):
     hyper_threading: bool | None = None
     core_type: str | None = None
     precision: str | None = None
+    calibration_method: str = "MinMax"
+    per_channel: bool = False
+    float_layers: int = 0
     batch_size: int = 1
     request_factor: int = 1
 
@@ -50,36 +55,40 @@ class OvCandidate(Candidate):
             value = getattr(self, name)
             if value is None or (name == "hint" and value == "none"):
                 continue
+            value = "f32" if value == _int8.INT8 else value
             props[key] = ("YES" if value else "NO") if isinstance(value, bool) else str(value)
         return props
 
     def compile_key(self) -> tuple[Any, ...]:
-        return tuple(sorted(self.properties().items())) + (("batch_size", self.batch_size),)
+        return tuple(sorted(self.properties().items())) + (("batch_size", self.batch_size), *_int8.recipe_key(self))
 
     def flag_string(self) -> str:
         """``PERFORMANCE_HINT=THROUGHPUT INFERENCE_PRECISION_HINT=f32 batch_size=4 requests=2x`` (what ``parse``
-        reads); ``PERFORMANCE_HINT=none`` stands for no hint."""
+        reads), the int8 recipe after them at int8; ``PERFORMANCE_HINT=none`` stands for no hint."""
         props = self.properties()
         hint = [] if "PERFORMANCE_HINT" in props else ["PERFORMANCE_HINT=none"]
         return " ".join([*hint, *(f"{k}={v}" for k, v in props.items()), f"batch_size={self.batch_size}",
-                         f"requests={self.request_factor}x"])
+                         f"requests={self.request_factor}x", *_int8.recipe_flags(self)])
 
     def describe(self) -> str:
         layout = f"s={self.streams or 'dflt'} t={self.threads or 'dflt'}" if self.hint == "none" else self.hint
         pin = {None: "dflt", True: "on", False: "off"}[self.pinning]
-        return f"{layout} bs={self.batch_size} pin={pin} {self.precision or 'dflt-prec'} req={self.request_factor}x"
+        precision = _int8.describe(self).strip() or self.precision or "dflt-prec"
+        return f"{layout} bs={self.batch_size} pin={pin} {precision} req={self.request_factor}x"
 
 
 @dataclass(frozen=True, kw_only=True)
 class OvSpace(SearchSpace[OvCandidate]):
     """The OpenVINO space on ``cpu``: knobs that do not apply to it (hyper-threading without SMT, core types on a
     CPU that is not hybrid, a precision its capabilities do not list) are not in it. Streams and threads are drawn
-    only without a hint; the requests in flight are searched on the compiled model (one in singlestream)."""
+    only without a hint; the requests in flight are searched on the compiled model (one in singlestream). ``int8``:
+    the model carries a calibration set, so precision int8 (its recipe drawn with it) is offered too."""
 
     candidate_type = OvCandidate
     cpu: OvCpu
     scenario: str
     dynamic_batch: bool = True
+    int8: bool = False
 
     def knobs(self) -> list[Knob]:
         cores, bools = tuple(range(1, self.cpu.cores + 1)), (True, False)
@@ -91,8 +100,10 @@ class OvSpace(SearchSpace[OvCandidate]):
             knobs.append(Knob(name="hyper_threading", values=bools))
         if self.cpu.hybrid:
             knobs.append(Knob(name="core_type", values=CORE_TYPES))
-        if len(self.cpu.precisions) > 1:
-            knobs.append(Knob(name="precision", values=self.cpu.precisions))
+        if len(self.precisions) > 1:
+            knobs.append(Knob(name="precision", values=self.precisions))
+        if self.int8:
+            knobs += _int8.RECIPE_KNOBS
         if self.scenario != "singlestream":
             batches = scenario_batches(BATCH_SIZES, self.scenario, dynamic_batch=self.dynamic_batch)
             knobs += [Knob(name="batch_size", values=batches), REQUESTS]
@@ -120,7 +131,13 @@ class OvSpace(SearchSpace[OvCandidate]):
                                   "precision": c.precision or self.cpu.default_precision, "batch_size": c.batch_size}
         if c.hint == "none":
             params |= {"threads": c.threads or self.cpu.cores, "streams": c.streams or 1}
-        return {k: v for k, v in params.items() if k in self.domains()}
+        params |= {name: getattr(c, name) for name in _int8.RECIPE_DEFAULTS}
+        return _int8.recipe_params({k: v for k, v in params.items() if k in self.domains()})
+
+    @property
+    def precisions(self) -> tuple[str, ...]:
+        """The precisions searched: the CPU's, and int8 with a calibration set."""
+        return (*self.cpu.precisions, *((_int8.INT8,) if self.int8 else ()))
 
     def violations(self, candidate: OvCandidate) -> list[str]:
         c, problems = candidate, self.cpu_problems(candidate)
@@ -145,9 +162,10 @@ class OvSpace(SearchSpace[OvCandidate]):
         return problems
 
     def cpu_problems(self, candidate: OvCandidate) -> list[str]:
-        """The knobs of ``candidate`` this CPU does not have: a precision, hyper-threading, core types."""
-        cpu, c, problems = self.cpu, candidate, []
-        if c.precision is not None and c.precision not in cpu.precisions:
+        """The knobs of ``candidate`` this CPU does not have (a precision, hyper-threading, core types), and an int8
+        recipe that cannot be (``_int8.recipe_problems``)."""
+        cpu, c, problems = self.cpu, candidate, _int8.recipe_problems(candidate, offered=self.int8)
+        if c.precision not in (None, _int8.INT8, *cpu.precisions):
             need = PRECISION_CAPABILITIES.get(c.precision, c.precision)
             problems.append(f"INFERENCE_PRECISION_HINT={c.precision}: {cpu.name} does not list {need} in its "
                             f"capabilities ({', '.join(cpu.capabilities)}); precisions here: "
@@ -160,14 +178,17 @@ class OvSpace(SearchSpace[OvCandidate]):
         return problems
 
     def starts(self) -> list[OvCandidate]:
-        """OpenVINO's hints at larger batches, and one stream per core without a hint."""
+        """OpenVINO's hints at larger batches, and one stream per core without a hint, at the first precision; the
+        first of them at each other precision searched."""
         p, cores = self.cpu.precisions[0], self.cpu.cores
         if self.scenario == "singlestream":
-            return [OvCandidate(hint="LATENCY", pinning=False, precision=p),
-                    OvCandidate(hint="none", streams=1, threads=cores, pinning=True, precision=p)]
-        batches = [OvCandidate(hint="THROUGHPUT", batch_size=b, pinning=True, precision=p) for b in (4, 8)] \
-            if self.dynamic_batch else []
-        return [*batches, OvCandidate(hint="none", streams=cores, threads=cores, pinning=True, precision=p)]
+            starts = [OvCandidate(hint="LATENCY", pinning=False, precision=p),
+                      OvCandidate(hint="none", streams=1, threads=cores, pinning=True, precision=p)]
+        else:
+            batches = [OvCandidate(hint="THROUGHPUT", batch_size=b, pinning=True, precision=p) for b in (4, 8)] \
+                if self.dynamic_batch else []
+            starts = [*batches, OvCandidate(hint="none", streams=cores, threads=cores, pinning=True, precision=p)]
+        return starts + [replace(starts[0], precision=other) for other in self.precisions[1:]]
 
     def neighbours(self, candidate: OvCandidate) -> list[dict[str, Any]]:
         """One-knob steps; a step from a hint to no hint sets streams and threads as the hint would (THROUGHPUT: a
@@ -180,7 +201,7 @@ class OvSpace(SearchSpace[OvCandidate]):
                 continue
             step = layout | step
             steps.append(step | {"streams": min(step["streams"], step["threads"])})  # a stream needs a thread
-        return steps
+        return [_int8.recipe_params(step) for step in steps]
 
     def baseline(self) -> OvCandidate:
         """OpenVINO's own hint for the scenario, nothing else set, with its optimal number of requests."""
@@ -210,12 +231,26 @@ def read_flags(text: str) -> dict[str, Any]:
     names = {key: name for name, key in (PROPERTIES | OWN).items()}
     kinds = {f.name: f.type for f in fields(OvCandidate)}
     values: dict[str, Any] = {}
+    int8 = False
     for token in text.split():
         key, sep, raw = token.partition("=")
-        if not sep or key not in names:
-            raise AutotuneError(f"unknown OpenVINO setting {token!r} (known: {', '.join(names)}, each as NAME=VALUE)")
-        values[names[key]] = _read(names[key], raw, kinds[names[key]], token)
-    return values
+        if key == "precision" and sep:
+            if raw != _int8.INT8:
+                raise AutotuneError(f"malformed setting {token!r}: precision=int8 (the others are "
+                                    f"INFERENCE_PRECISION_HINT's)")
+            int8 = True
+        elif key in _int8.SPELLING.values() and sep:
+            name, value = _int8.read_recipe_flag(key, raw, token)
+            values[name] = value
+        elif not sep or key not in names:
+            known = [*names, "precision", *_int8.SPELLING.values()]
+            raise AutotuneError(f"unknown OpenVINO setting {token!r} (known: {', '.join(known)}, each as NAME=VALUE)")
+        else:
+            values[names[key]] = _read(names[key], raw, kinds[names[key]], token)
+    if int8 and values.get("precision", "f32") != "f32":
+        raise AutotuneError(f"precision=int8 runs its float layers at INFERENCE_PRECISION_HINT=f32, not "
+                            f"{values['precision']}")
+    return values | ({"precision": _int8.INT8} if int8 else {})
 
 
 def _read(name: str, raw: str, kind: str, token: str) -> Any:

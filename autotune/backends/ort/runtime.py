@@ -1,17 +1,21 @@
-"""The ONNX Runtime target on this host's CPU: compile = an optimised model file per (graph level, batch);
-measure = MLPerf LoadGen running the scenario itself against sessions of that file."""
+"""The ONNX Runtime target on this host's CPU: compile = an optimised model file per (graph level, batch, precision
+and int8 recipe), quantized first at int8; measure = MLPerf LoadGen running the scenario itself against sessions of
+that file."""
 
 from __future__ import annotations
 
 import argparse
+import json
 import re
 import shlex
 import tempfile
 import threading
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+from autotune.backends import _int8
 from autotune.backends._cpu import OnHostCpu, bench_line, cpu_device
 from autotune.backends._loadgen import BatchingSUT, LoadGenRun
 from autotune.backends._loadgen_measure import Workload, measure_scenario, run_once
@@ -36,14 +40,18 @@ class OrtBackend(OnHostCpu):
     size_key = "cores"
     size_unit = "cores"
     knob_labels = {"batch_size": "batch", "intra_threads": "intra", "inter_threads": "inter",
-                   "execution_mode": "mode", "graph_level": "graph opt", "instances": "sessions"}
+                   "execution_mode": "mode", "graph_level": "graph opt", "instances": "sessions",
+                   "precision": "precision", "calibration_method": "calibration", "per_channel": "per-channel",
+                   "float_layers": "float layers"}
     export_formats = ("yaml", "json", "cmdline")
     estimated_scenarios: frozenset[str] = frozenset()
     compiles_ahead = False  # compiling on the cores being measured would disturb the figures
     measure_seconds = 3.0
     validate_seconds = 5.0
     emulated = False
-    changes_numerics = False  # session settings do not change the results
+    # session settings do not change the results; precision int8 does, offered only with a calibration set, which
+    # comes with the task's accuracy set: that study judges every trial by it
+    changes_numerics = False
 
     @classmethod
     def add_options(cls, parser: argparse._ActionsContainer, command: str) -> None:
@@ -70,6 +78,8 @@ class OrtBackend(OnHostCpu):
 
         self.ort = onnxruntime
         self.cpu = cpu_device()
+        self.isa_flags = self.cpu.isa_flags
+        self._outputs_session: tuple[tuple[str, tuple[Any, ...]], Any] | None = None
 
     def version(self) -> str:
         return f"onnxruntime {self.ort.__version__} on {self.cpu.model_name} ({self.cpu.cores} cores)"
@@ -77,27 +87,35 @@ class OrtBackend(OnHostCpu):
     def target(self, *, model: ModelSpec, scenario: Scenario, devices: list[int] | None) -> Target:
         self.check_devices(devices)
         space = OrtSpace(cores=self.cpu.cores, scenario=scenario.name,
-                         dynamic_batch=model.file_inputs().batch_symbol is not None)
+                         dynamic_batch=model.file_inputs().batch_symbol is not None, int8=model.calibration is not None)
         return Target(devices=[self.cpu.as_device()], size=self.cpu.cores, sku=self.cpu.model_name, space=space,
                       baseline=space.baseline(), baseline_label="ONNX Runtime's default session settings",
                       description=self.cpu.describe())
 
     def compile(self, onnx_path: Path, model: ModelSpec, candidate: OrtCandidate, workdir: Path) -> Artifact:
         """Save the graph optimised at ``graph_level`` with every symbol fixed (the batch at the candidate's); the
-        file, with its external data file beside it when the model has one, is reused by every session."""
+        file, with its external data file beside it when the model has one, is reused by every session. At int8 the
+        model optimised is the QDQ model of the candidate's recipe (``_int8.build``), kept beside it."""
         workdir.mkdir(parents=True, exist_ok=True)
         out = Path(tempfile.mkdtemp(prefix="ort-", dir=workdir))
+        started = time.monotonic()
+        log = f"onnxruntime graph_level={candidate.graph_level} batch={candidate.batch_size}"
+        source = onnx_path
+        if candidate.precision == _int8.INT8:
+            recipe = _int8.build(onnx_path, model, candidate, out, isa_flags=self.isa_flags)
+            source, log = out / _int8.QDQ_FILE, f"{log} {recipe.describe()}"
+        (out / "compile.log").write_text(log + "\n")
         optimised = out / OPTIMISED
         options = self._options(candidate, model.file_inputs(), optimised_path=optimised)
-        if _has_external_data(onnx_path):
+        if _has_external_data(source):
             options.add_session_config_entry("session.optimized_model_external_initializers_file_name",
                                              f"{OPTIMISED}.data")
-        started = time.monotonic()
         try:
-            self.ort.InferenceSession(str(onnx_path), options, providers=["CPUExecutionProvider"])
+            self.ort.InferenceSession(str(source), options, providers=["CPUExecutionProvider"])
         except Exception as exc:  # onnxruntime raises its own Fail/InvalidGraph/... types
-            raise CompileFailure(f"onnxruntime cannot load {onnx_path.name}: {_reason(exc)}") from None
-        compiled = OrtCandidate(graph_level=candidate.graph_level, batch_size=candidate.batch_size)  # its knobs
+            raise CompileFailure(f"onnxruntime cannot load {source.name}: {_reason(exc)}") from None
+        compiled = replace(candidate, intra_threads=0, inter_threads=0, execution_mode="sequential", spinning=True,
+                           instances=1)  # its compiled knobs, the session settings at their defaults
         return Artifact(path=optimised, command=self.bench_command(onnx_path, model, compiled.flag_string()),
                         log_path=out / "compile.log", compile_seconds=time.monotonic() - started,
                         batch_size=candidate.batch_size)
@@ -117,9 +135,13 @@ class OrtBackend(OnHostCpu):
 
     def outputs(self, artifact: Artifact, candidate: OrtCandidate, *, model: ModelSpec, feed: dict[str, Any],
                 device: int) -> dict[str, Any] | None:
-        """One run of the optimised model on ``feed``."""
+        """One run of the optimised model on ``feed``; the session is kept for the next batch of the same artifact."""
+        key = (str(artifact.path), candidate.compile_key())
         try:
-            session = self._session(artifact.path, candidate, model.file_inputs())
+            if self._outputs_session is None or self._outputs_session[0] != key:
+                self._outputs_session = None  # free the previous session first
+                self._outputs_session = (key, self._session(artifact.path, candidate, model.file_inputs()))
+            session = self._outputs_session[1]
             names = [o.name for o in session.get_outputs()]
             return dict(zip(names, session.run(names, feed)))
         except Exception as exc:  # onnxruntime raises its own types
@@ -130,8 +152,11 @@ class OrtBackend(OnHostCpu):
 
     def preset_fields(self, candidate: OrtCandidate, artifact: Artifact, measurement: Measurement, *,
                       name: str) -> dict[str, Any]:
-        """The bench line that measures the settings again, and the session settings by name."""
-        return {"bench_command": shlex.join(bench_line(artifact, candidate)), "session_options": candidate.to_dict()}
+        """The bench line that measures the settings again, the session settings by name, and at int8 the recipe
+        built (the layers kept in float, the calibration set's SHA-256)."""
+        recipe = artifact.path.parent / _int8.RECIPE_FILE
+        return {"bench_command": shlex.join(bench_line(artifact, candidate)), "session_options": candidate.to_dict()} | (
+            {"int8_recipe": json.loads(recipe.read_text())} if recipe.is_file() else {})
 
     def run_once(self, make_sut: Any, candidate: OrtCandidate, run: LoadGenRun, log_dir: Path) -> Measurement:
         """One LoadGen run of ``run`` against the SUT ``make_sut`` makes."""
