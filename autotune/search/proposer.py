@@ -11,13 +11,13 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from autotune.backends.base import Candidate
+from autotune.objective import TrialRecord, infeasible
 from autotune.results import attrs
 from autotune.results.attrs import best_feasible, is_feasible
 from autotune.search.memory import Memory
 from autotune.search.policies import Policy
 from autotune.search.recorder import Recorder
-from autotune.search.records import (Flight, TrialRecord, TuningJob, compile_key, infeasible, proposal_key,
-                                     searches_runtime)
+from autotune.search.records import Flight, TuningJob, compile_key, proposal_key, searches_runtime
 
 
 class Proposer:
