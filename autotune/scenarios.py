@@ -1,10 +1,10 @@
-"""MLPerf scenarios as data, and how a measurement's figures become a value and a feasibility verdict."""
+"""MLPerf scenarios as data: what each optimises, in which direction, and its latency bound (``objective.judge``
+turns a measurement into a scenario's value)."""
 
 from __future__ import annotations
 
-import math
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Literal, Protocol
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Literal
 
 from autotune.errors import AutotuneError
 
@@ -49,32 +49,6 @@ SCENARIOS: dict[str, Scenario] = {
                  figure="multistream_p99_ms"),
     )
 }
-# the keys of a trial's stored ``scenario_figures``, per scenario
-_FIGURE_KEYS = {"singlestream": "p90_ms", "multistream": "multistream_p99_ms"}
-
-
-class Figures(Protocol):
-    """What a scenario reads of a measurement (a backend's Measurement has these fields)."""
-
-    samples_per_second: float
-    latency_p90_ms: float | None
-    server_qps: float | None
-    server_p99_ms: float | None
-    multistream_p99_ms: float | None
-    estimated: bool
-
-
-@dataclass(frozen=True, kw_only=True)
-class Outcome:
-    """A measurement judged by a scenario: the value to optimise and whether it is feasible (and why not)."""
-
-    value: float
-    feasible: bool
-    reason: str | None = None
-    estimated: bool = False
-    figures: dict[str, Any] = field(default_factory=dict)
-
-
 def get_scenario(name: str) -> Scenario:
     """The scenario called ``name``; unknown names get an error listing the known ones."""
     if name not in SCENARIOS:
@@ -93,32 +67,3 @@ def latency_bound_ms(scenario: Scenario, model: ModelSpec, override_ms: float | 
         raise AutotuneError(f"{model.name} has no MLPerf latency bound for {scenario.name}: "
                             f"pass --latency-bound-ms MS")
     return bound
-
-
-def worst_value(scenario: Scenario) -> float:
-    """The value told to the study for a candidate that produced no figure."""
-    return 0.0 if scenario.direction == "maximize" else math.inf
-
-
-def judge(scenario: Scenario, measurement: Figures, *, bound_ms: float | None) -> Outcome:
-    """The scenario's value from a measurement, and infeasible with a reason when it breaks the scenario's rule."""
-    m = measurement
-    if scenario.name == "offline":
-        return Outcome(value=m.samples_per_second, feasible=True)
-    if scenario.name == "server":
-        assert bound_ms is not None
-        figures = {"server_qps": m.server_qps, "server_p99_ms": m.server_p99_ms, "latency_bound_ms": bound_ms}
-        if m.server_qps:
-            return Outcome(value=m.server_qps, feasible=True, estimated=m.estimated, figures=figures)
-        p99 = f"{m.server_p99_ms:.2f} ms" if m.server_p99_ms is not None else "none"
-        reason = (f"p99 latency {p99} exceeds the {bound_ms:g} ms bound even at low load" if m.estimated else
-                  f"no target QPS kept p99 within {bound_ms:g} ms (best p99 {p99})")
-        return Outcome(value=0.0, feasible=False, estimated=m.estimated, figures=figures, reason=reason)
-    value = getattr(m, scenario.figure)
-    if value is None:
-        return Outcome(value=worst_value(scenario), feasible=False, reason="no latency was measured")
-    figures = {_FIGURE_KEYS[scenario.name]: value}
-    if bound_ms is not None and value > bound_ms:
-        return Outcome(value=value, feasible=False, estimated=m.estimated, figures=figures,
-                       reason=f"{scenario.metric} {value:.2f} ms exceeds the {bound_ms:g} ms bound")
-    return Outcome(value=value, feasible=True, estimated=m.estimated, figures=figures)

@@ -63,7 +63,7 @@ def experiment(backend: Any, onnx: Path, *, seed: int, planted: bool, seconds: f
         tuner.study.add_trial(create_trial(value=1.0, constraints={"feasible": 0.0}, user_attrs={
             attrs.CANDIDATE: candidate, attrs.BASELINE: number == 0}))
     if planted:
-        run = tuner.measurer.run
+        run = tuner.evaluator.measure
 
         def scaled(*args: Any, label: str, **kwargs: Any) -> Any:
             measurement = run(*args, label=label, **kwargs)
@@ -71,7 +71,7 @@ def experiment(backend: Any, onnx: Path, *, seed: int, planted: bool, seconds: f
                 measurement.samples_per_second *= PLANTED
             return measurement
 
-        tuner.measurer.run = scaled  # type: ignore[method-assign]
+        tuner.evaluator.measure = scaled  # type: ignore[method-assign]
     start = time.monotonic()
     record = tuner.validate()
     return {"record": record, "wall": time.monotonic() - start, "planted_won": record.get(attrs.WINNER_TRIAL) == OTHERS}

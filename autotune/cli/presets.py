@@ -50,7 +50,8 @@ def cmd_revalidate(args: argparse.Namespace) -> int:
 def _check(entry: dict[str, Any], backend: Backend, args: argparse.Namespace) -> Check:
     print(f"{entry_key(entry)}: compiling and measuring {args.rounds} runs on {backend.version()} (the preset: "
           f"{entry.get('sdk_version')}) ...", flush=True)
-    result = check(entry, backend, rounds=args.rounds, seconds=args.time, workdir=args.workdir.resolve())
+    result = check(entry, backend, rounds=args.rounds, seconds=args.time, workdir=args.workdir.resolve(),
+                   cache_dir=default_cache_dir(), progress=lambda line: print(line, flush=True))
     print(result.line, flush=True)
     return result
 

@@ -14,11 +14,12 @@ from autotune import backends
 from autotune.backends.base import Backend
 from autotune.compile_cache import default_cache_dir
 from autotune.errors import AutotuneError
-from autotune.models import (ModelSpec, check_onnx, download_model, get_model, resolve_onnx, synthetic_model,
-                             with_inputs)
+from autotune.models import (ModelSpec, check_onnx, download_model, get_model, model_sha256, resolve_onnx,
+                             synthetic_model, with_inputs)
 from autotune.results import attrs
 from autotune.results.verdict import verdict_line
 from autotune.scenarios import get_scenario, latency_bound_ms
+from autotune.search.evaluate import Evaluator
 from autotune.search.records import TuningJob, default_study_name, target_fields
 from autotune.search.tuner import Tuner
 from autotune.storage import default_storage_url, display_url
@@ -121,12 +122,17 @@ def cmd_bench(args: argparse.Namespace) -> int:
     if problems:
         raise AutotuneError(f"invalid for device {backend.device_word} {device.index}: " + "; ".join(problems))
     workdir = (args.workdir or DEFAULT_WORKDIR / "bench").resolve()
+    evaluator = Evaluator(backend=backend, model=model, onnx_path=onnx_path, scenario=None, bound_ms=None,
+                          sku=target.sku, device_size=target.size, workdir=workdir, cache_dir=default_cache_dir(),
+                          model_sha256=model_sha256(onnx_path), progress=lambda line: _say(line, args.json))
     _say(f"compiling {model.name} with {candidate.flag_string()} (batch {candidate.batch_size}) ...", args.json)
-    artifact = backend.compile(onnx_path, model, candidate, workdir)
-    _say(f"compiled in {artifact.compile_seconds:.1f} s; measuring {args.time:g} s on {backend.device_word} "
-         f"{device.index}: {candidate.describe()} ...", args.json)
-    measurement = backend.measure(artifact, candidate, model=model, scenario=None, bound_ms=None, seconds=args.time,
-                                  device=device.index, log_dir=workdir / "runs")
+    compiled = evaluator.compiled(candidate)
+    artifact = compiled.artifact
+    _say(("taken from the compile cache" if compiled.reused else f"compiled in {artifact.compile_seconds:.1f} s") +
+         f"; measuring {args.time:g} s on {backend.device_word} {device.index}: {candidate.describe()} ...", args.json)
+    measurement = evaluator.kept(compiled, lambda artifact: evaluator.measure(
+        artifact, candidate, seconds=args.time, label="bench", device=device.index), who="bench")
+    artifact = compiled.artifact  # compiled again if it was deleted meanwhile
     commands = {k: v for k, v in backend.preset_fields(candidate, artifact, measurement, name="bench").items()
                 if k.endswith("_command")}
     result = {"model": model.name, "backend": backend.name, "candidate": candidate.to_dict(),

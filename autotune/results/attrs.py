@@ -23,6 +23,7 @@ RUNTIME_SEARCHED = "runtime_searched"  # False: measured as given (a baseline), 
 MEASUREMENTS = "measurements"  # every runtime setting the trial measured: knobs, value, feasible, reason
 FLAGS = "flags"  # its flag string
 COMPILE_KEY = "compile_key"
+NEW_COMPILE = "new_compile"  # the trial took a compile of its own, as --trials counts (objective.new_compile)
 CONCURRENCY = "concurrency"  # batches in flight at once (activations, sessions)
 BASELINE = "baseline"  # True on the trial that measured the baseline
 DUPLICATE_OF = "duplicate_of"  # the trial whose figures this re-proposed candidate reused

@@ -17,6 +17,7 @@ import optuna
 import pandas as pd
 
 from autotune.errors import AutotuneError
+from autotune.objective import compiles
 from autotune.paths import safe_component
 from autotune.results import attrs
 from autotune.results.attrs import MISSING, Winner, find_winner, gain_pct, knob_values, maximizing
@@ -63,7 +64,7 @@ def summarize(study: optuna.Study, frame: pd.DataFrame) -> dict[str, Any]:
         "duplicates": int(frame["duplicate_of"].notna().sum()),
         "qpc_reused": int((fresh["compile_reused"] == True).sum()),  # noqa: E712
         "polish": int(frame["polish_of"].notna().sum()),
-        "compiles": _compiles(fresh),
+        "compiles": compiles(trials),
         "measurements": int(pd.to_numeric(fresh["measurements"], errors="coerce").fillna(0).sum()),
         "winner_trial": winner.trial.number if winner else None,
         "winner_value": winner.value if winner else None,
@@ -82,15 +83,6 @@ def summarize(study: optuna.Study, frame: pd.DataFrame) -> dict[str, Any]:
         "estimated_trials": int((frame["estimated"] == True).sum()),  # noqa: E712
         "winner": winner,
     }
-
-
-def _compiles(fresh: pd.DataFrame) -> int:
-    """The compiles the trials made: their distinct compile flags (a trial measured on another trial's model, as a
-    runtime search on the baseline's flags is, adds none; a broken rule never compiles). A search that draws runtime
-    knobs itself counts trials in its budget, each setting a trial of its own, and compiles here."""
-    compiled = fresh[fresh["outcome"].isin(("feasible", "infeasible")) & (fresh["failure_stage"] != "constraint")]
-    keys = compiled["compile_key"]
-    return int(keys.dropna().nunique() + keys.isna().sum())
 
 
 def _total(column: pd.Series) -> float | None:

@@ -10,6 +10,7 @@ import numpy as np
 
 from autotune.errors import AutotuneError
 from autotune.inputs import ModelInputs
+from autotune.objective import accuracy_failure
 
 DEFAULT_MAX_OUTPUT_ERROR = 0.05  # largest |candidate - reference| over the reference's largest |value|, per output
 
@@ -50,12 +51,7 @@ class AccuracyGuard:
 
     def verdict(self, report: dict[str, dict[str, float]]) -> str | None:
         """Why the candidate is too far from the reference (its worst output), or None when it is close enough."""
-        worst = max(report, key=lambda name: report[name]["max_rel_error"])
-        error = report[worst]["max_rel_error"]
-        if error <= self.max_error:
-            return None
-        return (f"output {worst!r} differs from the fp32 reference by {error:.3g} of its range (cosine "
-                f"{report[worst]['cosine']:.4f}), more than --max-output-error {self.max_error:g}")
+        return accuracy_failure(report, self.max_error)
 
     def reference(self, batch_size: int) -> dict[str, np.ndarray]:
         """ONNX Runtime's fp32 outputs of the original model on :meth:`feed` (graph optimisation off)."""

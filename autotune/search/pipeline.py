@@ -14,14 +14,15 @@ from concurrent.futures import FIRST_COMPLETED, Executor, Future, ThreadPoolExec
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
-from autotune.errors import ArtifactGone, CompileFailure, DeviceFailure, MeasureFailure
+from autotune.errors import CompileFailure, DeviceFailure, MeasureFailure, TrialFailure
+from autotune.objective import TrialRecord, new_compile
 from autotune.results import attrs
 from autotune.search.device_pool import DEVICE_FAILURE_LIMIT, DevicePool, DeviceUse
+from autotune.search.evaluate import Evaluator
+from autotune.search.measure import MeasureStage
 from autotune.search.proposer import Proposer
 from autotune.search.recorder import Recorder
-from autotune.search.records import Flight, TrialRecord, Try, searches_runtime
-from autotune.search.measure import MeasureStage
-from autotune.search.stages import CompileStage
+from autotune.search.records import Flight, Try
 from autotune.storage import StorageUnreachable
 
 POLL_S = 1.0  # how often parked trials and heartbeats are looked at while nothing finishes
@@ -32,7 +33,7 @@ class Stages:
     """The parts a pipeline drives, and how it reports."""
 
     proposer: Proposer
-    compiler: CompileStage
+    evaluator: Evaluator
     measurer: MeasureStage
     recorder: Recorder
     progress: Callable[[str], None]
@@ -80,20 +81,18 @@ SETTLED_STREAK = 50  # proposals in a row settled without a compile: the space c
 
 @dataclass(kw_only=True)
 class _Budget:
-    """How many compiles may still be asked for, and until when: a proposal settled without compiling (a duplicate,
-    a broken rule, flags known not to compile, a twin's result) does not count, nor does a trial measured on a model
-    the study compiled for another trial (a runtime search on the baseline's flags)."""
+    """How many compiles may still be asked for, and until when: a proposal that takes no compile of its own
+    (``objective.new_compile``) does not count."""
 
     n_trials: int | None
     timeout_s: float | None
+    flights: dict[int, Flight]  # the pipeline's trials in flight
     max_asks: int | None = None
     started: float = field(default_factory=time.monotonic)
     asked: int = 0
-    settled: int = 0  # proposals settled without a compile
-    streak: int = 0  # of those, in a row
-    shared: int = 0  # proposals measured on a model the study compiled for another trial
+    streak: int = 0  # proposals in a row settled without a compile
     done: int = 0
-    compiled: int = 0  # finished trials that took a compile of their own
+    compiled: int = 0  # finished trials that took a compile of their own (the progress line's count)
     out_of_time: bool = False
 
     def may_ask(self) -> bool:
@@ -102,17 +101,13 @@ class _Budget:
         return self.n_trials is None or self.compiles_asked() < self.n_trials
 
     def compiles_asked(self) -> int:
-        """Proposals that took (or take) a compile of their own."""
-        return self.asked - self.settled - self.shared
+        """Proposals that took (or take) a compile of their own: finished, or in flight (a twin until settled)."""
+        return self.compiled + sum(flight.new_compile for flight in self.flights.values())
 
     def exhausted(self) -> bool:
         """The sampler keeps proposing what is known: the space holds no more new compiles."""
         return self.streak >= SETTLED_STREAK or (self.n_trials is not None and
                                                  self.asked >= ASKS_PER_COMPILE * self.n_trials + 10)
-
-    def settle(self) -> None:
-        self.settled += 1
-        self.streak += 1
 
     def elapsed(self) -> float:
         return time.monotonic() - self.started
@@ -151,7 +146,7 @@ class Pipeline:
     def run(self, *, n_trials: int | None, timeout_s: float | None, max_asks: int | None = None) -> int:
         """Run new trials until ``n_trials`` compiles were asked for, ``timeout_s`` passed or ``max_asks`` proposals
         were made; returns how many trials finished."""
-        budget = _Budget(n_trials=n_trials, timeout_s=timeout_s, max_asks=max_asks)
+        budget = _Budget(n_trials=n_trials, timeout_s=timeout_s, flights=self.flights, max_asks=max_asks)
         beats = threading.Thread(target=self._heartbeats, name="heartbeat", daemon=True)
         beats.start()
         last_stale_check = 0.0
@@ -188,39 +183,35 @@ class Pipeline:
         while self._room(budget):
             flight = self.stages.proposer.admit(list(self.flights.values()))
             budget.asked += 1
+            if flight.twin is None:  # a twin counts as a compile until its twin's result settles it
+                flight.new_compile = self._new_compile(flight)
             if flight.record is not None:
-                budget.settle()
-                flight.new_compile = False
+                budget.streak += 1
                 self._finish(flight, flight.record, budget)
                 continue
             budget.streak = 0
-            if flight.twin is None and self._compiled_before(flight):
-                flight.new_compile = False
-                budget.shared += 1
             with self._lock:
                 self.flights[flight.number] = flight
             if flight.twin is None:
                 self._start_compile(flight)
 
-    def _compiled_before(self, flight: Flight) -> bool:
-        """Whether the study holds the flight's compile already (a finished trial's model, or one in flight). A
-        search that draws runtime knobs itself (none searched on the model) counts its trials, as round 1 did."""
-        if not searches_runtime(self.stages.compiler.job.space, flight.candidate):
-            return False
-        key, compiler = flight.attrs[attrs.COMPILE_KEY], self.stages.compiler
-        if compiler.memory.known_artifact(key) is not None:
-            return True
-        # a compile of the same flags in flight is waited for only through the compile cache's lock
-        return compiler.cache is not None and \
+    def _new_compile(self, flight: Flight) -> bool:
+        """Whether the flight takes a compile of its own; the study holds its compile already when a finished trial's
+        model is at hand, or one of the same flags is in flight and the compile cache makes this one wait for it."""
+        key, evaluator = flight.attrs[attrs.COMPILE_KEY], self.stages.evaluator
+        compiled_before = evaluator.memory is not None and evaluator.memory.known_artifact(key) is not None or \
+            evaluator.cache is not None and \
             any(f.attrs.get(attrs.COMPILE_KEY) == key for f in self.flights.values() if f is not flight)
+        return new_compile(settled=flight.record is not None, compiled_before=compiled_before,
+                           shares_model=self.stages.proposer.job.space.searches_runtime(flight.candidate))
 
     def _start_compile(self, flight: Flight) -> None:
-        known = self.stages.compiler.known_artifact(flight.candidate)
+        known = self.stages.evaluator.known_artifact(flight.candidate)
         if known is not None:
             flight.artifact, flight.reused = known, True
             self.ready.append(flight)
             return
-        future = self._compilers.submit(self.stages.compiler.compile, flight.candidate)
+        future = self._compilers.submit(self.stages.evaluator.compile, flight.candidate)
         self.compiling[future] = flight
         if future.done():  # inline
             self._compiled(future, self.compiling.pop(future))
@@ -229,7 +220,7 @@ class Pipeline:
         try:
             flight.artifact, flight.reused = future.result()
         except CompileFailure as failure:
-            flight.record = self.stages.compiler.failed(flight, failure)
+            flight.record = self.stages.measurer.failed(flight, failure)
             return
         self.ready.append(flight)
 
@@ -266,29 +257,19 @@ class Pipeline:
             flight.record = record
 
     def _measured(self, future: Future[list[Try]], flight: Flight, qid: int) -> TrialRecord | None:
-        """The trial's record, or None when it goes back to the queue for another device or to be compiled again
-        (its artifact deleted under the run: once; a second time, it is failed to be proposed again)."""
-        measurer = self.stages.measurer
+        """The trial's record, or None when it goes back to the queue for another device."""
         try:
             tries = future.result()
         except DeviceFailure as failure:
             return self._device_failed(flight, qid, failure)
-        except ArtifactGone as failure:
+        except TrialFailure as failure:  # a compile again of an artifact deleted under the run may fail too
             self.pool.release(qid)
-            if flight.recompiled:
-                return measurer.failed(flight, failure)
-            flight.recompiled, flight.artifact, flight.reused = True, None, False
-            self.stages.progress(f"trial #{flight.number}: {failure.reason}: compiling it again")
-            self._start_compile(flight)
-            return None
-        except MeasureFailure as failure:
-            self.pool.release(qid)
-            return measurer.failed(flight, failure)
+            return self.stages.measurer.failed(flight, failure)
         except BaseException:
             self.pool.release(qid)
             raise
         self.pool.release(qid)
-        return measurer.judged(flight, tries)
+        return self.stages.measurer.judged(flight, tries)
 
     def _device_failed(self, flight: Flight, qid: int, failure: DeviceFailure) -> TrialRecord | None:
         """A device that failed: the flight goes to another device, or is the candidate's fault after two."""
@@ -310,6 +291,7 @@ class Pipeline:
     def _finish(self, flight: Flight, record: TrialRecord, budget: _Budget) -> None:
         with self._lock:
             self.flights.pop(flight.number, None)
+        record.attrs[attrs.NEW_COMPILE] = flight.new_compile
         self.stages.recorder.tell(flight, record)
         self.finished.append((flight.number, record))
         budget.done += 1
@@ -329,7 +311,7 @@ class Pipeline:
             if record is None:
                 self._start_compile(flight)
             else:
-                budget.settle()
+                budget.streak += 1
                 flight.new_compile = False
                 self._finish(flight, record, budget)
 

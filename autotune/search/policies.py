@@ -12,9 +12,10 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from autotune.backends.base import Candidate, SearchSpace
+from autotune.objective import compiles
 from autotune.results import attrs
-from autotune.results.attrs import is_feasible, is_start
-from autotune.search.records import proposal_key, searches_runtime
+from autotune.results.attrs import best_feasible, is_feasible, is_start
+from autotune.search.records import proposal_key
 
 Proposal = tuple[dict[str, Any], dict[str, Any]]  # (parameters, user attributes) of a trial to enqueue
 
@@ -25,30 +26,6 @@ class Policy(Protocol):
         ...
 
 
-def _compiles(trials: list[FrozenTrial], space: SearchSpace) -> int:
-    """Compiles the finished trials made, counted as ``--trials`` counts them: duplicates and broken rules left out,
-    and so is a trial of a compile the study already made: one measured on a model another trial compiled (where the
-    space searches runtime knobs on the model; a search that draws them itself counts every trial), or one whose
-    flags are known not to compile."""
-    keys: set[str] = set()
-    count = 0
-    for t in trials:
-        stored = t.user_attrs
-        if t.state != TrialState.COMPLETE or attrs.DUPLICATE_OF in stored or \
-                stored.get(attrs.FAILURE_STAGE) == "constraint":
-            continue
-        key = stored.get(attrs.COMPILE_KEY)
-        known_failure = stored.get(attrs.FAILURE_STAGE) == "compile"
-        shared = key in keys and (known_failure or attrs.CANDIDATE in stored and
-                                  searches_runtime(space, space.from_dict(stored[attrs.CANDIDATE])))
-        count += not shared
-        keys.add(key)
-    return count
-
-
-def _best(trials: list[FrozenTrial], maximize: bool) -> FrozenTrial | None:
-    feasible = [t for t in trials if is_feasible(t)]
-    return (max if maximize else min)(feasible, key=lambda t: t.value) if feasible else None
 
 
 def _climbs(trials: list[FrozenTrial]) -> dict[int, list[FrozenTrial]]:
@@ -82,10 +59,10 @@ class Polish:
     after: int = 25
 
     def propose(self, trials: list[FrozenTrial], known: set[str]) -> Proposal | None:
-        done = _compiles(trials, self.space)
+        done = compiles(trials)
         if self.every <= 0 or done < self.after or (done - self.after) % self.every:
             return None
-        best = _best(trials, self.maximize)
+        best = best_feasible(trials, maximize=self.maximize)
         if best is None:
             return None
         steps = self.space.neighbours(self.space.from_dict(best.user_attrs[attrs.CANDIDATE]))
@@ -120,7 +97,7 @@ class LocalSearch:
                 if start is None:
                     return None
                 return self.space.params_for(start), {attrs.LOCAL_RESTART: restart}
-            best = _best(climbed, self.maximize)
+            best = best_feasible(climbed, maximize=self.maximize)
             if best is not None:
                 steps = self.space.neighbours(self.space.from_dict(best.user_attrs[attrs.CANDIDATE]))
                 random.Random(self.seed * 1000 + best.number).shuffle(steps)
@@ -163,7 +140,7 @@ class StartsThenClimb:
         climbs = _climbs(trials)
         for origin in origins:  # a start measured late, and better, is climbed from first
             members = [origin] + climbs.get(origin.number, [])
-            best = _best(members, self.maximize) or origin
+            best = best_feasible(members, maximize=self.maximize) or origin
             params = _untried(self.space, self.steps_from(best, trials), known)
             if params is not None:
                 return params, {attrs.CLIMB_FROM: origin.number, attrs.POLISH_OF: best.number}

@@ -11,13 +11,13 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from autotune.backends.base import Candidate
+from autotune.objective import TrialRecord, infeasible
 from autotune.results import attrs
 from autotune.results.attrs import best_feasible, is_feasible
 from autotune.search.memory import Memory
 from autotune.search.policies import Policy
 from autotune.search.recorder import Recorder
-from autotune.search.records import (Flight, TrialRecord, TuningJob, compile_key, infeasible, proposal_key,
-                                     searches_runtime)
+from autotune.search.records import Flight, TuningJob, compile_key, proposal_key
 
 
 class Proposer:
@@ -44,7 +44,7 @@ class Proposer:
             self.recorder.claim(trial)
             candidate = self._candidate(trial)
             # the baseline is measured as given, and so is a candidate with no runtime knob to search
-            searched = not trial.user_attrs.get(attrs.BASELINE) and searches_runtime(self.job.space, candidate)
+            searched = not trial.user_attrs.get(attrs.BASELINE) and self.job.space.searches_runtime(candidate)
             stored: dict[str, Any] = {attrs.CANDIDATE: candidate.to_dict(), attrs.PROPOSAL: candidate.to_dict(),
                                       attrs.RUNTIME_SEARCHED: searched, attrs.FLAGS: candidate.flag_string(),
                                       attrs.COMPILE_KEY: compile_key(candidate),

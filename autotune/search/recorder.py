@@ -12,9 +12,10 @@ from optuna.trial import FrozenTrial, TrialState
 
 from autotune.backends.base import Candidate
 from autotune.errors import AutotuneError, TrialFailure
+from autotune.objective import TrialRecord
 from autotune.results import attrs
 from autotune.search.memory import Memory
-from autotune.search.records import Flight, TrialRecord
+from autotune.search.records import Flight
 from autotune.search.worker import this_worker, worker_gone
 from autotune.storage import (GRACE_HEARTBEATS, ResilientStorage, StorageUnreachable, fail_and_requeue,
                               fail_stale_trials)

@@ -10,11 +10,11 @@ from typing import Any
 import optuna
 
 from autotune.backends.base import Artifact, Backend, Candidate, Measurement, SearchSpace, Target
-from autotune.errors import MeasureFailure, TrialFailure
+from autotune.errors import MeasureFailure
 from autotune.models import ModelSpec
+from autotune.objective import Outcome, TrialRecord
 from autotune.paths import safe_component
-from autotune.results import attrs
-from autotune.scenarios import Outcome, Scenario, worst_value
+from autotune.scenarios import Scenario
 from autotune.search.accuracy import DEFAULT_MAX_OUTPUT_ERROR
 from autotune.search.disturbance import DEFAULT_BUSY_CPU_PCT, DEFAULT_QUIET_WAIT_S
 from autotune.storage import DEFAULT_HEARTBEAT_S, DEFAULT_WAIT_S
@@ -69,22 +69,27 @@ class TuningJob:
 
 
 @dataclass(kw_only=True)
-class Flight:
+class Compiled:
+    """A candidate and the artifact it is measured on (``reused``: made by an earlier compile, not for it)."""
+
+    candidate: Candidate
+    artifact: Artifact | None = None
+    reused: bool = False
+
+
+@dataclass(kw_only=True)
+class Flight(Compiled):
     """A trial between ask and tell: its proposal, then its artifact; ``searched``: its runtime knobs are searched
     on the artifact (False: measured as given, as the baseline is)."""
 
     trial: optuna.Trial
-    candidate: Candidate
     attrs: dict[str, Any]
     searched: bool = True
-    artifact: Artifact | None = None
-    reused: bool = False
     twin: int | None = None  # the number of an unfinished trial of the same candidate this one waits for
     twin_id: int | None = None  # its storage id (trials of other workers are polled)
     record: TrialRecord | None = None  # set when the trial is decided without a measurement
     device_failures: int = 0
-    recompiled: bool = False  # its artifact was deleted under the run once, and compiled again
-    new_compile: bool = True  # counted against --trials: neither settled nor measured on another trial's model
+    new_compile: bool = True  # counted against --trials (objective.new_compile)
     measure_started: float | None = None
 
     @property
@@ -101,28 +106,6 @@ class Try:
     outcome: Outcome | None = None
     failure: MeasureFailure | None = None
     seconds: float = 0.0
-
-
-@dataclass(kw_only=True)
-class TrialRecord:
-    """What one evaluated candidate produced: value, feasibility and the attributes stored on its trial."""
-
-    value: float
-    feasible: bool
-    attrs: dict[str, Any] = field(default_factory=dict)
-    retry: bool = False
-
-
-def infeasible(scenario: Scenario, stored: dict[str, Any], stage: str, reason: str) -> TrialRecord:
-    """A candidate the search should stop proposing: told as infeasible, with the stage and the reason."""
-    return TrialRecord(value=worst_value(scenario), feasible=False,
-                       attrs=stored | {attrs.FAILURE_STAGE: stage, attrs.FAILURE_REASON: reason})
-
-
-def retry(scenario: Scenario, stored: dict[str, Any], failure: TrialFailure) -> TrialRecord:
-    """A failure that says nothing about the candidate (a time-out): FAIL, so it may be proposed again."""
-    return TrialRecord(value=worst_value(scenario), feasible=False, retry=True,
-                       attrs=stored | {attrs.FAILURE_STAGE: failure.stage, attrs.FAILURE_REASON: failure.reason})
 
 
 def target_fields(target: Target) -> dict[str, Any]:
@@ -145,10 +128,6 @@ def proposal_key(candidate: Candidate, *, searched: bool) -> str:
     """The identity of a trial: its proposal, and whether its runtime knobs were searched or taken as given."""
     return candidate_key(candidate) + ("" if searched else " as given")
 
-
-def searches_runtime(space: SearchSpace, candidate: Candidate) -> bool:
-    """Whether ``space`` searches runtime knobs on the candidate's compiled model (``SearchSpace.searches_runtime``)."""
-    return space.searches_runtime(candidate)
 
 
 def compile_key(candidate: Candidate) -> str:

@@ -1,8 +1,8 @@
 """Re-measuring exported presets: ``autotune verify`` (does the preset still give its figure here?) and ``autotune
-revalidate`` (does it on a new toolchain?). Each entry is compiled anew from its stored candidate, which gives the
-preset's own command lines (checked against the ones the preset holds, the programs' paths aside), and measured in
-a few rounds of the length its validation used; its median is compared with the preset's value within the noise the
-study measured.
+revalidate`` (does it on a new toolchain?). Each entry is compiled from its stored candidate through the evaluator
+(the compile cache: anew on a toolchain it has not seen), which gives the preset's own command lines (checked
+against the ones the preset holds, the programs' paths aside), and measured in a few rounds of the length its
+validation used; its median is compared with the preset's value within the noise the study measured.
 """
 
 from __future__ import annotations
@@ -12,16 +12,18 @@ import shlex
 import statistics
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 import yaml
 
 from autotune.backends.base import Backend, Candidate, Target
-from autotune.errors import AutotuneError, DeviceFailure, TrialFailure
+from autotune.errors import AutotuneError, TrialFailure
 from autotune.models import ModelSpec, get_model, model_sha256, with_inputs
+from autotune.objective import log_spread
 from autotune.paths import safe_component
-from autotune.scenarios import Scenario, get_scenario, judge
+from autotune.scenarios import Scenario, get_scenario
+from autotune.search.evaluate import Evaluator
 
 DEFAULT_NOISE = 0.03  # a preset that recorded no noise (not validated) is compared within 3% per measurement
 MIN_MARGIN = 0.01
@@ -111,32 +113,34 @@ def setting_for(preset: dict[str, Any], backend: Backend) -> Setting:
                    candidate=target.space.from_dict(preset["candidate"]))
 
 
-def check(preset: dict[str, Any], backend: Backend, *, rounds: int, seconds: float | None,
-          workdir: Path) -> Check:
-    """Compile ``preset`` anew on ``backend`` and measure it ``rounds`` times; compare with its recorded value."""
+def check(preset: dict[str, Any], backend: Backend, *, rounds: int, seconds: float | None, workdir: Path,
+          cache_dir: Path | None, progress: Callable[[str], None]) -> Check:
+    """Compile ``preset`` on ``backend`` (through the compile cache: anew on a toolchain it has not seen) and
+    measure it ``rounds`` times; compare with its recorded value."""
     key, unit = entry_key(preset), preset.get("unit") or ""
     setting = setting_for(preset, backend)
     seconds = seconds or (preset.get("reproduce") or {}).get("measure_seconds") or backend.validate_seconds
-    where = workdir / key
+    evaluator = Evaluator(backend=backend, model=setting.model, onnx_path=setting.onnx, scenario=setting.scenario,
+                          bound_ms=setting.bound_ms, sku=setting.target.sku, device_size=setting.target.size,
+                          workdir=workdir / key, cache_dir=cache_dir, model_sha256=model_sha256(setting.onnx),
+                          progress=progress)
     try:
-        artifact = backend.compile(setting.onnx, setting.model, setting.candidate, where)
+        compiled = evaluator.compiled(setting.candidate)
     except TrialFailure as failure:
         return Check(key=key, verdict="failed", line=f"{key}: does not compile on {backend.version()}: "
                                                      f"{failure.reason}")
     samples = []
     for r in range(rounds):
         try:
-            measurement = backend.measure(artifact, setting.candidate, model=setting.model,
-                                          scenario=setting.scenario, bound_ms=setting.bound_ms, seconds=seconds,
-                                          device=setting.target.devices[0].index, log_dir=where / f"run-{r + 1}")
-        except (TrialFailure, DeviceFailure) as failure:
+            measurement, outcome = evaluator.evaluate(compiled, seconds=seconds, label=f"run-{r + 1}",
+                                                      device=setting.target.devices[0].index, who=key)
+        except TrialFailure as failure:
             return Check(key=key, verdict="failed", line=f"{key}: {failure.stage} failed: {failure.reason}")
-        outcome = judge(setting.scenario, measurement, bound_ms=setting.bound_ms)
         if not outcome.feasible:
             return Check(key=key, verdict="failed", line=f"{key}: no longer valid: {outcome.reason}")
         samples.append(outcome.value)
     result = compare(preset, samples, unit=unit)
-    made = backend.preset_fields(setting.candidate, artifact, measurement,
+    made = backend.preset_fields(setting.candidate, compiled.artifact, measurement,
                                  name=f"{safe_component(str(preset.get('study')))}-t{preset.get('trial')}")
     differ = command_differences(preset, made)
     if not differ:
@@ -160,7 +164,7 @@ def compare(preset: dict[str, Any], samples: list[float], *, unit: str) -> Check
     new = statistics.median(samples)
     change = math.log(new / old) if maximize else math.log(old / new)
     sigma = (preset.get("noise_pct") or DEFAULT_NOISE * 100) / 100
-    spread = float(np.std(np.log(samples), ddof=1)) if len(samples) > 1 else sigma
+    spread = log_spread(np.log(samples)) if len(samples) > 1 else sigma
     margin = max(MIN_MARGIN, SIGMAS * math.sqrt(sigma ** 2 / (preset.get("rounds") or 1) + spread ** 2 / len(samples)))
     pct = (math.exp(change) - 1) * 100
     figures = f"{new:,.2f} {unit} against {old:,.2f} in the preset, median of {len(samples)} runs"

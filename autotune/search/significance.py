@@ -17,6 +17,8 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import stats
 
+from autotune.objective import log_spread
+
 ALPHA = 0.05  # the chance of declaring a gain among all candidates compared, when none is better
 LEVEL = 0.95  # of a single candidate's interval
 
@@ -71,7 +73,7 @@ def paired_gain(candidate: list[float], baseline: list[float], *, maximize: bool
 
 def _t_interval(logs: np.ndarray, level: float) -> tuple[float, float]:
     mean = float(np.mean(logs))
-    sem = float(np.std(logs, ddof=1)) / math.sqrt(len(logs))
+    sem = log_spread(logs) / math.sqrt(len(logs))
     half = float(stats.t.ppf((1.0 + level) / 2.0, len(logs) - 1)) * sem
     return mean - half, mean + half
 

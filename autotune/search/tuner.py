@@ -8,20 +8,20 @@ from typing import Any, Callable
 
 from optuna.trial import TrialState
 
-from autotune.compile_cache import CompileCache
 from autotune.errors import AutotuneError
 from autotune.models import model_sha256
 from autotune.results import attrs
 from autotune.search.accuracy import AccuracyGuard
+from autotune.objective import TrialRecord
 from autotune.search.device_pool import DevicePool
+from autotune.search.evaluate import Evaluator
+from autotune.search.measure import MeasureStage
 from autotune.search.memory import Memory
 from autotune.search.noise import Noise
 from autotune.search.pipeline import Pipeline, PipelineStats, Stages
 from autotune.search.proposer import Proposer
 from autotune.search.recorder import Recorder
-from autotune.search.records import TrialRecord, TuningJob
-from autotune.search.measure import MeasureStage
-from autotune.search.stages import CompileStage
+from autotune.search.records import TuningJob
 from autotune.search.strategies import policy_for
 from autotune.search.study import enqueue_baseline, enqueue_warm_start, open_study, warm_start_source
 from autotune.search.validate import Validator
@@ -39,18 +39,22 @@ class Tuner:
         self.model_sha256 = onnx_identity(job.onnx_path)
         self.warm_source = warm_start_source(job, self.storage)  # refused before a study is made
         self.study = open_study(job, self.storage, model_sha256=self.model_sha256)
-        self.cache = CompileCache(root=job.cache_dir, usable=job.backend.artifact_usable) \
-            if job.cache_dir is not None else None
         self.memory = Memory(space=job.space, backend=job.backend, noise=Noise(maximize=job.scenario.direction ==
                                                                                 "maximize"))
         self.memory.refresh(attrs.trials_of(self.study, (TrialState.COMPLETE,)))
         self.recorder = Recorder(study=self.study, memory=self.memory, heartbeat_s=job.heartbeat_s, progress=progress)
         self.proposer = Proposer(job=job, study=self.study, memory=self.memory, recorder=self.recorder,
                                  progress=progress, policy=policy_for(job))
-        self.compiler = CompileStage(job=job, memory=self.memory, cache=self.cache, model_sha256=self.model_sha256)
+        self.evaluator = Evaluator(backend=job.backend, model=job.model, onnx_path=job.onnx_path, scenario=job.scenario,
+                                   bound_ms=job.bound_ms, sku=job.sku, device_size=job.device_size,
+                                   workdir=job.study_dir, cache_dir=job.cache_dir, model_sha256=self.model_sha256,
+                                   progress=progress, memory=self.memory, busy_cpu_pct=job.busy_cpu_pct,
+                                   quiet_wait_s=job.quiet_wait_s)
+        self.cache = self.evaluator.cache
         guard = AccuracyGuard(onnx_path=job.onnx_path, inputs=job.model.file_inputs(),
                               max_error=job.max_output_error) if job.backend.changes_numerics else None
-        self.measurer = MeasureStage(job=job, memory=self.memory, guard=guard, progress=progress)
+        self.measurer = MeasureStage(job=job, memory=self.memory, evaluator=self.evaluator, guard=guard,
+                                     progress=progress)
         self.stats: PipelineStats | None = None
 
     def run(self) -> dict[str, Any]:
@@ -79,13 +83,13 @@ class Tuner:
 
     def validate(self, device: int | None = None) -> dict[str, Any]:
         """Re-measure the best few and the baseline; the winner is chosen on those runs."""
-        validator = Validator(job=self.job, study=self.study, compiler=self.compiler, measurer=self.measurer,
+        validator = Validator(job=self.job, study=self.study, evaluator=self.evaluator, measurer=self.measurer,
                               progress=self.progress)
         return validator.validate(self.job.devices[0] if device is None else device)
 
     def progress_line(self, number: int, done: int, record: TrialRecord, elapsed: float) -> str:
         """``[compiles/N] #number knobs -> result | best | elapsed, left`` for one finished trial (``done``: the
-        compiles finished so far; a proposal settled without a compile says so)."""
+        compiles finished so far; a trial that took no compile of its own says so, unless it says why already)."""
         job = self.job
         stored = record.attrs
         knobs = job.space.from_dict(stored[attrs.CANDIDATE]).describe()
@@ -106,7 +110,7 @@ class Tuner:
             result += f" [same as #{stored[attrs.DUPLICATE_OF]}]"
         if stored.get(attrs.COMPILE_REUSED):
             result += " [compiled model reused]"
-        if attrs.COMPILE_ARGV not in stored and stored.get(attrs.FAILURE_STAGE) != "compile":
+        elif not stored.get(attrs.NEW_COMPILE, True) and stored.get(attrs.DUPLICATE_OF) is None:
             result += " [no compile]"
         if attrs.BASELINE_CHECK in stored:
             result += f" [baseline again: {stored[attrs.BASELINE_CHECK][attrs.DRIFT_PCT]:+.1f}%]"
@@ -123,11 +127,11 @@ class Tuner:
     def cancel_children(self) -> None:
         """Kill the backend's running compiles and measurements (the run is stopping)."""
         self.job.backend.cancel()
-        self.compiler.cancel()
+        self.evaluator.cancel()
 
     def _pipeline(self, *, compile_jobs: int, devices: list[int]) -> Pipeline:
         job = self.job
-        stages = Stages(proposer=self.proposer, compiler=self.compiler, measurer=self.measurer,
+        stages = Stages(proposer=self.proposer, evaluator=self.evaluator, measurer=self.measurer,
                         recorder=self.recorder, progress=self.progress, progress_line=self.progress_line,
                         cancel=self.cancel_children)
         pool = DevicePool(devices=devices, progress=self.progress, status=job.backend.device_status,

@@ -19,15 +19,14 @@ import numpy as np
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
-from autotune.backends.base import Artifact, Candidate
 from autotune.errors import DeviceFailure, TrialFailure
+from autotune.objective import closest_to_median, log_spread
 from autotune.results import attrs
 from autotune.results.attrs import is_feasible, validation_of
-from autotune.scenarios import judge
+from autotune.search.evaluate import Evaluator
 from autotune.search.measure import MeasureStage
-from autotune.search.records import TuningJob
+from autotune.search.records import Compiled, TuningJob
 from autotune.search.significance import Gain, interval, paired_gain
-from autotune.search.stages import CompileStage
 from autotune.storage import fail_stale_trials
 
 OUTSIDE_NOISE_SIGMAS = 3.0  # a validation figure this many sigmas from the search figure is flagged
@@ -38,11 +37,11 @@ MIN_GAIN_PCT = 1.0  # a gain whose interval cannot reach past this is not worth 
 class Validator:
     """Re-measures the study's best trials, its baseline and its last winner in rounds, and records the winner."""
 
-    def __init__(self, *, job: TuningJob, study: optuna.Study, compiler: CompileStage, measurer: MeasureStage,
+    def __init__(self, *, job: TuningJob, study: optuna.Study, evaluator: Evaluator, measurer: MeasureStage,
                  progress: Callable[[str], None]) -> None:
         self.job = job
         self.study = study
-        self.compiler = compiler
+        self.evaluator = evaluator
         self.measurer = measurer
         self.progress = progress
         self.maximize = job.scenario.direction == "maximize"
@@ -68,8 +67,8 @@ class Validator:
                       f"s runs (~{_minutes(len(chosen) * rounds * job.validate_seconds)}; up to {rounds * self.looks} "
                       f"rounds while a gain stays undecided) ...")
         entries = {t.number: self._entry(t) for t in chosen}
-        artifacts = {t.number: self._artifact(t, entries[t.number]) for t in chosen}
-        for number in (n for n, artifact in artifacts.items() if artifact is None):
+        artifacts = {t.number: self._compiled(t, entries[t.number]) for t in chosen}
+        for number in (n for n, compiled in artifacts.items() if compiled is None):
             self.progress(f"  #{number}: not validated ({entries[number][attrs.REASON]})")
         for look in range(self.looks):
             for r in range(look * rounds, (look + 1) * rounds):
@@ -84,7 +83,7 @@ class Validator:
                           f"machine's drift since the search)")
         return summary
 
-    def _round(self, chosen: list[FrozenTrial], artifacts: dict[int, Artifact | None],
+    def _round(self, chosen: list[FrozenTrial], artifacts: dict[int, Compiled | None],
                entries: dict[int, dict[str, Any]], device: int, r: int) -> None:
         """Round ``r``: every candidate still measurable once, in an order shuffled for this round."""
         live = [t for t in chosen if artifacts[t.number] is not None]
@@ -127,61 +126,37 @@ class Validator:
                 "batch_size": candidate.batch_size, "activations": candidate.concurrency,
                 attrs.SEARCH_VALUE: trial.value, attrs.SAMPLES: [], "_feasible": [], "_measurements": []}
 
-    def _artifact(self, trial: FrozenTrial, entry: dict[str, Any]) -> Artifact | None:
-        candidate = self._candidate(trial)
+    def _compiled(self, trial: FrozenTrial, entry: dict[str, Any]) -> Compiled | None:
         try:
-            return self.compiler.known_artifact(candidate) or self.compiler.compile(candidate)[0]
+            return self.evaluator.compiled(self.job.space.from_dict(trial.user_attrs[attrs.CANDIDATE]))
         except TrialFailure as failure:
             entry[attrs.REASON] = f"{failure.stage}: {failure.reason}"
             return None
-
-    def _still_there(self, trial: FrozenTrial, artifacts: dict[int, Artifact | None],
-                     entry: dict[str, Any]) -> Artifact | None:
-        """The trial's artifact, compiled again when it was deleted under the run (a compile cache cleared); None
-        when that compile fails (its reason on the entry)."""
-        artifact = artifacts[trial.number]
-        assert artifact is not None
-        if self.job.backend.artifact_usable(artifact.path):
-            return artifact
-        self.progress(f"  #{trial.number}: its compiled artifact {artifact.path} was deleted: compiling it again")
-        artifacts[trial.number] = self._artifact(trial, entry)
-        return artifacts[trial.number]
 
     def _leave(self, trial: FrozenTrial, entry: dict[str, Any], r: int) -> None:
         """``trial`` failed in round ``r``: it is measured in no later round, and its entry says why."""
         entry[attrs.LEFT_OUT] = f"from round {r + 1} on: {entry[attrs.REASON]}"
         self.progress(f"  #{trial.number}: left out {entry[attrs.LEFT_OUT]}")
 
-    def _candidate(self, trial: FrozenTrial) -> Candidate:
-        return self.job.space.from_dict(trial.user_attrs[attrs.CANDIDATE])
-
-    def _measure(self, trial: FrozenTrial, artifacts: dict[int, Artifact | None], entry: dict[str, Any],
+    def _measure(self, trial: FrozenTrial, artifacts: dict[int, Compiled | None], entry: dict[str, Any],
                  device: int, r: int) -> None:
         """One round's measurement of ``trial``; a failure takes it out of the later rounds."""
-        job = self.job
-        candidate = self._candidate(trial)
-        for attempt in range(2):  # an artifact deleted during its measurement: compiled again, measured once more
-            artifact = self._still_there(trial, artifacts, entry)
-            if artifact is None:
-                self._leave(trial, entry, r)
-                return
-            try:
-                measurement = self.measurer.run(artifact, candidate, seconds=job.validate_seconds,
-                                                label=f"validate-{trial.number}-r{r + 1}", device=device)
-                break
-            except DeviceFailure:
-                raise
-            except TrialFailure as failure:
-                if attempt == 0 and not job.backend.artifact_usable(artifact.path):
-                    continue
-                entry[attrs.REASON] = f"{failure.stage}: {failure.reason}"
-                artifacts[trial.number] = None
-                self._leave(trial, entry, r)
-                return
-        outcome = judge(job.scenario, measurement, bound_ms=job.bound_ms)
+        compiled = artifacts[trial.number]
+        assert compiled is not None
+        try:
+            measurement, outcome = self.evaluator.evaluate(compiled, seconds=self.job.validate_seconds,
+                                                           label=f"validate-{trial.number}-r{r + 1}", device=device,
+                                                           who=f"  #{trial.number}")
+        except DeviceFailure:
+            raise
+        except TrialFailure as failure:
+            entry[attrs.REASON] = f"{failure.stage}: {failure.reason}"
+            artifacts[trial.number] = None
+            self._leave(trial, entry, r)
+            return
         entry[attrs.SAMPLES].append(outcome.value)
         entry["_feasible"].append(outcome.feasible)
-        entry["_measurements"].append((outcome, measurement, artifact, candidate))
+        entry["_measurements"].append((outcome, measurement, compiled.artifact, compiled.candidate))
         if not outcome.feasible:
             entry[attrs.REASON] = outcome.reason
 
@@ -219,7 +194,8 @@ class Validator:
             entry.setdefault(attrs.REASON, "not measured")
             return
         spread = interval(samples)
-        outcome, measurement, artifact, candidate = min(measured, key=lambda m: abs(m[0].value - spread.median))
+        outcome, measurement, artifact, candidate = measured[closest_to_median([m[0].value for m in measured],
+                                                                               spread.median)]
         entry |= {attrs.VALUE: spread.median, attrs.CI: [spread.low, spread.high],
                   attrs.ESTIMATED: outcome.estimated, attrs.FIGURES: measurement.figures(),
                   attrs.SCENARIO_FIGURES: outcome.figures, attrs.COMPILE_ARGV: artifact.command,
@@ -231,7 +207,7 @@ class Validator:
         searched = entry.get(attrs.SEARCH_VALUE)
         if searched:
             ratio = spread.median / searched
-            sem = float(np.std(np.log(samples), ddof=1)) / math.sqrt(len(samples)) if len(samples) > 1 else 0.0
+            sem = log_spread(np.log(samples)) / math.sqrt(len(samples)) if len(samples) > 1 else 0.0
             margin = OUTSIDE_NOISE_SIGMAS * math.hypot(self.measurer.noise.sigma, sem)
             entry |= {attrs.SEARCH_RATIO: ratio, attrs.OUTSIDE_NOISE: abs(math.log(ratio)) > margin}
 

@@ -8,9 +8,13 @@ import pytest
 from optuna.trial import TrialState
 
 from autotune.errors import DeviceFailure
+from autotune.objective import compiles
+from autotune.results.frame import trial_frame
+from autotune.results.report import summarize
 from autotune.search.device_pool import DevicePool
 from autotune.search.tuner import Tuner
-from jobs import qaic_job as _job, stored_trials as _trials
+from fakes import FakeBackend
+from jobs import fake_job, qaic_job as _job, stored_trials as _trials
 
 FIXED = {"ols": 1, "sdp_clusters": 1, "mos_0": 1, "multicast_weights": False, "batch_size": 1, "set_size": 4}
 
@@ -169,3 +173,28 @@ def test_a_second_study_reuses_the_compile_cache_instead_of_compiling(emulator, 
     assert first.user_attrs["compile_reused"] is False and second.user_attrs["compile_reused"] is True
     assert second.user_attrs["artifact_path"] == first.user_attrs["artifact_path"]
     assert Path(first.user_attrs["artifact_path"]).is_relative_to(tmp_path / "cache" / "entries")
+
+
+@pytest.mark.parametrize("compile_jobs, cached", [(0, True), (4, True), (4, False)],
+                         ids=["in-line", "compiles-ahead", "compiles-ahead-no-cache"])
+def test_one_count_of_compiles_the_budget_the_progress_line_the_policies_and_the_report(tmp_path, compile_jobs,
+                                                                                        cached):
+    lines: list[str] = []
+    backend = FakeBackend(fail_level=2, compile_seconds=0.2 if compile_jobs else 0.0)
+    job = fake_job(tmp_path, backend, trials=6, validate_top=0, compile_jobs=compile_jobs,
+                   cache_dir=tmp_path / "cache" if cached else None)
+    tuner = Tuner(job, progress=lines.append)
+    for params in [{"level": 1, "batch_size": 1}] + [{"level": 2, "batch_size": 1}] * 2:
+        tuner.study.enqueue_trial(params)  # the baseline's flags searched, then flags that do not compile, twice
+    tuner.run()
+    trials = tuner.study.get_trials()
+    settled = [t for t in trials if t.user_attrs.get("duplicate_of") is not None]
+    shared = [t for t in trials if t.user_attrs.get("duplicate_of") is None and not t.user_attrs["new_compile"]]
+    assert settled and all(not t.user_attrs["new_compile"] for t in settled)
+    assert shared or not cached  # without a cache, the baseline's flags compiled twice at once count twice
+    progress = [line for line in lines if line.startswith("[")]
+    assert progress[-1].startswith("[6/6] ")  # the budget, and the progress line's count
+    assert compiles(trials) == 6  # what the polish schedule reads
+    assert summarize(tuner.study, trial_frame(tuner.study))["compiles"] == 6  # the report
+    refused = [t for t in trials if t.user_attrs.get("failure_stage") == "compile" and t.user_attrs["new_compile"]]
+    assert refused and len(backend.log.compiles) + len(refused) == 6  # every compile the compiler was asked for

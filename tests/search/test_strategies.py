@@ -178,25 +178,26 @@ def test_tpe_polishes_the_best_every_few_compiles(tmp_path):
 
 
 def test_polish_counts_compiles_as_the_budget_does():
-    """A trial measured on the baseline's model (a runtime search on its flags) adds no compile to the schedule,
-    unless the sampler draws the runtime knobs itself (round 1's search counts every trial)."""
+    """The schedule reads the compiles each trial took as the pipeline stored them: a trial measured on the
+    baseline's model (a runtime search on its flags) adds none, nor does one settled by a known compile failure;
+    where the sampler draws the runtime knobs itself, every trial took one."""
     space = FakeSpace(scenario="offline")
     polish = Polish(space=space, maximize=True, every=2, after=2)
 
-    def trial(number: int, level: int, key: str) -> FrozenTrial:
+    def trial(number: int, level: int, new_compile: bool) -> FrozenTrial:
         candidate = FakeCandidate(level=level)
-        made = optuna.trial.create_trial(value=throughput(candidate), user_attrs={"candidate": candidate.to_dict(),
-                                                                                  "compile_key": key})
+        made = optuna.trial.create_trial(value=throughput(candidate), user_attrs={
+            "candidate": candidate.to_dict(), "compile_key": f"k{level}", "new_compile": new_compile})
         made.number = number
         return made
 
-    one_compile = [trial(0, 1, "k1"), trial(1, 1, "k1")]  # the baseline and a runtime search on its model
+    one_compile = [trial(0, 1, True), trial(1, 1, False)]  # the baseline and a runtime search on its model
     assert polish.propose(one_compile, set()) is None
-    params, labels = polish.propose(one_compile + [trial(2, 2, "k2")], set())  # the second compile: a step
+    params, labels = polish.propose(one_compile + [trial(2, 2, True)], set())  # the second compile: a step
     assert labels == {"polish_of": 2} and params != space.params_for(FakeCandidate(level=2))
     drawn = Polish(space=FakeSpace(scenario="singlestream"), maximize=True, every=2, after=2)
-    assert drawn.propose(one_compile, set()) is not None  # runtime knobs drawn by the sampler: every trial counts
-    failed = [trial(0, 1, "k1"), trial(1, 2, "bad"), trial(2, 2, "bad")]
+    assert drawn.propose([trial(0, 1, True), trial(1, 1, True)], set()) is not None  # every trial counts
+    failed = [trial(0, 1, True), trial(1, 2, True), trial(2, 2, False)]
     for settled in failed[1:]:
         settled.user_attrs["failure_stage"] = "compile"  # the second is settled by the first's known failure
     third = Polish(space=FakeSpace(scenario="singlestream"), maximize=True, every=2, after=3)

@@ -15,10 +15,10 @@ from autotune.backends.qaic import QaicBackend
 from autotune.backends.qaic.baselines import find_baseline
 from autotune.backends.qaic.space import DeviceLimits, QaicSpace
 from autotune.errors import AutotuneError
+from autotune.objective import TrialRecord
 from autotune.results.attrs import study_overview
 from autotune.results.frame import trial_frame
 from autotune.results.report import summarize
-from autotune.search.records import TrialRecord
 from autotune.search.tuner import Tuner
 from autotune.storage import load_study, open_storage
 from autotune.synthetic import build_convnet

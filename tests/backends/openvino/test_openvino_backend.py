@@ -19,7 +19,8 @@ from autotune.backends.openvino import OpenVinoBackend
 from autotune.backends.openvino.runtime import BLOB, INFO, READ_BACK
 from autotune.backends.openvino.space import OvCandidate
 from autotune.errors import AutotuneError, CompileFailure, MeasureFailure
-from autotune.scenarios import SCENARIOS, judge
+from autotune.objective import judge
+from autotune.scenarios import SCENARIOS
 from helpers import one_line_error, run_cli, spec_for
 from user_models import convnet, voice, voice_samples
 

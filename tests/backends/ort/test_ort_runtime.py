@@ -11,7 +11,8 @@ from autotune.backends._loadgen import LoadGenRun, read_detail_log
 from autotune.backends.ort import OrtBackend
 from autotune.backends.ort.space import OrtCandidate, OrtSpace
 from autotune.errors import AutotuneError, CompileFailure, MeasureFailure
-from autotune.scenarios import SCENARIOS, judge
+from autotune.objective import judge
+from autotune.scenarios import SCENARIOS
 from helpers import run_cli, spec_for
 from user_models import convnet, paddle_detector, voice, voice_samples
 

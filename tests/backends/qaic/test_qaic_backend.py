@@ -13,7 +13,8 @@ from autotune.backends.qaic.backend import estimate_scenario
 from autotune.backends.qaic.space import DeviceLimits, QaicCandidate, QaicSpace
 from autotune.errors import AutotuneError
 from autotune.models import MODELS
-from autotune.scenarios import SCENARIOS, judge
+from autotune.objective import judge
+from autotune.scenarios import SCENARIOS
 from helpers import spec_for
 from user_models import SAMPLE_RATE, convnet, paddle_detector, voice, voice_samples
 

@@ -1,0 +1,148 @@
+"""A trial's value, as pure functions: a scenario's figure from a measurement and whether it keeps the scenario's rule,
+the measurement that stands for repeats, the accuracy guard's verdict, the log spread of repeats, the record told to
+the study, and the count of a study's compiles (the read side's too: nothing here imports the search or a backend).
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+from collections.abc import Hashable, Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+from optuna.trial import FrozenTrial, TrialState
+
+from autotune.results import attrs
+from autotune.scenarios import Scenario
+
+if TYPE_CHECKING:  # the protocol only: the read side imports this module, and no backend
+    from autotune.backends.base import Measurement
+
+# the keys of a trial's stored ``scenario_figures``, per scenario
+_FIGURE_KEYS = {"singlestream": "p90_ms", "multistream": "multistream_p99_ms"}
+
+
+@dataclass(frozen=True, kw_only=True)
+class Outcome:
+    """A measurement judged by a scenario: the value to optimise and whether it is feasible (and why not)."""
+
+    value: float
+    feasible: bool
+    reason: str | None = None
+    estimated: bool = False
+    figures: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(kw_only=True)
+class TrialRecord:
+    """What one evaluated candidate produced: value, feasibility and the attributes stored on its trial."""
+
+    value: float
+    feasible: bool
+    attrs: dict[str, Any] = field(default_factory=dict)
+    retry: bool = False
+
+
+def worst_value(scenario: Scenario) -> float:
+    """The value told to the study for a candidate that produced no figure."""
+    return 0.0 if scenario.direction == "maximize" else math.inf
+
+
+def judge(scenario: Scenario, measurement: Measurement, *, bound_ms: float | None) -> Outcome:
+    """The scenario's value from a measurement, and infeasible with a reason when it breaks the scenario's rule."""
+    m = measurement
+    if scenario.name == "offline":
+        return Outcome(value=m.samples_per_second, feasible=True)
+    if scenario.name == "server":
+        assert bound_ms is not None
+        figures = {"server_qps": m.server_qps, "server_p99_ms": m.server_p99_ms, "latency_bound_ms": bound_ms}
+        if m.server_qps:
+            return Outcome(value=m.server_qps, feasible=True, estimated=m.estimated, figures=figures)
+        p99 = f"{m.server_p99_ms:.2f} ms" if m.server_p99_ms is not None else "none"
+        reason = (f"p99 latency {p99} exceeds the {bound_ms:g} ms bound even at low load" if m.estimated else
+                  f"no target QPS kept p99 within {bound_ms:g} ms (best p99 {p99})")
+        return Outcome(value=0.0, feasible=False, estimated=m.estimated, figures=figures, reason=reason)
+    value = getattr(m, scenario.figure)
+    if value is None:
+        return Outcome(value=worst_value(scenario), feasible=False, reason="no latency was measured")
+    figures = {_FIGURE_KEYS[scenario.name]: value}
+    if bound_ms is not None and value > bound_ms:
+        return Outcome(value=value, feasible=False, estimated=m.estimated, figures=figures,
+                       reason=f"{scenario.metric} {value:.2f} ms exceeds the {bound_ms:g} ms bound")
+    return Outcome(value=value, feasible=True, estimated=m.estimated, figures=figures)
+
+
+def score(outcome: Outcome, *, maximize: bool) -> float | None:
+    """Higher is better, None when the scenario's rule is broken (what a runtime search compares)."""
+    if not outcome.feasible:
+        return None
+    return outcome.value if maximize else -outcome.value
+
+
+def accuracy_failure(errors: dict[str, dict[str, float]], max_error: float) -> str | None:
+    """Why a candidate's outputs are too far from the fp32 reference (its worst output's ``max_rel_error`` above
+    ``max_error``), or None when they are close enough."""
+    worst = max(errors, key=lambda name: errors[name]["max_rel_error"])
+    error = errors[worst]["max_rel_error"]
+    if error <= max_error:
+        return None
+    return (f"output {worst!r} differs from the fp32 reference by {error:.3g} of its range (cosine "
+            f"{errors[worst]['cosine']:.4f}), more than --max-output-error {max_error:g}")
+
+
+def closest_to_median(values: Sequence[float], median: float) -> int:
+    """Which of repeated measurements stands for them: the index of the first value closest to their ``median``."""
+    return min(range(len(values)), key=lambda i: abs(values[i] - median))
+
+
+def best_setting(measured: Sequence[tuple[Hashable, Outcome]], *, maximize: bool) -> int:
+    """Of repeated measurements of runtime settings, (setting, outcome) each: the index of the one that stands for
+    the trial. The setting with the best median wins, feasible settings (every measurement feasible) first; of its
+    measurements, the one closest to that median."""
+    settings: dict[Hashable, list[int]] = {}
+    for i, (setting, _) in enumerate(measured):
+        settings.setdefault(setting, []).append(i)
+    feasible = {s: ix for s, ix in settings.items() if all(measured[i][1].feasible for i in ix)} or settings
+    medians = {s: statistics.median(measured[i][1].value for i in ix) for s, ix in feasible.items()}
+    chosen = (max if maximize else min)(medians, key=medians.__getitem__)
+    return feasible[chosen][closest_to_median([measured[i][1].value for i in feasible[chosen]], medians[chosen])]
+
+
+def log_spread(logs: Sequence[float] | np.ndarray) -> float:
+    """The relative spread of repeats: the sample deviation of their logarithms (or of log ratios; two at least)."""
+    return float(np.std(logs, ddof=1))
+
+
+def infeasible(scenario: Scenario, stored: dict[str, Any], stage: str, reason: str, *,
+               retry: bool = False) -> TrialRecord:
+    """A candidate the search should stop proposing: told as infeasible, with the stage and the reason; ``retry``: a
+    failure that says nothing about the candidate (a time-out), FAIL so that it may be proposed again."""
+    return TrialRecord(value=worst_value(scenario), feasible=False, retry=retry,
+                       attrs=stored | {attrs.FAILURE_STAGE: stage, attrs.FAILURE_REASON: reason})
+
+
+def new_compile(*, settled: bool, compiled_before: bool, shares_model: bool) -> bool:
+    """Whether a proposal takes a compile of its own (``--trials`` counts these; stored as ``attrs.NEW_COMPILE``): not
+    one settled without compiling (a duplicate, a broken rule, flags known not to compile, a twin's result), nor one
+    measured on a model the study compiled for another trial where its space searches runtime knobs on the model."""
+    return not settled and not (compiled_before and shares_model)
+
+
+def compiles(trials: Iterable[FrozenTrial]) -> int:
+    """The compiles a study's COMPLETE trials made, as ``--trials`` counts them (:func:`new_compile`, as stored); a
+    trial stored without it counts unless settled (a duplicate, a broken rule) or of compile flags counted already."""
+    counted: set[str] = set()
+    count = 0
+    for trial in trials:
+        stored = trial.user_attrs
+        if trial.state != TrialState.COMPLETE:
+            continue
+        if attrs.NEW_COMPILE in stored:
+            count += bool(stored[attrs.NEW_COMPILE])
+        elif stored.get(attrs.DUPLICATE_OF) is None and stored.get(attrs.FAILURE_STAGE) != "constraint":
+            key = stored.get(attrs.COMPILE_KEY)
+            count += key is None or key not in counted
+            counted.add(key)
+    return count
