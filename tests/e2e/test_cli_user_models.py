@@ -39,7 +39,7 @@ SHAPES = {  # name: (build the model and its options, the run's batch line)
 def _run(capsys, tmp_path: Path, onnx: Path, *extra: str, backend: tuple[str, ...] = ("--backend", "ort")):
     return run_cli(capsys, "run", *backend, "--onnx", str(onnx), "--scenario", "offline", "--storage",
                    f"sqlite:///{tmp_path / 'studies.db'}", "--workdir", str(tmp_path / "work"),
-                   "--busy-cpu", "100", *extra)  # a shared test machine is rarely quiet (test_disturbance.py)
+                   "--busy-cpu", "100", *extra)  # a shared test machine is rarely quiet (test_busy_host.py)
 
 
 def _study(tmp_path: Path, out: str):

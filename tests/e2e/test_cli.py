@@ -168,7 +168,7 @@ def test_retinanet_server_20_trials_beats_the_baseline_and_resumes(emulator, ret
 
 
 # other test processes keep this machine busy: CPU measurements are not measured again here (that is
-# tests/search/test_disturbance.py)
+# tests/e2e/test_busy_host.py)
 NO_BUSY_CHECK = ("--busy-cpu", "100")
 
 

@@ -20,7 +20,7 @@ def test_an_openvino_study_runs_from_the_command_line(tiny_onnx, tmp_path, capsy
     argv = ["run", "--backend", "openvino", "--model", "resnet50", "--onnx", str(tiny_onnx), "--scenario", "offline",
             "--storage", storage, "--measure-time", "0.4", "--validate-time", "0.4", "--validate-top", "1",
             "--validate-rounds", "3", "--validate-max-rounds", "3", "--seed", "0",
-            "--busy-cpu", "100"]  # a shared test machine is rarely quiet (test_disturbance.py)
+            "--busy-cpu", "100"]  # a shared test machine is rarely quiet (test_busy_host.py)
     code, out, err = run_cli(capsys, *argv, "--trials", "3")
     assert code == 0, err
     assert "backend: openvino (OpenVINO on this CPU)" in out and "[3/3]" in out and "winner: trial #" in out

@@ -130,7 +130,7 @@ def test_the_gpu_check_prints_what_it_would_run(tmp_path):
     import subprocess
     from pathlib import Path
 
-    script = Path(__file__).resolve().parents[3] / "scripts" / "gpu_check.sh"
+    script = Path(__file__).resolve().parents[2] / "scripts" / "gpu_check.sh"
     result = subprocess.run(["bash", str(script), "--dry-run"], capture_output=True, text=True, timeout=60,
                             env={"PATH": "/usr/bin:/bin", "HOME": str(tmp_path)})
     assert result.returncode == 0, result.stderr
