@@ -11,7 +11,6 @@ from autotune.results.attrs import upgrade
 from autotune.search.policies import LocalSearch, Polish, StartsThenClimb
 from autotune.search.records import proposal_key
 from autotune.search.strategies import policy_for, sampler_for
-from autotune.search.study import adapt
 from autotune.search.tuner import Tuner
 from autotune.storage import open_storage
 from fakes import FakeBackend, FakeCandidate, FakeSpace, throughput
@@ -246,12 +245,6 @@ def test_warm_start_refuses_a_missing_study_or_another_model(tmp_path):
     # refused before anything is stored: no study made for the refused runs, the source's trials as they were
     summaries = optuna.get_all_study_summaries(open_storage(storage))
     assert [(s.study_name, s.n_trials) for s in summaries] == stored and stored[0][0] == "toy-study"
-
-
-def test_adapting_moves_values_into_this_devices_domains():
-    domains = {"cores": list(range(1, 15)), "batch_size": [1, 2, 4], "multicast_weights": [False, True]}
-    assert adapt({"cores": 16, "batch_size": 8, "multicast_weights": True}, domains) == \
-        {"cores": 14, "batch_size": 4, "multicast_weights": True}
 
 
 def test_every_strategy_has_a_policy_or_leaves_proposals_to_its_sampler(tmp_path):
