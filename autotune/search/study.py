@@ -23,8 +23,7 @@ optuna.logging.set_verbosity(optuna.logging.WARNING)
 
 def open_study(identity: StudyIdentity, search: SearchPolicy, storage: optuna.storages.BaseStorage, *,
                model_sha256: str | None) -> optuna.Study:
-    """The study, created or resumed, with the search's sampler; refused when the stored identity differs from this
-    one."""
+    """The study, created or resumed, with the search's sampler; refused when its stored identity differs."""
     study = optuna.create_study(study_name=identity.name, storage=storage, direction=identity.scenario.direction,
                                 load_if_exists=True)
     # a resumed, seeded run must not replay its first proposals: offset the seed by the trials stored
