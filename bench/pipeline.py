@@ -32,7 +32,8 @@ from autotune.backends.qaic import QaicBackend  # noqa: E402
 from autotune.backends.qaic.space import DeviceLimits, QaicSpace  # noqa: E402
 from autotune.models import MODELS, with_inputs  # noqa: E402
 from autotune.scenarios import SCENARIOS  # noqa: E402
-from autotune.search.records import TuningJob  # noqa: E402
+from autotune.search.records import (MeasureSettings, RunEnvironment, SearchPolicy, StudyIdentity,  # noqa: E402
+                                     TuningJob, ValidationSettings)
 from autotune.search.tuner import Tuner  # noqa: E402
 from autotune.synthetic import build_convnet  # noqa: E402
 
@@ -67,12 +68,14 @@ def run_config(config: Config, *, onnx: Path, work: Path, measure_time: float) -
     spec = with_inputs(MODELS["resnet50"], onnx)
     device = DeviceLimits(nsp_total=16)
     job = TuningJob(
-        model=spec, onnx_path=onnx, scenario=SCENARIOS["offline"], bound_ms=None,
-        backend=QaicBackend(sdk_root=EMULATOR), space=QaicSpace(device=device, scenario="offline"),
-        devices=list(range(config.devices)), device_size=16, sku="PCIe Pro",
-        storage=STORAGES[config.storage](folder), study_name="pipeline", n_trials=config.trials,
-        measure_seconds=measure_time, validate_top=0, seed=0, workdir=folder / "work", cache_dir=folder / "cache",
-        compile_jobs=config.compile_jobs)
+        identity=StudyIdentity(name="pipeline", storage=STORAGES[config.storage](folder), model=spec, onnx_path=onnx,
+                               scenario=SCENARIOS["offline"], bound_ms=None, backend=QaicBackend(sdk_root=EMULATOR),
+                               space=QaicSpace(device=device, scenario="offline"),
+                               devices=list(range(config.devices)), device_size=16, sku="PCIe Pro"),
+        search=SearchPolicy(n_trials=config.trials, seed=0), measure=MeasureSettings(seconds=measure_time),
+        validation=ValidationSettings(top=0),
+        environment=RunEnvironment(workdir=folder / "work", cache_dir=folder / "cache",
+                                   compile_jobs=config.compile_jobs))
     tuner = Tuner(job, progress=lambda _: None)
     tuner.run()
     stats = tuner.stats

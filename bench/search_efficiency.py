@@ -60,7 +60,8 @@ from autotune.results import attrs  # noqa: E402
 from autotune.scenarios import SCENARIOS  # noqa: E402
 from autotune.search import noise  # noqa: E402
 from autotune.search.policies import StartsThenClimb  # noqa: E402
-from autotune.search.records import TuningJob  # noqa: E402
+from autotune.search.records import (RunEnvironment, SearchPolicy, StudyIdentity, TuningJob,  # noqa: E402
+                                     ValidationSettings)
 from autotune.search.tuner import Tuner  # noqa: E402
 
 TARGET = 0.97
@@ -123,12 +124,15 @@ def make_tuner(case: Case, strategy: Strategy, *, seed: int, compiles: int, work
     sampler = "tpe" if strategy.sampler == "gp" else strategy.sampler
     # round 1's search counts trials; give it enough to reach the same number of distinct compiles
     n_trials = compiles if strategy.search_runtime else compiles * 5
-    job = TuningJob(model=MODELS[case.model], onnx_path=Path("surface.onnx"), scenario=SCENARIOS["offline"],
-                    bound_ms=None, backend=backend, space=space, devices=[0], device_size=case.nsp, sku="emulated",
-                    storage=optuna.storages.InMemoryStorage(), study_name=f"s{case.index}", n_trials=n_trials,
-                    validate_top=validate_top, sampler=sampler, seed=seed, polish_every=strategy.polish_every,
-                    polish_after=strategy.polish_after, workdir=workdir,
-                    baseline=baseline, baseline_label=preset.label() if preset else None, compile_jobs=compile_jobs)
+    job = TuningJob(
+        identity=StudyIdentity(name=f"s{case.index}", storage=optuna.storages.InMemoryStorage(),
+                               model=MODELS[case.model], onnx_path=Path("surface.onnx"), scenario=SCENARIOS["offline"],
+                               bound_ms=None, backend=backend, space=space, devices=[0], device_size=case.nsp,
+                               sku="emulated", baseline=baseline, baseline_label=preset.label() if preset else None),
+        search=SearchPolicy(sampler=sampler, n_trials=n_trials, seed=seed, polish_every=strategy.polish_every,
+                            polish_after=strategy.polish_after),
+        validation=ValidationSettings(top=validate_top),
+        environment=RunEnvironment(workdir=workdir, compile_jobs=compile_jobs))
     tuner = Tuner(job, progress=lambda _: None)
     tuner.memory.noise.close_sigmas = strategy.close_sigmas
     if strategy.oracle or strategy.drawn:
@@ -203,7 +207,7 @@ def run(case: Case, strategy: Strategy, *, seed: int, compiles: int, optimum: fl
         tuner, backend = make_tuner(case, strategy, seed=seed, compiles=compiles, workdir=Path(tmp),
                                     validate_top=validate_top)
         validation = tuner.run()
-        curve, measured, found = quality_curve(case, tuner.study, tuner.job.space, optimum, compiles)
+        curve, measured, found = quality_curve(case, tuner.study, tuner.job.identity.space, optimum, compiles)
         validated, samples = validated_quality(case, tuner, validation, optimum)
     preset = case.preset
     baseline = true_value(case, preset.candidate(DeviceLimits(nsp_total=case.nsp))) / optimum if preset else None
@@ -220,7 +224,7 @@ def validated_quality(case: Case, tuner: Tuner, validation: dict[str, Any],
         return None, 0
     winner = next(t for t in tuner.study.get_trials(deepcopy=False) if t.number == number)
     samples = sum(len(entry[attrs.SAMPLES]) for entry in validation[attrs.VALIDATED])
-    return true_value(case, tuner.job.space.from_dict(winner.user_attrs[attrs.CANDIDATE])) / optimum, samples
+    return true_value(case, tuner.job.identity.space.from_dict(winner.user_attrs[attrs.CANDIDATE])) / optimum, samples
 
 
 def wall_run(case: Case, strategy: Strategy, *, seed: int, compiles: int, optimum: float, scale: float) -> Run:
@@ -231,7 +235,7 @@ def wall_run(case: Case, strategy: Strategy, *, seed: int, compiles: int, optimu
                               compile_s=(60 * scale, 180 * scale), measure_s=5 * scale)
         started = time.time()
         tuner.run()
-        space, best_measured, reached = tuner.job.space, 0.0, None
+        space, best_measured, reached = tuner.job.identity.space, 0.0, None
         for t in sorted(tuner.study.get_trials(), key=lambda t: t.datetime_complete or t.datetime_start):
             if t.value and t.constraints.get("feasible", 1.0) <= 0 and t.value > best_measured:
                 best_measured = t.value

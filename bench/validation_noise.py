@@ -38,7 +38,8 @@ from autotune import backends  # noqa: E402
 from autotune.models import MODELS, with_inputs  # noqa: E402
 from autotune.results import attrs  # noqa: E402
 from autotune.scenarios import SCENARIOS  # noqa: E402
-from autotune.search.records import TuningJob  # noqa: E402
+from autotune.search.records import (RunEnvironment, SearchPolicy, StudyIdentity, TuningJob,  # noqa: E402
+                                     ValidationSettings)
 from autotune.search.tuner import Tuner  # noqa: E402
 from autotune.synthetic import build_convnet  # noqa: E402
 
@@ -52,11 +53,14 @@ def experiment(backend: Any, onnx: Path, *, seed: int, planted: bool, seconds: f
     model = with_inputs(MODELS["resnet50"], onnx)
     scenario = SCENARIOS["offline"]
     target = backend.target(model=model, scenario=scenario, devices=None)
-    job = TuningJob(model=model, onnx_path=onnx, scenario=scenario, bound_ms=None, backend=backend,
-                    space=target.space, devices=[target.devices[0].index], device_size=target.size, sku=target.sku,
-                    storage=optuna.storages.InMemoryStorage(), study_name="noise", validate_top=OTHERS + 1,
-                    validate_seconds=seconds, validate_rounds=rounds, validate_max_rounds=max_rounds, seed=seed, workdir=work, cache_dir=cache,
-                    baseline=target.baseline)
+    job = TuningJob(
+        identity=StudyIdentity(name="noise", storage=optuna.storages.InMemoryStorage(), model=model, onnx_path=onnx,
+                               scenario=scenario, bound_ms=None, backend=backend, space=target.space,
+                               devices=[target.devices[0].index], device_size=target.size, sku=target.sku,
+                               baseline=target.baseline),
+        search=SearchPolicy(seed=seed),
+        validation=ValidationSettings(top=OTHERS + 1, seconds=seconds, rounds=rounds, max_rounds=max_rounds),
+        environment=RunEnvironment(workdir=work, cache_dir=cache))
     tuner = Tuner(job, progress=lambda _: None)
     candidate = target.baseline.to_dict()
     for number in range(OTHERS + 1):  # equal search values: the validation measures all four

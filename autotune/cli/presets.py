@@ -13,10 +13,9 @@ from autotune.backends.base import Backend
 from autotune.compile_cache import default_cache_dir
 from autotune.errors import AutotuneError
 from autotune.results.verdict import verdict_line
-from autotune.search.records import TuningJob, target_fields
+from autotune.search.records import MeasureSettings, RunEnvironment, SearchPolicy, ValidationSettings, build_job
 from autotune.search.reproduce import Check, check, entry_key, read_presets, select, setting_for
 from autotune.search.tuner import Tuner
-from autotune.storage import default_storage_url
 
 DEFAULT_WORKDIR = Path(".autotune") / "work" / "verify"
 
@@ -78,19 +77,20 @@ def _retune(entry: dict[str, Any], backend: Backend, args: argparse.Namespace) -
     warm = [(f"preset {key}", old)] + [(f"preset {key}, one step", p) for p in space.neighbours(setting.candidate)]
     warm = [(f"{label} #{i}" if i else label, params) for i, (label, params) in enumerate(warm)]
     version = backend.version()
-    job = TuningJob(
-        **target_fields(setting.target), model=setting.model, onnx_path=setting.onnx, scenario=setting.scenario,
-        bound_ms=setting.bound_ms, backend=backend, storage=args.storage or default_storage_url(),
-        study_name=f"{key}-sdk-{hashlib.sha256(version.encode()).hexdigest()[:8]}", n_trials=args.retune,
-        measure_seconds=args.time or backend.measure_seconds,
-        validate_seconds=args.time or (entry.get("reproduce") or {}).get("measure_seconds") or backend.validate_seconds,
-        validate_rounds=max(3, args.rounds), seed=0, workdir=args.workdir.resolve(),
-        synthetic=bool(entry.get("synthetic_model")), cache_dir=default_cache_dir(), warm_params=warm,
-        model_options={k: v for k, v in (entry.get("reproduce") or {}).items()
-                       if k in ("batch_dim", "input_shapes", "inputs")})
-    print(f"retuning {key} on {version}: study {job.study_name}, {args.retune} compiles, the old winner and its "
+    spec = entry.get("reproduce") or {}
+    job = build_job(
+        target=setting.target, backend=backend, model=setting.model, onnx_path=setting.onnx, scenario=setting.scenario,
+        bound_ms=setting.bound_ms, name=f"{key}-sdk-{hashlib.sha256(version.encode()).hexdigest()[:8]}",
+        storage=args.storage, synthetic=bool(entry.get("synthetic_model")),
+        model_options={k: v for k, v in spec.items() if k in ("batch_dim", "input_shapes", "inputs")},
+        search=SearchPolicy(n_trials=args.retune, seed=0, warm_params=warm),
+        measure=MeasureSettings(seconds=args.time or backend.measure_seconds),
+        validation=ValidationSettings(seconds=args.time or spec.get("measure_seconds") or backend.validate_seconds,
+                                      rounds=max(3, args.rounds)),
+        environment=RunEnvironment(workdir=args.workdir.resolve(), cache_dir=default_cache_dir()))
+    print(f"retuning {key} on {version}: study {job.identity.name}, {args.retune} compiles, the old winner and its "
           f"{len(warm) - 1} one-step neighbours first", flush=True)
     summary = Tuner(job, progress=lambda line: print(line, flush=True)).run()
     print(verdict_line(summary, setting.scenario.unit))
-    print(f"export it with: autotune export {job.study_name} --out {args.presets}" +
+    print(f"export it with: autotune export {job.identity.name} --out {args.presets}" +
           (f" --storage {args.storage}" if args.storage else ""))

@@ -20,9 +20,10 @@ from autotune.results import attrs
 from autotune.results.verdict import verdict_line
 from autotune.scenarios import get_scenario, latency_bound_ms
 from autotune.search.evaluate import Evaluator
-from autotune.search.records import TuningJob, default_study_name, target_fields
+from autotune.search.records import (MeasureSettings, RunEnvironment, SearchPolicy, ValidationSettings, build_job,
+                                     default_study_name)
 from autotune.search.tuner import Tuner
-from autotune.storage import default_storage_url, display_url
+from autotune.storage import display_url
 
 DEFAULT_WORKDIR = Path(".autotune") / "work"
 DEFAULT_TRIALS = 40
@@ -39,37 +40,39 @@ def cmd_run(args: argparse.Namespace) -> int:
         raise AutotuneError(f"--compile-jobs: the {backend.name} backend compiles on the device it measures on, so it "
                             f"compiles each trial just before measuring it")
     target = backend.target(model=model, scenario=scenario, devices=args.devices)
-    job = TuningJob(
-        **target_fields(target), model=model, onnx_path=onnx_path, scenario=scenario, bound_ms=bound,
-        backend=backend, storage=args.storage or default_storage_url(),
-        study_name=args.study or default_study_name(model.name, scenario.name, backend, target.size),
-        n_trials=args.trials if args.trials or args.timeout else DEFAULT_TRIALS, timeout_s=args.timeout,
-        measure_seconds=args.measure_time or backend.measure_seconds, validate_top=args.validate_top,
-        validate_seconds=args.validate_time or backend.validate_seconds,
-        validate_rounds=args.validate_rounds, validate_max_rounds=args.validate_max_rounds, sampler=args.sampler,
-        seed=args.seed, workdir=args.workdir.resolve(), synthetic=synthetic,
-        cache_dir=args.cache_dir or default_cache_dir(), heartbeat_s=args.heartbeat, storage_wait_s=args.storage_wait,
-        max_output_error=args.max_output_error, warm_start=args.warm_start, warm_start_top=args.warm_start_top,
-        model_options=model_options(args), busy_cpu_pct=args.busy_cpu, quiet_wait_s=args.quiet_wait,
-        compile_jobs=(os.cpu_count() or 1 if backend.compiles_ahead else 0) if args.compile_jobs is None
-        else args.compile_jobs)
-    tuner = Tuner(job, progress=lambda line: print(line, flush=True))
-    print(f"study {job.study_name} in {display_url(job.storage)} ({len(tuner.study.trials)} trials stored): "
+    job = build_job(
+        target=target, backend=backend, model=model, onnx_path=onnx_path, scenario=scenario, bound_ms=bound,
+        name=args.study or default_study_name(model.name, scenario.name, backend, target.size), storage=args.storage,
+        synthetic=synthetic, model_options=model_options(args),
+        search=SearchPolicy(sampler=args.sampler, n_trials=args.trials if args.trials or args.timeout else
+                            DEFAULT_TRIALS, timeout_s=args.timeout, warm_start=args.warm_start,
+                            warm_start_top=args.warm_start_top, seed=args.seed),
+        measure=MeasureSettings(seconds=args.measure_time or backend.measure_seconds, busy_cpu_pct=args.busy_cpu,
+                                quiet_wait_s=args.quiet_wait, max_output_error=args.max_output_error),
+        validation=ValidationSettings(top=args.validate_top, seconds=args.validate_time or backend.validate_seconds,
+                                      rounds=args.validate_rounds, max_rounds=args.validate_max_rounds),
+        environment=RunEnvironment(workdir=args.workdir.resolve(), cache_dir=args.cache_dir or default_cache_dir(),
+                                   heartbeat_s=args.heartbeat, storage_wait_s=args.storage_wait,
+                                   compile_jobs=(os.cpu_count() or 1 if backend.compiles_ahead else 0)
+                                   if args.compile_jobs is None else args.compile_jobs))
+    tuner, study = Tuner(job, progress=lambda line: print(line, flush=True)), job.identity
+    print(f"study {study.name} in {display_url(study.storage)} ({len(tuner.study.trials)} trials stored): "
           f"{model.name} {scenario.name} ({scenario.description}), {target.description}, {backend.version()}")
-    jobs = f"{job.compile_jobs} compile workers ahead" if job.compile_jobs else "compiles one at a time, in line"
+    workers = job.environment.compile_jobs
+    jobs = f"{workers} compile workers ahead" if workers else "compiles one at a time, in line"
     print(f"pipeline: {jobs}; compile cache {tuner.cache.root if tuner.cache else 'off'}")
     print(model.file_inputs().describe())
     if synthetic:
         print("SYNTHETIC MODEL: random weights of the same architecture; figures show speed, not accuracy")
-    if job.baseline is not None:
-        print(f"baseline: {job.baseline_label} (batch {job.baseline.batch_size})")
+    if target.baseline is not None:
+        print(f"baseline: {target.baseline_label} (batch {target.baseline.batch_size})")
     else:
         print(f"no hand-tuned preset for {model.name} {scenario.name} on this device: starting from scratch")
     try:
         summary = tuner.run()
     except KeyboardInterrupt:
         done = sum(t.state.is_finished() for t in tuner.study.trials)
-        print(f"autotune: interrupted; {done} finished trials are stored in study {job.study_name}. "
+        print(f"autotune: interrupted; {done} finished trials are stored in study {study.name}. "
               f"Run the same command again to resume.", file=sys.stderr)
         return 130
     _print_device_use(tuner)
@@ -78,23 +81,23 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def _print_outcome(tuner: Tuner, summary: dict[str, Any], args: argparse.Namespace) -> None:
-    job = tuner.job
+    study = tuner.job.identity
     if attrs.WINNER_TRIAL not in summary:
         if summary.get(attrs.NOTE):
             print(summary[attrs.NOTE])
             return
-        print(f"no valid configuration found for {job.model.name} {job.scenario.name}" +
-              (f" within {job.bound_ms:g} ms" if job.bound_ms else "") + _best_latency_note(tuner))
+        print(f"no valid configuration found for {study.model.name} {study.scenario.name}" +
+              (f" within {study.bound_ms:g} ms" if study.bound_ms else "") + _best_latency_note(tuner))
         return
-    print(verdict_line(summary, job.scenario.unit))
-    print(f"export it with: autotune export {job.study_name}" + (f" --storage {args.storage}" if args.storage else ""))
+    print(verdict_line(summary, study.scenario.unit))
+    print(f"export it with: autotune export {study.name}" + (f" --storage {args.storage}" if args.storage else ""))
 
 
 def _print_device_use(tuner: Tuner) -> None:
     stats = tuner.stats
     if stats is None or not stats.devices or stats.wall_s <= 0:
         return
-    word = tuner.job.backend.device_word
+    word = tuner.job.identity.backend.device_word
     each = ", ".join(f"{word} {index}: {use.measurements} measurements" for index, use in stats.devices.items())
     print(f"{'devices' if len(stats.devices) > 1 else 'device'} busy {stats.busy_fraction():.0%} of "
           f"{stats.wall_s:.0f} s ({each})")

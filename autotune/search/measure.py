@@ -17,7 +17,7 @@ from autotune.search.disturbance import disturbed_attr
 from autotune.search.evaluate import Evaluator
 from autotune.search.memory import Memory
 from autotune.search.noise import BASELINE_REPEATS, DRIFT_EVERY, REPEATS
-from autotune.search.records import Flight, Try, TuningJob
+from autotune.search.records import Flight, MeasureSettings, StudyIdentity, Try
 from autotune.search_space import Once
 
 
@@ -25,9 +25,9 @@ class MeasureStage:
     """A compiled candidate measured on a device through the evaluator, its runtime knobs searched there, and the
     result judged; with a ``guard``, its outputs are checked against the fp32 reference first."""
 
-    def __init__(self, *, job: TuningJob, memory: Memory, evaluator: Evaluator, guard: AccuracyGuard | None = None,
-                 progress: Callable[[str], None] = print) -> None:
-        self.job = job
+    def __init__(self, *, identity: StudyIdentity, settings: MeasureSettings, memory: Memory, evaluator: Evaluator,
+                 guard: AccuracyGuard | None = None, progress: Callable[[str], None] = print) -> None:
+        self.identity, self.settings = identity, settings
         self.memory = memory
         self.noise = memory.noise
         self.evaluator = evaluator
@@ -41,12 +41,12 @@ class MeasureStage:
         A setting that cannot run is a try with its failure; a device failure, a time-out or an artifact deleted
         under the run twice (ArtifactGone) stops the trial."""
         assert flight.artifact is not None
-        job, maximize = self.job, self.job.scenario.direction == "maximize"
+        maximize = self.identity.maximize
         self.check_baseline(flight, device)
         flight.measure_started = time.monotonic()
         if self.guard is not None:
             self.check_accuracy(flight, device)
-        search = job.space.runtime_search(flight.candidate) if flight.searched else Once(flight.candidate)
+        search = self.identity.space.runtime_search(flight.candidate) if flight.searched else Once(flight.candidate)
         tries: list[Try] = []
         while (candidate := search.ask()) is not None:
             tried = self._try(flight, candidate, device, label=f"trial-{flight.number}" +
@@ -76,9 +76,9 @@ class MeasureStage:
         if artifact is None:
             self._no_drift_check(flight, baseline.user_attrs.get(attrs.ARTIFACT_PATH))
             return
-        candidate = self.job.space.from_dict(baseline.user_attrs[attrs.CANDIDATE])
+        candidate = self.identity.space.from_dict(baseline.user_attrs[attrs.CANDIDATE])
         try:
-            measurement = self.evaluator.measure(artifact, candidate, seconds=self.job.measure_seconds,
+            measurement = self.evaluator.measure(artifact, candidate, seconds=self.settings.seconds,
                                                  label=f"trial-{flight.number}-baseline", device=device)
         except ArtifactGone:
             self._no_drift_check(flight, str(artifact.path))  # the trial itself goes on
@@ -87,7 +87,7 @@ class MeasureStage:
             if failure.retryable or isinstance(failure, DeviceFailure):
                 raise
             return
-        value = judge(self.job.scenario, measurement, bound_ms=self.job.bound_ms).value
+        value = judge(self.identity.scenario, measurement, bound_ms=self.identity.bound_ms).value
         if value:
             flight.attrs[attrs.BASELINE_CHECK] = {attrs.TRIAL: baseline.number, "value": value,
                                                   attrs.DRIFT_PCT: round((value / baseline.value - 1.0) * 100, 2)}
@@ -99,7 +99,7 @@ class MeasureStage:
     def _try(self, flight: Flight, candidate: Candidate, device: int, *, label: str) -> Try:
         started = time.monotonic()
         try:
-            measurement, outcome = self.evaluator.evaluate(flight, candidate, seconds=self.job.measure_seconds,
+            measurement, outcome = self.evaluator.evaluate(flight, candidate, seconds=self.settings.seconds,
                                                            label=label, device=device, who=f"trial #{flight.number}")
         except MeasureFailure as failure:
             if failure.retryable or isinstance(failure, DeviceFailure):
@@ -111,12 +111,12 @@ class MeasureStage:
     def check_accuracy(self, flight: Flight, device: int) -> None:
         """Compare the compiled candidate's outputs with the reference; raises AccuracyFailure when too far."""
         assert self.guard is not None and flight.artifact is not None
-        batch, backend = flight.candidate.batch_size, self.job.backend
+        batch, backend = flight.candidate.batch_size, self.identity.backend
         outputs = self.evaluator.kept(flight, lambda artifact: self.evaluator.on(artifact, lambda: backend.outputs(
-            artifact, flight.candidate, model=self.job.model, feed=self.guard.feed(batch), device=device)),
+            artifact, flight.candidate, model=self.identity.model, feed=self.guard.feed(batch), device=device)),
             who=f"trial #{flight.number}")
         if outputs is None:
-            raise MeasureFailure(f"the {self.job.backend.name} backend returned no outputs to check")
+            raise MeasureFailure(f"the {backend.name} backend returned no outputs to check")
         report = self.guard.check(outputs, batch)
         flight.attrs[attrs.ACCURACY] = report
         reason = self.guard.verdict(report)
@@ -128,7 +128,7 @@ class MeasureStage:
         log = str(failure.log_path or "")
         stored = flight.attrs | {attrs.COMPILE_LOG: log} if isinstance(failure, CompileFailure) else \
             compiled_attrs(flight) | {attrs.MEASURE_LOG: log}
-        return infeasible(self.job.scenario, stored, failure.stage, failure.reason, retry=failure.retryable)
+        return infeasible(self.identity.scenario, stored, failure.stage, failure.reason, retry=failure.retryable)
 
     def judged(self, flight: Flight, tries: list[Try]) -> TrialRecord:
         """The trial's record from its tries: the best setting by the median of its measurements, every try
@@ -141,8 +141,7 @@ class MeasureStage:
             record = self.failed(flight, last)
             record.attrs |= _tries_attrs(tries)
             return record
-        best = measured[best_setting([(t.candidate, t.outcome) for t in measured],
-                                     maximize=self.job.scenario.direction == "maximize")]
+        best = measured[best_setting([(t.candidate, t.outcome) for t in measured], maximize=self.identity.maximize)]
         m, outcome, candidate = best.measurement, best.outcome, best.candidate
         assert m is not None and outcome is not None
         stored = compiled_attrs(flight) | _tries_attrs(tries) | {
@@ -163,8 +162,8 @@ class MeasureStage:
     def preset_fields(self, candidate: Candidate, artifact: Artifact, measurement: Measurement,
                       number: int) -> dict[str, Any]:
         """The backend's fields of a preset of this trial (its command lines name their output after the trial)."""
-        name = f"{safe_component(self.job.study_name)}-t{number}"
-        return self.job.backend.preset_fields(candidate, artifact, measurement, name=name)
+        name = f"{safe_component(self.identity.name)}-t{number}"
+        return self.identity.backend.preset_fields(candidate, artifact, measurement, name=name)
 
 
 def _tries_attrs(tries: list[Try]) -> dict[str, Any]:

@@ -203,7 +203,7 @@ class Pipeline:
             evaluator.cache is not None and \
             any(f.attrs.get(attrs.COMPILE_KEY) == key for f in self.flights.values() if f is not flight)
         return new_compile(settled=flight.record is not None, compiled_before=compiled_before,
-                           shares_model=self.stages.proposer.job.space.searches_runtime(flight.candidate))
+                           shares_model=self.stages.proposer.identity.space.searches_runtime(flight.candidate))
 
     def _start_compile(self, flight: Flight) -> None:
         known = self.stages.evaluator.known_artifact(flight.candidate)

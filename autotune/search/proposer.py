@@ -17,15 +17,15 @@ from autotune.results.attrs import best_feasible, is_feasible
 from autotune.search.memory import Memory
 from autotune.search.policies import Policy
 from autotune.search.recorder import Recorder
-from autotune.search.records import Flight, TuningJob, compile_key, proposal_key
+from autotune.search.records import Flight, StudyIdentity, compile_key, proposal_key
 
 
 class Proposer:
     """Turns asked trials into flights, reusing every result the study already holds."""
 
-    def __init__(self, *, job: TuningJob, study: optuna.Study, memory: Memory, recorder: Recorder,
+    def __init__(self, *, identity: StudyIdentity, study: optuna.Study, memory: Memory, recorder: Recorder,
                  progress: Callable[[str], None], policy: Policy | None = None) -> None:
-        self.job = job
+        self.identity = identity
         self.study = study
         self.memory = memory
         self.recorder = recorder
@@ -44,7 +44,7 @@ class Proposer:
             self.recorder.claim(trial)
             candidate = self._candidate(trial)
             # the baseline is measured as given, and so is a candidate with no runtime knob to search
-            searched = not trial.user_attrs.get(attrs.BASELINE) and self.job.space.searches_runtime(candidate)
+            searched = not trial.user_attrs.get(attrs.BASELINE) and self.identity.space.searches_runtime(candidate)
             stored: dict[str, Any] = {attrs.CANDIDATE: candidate.to_dict(), attrs.PROPOSAL: candidate.to_dict(),
                                       attrs.RUNTIME_SEARCHED: searched, attrs.FLAGS: candidate.flag_string(),
                                       attrs.COMPILE_KEY: compile_key(candidate),
@@ -69,13 +69,12 @@ class Proposer:
 
     def best_trial(self, trials: list[FrozenTrial] | None = None) -> FrozenTrial | None:
         """The best feasible trial of ``trials`` (default: the study's)."""
-        return best_feasible(trials or self.study.get_trials(deepcopy=False),
-                             maximize=self.job.scenario.direction == "maximize")
+        return best_feasible(trials or self.study.get_trials(deepcopy=False), maximize=self.identity.maximize)
 
     def _candidate(self, trial: optuna.Trial) -> Candidate:
-        candidate = self.job.space.suggest(trial)
-        if trial.user_attrs.get(attrs.BASELINE) and self.job.baseline is not None:
-            return self.job.baseline  # as given: its parameters may alias what suggest makes of them
+        candidate = self.identity.space.suggest(trial)
+        if trial.user_attrs.get(attrs.BASELINE) and self.identity.baseline is not None:
+            return self.identity.baseline  # as given: its parameters may alias what suggest makes of them
         return candidate
 
     def _decide(self, flight: Flight, in_flight: list[Flight]) -> None:
@@ -83,10 +82,10 @@ class Proposer:
         otherwise leave it to be compiled."""
         key = proposal_key(flight.candidate, searched=flight.searched)
         previous = self.memory.results.get(key)
-        problems = self.job.space.violations(flight.candidate)
+        problems = self.identity.space.violations(flight.candidate)
         failed = self.memory.compile_failure(flight.attrs[attrs.COMPILE_KEY])
         local = next((f for f in in_flight if proposal_key(f.candidate, searched=f.searched) == key), None)
-        scenario = self.job.scenario
+        scenario = self.identity.scenario
         if previous is not None:
             flight.record = self.reuse(previous)
         elif problems:

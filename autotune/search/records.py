@@ -1,4 +1,5 @@
-"""The records a trial carries between the stages: the job, the trial in flight, and what it produced."""
+"""The records the stages share: the tuning job in parts (each stage is given the parts it needs), the trial in
+flight, and what it produced."""
 
 from __future__ import annotations
 
@@ -13,17 +14,19 @@ from autotune.backends.base import Artifact, Backend, Candidate, Measurement, Se
 from autotune.errors import MeasureFailure
 from autotune.models import ModelSpec
 from autotune.objective import Outcome, TrialRecord
-from autotune.paths import safe_component
 from autotune.scenarios import Scenario
 from autotune.search.accuracy import DEFAULT_MAX_OUTPUT_ERROR
 from autotune.search.disturbance import DEFAULT_BUSY_CPU_PCT, DEFAULT_QUIET_WAIT_S
-from autotune.storage import DEFAULT_HEARTBEAT_S, DEFAULT_WAIT_S
+from autotune.storage import DEFAULT_HEARTBEAT_S, DEFAULT_WAIT_S, default_storage_url
 
 
 @dataclass(kw_only=True)
-class TuningJob:
-    """Everything one ``autotune run`` needs."""
+class StudyIdentity:
+    """The study (``name`` in ``storage``) and what it tunes: model, scenario and bound, and the target: its space,
+    devices (this process's), size, SKU and baseline."""
 
+    name: str
+    storage: str | optuna.storages.BaseStorage
     model: ModelSpec
     onnx_path: Path
     scenario: Scenario
@@ -33,39 +36,71 @@ class TuningJob:
     devices: list[int]
     device_size: int
     sku: str
-    storage: str | optuna.storages.BaseStorage
-    study_name: str
+    baseline: Candidate | None = None
+    baseline_label: str | None = None
+    synthetic: bool = False
+    model_options: dict[str, Any] = field(default_factory=dict)  # --batch-dim, --input-shape, --inputs as given
+
+    @property
+    def maximize(self) -> bool:
+        return self.scenario.direction == "maximize"
+
+
+@dataclass(kw_only=True)
+class SearchPolicy:
+    """How the study searches (search/strategies.py) and for how long."""
+
+    sampler: str = "two-phase"
     n_trials: int | None = None
     timeout_s: float | None = None
-    measure_seconds: float = 5.0
-    validate_top: int = 3
-    validate_seconds: float = 20.0
-    validate_rounds: int = 5  # interleaved rounds of validation (search/validate.py)
-    validate_max_rounds: int | None = None  # rounds while a gain stays within noise (None: three times as many)
-    sampler: str = "two-phase"  # the search strategy (search/strategies.py)
     polish_every: int = 3
     polish_after: int = 25
     warm_start: str | None = None  # a related study whose best trials are queued after the baseline
     warm_start_top: int = 5
     warm_params: list[tuple[str, dict[str, Any]]] = field(default_factory=list)  # (label, params) queued likewise
-    model_options: dict[str, Any] = field(default_factory=dict)  # --batch-dim, --input-shape, --inputs as given
     seed: int | None = None
-    workdir: Path = Path(".autotune") / "work"
-    baseline: Candidate | None = None
-    baseline_label: str | None = None
-    synthetic: bool = False
-    compile_jobs: int = 0
-    cache_dir: Path | None = None
-    heartbeat_s: int = DEFAULT_HEARTBEAT_S
-    storage_wait_s: float = DEFAULT_WAIT_S
-    max_output_error: float = DEFAULT_MAX_OUTPUT_ERROR
+
+
+@dataclass(kw_only=True)
+class MeasureSettings:
+    """How a trial is measured while searching."""
+
+    seconds: float = 5.0
     busy_cpu_pct: float = DEFAULT_BUSY_CPU_PCT  # a CPU measurement is disturbed above this share taken by others
     quiet_wait_s: float = DEFAULT_QUIET_WAIT_S  # how long to wait for a quiet host before measuring again
+    max_output_error: float = DEFAULT_MAX_OUTPUT_ERROR
 
-    @property
-    def study_dir(self) -> Path:
-        """This study's folder under the work directory (compiles without a cache, measurement logs)."""
-        return self.workdir / safe_component(self.study_name)
+
+@dataclass(kw_only=True)
+class ValidationSettings:
+    """How the best few are measured again at the end (search/validate.py)."""
+
+    top: int = 3
+    seconds: float = 20.0
+    rounds: int = 5  # interleaved rounds
+    max_rounds: int | None = None  # rounds while a gain stays within noise (None: four batches of ``rounds``)
+
+
+@dataclass(kw_only=True)
+class RunEnvironment:
+    """Where this process runs the job: its folders, compile workers and storage heartbeats."""
+
+    workdir: Path = Path(".autotune") / "work"
+    cache_dir: Path | None = None
+    compile_jobs: int = 0
+    heartbeat_s: int = DEFAULT_HEARTBEAT_S
+    storage_wait_s: float = DEFAULT_WAIT_S
+
+
+@dataclass(kw_only=True)
+class TuningJob:
+    """Everything one ``autotune run`` needs."""
+
+    identity: StudyIdentity
+    search: SearchPolicy = field(default_factory=SearchPolicy)
+    measure: MeasureSettings = field(default_factory=MeasureSettings)
+    validation: ValidationSettings = field(default_factory=ValidationSettings)
+    environment: RunEnvironment = field(default_factory=RunEnvironment)
 
 
 @dataclass(kw_only=True)
@@ -108,10 +143,19 @@ class Try:
     seconds: float = 0.0
 
 
-def target_fields(target: Target) -> dict[str, Any]:
-    """The TuningJob fields a backend's Target decides: space, devices, size, SKU and baseline."""
-    return {"space": target.space, "devices": [d.index for d in target.devices], "device_size": target.size,
-            "sku": target.sku, "baseline": target.baseline, "baseline_label": target.baseline_label}
+def build_job(*, target: Target, backend: Backend, model: ModelSpec, onnx_path: Path, scenario: Scenario,
+              bound_ms: float | None, name: str, storage: str | None, synthetic: bool = False,
+              model_options: dict[str, Any], search: SearchPolicy, measure: MeasureSettings,
+              validation: ValidationSettings, environment: RunEnvironment) -> TuningJob:
+    """The job of ``autotune run`` and ``revalidate --retune``: the study ``name`` in ``storage`` (default: the
+    user's) of what ``target`` offers (space, devices, size, SKU, baseline)."""
+    identity = StudyIdentity(name=name, storage=storage or default_storage_url(), model=model, onnx_path=onnx_path,
+                             scenario=scenario, bound_ms=bound_ms, backend=backend, space=target.space,
+                             devices=[d.index for d in target.devices], device_size=target.size, sku=target.sku,
+                             baseline=target.baseline, baseline_label=target.baseline_label, synthetic=synthetic,
+                             model_options=model_options)
+    return TuningJob(identity=identity, search=search, measure=measure, validation=validation,
+                     environment=environment)
 
 
 def default_study_name(model: str, scenario: str, backend: type[Backend] | Backend, size: int) -> str:
@@ -127,7 +171,6 @@ def candidate_key(candidate: Candidate) -> str:
 def proposal_key(candidate: Candidate, *, searched: bool) -> str:
     """The identity of a trial: its proposal, and whether its runtime knobs were searched or taken as given."""
     return candidate_key(candidate) + ("" if searched else " as given")
-
 
 
 def compile_key(candidate: Candidate) -> str:

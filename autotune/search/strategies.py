@@ -22,7 +22,7 @@ import optuna
 
 from autotune.errors import AutotuneError
 from autotune.search.policies import LocalSearch, Polish, Policy, StartsThenClimb
-from autotune.search.records import TuningJob
+from autotune.search.records import SearchPolicy, StudyIdentity
 
 STRATEGIES = ("two-phase", "tpe", "local", "random")
 DEFAULT_STRATEGY = "two-phase"
@@ -40,18 +40,13 @@ def sampler_for(name: str, seed: int | None) -> optuna.samplers.BaseSampler:
                                           constant_liar=True)
 
 
-def policy_for(job: TuningJob) -> Policy | None:
+def policy_for(identity: StudyIdentity, search: SearchPolicy) -> Policy | None:
     """What a strategy enqueues beside its sampler's proposals."""
-    maximize = job.scenario.direction == "maximize"
-    polish = Polish(space=job.space, maximize=maximize, every=job.polish_every, after=job.polish_after) \
-        if job.polish_every > 0 else None
-    seed = job.seed or 0
-    if job.sampler == "tpe":
-        return polish
-    if job.sampler == "two-phase":
-        starts = ([job.baseline] if job.baseline is not None else []) + job.space.starts()
-        return StartsThenClimb(space=job.space, maximize=maximize, starts=starts)
-    if job.sampler == "local":
-        starts = ([job.baseline] if job.baseline is not None else []) + job.space.starts()
-        return LocalSearch(space=job.space, maximize=maximize, starts=starts, seed=seed)
+    space, maximize = identity.space, identity.maximize
+    if search.sampler in ("two-phase", "local"):
+        starts = ([identity.baseline] if identity.baseline is not None else []) + space.starts()
+        return StartsThenClimb(space=space, maximize=maximize, starts=starts) if search.sampler == "two-phase" \
+            else LocalSearch(space=space, maximize=maximize, starts=starts, seed=search.seed or 0)
+    if search.sampler == "tpe" and search.polish_every > 0:
+        return Polish(space=space, maximize=maximize, every=search.polish_every, after=search.polish_after)
     return None

@@ -10,6 +10,7 @@ from optuna.trial import TrialState
 
 from autotune.errors import AutotuneError
 from autotune.models import model_sha256
+from autotune.paths import safe_component
 from autotune.results import attrs
 from autotune.search.accuracy import AccuracyGuard
 from autotune.objective import TrialRecord
@@ -34,70 +35,76 @@ class Tuner:
     def __init__(self, job: TuningJob, *, progress: Callable[[str], None] = print) -> None:
         self.job = job
         self.progress = progress
-        self.storage = (open_storage(job.storage, heartbeat_s=job.heartbeat_s, wait_s=job.storage_wait_s,
-                                     progress=progress) if isinstance(job.storage, str) else job.storage)
-        self.model_sha256 = onnx_identity(job.onnx_path)
-        self.warm_source = warm_start_source(job, self.storage)  # refused before a study is made
-        self.study = open_study(job, self.storage, model_sha256=self.model_sha256)
-        self.memory = Memory(space=job.space, backend=job.backend, noise=Noise(maximize=job.scenario.direction ==
-                                                                                "maximize"))
+        identity, measure, environment = job.identity, job.measure, job.environment
+        self.storage = (open_storage(identity.storage, heartbeat_s=environment.heartbeat_s,
+                                     wait_s=environment.storage_wait_s, progress=progress)
+                        if isinstance(identity.storage, str) else identity.storage)
+        self.model_sha256 = onnx_identity(identity.onnx_path)
+        self.warm_source = warm_start_source(identity, job.search, self.storage)  # refused before a study is made
+        self.study = open_study(identity, job.search, self.storage, model_sha256=self.model_sha256)
+        self.memory = Memory(space=identity.space, backend=identity.backend, noise=Noise(maximize=identity.maximize))
         self.memory.refresh(attrs.trials_of(self.study, (TrialState.COMPLETE,)))
-        self.recorder = Recorder(study=self.study, memory=self.memory, heartbeat_s=job.heartbeat_s, progress=progress)
-        self.proposer = Proposer(job=job, study=self.study, memory=self.memory, recorder=self.recorder,
-                                 progress=progress, policy=policy_for(job))
-        self.evaluator = Evaluator(backend=job.backend, model=job.model, onnx_path=job.onnx_path, scenario=job.scenario,
-                                   bound_ms=job.bound_ms, sku=job.sku, device_size=job.device_size,
-                                   workdir=job.study_dir, cache_dir=job.cache_dir, model_sha256=self.model_sha256,
-                                   progress=progress, memory=self.memory, busy_cpu_pct=job.busy_cpu_pct,
-                                   quiet_wait_s=job.quiet_wait_s)
+        self.recorder = Recorder(study=self.study, memory=self.memory, heartbeat_s=environment.heartbeat_s,
+                                 progress=progress)
+        self.proposer = Proposer(identity=identity, study=self.study, memory=self.memory, recorder=self.recorder,
+                                 progress=progress, policy=policy_for(identity, job.search))
+        self.evaluator = Evaluator(backend=identity.backend, model=identity.model, onnx_path=identity.onnx_path,
+                                   scenario=identity.scenario, bound_ms=identity.bound_ms, sku=identity.sku,
+                                   device_size=identity.device_size, cache_dir=environment.cache_dir,
+                                   workdir=environment.workdir / safe_component(identity.name),  # the study's folder
+                                   model_sha256=self.model_sha256, progress=progress, memory=self.memory,
+                                   busy_cpu_pct=measure.busy_cpu_pct, quiet_wait_s=measure.quiet_wait_s)
         self.cache = self.evaluator.cache
-        guard = AccuracyGuard(onnx_path=job.onnx_path, inputs=job.model.file_inputs(),
-                              max_error=job.max_output_error) if job.backend.changes_numerics else None
-        self.measurer = MeasureStage(job=job, memory=self.memory, evaluator=self.evaluator, guard=guard,
-                                     progress=progress)
+        guard = AccuracyGuard(onnx_path=identity.onnx_path, inputs=identity.model.file_inputs(),
+                              max_error=measure.max_output_error) if identity.backend.changes_numerics else None
+        self.measurer = MeasureStage(identity=identity, settings=measure, memory=self.memory,
+                                     evaluator=self.evaluator, guard=guard, progress=progress)
         self.stats: PipelineStats | None = None
 
     def run(self) -> dict[str, Any]:
         """Run the job's new trials through the compile and device pools, then validate the best few."""
-        job = self.job
-        if job.n_trials is None and job.timeout_s is None:
+        identity, search = self.job.identity, self.job.search
+        if search.n_trials is None and search.timeout_s is None:
             raise AutotuneError("give --trials N or --timeout DURATION")
-        enqueue_baseline(self.study, job)
-        queued = enqueue_warm_start(self.study, job, self.warm_source)
+        enqueue_baseline(self.study, identity)
+        queued = enqueue_warm_start(self.study, identity.space, search, self.warm_source)
         if queued:
-            source = f"the best {queued} trials of study {job.warm_start}" if job.warm_start else \
+            source = f"the best {queued} trials of study {search.warm_start}" if search.warm_start else \
                 f"{queued} trials, the old preset and its one-step neighbours"
             self.progress(f"warm start: {source}, adapted to this device, are measured after the baseline")
-        pipeline = self._pipeline(compile_jobs=job.compile_jobs, devices=job.devices)
+        pipeline = self._pipeline(compile_jobs=self.job.environment.compile_jobs, devices=identity.devices)
         self.stats = pipeline.stats
-        pipeline.run(n_trials=job.n_trials, timeout_s=job.timeout_s)
-        if not job.validate_top:
+        pipeline.run(n_trials=search.n_trials, timeout_s=search.timeout_s)
+        if not self.job.validation.top:
             return {}
-        return self.validate(pipeline.pool.usable[0] if pipeline.pool.usable else job.devices[0])
+        return self.validate(pipeline.pool.usable[0] if pipeline.pool.usable else identity.devices[0])
 
     def step(self) -> tuple[int, TrialRecord]:
         """One trial, serially: ask (an enqueued one first), compile, measure and tell."""
-        pipeline = self._pipeline(compile_jobs=0, devices=self.job.devices[:1])
+        pipeline = self._pipeline(compile_jobs=0, devices=self.job.identity.devices[:1])
         pipeline.run(n_trials=1, timeout_s=None, max_asks=1)
         return pipeline.finished[-1]
 
     def validate(self, device: int | None = None) -> dict[str, Any]:
         """Re-measure the best few and the baseline; the winner is chosen on those runs."""
-        validator = Validator(job=self.job, study=self.study, evaluator=self.evaluator, measurer=self.measurer,
+        job = self.job
+        validator = Validator(identity=job.identity, settings=job.validation, seed=job.search.seed or 0,
+                              study=self.study, evaluator=self.evaluator, measurer=self.measurer,
                               progress=self.progress)
-        return validator.validate(self.job.devices[0] if device is None else device)
+        return validator.validate(job.identity.devices[0] if device is None else device)
 
     def progress_line(self, number: int, done: int, record: TrialRecord, elapsed: float) -> str:
         """``[compiles/N] #number knobs -> result | best | elapsed, left`` for one finished trial (``done``: the
         compiles finished so far; a trial that took no compile of its own says so, unless it says why already)."""
-        job = self.job
+        identity, search = self.job.identity, self.job.search
         stored = record.attrs
-        knobs = job.space.from_dict(stored[attrs.CANDIDATE]).describe()
+        knobs = identity.space.from_dict(stored[attrs.CANDIDATE]).describe()
         failure = f"{stored.get(attrs.FAILURE_STAGE)}: {stored.get(attrs.FAILURE_REASON)}"
         if record.retry:
             result = f"failed, to be retried ({failure})"
         elif record.feasible:
-            result = f"{record.value:,.2f} {job.scenario.unit}" + (" (est.)" if stored.get(attrs.ESTIMATED) else "")
+            result = f"{record.value:,.2f} {identity.scenario.unit}" + \
+                (" (est.)" if stored.get(attrs.ESTIMATED) else "")
         else:
             result = f"infeasible ({failure})"
         measurements = stored.get(attrs.MEASUREMENTS) or []
@@ -116,28 +123,28 @@ class Tuner:
             result += f" [baseline again: {stored[attrs.BASELINE_CHECK][attrs.DRIFT_PCT]:+.1f}%]"
         best = self.proposer.best_trial()
         best_text = f"best {best.value:,.2f} (#{best.number})" if best else "best: none feasible"
-        total = f"/{job.n_trials}" if job.n_trials else ""
-        if job.n_trials:
-            left = elapsed / max(done, 1) * (job.n_trials - done)
+        total = f"/{search.n_trials}" if search.n_trials else ""
+        if search.n_trials:
+            left = elapsed / max(done, 1) * (search.n_trials - done)
         else:
-            left = max(0.0, (job.timeout_s or 0) - elapsed)
+            left = max(0.0, (search.timeout_s or 0) - elapsed)
         return (f"[{done}{total}] #{number} {knobs} -> {result} | {best_text} | "
                 f"{clock(elapsed)} elapsed, ~{clock(left)} left")
 
     def cancel_children(self) -> None:
         """Kill the backend's running compiles and measurements (the run is stopping)."""
-        self.job.backend.cancel()
+        self.job.identity.backend.cancel()
         self.evaluator.cancel()
 
     def _pipeline(self, *, compile_jobs: int, devices: list[int]) -> Pipeline:
-        job = self.job
+        backend = self.job.identity.backend
         stages = Stages(proposer=self.proposer, evaluator=self.evaluator, measurer=self.measurer,
                         recorder=self.recorder, progress=self.progress, progress_line=self.progress_line,
                         cancel=self.cancel_children)
-        pool = DevicePool(devices=devices, progress=self.progress, status=job.backend.device_status,
+        pool = DevicePool(devices=devices, progress=self.progress, status=backend.device_status,
                           lock_dir=self.cache.root / "locks" if self.cache is not None else None,
-                          lock_prefix=f"device-{job.backend.name}", device_word=job.backend.device_word)
-        return Pipeline(stages, pool=pool, compile_jobs=compile_jobs, heartbeat_s=job.heartbeat_s)
+                          lock_prefix=f"device-{backend.name}", device_word=backend.device_word)
+        return Pipeline(stages, pool=pool, compile_jobs=compile_jobs, heartbeat_s=self.job.environment.heartbeat_s)
 
 
 def onnx_identity(path: Path) -> str | None:

@@ -82,8 +82,10 @@ def test_a_version_0_study_reports_exports_and_compares_as_it_did(tmp_path, caps
 
 def test_a_new_study_stores_this_version_and_a_resumed_version_0_study_keeps_its_own(tmp_path):
     job = fake_job(tmp_path, FakeBackend())
-    assert open_study(job, job.storage, model_sha256=None).user_attrs[attrs.SCHEMA_VERSION] == attrs.SCHEMA
+    stored = open_study(job.identity, job.search, job.identity.storage, model_sha256=None).user_attrs
+    assert stored[attrs.SCHEMA_VERSION] == attrs.SCHEMA
     old = fake_job(tmp_path, FakeBackend(), storage=optuna.storages.InMemoryStorage())
-    optuna.create_study(storage=old.storage, study_name=old.study_name).set_user_attr("model", old.model.name)
-    resumed = open_study(old, old.storage, model_sha256=None).user_attrs
+    optuna.create_study(storage=old.identity.storage, study_name=old.identity.name).set_user_attr(
+        "model", old.identity.model.name)
+    resumed = open_study(old.identity, old.search, old.identity.storage, model_sha256=None).user_attrs
     assert attrs.SCHEMA_VERSION not in resumed and resumed[attrs.SIZE_KEY] == "slots"  # filled, still read upgraded

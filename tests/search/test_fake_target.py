@@ -19,7 +19,7 @@ from jobs import fake_job as _job
 
 def _enqueue(tuner: Tuner, *candidates: FakeCandidate) -> None:
     for c in candidates:
-        tuner.study.enqueue_trial(tuner.job.space.params_for(c))
+        tuner.study.enqueue_trial(tuner.job.identity.space.params_for(c))
 
 
 def test_a_study_on_the_fake_measures_the_baseline_first_and_validates_the_best(tmp_path):
@@ -158,7 +158,7 @@ def test_the_baseline_is_measured_again_on_every_tenth_trial_and_its_drift_is_st
     backend = FakeBackend(surface=drifting)
     lines: list[str] = []
     tuner = Tuner(_job(tmp_path, backend, trials=11, validate_top=0), progress=lines.append)
-    enqueue_baseline(tuner.study, tuner.job)
+    enqueue_baseline(tuner.study, tuner.job.identity)
     _enqueue(tuner, *[FakeCandidate(level=lv, batch_size=b) for lv in (1, 2, 3) for b in (1, 2, 4, 8)][1:11])
     tuner.run()
     trials = tuner.study.get_trials()

@@ -236,7 +236,7 @@ def test_warm_start_refuses_a_missing_study_or_another_model(tmp_path):
         Tuner(_job(tmp_path, FakeBackend(), trials=1, study_name="b", warm_start="nowhere", storage=storage),
               progress=lambda _: None).run()
     other = _job(tmp_path, FakeBackend(), trials=1, study_name="c", warm_start="toy-study", storage=storage)
-    other.model = type(other.model)(name="another", inputs=other.model.inputs)
+    other.identity.model = type(other.identity.model)(name="another", inputs=other.identity.model.inputs)
     with pytest.raises(AutotuneError, match="--warm-start toy-study: that study is of model 'toy', not 'another'"):
         Tuner(other, progress=lambda _: None).run()
     with pytest.raises(AutotuneError, match="--warm-start toy-study: that is this study itself"):
@@ -250,15 +250,16 @@ def test_warm_start_refuses_a_missing_study_or_another_model(tmp_path):
 def test_every_strategy_has_a_policy_or_leaves_proposals_to_its_sampler(tmp_path):
     for name in ("tpe", "two-phase", "local", "random"):
         job = _job(tmp_path, FakeBackend(), sampler=name)
-        assert (policy_for(job) is None) == (name == "random")
+        assert (policy_for(job.identity, job.search) is None) == (name == "random")
 
 
 def test_a_local_search_start_measured_before_keeps_its_own_climb_and_the_next_start_is_reached(tmp_path):
     tuner = Tuner(_job(tmp_path, FakeBackend(), trials=40, validate_top=0, sampler="local", seed=3),
                   progress=lambda _: None)
     again = FakeCandidate(level=2)
-    tuner.proposer.policy = LocalSearch(space=tuner.job.space, maximize=True, random_restarts=False,
-                                        starts=[tuner.job.baseline, again, again, FakeCandidate(level=4, batch_size=2)])
+    study = tuner.job.identity
+    tuner.proposer.policy = LocalSearch(space=study.space, maximize=True, random_restarts=False,
+                                        starts=[study.baseline, again, again, FakeCandidate(level=4, batch_size=2)])
     tuner.run()
     trials = [t for t in tuner.study.get_trials() if t.state.is_finished()]
     repeated = [t for t in trials if t.user_attrs.get("local_restart") == 2]

@@ -26,8 +26,8 @@ def test_warm_start_measures_the_baseline_first_and_validates(emulator, tiny_onn
     trials = _trials(job)
     first = trials[0]
     assert first.user_attrs["baseline"] is True
-    assert sorted(first.user_attrs["flags"].split()) == sorted(job.baseline_label.split())
-    assert first.user_attrs["candidate"]["batch_size"] == job.baseline.batch_size
+    assert sorted(first.user_attrs["flags"].split()) == sorted(job.identity.baseline_label.split())
+    assert first.user_attrs["candidate"]["batch_size"] == job.identity.baseline.batch_size
     assert len(trials) == 5 and all(t.state == TrialState.COMPLETE for t in trials)
     for t in trials:
         attrs = t.user_attrs
@@ -64,8 +64,8 @@ def test_one_compile_serves_the_trials_runtime_search_and_duplicates_reuse_figur
     tuner.study.enqueue_trial(params)
     tuner.study.enqueue_trial(params)
     calls = []
-    real_compile = job.backend.compile
-    monkeypatch.setattr(job.backend, "compile", lambda *a, **k: calls.append(1) or real_compile(*a, **k))
+    real_compile = job.identity.backend.compile
+    monkeypatch.setattr(job.identity.backend, "compile", lambda *a, **k: calls.append(1) or real_compile(*a, **k))
     tuner.run()
     first, dup, _ = _trials(job)  # the duplicate costs no compile: the second compile is a third trial
     assert len(calls) == 2 and first.params == params
@@ -82,10 +82,11 @@ def test_a_trial_on_a_model_the_study_compiled_already_is_not_counted_as_a_compi
     job = _job(emulator, tiny_onnx, tmp_path, trials=2, nsp=14)
     lines: list[str] = []
     tuner = Tuner(job, progress=lines.append)
-    tuner.study.enqueue_trial(job.space.params_for(job.baseline))  # the preset's flags, its runtime knobs searched
+    study = job.identity
+    tuner.study.enqueue_trial(study.space.params_for(study.baseline))  # the preset's flags, its runtime knobs searched
     calls = []
-    real_compile = job.backend.compile
-    monkeypatch.setattr(job.backend, "compile", lambda *a, **k: calls.append(1) or real_compile(*a, **k))
+    real_compile = job.identity.backend.compile
+    monkeypatch.setattr(job.identity.backend, "compile", lambda *a, **k: calls.append(1) or real_compile(*a, **k))
     tuner.run()
     same_flags, baseline, other = _trials(job)  # the baseline, enqueued by the run, comes second
     assert baseline.user_attrs["baseline"] is True and same_flags.user_attrs.get("baseline") is None
@@ -138,7 +139,7 @@ def test_resume_continues_the_same_study(emulator, tiny_onnx, tmp_path):
 def test_study_with_another_model_is_refused(emulator, tiny_onnx, tmp_path):
     job = _job(emulator, tiny_onnx, tmp_path, trials=1)
     Tuner(job, progress=lambda _: None).run()
-    other = _job(emulator, tiny_onnx, tmp_path, scenario="server", study_name=job.study_name)
+    other = _job(emulator, tiny_onnx, tmp_path, scenario="server", study_name=job.identity.name)
     with pytest.raises(AutotuneError, match="another scenario 'offline' \\(not 'server'\\).*does not mix"):
         Tuner(other, progress=lambda _: None)
     changed = build_convnet(tmp_path / "resnet50-v2.onnx", seed=1)  # the same graph, other weights
@@ -156,8 +157,8 @@ def test_unopenable_storage_is_one_line_error(tmp_path):
 def test_overview_counts(emulator, tiny_onnx, tmp_path):
     job = _job(emulator, tiny_onnx, tmp_path, trials=3, nsp=14)
     Tuner(job, progress=lambda _: None).run()
-    (row,) = study_overview(open_storage(job.storage))
-    assert row["study"] == job.study_name and row["feasible"] + row["infeasible"] == 3
+    (row,) = study_overview(open_storage(job.identity.storage))
+    assert row["study"] == job.identity.name and row["feasible"] + row["infeasible"] == 3
     assert row["baseline"] == _trials(job)[0].value and row["best"] == max(
         t.value for t in _trials(job) if t.constraints == {"feasible": 0.0})
 
@@ -229,7 +230,7 @@ def test_an_unexpected_error_leaves_the_trial_failed_not_running(emulator, tiny_
 
     def broken(*args, **kwargs):
         raise RuntimeError("disk on fire")
-    monkeypatch.setattr(job.backend, "measure", broken)
+    monkeypatch.setattr(job.identity.backend, "measure", broken)
     with pytest.raises(RuntimeError):
         Tuner(job, progress=lambda _: None).run()
     (trial,) = _trials(job)
@@ -238,10 +239,10 @@ def test_an_unexpected_error_leaves_the_trial_failed_not_running(emulator, tiny_
 
 def test_a_half_initialised_study_is_completed_not_refused(emulator, tiny_onnx, tmp_path):
     job = _job(emulator, tiny_onnx, tmp_path, trials=1, nsp=14)
-    study = optuna.create_study(study_name=job.study_name, storage=job.storage, direction="maximize")
+    study = optuna.create_study(study_name=job.identity.name, storage=job.identity.storage, direction="maximize")
     study.set_user_attr("backend", "qaic")
     Tuner(job, progress=lambda _: None).run()
-    attrs = load_study(job.storage, job.study_name).user_attrs
+    attrs = load_study(job.identity.storage, job.identity.name).user_attrs
     assert attrs["model"] == "resnet50" and attrs["latency_bound_ms"] is None and "validation" in attrs
 
 

@@ -23,7 +23,8 @@ from autotune.backends.openvino.space import OvCandidate, OvSpace
 from autotune.errors import CompileFailure
 from autotune.scenarios import SCENARIOS
 from autotune.search.accuracy import AccuracyGuard
-from autotune.search.records import TuningJob
+from autotune.search.records import (MeasureSettings, RunEnvironment, SearchPolicy, StudyIdentity, TuningJob,
+                                     ValidationSettings)
 from autotune.search.tuner import Tuner
 from helpers import spec_for
 
@@ -88,11 +89,13 @@ def test_a_study_makes_the_lossy_precision_infeasible_with_its_figure(bf16_backe
     model = spec_for(onnx_path, "mine")
     space = OvSpace(cpu=bf16_backend.cpu, scenario="offline")
     assert "bf16" in space.domains()["precision"]
-    job = TuningJob(model=model, onnx_path=onnx_path, scenario=SCENARIOS["offline"], bound_ms=None,
-                    backend=bf16_backend, space=space, devices=[0], device_size=bf16_backend.cpu.cores,
-                    sku=bf16_backend.cpu.name, storage=optuna.storages.InMemoryStorage(), study_name="guard",
-                    n_trials=2, measure_seconds=0.3, validate_seconds=0.3, validate_top=0, seed=0,
-                    workdir=tmp_path / "work", cache_dir=tmp_path / "cache", busy_cpu_pct=100)
+    job = TuningJob(
+        identity=StudyIdentity(name="guard", storage=optuna.storages.InMemoryStorage(), model=model,
+                               onnx_path=onnx_path, scenario=SCENARIOS["offline"], bound_ms=None, backend=bf16_backend,
+                               space=space, devices=[0], device_size=bf16_backend.cpu.cores, sku=bf16_backend.cpu.name),
+        search=SearchPolicy(n_trials=2, seed=0), measure=MeasureSettings(seconds=0.3, busy_cpu_pct=100),
+        validation=ValidationSettings(top=0, seconds=0.3),
+        environment=RunEnvironment(workdir=tmp_path / "work", cache_dir=tmp_path / "cache"))
     tuner = Tuner(job, progress=lambda _: None)
     for precision in ("bf16", "f32"):
         tuner.study.enqueue_trial(space.params_for(OvCandidate(hint="LATENCY", pinning=True, precision=precision,
