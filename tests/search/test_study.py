@@ -51,21 +51,21 @@ def test_a_study_refuses_another_scenario_or_toolchain_and_names_what_differs(tm
 def test_the_baseline_is_queued_once_and_as_given(tmp_path):
     baseline = FakeCandidate(level=2, batch_size=2, streams=3)
     tuner = _tuner(tmp_path, baseline=baseline)
-    enqueue_baseline(tuner.study, tuner.job)
-    enqueue_baseline(tuner.study, tuner.job)  # a second start of the run
+    enqueue_baseline(tuner.study, tuner.job.identity)
+    enqueue_baseline(tuner.study, tuner.job.identity)  # a second start of the run
     (queued,) = tuner.study.get_trials()
     assert queued.state == TrialState.WAITING and queued.user_attrs == {"baseline": True}
     assert queued.system_attrs["fixed_params"] == FakeSpace(scenario="offline").params_for(baseline) == \
         {"level": 2, "batch_size": 2}
     none = _tuner(tmp_path / "none", baseline=None)
-    enqueue_baseline(none.study, none.job)
+    enqueue_baseline(none.study, none.job.identity)
     assert none.study.get_trials() == []
 
 
 def test_a_presets_old_settings_are_queued_once_moved_into_this_space(tmp_path):
     tuner = _tuner(tmp_path, warm_params=[("old winner", {"level": 9, "batch_size": 3}), ("its step", {"level": 1})])
-    assert enqueue_warm_start(tuner.study, tuner.job, None) == 2
-    assert enqueue_warm_start(tuner.study, tuner.job, None) == 0  # queued by an earlier start
+    assert enqueue_warm_start(tuner.study, tuner.job.identity.space, tuner.job.search, None) == 2
+    assert enqueue_warm_start(tuner.study, tuner.job.identity.space, tuner.job.search, None) == 0  # queued by an earlier start
     trials = tuner.study.get_trials()
     assert [(t.user_attrs["warm_start_from"], t.system_attrs["fixed_params"]) for t in trials] == [
         ("old winner", {"level": 4, "batch_size": 2}), ("its step", {"level": 1, "batch_size": 1})]
