@@ -51,7 +51,8 @@ def _check(entry: dict[str, Any], backend: Backend, args: argparse.Namespace) ->
     print(f"{entry_key(entry)}: compiling and measuring {args.rounds} runs on {backend.version()} (the preset: "
           f"{entry.get('sdk_version')}) ...", flush=True)
     result = check(entry, backend, rounds=args.rounds, seconds=args.time, workdir=args.workdir.resolve(),
-                   cache_dir=default_cache_dir(), progress=lambda line: print(line, flush=True))
+                   cache_dir=default_cache_dir(), progress=lambda line: print(line, flush=True),
+                   accuracy_set=args.accuracy_set, calibration_set=args.calibration_set)
     print(result.line, flush=True)
     return result
 
@@ -72,7 +73,7 @@ def _backend_for(entry: dict[str, Any], args: argparse.Namespace) -> Backend:
 
 def _retune(entry: dict[str, Any], backend: Backend, args: argparse.Namespace) -> None:
     """An ``args.retune``-trial study on the new toolchain, warm-started from the old winner and its neighbours."""
-    setting = setting_for(entry, backend)
+    setting = setting_for(entry, backend, accuracy_set=args.accuracy_set, calibration_set=args.calibration_set)
     space, key = setting.target.space, entry_key(entry)
     old = space.params_for(setting.candidate)
     warm = [(f"preset {key}", old)] + [(f"preset {key}, one step", p) for p in space.neighbours(setting.candidate)]
@@ -86,6 +87,7 @@ def _retune(entry: dict[str, Any], backend: Backend, args: argparse.Namespace) -
         validate_seconds=args.time or (entry.get("reproduce") or {}).get("measure_seconds") or backend.validate_seconds,
         validate_rounds=max(3, args.rounds), seed=0, workdir=args.workdir.resolve(),
         synthetic=bool(entry.get("synthetic_model")), cache_dir=default_cache_dir(), warm_params=warm,
+        accuracy=setting.accuracy,
         model_options={k: v for k, v in (entry.get("reproduce") or {}).items()
                        if k in ("batch_dim", "input_shapes", "inputs")})
     print(f"retuning {key} on {version}: study {job.study_name}, {args.retune} compiles, the old winner and its "

@@ -15,12 +15,13 @@ from autotune.backends.base import Backend
 from autotune.compile_cache import default_cache_dir
 from autotune.errors import AutotuneError
 from autotune.models import (ModelSpec, check_onnx, download_model, get_model, model_sha256, resolve_onnx,
-                             synthetic_model, with_inputs)
+                             synthetic_model, with_calibration, with_inputs)
 from autotune.results import attrs
 from autotune.results.verdict import verdict_line
 from autotune.scenarios import get_scenario, latency_bound_ms
+from autotune.search.accuracy import AccuracySettings, accuracy_settings
 from autotune.search.evaluate import Evaluator
-from autotune.search.records import TuningJob, default_study_name, target_fields
+from autotune.search.records import Compiled, TuningJob, default_study_name, target_fields
 from autotune.search.tuner import Tuner
 from autotune.storage import default_storage_url, display_url
 
@@ -35,6 +36,10 @@ def cmd_run(args: argparse.Namespace) -> int:
     backend = _backend(args)
     onnx_path, synthetic = model_file(model, args.onnx, synthetic=args.synthetic)
     model = read_model_inputs(model, onnx_path, args)
+    accuracy = accuracy_settings(onnx_path, model.file_inputs(), accuracy_set=args.accuracy_set,
+                                 calibration_set=args.calibration_set, metric=args.metric, max_drop=args.max_drop,
+                                 synthetic=synthetic)
+    model = with_calibration(model, accuracy.calibration)
     if args.compile_jobs and not backend.compiles_ahead:
         raise AutotuneError(f"--compile-jobs: the {backend.name} backend compiles on the device it measures on, so it "
                             f"compiles each trial just before measuring it")
@@ -49,7 +54,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         validate_rounds=args.validate_rounds, validate_max_rounds=args.validate_max_rounds, sampler=args.sampler,
         seed=args.seed, workdir=args.workdir.resolve(), synthetic=synthetic,
         cache_dir=args.cache_dir or default_cache_dir(), heartbeat_s=args.heartbeat, storage_wait_s=args.storage_wait,
-        max_output_error=args.max_output_error, warm_start=args.warm_start, warm_start_top=args.warm_start_top,
+        accuracy=accuracy, warm_start=args.warm_start, warm_start_top=args.warm_start_top,
         model_options=model_options(args), busy_cpu_pct=args.busy_cpu, quiet_wait_s=args.quiet_wait,
         compile_jobs=(os.cpu_count() or 1 if backend.compiles_ahead else 0) if args.compile_jobs is None
         else args.compile_jobs)
@@ -59,8 +64,10 @@ def cmd_run(args: argparse.Namespace) -> int:
     jobs = f"{job.compile_jobs} compile workers ahead" if job.compile_jobs else "compiles one at a time, in line"
     print(f"pipeline: {jobs}; compile cache {tuner.cache.root if tuner.cache else 'off'}")
     print(model.file_inputs().describe())
+    _print_accuracy(tuner, accuracy, args)
     if synthetic:
-        print("SYNTHETIC MODEL: random weights of the same architecture; figures show speed, not accuracy")
+        print("SYNTHETIC MODEL: random weights of the same architecture; figures show speed, and accuracy only as "
+              "agreement with fp32 on random inputs")
     if job.baseline is not None:
         print(f"baseline: {job.baseline_label} (batch {job.baseline.batch_size})")
     else:
@@ -75,6 +82,19 @@ def cmd_run(args: argparse.Namespace) -> int:
     _print_device_use(tuner)
     _print_outcome(tuner, summary, args)
     return 0
+
+
+def _print_accuracy(tuner: Tuner, accuracy: AccuracySettings, args: argparse.Namespace) -> None:
+    """How compiles are judged; that int8 is not searched where the target takes a calibration set (its base flags
+    name one) and none was given; that the sets go unused where no knob changes the numerics."""
+    backend, model = tuner.job.backend, tuner.job.model
+    if tuner.accuracy is not None:
+        print(tuner.accuracy.describe())
+    elif args.accuracy_set or args.calibration_set:
+        print(f"accuracy: not judged: no knob {backend.name} searches here changes the numerics")
+    if accuracy.calibration is None and \
+            backend.base_flags(with_calibration(model, accuracy.judge.judged)) != backend.base_flags(model):
+        print("int8: not searched without a calibration set: give --accuracy-set to search int8")
 
 
 def _print_outcome(tuner: Tuner, summary: dict[str, Any], args: argparse.Namespace) -> None:
@@ -113,6 +133,10 @@ def cmd_bench(args: argparse.Namespace) -> int:
     backend = _backend(args, quiet=args.json)
     onnx_path = resolve_onnx(args.onnx, model)
     model = read_model_inputs(model, onnx_path, args)
+    accuracy = accuracy_settings(onnx_path, model.file_inputs(), accuracy_set=args.accuracy_set,
+                                 calibration_set=args.calibration_set, metric=args.metric,
+                                 max_drop=args.max_drop) if args.accuracy_set or args.calibration_set else None
+    model = with_calibration(model, accuracy.calibration if accuracy else None)
     _say(model.file_inputs().describe(), args.json)
     target = backend.target(model=model, scenario=get_scenario("offline"),
                             devices=None if args.device is None else [args.device])
@@ -124,7 +148,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
     workdir = (args.workdir or DEFAULT_WORKDIR / "bench").resolve()
     evaluator = Evaluator(backend=backend, model=model, onnx_path=onnx_path, scenario=None, bound_ms=None,
                           sku=target.sku, device_size=target.size, workdir=workdir, cache_dir=default_cache_dir(),
-                          model_sha256=model_sha256(onnx_path), progress=lambda line: _say(line, args.json))
+                          model_sha256=model_sha256(onnx_path), progress=lambda line: _say(line, args.json),
+                          judge=accuracy.judge if accuracy and args.accuracy_set else None)
     _say(f"compiling {model.name} with {candidate.flag_string()} (batch {candidate.batch_size}) ...", args.json)
     compiled = evaluator.compiled(candidate)
     artifact = compiled.artifact
@@ -141,7 +166,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
               "sdk_version": backend.version(), "compile_command": shlex.join(artifact.command),
               "measure_command": shlex.join(measurement.command), "reproduce": commands,
               "compile_seconds": round(artifact.compile_seconds, 3), "compile_log": str(artifact.log_path),
-              "measure_log": str(measurement.log_path), **measurement.figures()}
+              "measure_log": str(measurement.log_path), **measurement.figures(),
+              **_bench_accuracy(evaluator, compiled, device.index, quiet=args.json)}
     if args.json:
         print(json.dumps(result, indent=2))
         return 0
@@ -155,6 +181,19 @@ def cmd_bench(args: argparse.Namespace) -> int:
     print(f"compile command  {result['compile_command']}")
     print(f"measure command  {result['measure_command']}")
     return 0
+
+
+def _bench_accuracy(evaluator: Evaluator, compiled: Compiled, device: int, *, quiet: bool) -> dict[str, Any]:
+    """The compile's task accuracy where bench was given an accuracy set (said on a line), as its JSON fields."""
+    judge = evaluator.judge
+    if judge is None:
+        return {}
+    _say(f"judging {len(judge.judged)} samples of {judge.judged.name} ...", quiet)
+    judgement = evaluator.accuracy(compiled, device=device, who="bench")
+    _say(f"accuracy: {judge.metric.name} {judgement.metric:.4g}, fp32 reference {judgement.reference:.4g}" +
+         (f": {judgement.reason}" if judgement.reason else f", within --max-drop {judge.max_drop}"), quiet)
+    return {"accuracy": {"metric": judge.metric.name, "value": judgement.metric, "reference": judgement.reference,
+                         "drop": judgement.drop, "within_max_drop": judgement.ok}}
 
 
 def cmd_devices(args: argparse.Namespace) -> int:

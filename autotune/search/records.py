@@ -15,7 +15,7 @@ from autotune.models import ModelSpec
 from autotune.objective import Outcome, TrialRecord
 from autotune.paths import safe_component
 from autotune.scenarios import Scenario
-from autotune.search.accuracy import DEFAULT_MAX_OUTPUT_ERROR
+from autotune.search.accuracy import AccuracySettings
 from autotune.search.disturbance import DEFAULT_BUSY_CPU_PCT, DEFAULT_QUIET_WAIT_S
 from autotune.storage import DEFAULT_HEARTBEAT_S, DEFAULT_WAIT_S
 
@@ -58,7 +58,7 @@ class TuningJob:
     cache_dir: Path | None = None
     heartbeat_s: int = DEFAULT_HEARTBEAT_S
     storage_wait_s: float = DEFAULT_WAIT_S
-    max_output_error: float = DEFAULT_MAX_OUTPUT_ERROR
+    accuracy: AccuracySettings | None = None  # how compiles are judged (None: random inputs, where judged at all)
     busy_cpu_pct: float = DEFAULT_BUSY_CPU_PCT  # a CPU measurement is disturbed above this share taken by others
     quiet_wait_s: float = DEFAULT_QUIET_WAIT_S  # how long to wait for a quiet host before measuring again
 

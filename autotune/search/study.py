@@ -20,13 +20,15 @@ from autotune.search.strategies import sampler_for
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
 
-def open_study(job: TuningJob, storage: optuna.storages.BaseStorage, *, model_sha256: str | None) -> optuna.Study:
-    """The job's study, created or resumed; refused when the stored identity differs from the job's."""
+def open_study(job: TuningJob, storage: optuna.storages.BaseStorage, *, model_sha256: str | None,
+               accuracy: dict[str, Any] | None = None) -> optuna.Study:
+    """The job's study, created or resumed; refused when the stored identity differs from the job's. ``accuracy``:
+    how its compiles are judged (``AccuracySettings.record``), stored as ``accuracy_reference``."""
     study = optuna.create_study(study_name=job.study_name, storage=storage, direction=job.scenario.direction,
                                 load_if_exists=True)
     # a resumed, seeded run must not replay its first proposals: offset the seed by the trials stored
     study.sampler = sampler_for(job.sampler, None if job.seed is None else job.seed + len(study.trials))
-    identity = study_identity(job, model_sha256)
+    identity = study_identity(job, model_sha256) | ({attrs.JUDGED_BY: judged_by(accuracy)} if accuracy else {})
     stored = study.user_attrs
     version = {} if stored else {attrs.SCHEMA_VERSION: attrs.SCHEMA}  # a new study is stored under these names
     differ = [f"{key} {stored[key]!r} (not {identity[key]!r})" for key in identity
@@ -35,7 +37,8 @@ def open_study(job: TuningJob, storage: optuna.storages.BaseStorage, *, model_sh
         raise AutotuneError(f"study {job.study_name!r} was made with another " + ", ".join(differ) +
                             ": pick another --study name; autotune does not mix them")
     # fills what an interrupted first start left unset (the version first: a study without one is read as version 0)
-    for key, value in (version | identity | reader_attrs(job)).items():
+    judging = {attrs.ACCURACY_REFERENCE: accuracy} if accuracy else {}
+    for key, value in (version | identity | reader_attrs(job) | judging).items():
         if key not in stored:
             study.set_user_attr(key, value)
     return study
@@ -49,6 +52,11 @@ def study_identity(job: TuningJob, model_sha256: str | None) -> dict[str, Any]:
             backend.size_key: job.device_size, attrs.ONNX_SHA256: model_sha256, attrs.LATENCY_BOUND_MS: job.bound_ms,
             attrs.BASE_FLAGS: " ".join(backend.base_flags(job.model)), attrs.SDK_VERSION: backend.version(),
             attrs.SKU: job.sku, attrs.INPUTS: job.model.inputs.identity() if job.model.inputs else None}
+
+
+def judged_by(accuracy: dict[str, Any]) -> str:
+    """What a resumed study must judge its compiles by again: the metric, the judged samples and the allowed drop."""
+    return f"{accuracy['metric']} on {accuracy['judged_sha256']}, --max-drop {accuracy['max_drop']}"
 
 
 def reader_attrs(job: TuningJob) -> dict[str, Any]:

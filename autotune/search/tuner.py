@@ -10,9 +10,9 @@ from optuna.trial import TrialState
 
 from autotune.errors import AutotuneError
 from autotune.models import model_sha256
+from autotune.objective import TrialRecord, guarded
 from autotune.results import attrs
-from autotune.search.accuracy import AccuracyGuard
-from autotune.objective import TrialRecord
+from autotune.search.accuracy import AccuracySettings, accuracy_settings
 from autotune.search.device_pool import DevicePool
 from autotune.search.evaluate import Evaluator
 from autotune.search.measure import MeasureStage
@@ -34,11 +34,14 @@ class Tuner:
     def __init__(self, job: TuningJob, *, progress: Callable[[str], None] = print) -> None:
         self.job = job
         self.progress = progress
+        self.accuracy = self._accuracy()
+        # the fp32 reference computed now, before the storage is opened: a metric that fails on it stores nothing
+        reference = self.accuracy.record() if self.accuracy else None
         self.storage = (open_storage(job.storage, heartbeat_s=job.heartbeat_s, wait_s=job.storage_wait_s,
                                      progress=progress) if isinstance(job.storage, str) else job.storage)
         self.model_sha256 = onnx_identity(job.onnx_path)
         self.warm_source = warm_start_source(job, self.storage)  # refused before a study is made
-        self.study = open_study(job, self.storage, model_sha256=self.model_sha256)
+        self.study = open_study(job, self.storage, model_sha256=self.model_sha256, accuracy=reference)
         self.memory = Memory(space=job.space, backend=job.backend, noise=Noise(maximize=job.scenario.direction ==
                                                                                 "maximize"))
         self.memory.refresh(attrs.trials_of(self.study, (TrialState.COMPLETE,)))
@@ -49,13 +52,18 @@ class Tuner:
                                    bound_ms=job.bound_ms, sku=job.sku, device_size=job.device_size,
                                    workdir=job.study_dir, cache_dir=job.cache_dir, model_sha256=self.model_sha256,
                                    progress=progress, memory=self.memory, busy_cpu_pct=job.busy_cpu_pct,
-                                   quiet_wait_s=job.quiet_wait_s)
+                                   quiet_wait_s=job.quiet_wait_s, judge=self.accuracy.judge if self.accuracy else None)
         self.cache = self.evaluator.cache
-        guard = AccuracyGuard(onnx_path=job.onnx_path, inputs=job.model.file_inputs(),
-                              max_error=job.max_output_error) if job.backend.changes_numerics else None
-        self.measurer = MeasureStage(job=job, memory=self.memory, evaluator=self.evaluator, guard=guard,
-                                     progress=progress)
+        self.measurer = MeasureStage(job=job, memory=self.memory, evaluator=self.evaluator, progress=progress)
         self.stats: PipelineStats | None = None
+
+    def _accuracy(self) -> AccuracySettings | None:
+        """The job's accuracy settings (random inputs where it gave none) where its space can change the numerics
+        (``objective.guarded``); None where nothing changes the numerics."""
+        job = self.job
+        if not guarded(changes_numerics=job.backend.changes_numerics, domains=job.space.domains()):
+            return None
+        return job.accuracy or accuracy_settings(job.onnx_path, job.model.file_inputs())
 
     def run(self) -> dict[str, Any]:
         """Run the job's new trials through the compile and device pools, then validate the best few."""
@@ -106,6 +114,10 @@ class Tuner:
             repeats = f", {len(measurements)} measurements" if len(measurements) > settings else ""
             result += f" [best of {settings} runtime settings{repeats}]" if settings > 1 else \
                 f" [{len(measurements)} measurements]"
+        judged = stored.get(attrs.ACCURACY)
+        if isinstance(judged, dict) and self.accuracy is not None:
+            result += f" [{judged['metric']} {judged['value']:.4g}" + (" on random inputs" if self.accuracy.random
+                                                                      else "") + "]"
         if stored.get(attrs.DUPLICATE_OF) is not None:
             result += f" [same as #{stored[attrs.DUPLICATE_OF]}]"
         if stored.get(attrs.COMPILE_REUSED):
