@@ -97,6 +97,12 @@ def accuracy_failure(*, metric: str, value: float, reference: float, allowed: fl
             f"{max_drop} ({allowed:.4g})")
 
 
+def remedies_offered(trials: Iterable[FrozenTrial]) -> bool:
+    """Whether a study searches its space's remedy knobs (``Knob.remedy``: keeping layers in float): once one of its
+    compiles failed the accuracy guard. Until then a remedy only makes a compile slower and costs time to build."""
+    return any(trial.user_attrs.get(attrs.FAILURE_STAGE) == "accuracy" for trial in trials)
+
+
 def closest_to_median(values: Sequence[float], median: float) -> int:
     """Which of repeated measurements stands for them: the index of the first value closest to their ``median``."""
     return min(range(len(values)), key=lambda i: abs(values[i] - median))

@@ -110,3 +110,23 @@ def test_a_metric_that_raises_fails_its_own_trial_and_the_study_goes_on(tmp_path
     assert fine.constraints == {"feasible": 0.0} and fine.user_attrs["accuracy"]["value"] == 1.0
     assert any("[search.test_task_guard:strict_top1 1]" in line for line in lines)
 
+
+def test_layers_in_float_are_searched_only_once_int8_failed_the_guard(tmp_path, classifier):
+    """The two-phase search on a model int8 breaks: no remedy before the int8 start fails; then that start is tried
+    again with its remedy, one step at a time, until the fallback passes."""
+    job = _ort_job(tmp_path, classifier)
+    space = job.space
+    int8 = OrtCandidate(precision="int8", float_layers=2, batch_size=8)
+    assert space.without_remedies(int8).float_layers == 0 and space.remedied(int8).float_layers == 4
+    assert space.remedied(OrtCandidate(precision="int8", float_layers=8)) is None
+    job.n_trials = 7
+    tuner = Tuner(job, progress=lambda _: None)
+    tuner.run()
+    trials = tuner.study.get_trials()
+    failed = next(t for t in trials if t.user_attrs.get("failure_stage") == "accuracy")
+    assert failed.user_attrs["candidate"]["float_layers"] == 0
+    assert all(t.user_attrs["candidate"].get("float_layers", 0) == 0 for t in trials[:failed.number])
+    repairs = [t for t in trials if t.user_attrs.get("repair_of") is not None]
+    assert repairs[0].user_attrs["repair_of"] == failed.number
+    assert repairs[0].user_attrs["candidate"]["float_layers"] == 1
+    assert any(t.user_attrs["candidate"].get("float_layers") and t.constraints == {"feasible": 0.0} for t in repairs)
