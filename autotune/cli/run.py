@@ -19,11 +19,12 @@ from autotune.models import (ModelSpec, check_onnx, download_model, get_model, m
 from autotune.results import attrs
 from autotune.results.verdict import verdict_line
 from autotune.scenarios import get_scenario, latency_bound_ms
-from autotune.search.accuracy import AccuracySettings, accuracy_settings
+from autotune.search.accuracy import DEFAULT_MAX_DROP, AccuracySettings, accuracy_settings
 from autotune.search.evaluate import Evaluator
 from autotune.search.records import Compiled, TuningJob, default_study_name, target_fields
 from autotune.search.tuner import Tuner
 from autotune.storage import default_storage_url, display_url
+from autotune.task_accuracy import random_set
 
 DEFAULT_WORKDIR = Path(".autotune") / "work"
 DEFAULT_TRIALS = 40
@@ -36,10 +37,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     backend = _backend(args)
     onnx_path, synthetic = model_file(model, args.onnx, synthetic=args.synthetic)
     model = read_model_inputs(model, onnx_path, args)
-    accuracy = accuracy_settings(onnx_path, model.file_inputs(), accuracy_set=args.accuracy_set,
-                                 calibration_set=args.calibration_set, metric=args.metric, max_drop=args.max_drop,
-                                 synthetic=synthetic)
-    model = with_calibration(model, accuracy.calibration)
+    accuracy = _accuracy_settings(args, onnx_path, model, synthetic=synthetic)
+    model = with_calibration(model, accuracy.calibration if accuracy else None)
     if args.compile_jobs and not backend.compiles_ahead:
         raise AutotuneError(f"--compile-jobs: the {backend.name} backend compiles on the device it measures on, so it "
                             f"compiles each trial just before measuring it")
@@ -64,7 +63,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     jobs = f"{job.compile_jobs} compile workers ahead" if job.compile_jobs else "compiles one at a time, in line"
     print(f"pipeline: {jobs}; compile cache {tuner.cache.root if tuner.cache else 'off'}")
     print(model.file_inputs().describe())
-    _print_accuracy(tuner, accuracy, args)
+    _print_accuracy(tuner, args)
     if synthetic:
         print("SYNTHETIC MODEL: random weights of the same architecture; figures show speed, and accuracy only as "
               "agreement with fp32 on random inputs")
@@ -84,16 +83,28 @@ def cmd_run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _print_accuracy(tuner: Tuner, accuracy: AccuracySettings, args: argparse.Namespace) -> None:
-    """How compiles are judged; that int8 is not searched where the target takes a calibration set (its base flags
-    name one) and none was given; that the sets go unused where no knob changes the numerics."""
+def _accuracy_settings(args: argparse.Namespace, onnx_path: Path, model: ModelSpec, *,
+                       synthetic: bool) -> AccuracySettings | None:
+    """The accuracy options checked against the model (bad input: one line, before any study); None where none
+    was given and the model is not synthetic (the tuner judges on random inputs where it judges at all)."""
+    given = args.accuracy_set or args.calibration_set or args.metric or args.max_drop != DEFAULT_MAX_DROP
+    if not (given or synthetic):
+        return None
+    return accuracy_settings(onnx_path, model.file_inputs(), accuracy_set=args.accuracy_set,
+                             calibration_set=args.calibration_set, metric=args.metric, max_drop=args.max_drop,
+                             synthetic=synthetic)
+
+
+def _print_accuracy(tuner: Tuner, args: argparse.Namespace) -> None:
+    """How compiles are judged; that the sets go unused where no knob changes the numerics; that int8 is not
+    searched where the target takes a calibration set (its base flags name one) and none was given."""
     backend, model = tuner.job.backend, tuner.job.model
     if tuner.accuracy is not None:
         print(tuner.accuracy.describe())
     elif args.accuracy_set or args.calibration_set:
         print(f"accuracy: not judged: no knob {backend.name} searches here changes the numerics")
-    if accuracy.calibration is None and \
-            backend.base_flags(with_calibration(model, accuracy.judge.judged)) != backend.base_flags(model):
+    probe = random_set(model.file_inputs(), 1)
+    if model.calibration is None and backend.base_flags(with_calibration(model, probe)) != backend.base_flags(model):
         print("int8: not searched without a calibration set: give --accuracy-set to search int8")
 
 

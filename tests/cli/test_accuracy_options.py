@@ -65,6 +65,16 @@ def test_a_bad_metric_or_drop_is_refused_before_any_study(classifier, tmp_path, 
     assert message in line and not (tmp_path / "s.db").exists()
 
 
+def test_a_users_model_without_a_set_is_not_judged_and_says_how_to_search_int8(classifier, tmp_path, capsys):
+    path, _ = classifier
+    code, out, err = _run(capsys, path, tmp_path)
+    assert code == 0, err
+    assert "int8: not searched without a calibration set: give --accuracy-set to search int8" in out
+    assert "accuracy:" not in out  # ONNX Runtime's session settings keep the numbers: nothing to judge
+    study = load_study(f"sqlite:///{tmp_path / 's.db'}", "classifier-offline-ort-" + out.split("-ort-")[1].split()[0])
+    assert "accuracy_reference" not in study.user_attrs and "accuracy" not in study.trials[0].user_attrs
+
+
 def _run(capsys, onnx, tmp_path, *options: str, trials: int = 1):
     return run_cli(capsys, "run", "--backend", "ort", "--model", "classifier", "--onnx", str(onnx), "--scenario",
                    "offline", "--storage", f"sqlite:///{tmp_path / 's.db'}", "--workdir", str(tmp_path / "w"),
