@@ -292,7 +292,7 @@ def _add_accuracy_options(p: argparse.ArgumentParser, command: str) -> None:
                         "batch 1, and optionally 'labels': the accuracy of every compile whose knobs can change the "
                         "numerics (precision) is measured on them against ONNX Runtime's fp32 outputs; its first "
                         "part calibrates int8 unless --calibration-set is given (default: "
-                        f"{RANDOM_SAMPLES} random samples, agreement with fp32, calibrating a --synthetic model "
+                        f"{RANDOM_SAMPLES} random samples, agreement with fp32; they calibrate a --synthetic model "
                         f"only){where}")
     p.add_argument("--calibration-set", metavar="FILE.npz",
                    help=f"samples (same form) that calibrate int8 builds; int8 is searched only with one{where}")
