@@ -70,7 +70,7 @@ class ModelInputs:
                 shape = list(spec.shape)
                 if spec.batch_axis is not None:
                     shape[spec.batch_axis] = batch_size
-                value = _random(rng, spec.dtype, shape)
+                value = random_values(rng, spec.dtype, shape)
             feed[spec.name] = np.asarray(value, order="C")  # ascontiguousarray would make a scalar 1-d
         return feed
 
@@ -331,7 +331,8 @@ def _missing_message(missing: list[tuple[Declared, int]], specs: list[InputSpec]
     return f"inputs have dynamic dimensions {listed}: pass {paste} with their sizes in place of those 1s"
 
 
-def _random(rng: np.random.Generator, dtype: np.dtype, shape: list[int]) -> np.ndarray:
+def random_values(rng: np.random.Generator, dtype: np.dtype, shape: list[int]) -> np.ndarray:
+    """Random values of ``dtype``: floats in [0, 1), integers below RANDOM_INT_HIGH, booleans."""
     if dtype.kind == "b":
         return rng.random(shape) < 0.5
     if dtype.kind in "iu":

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import math
 import statistics
-from collections.abc import Hashable, Iterable, Sequence
+from collections.abc import Hashable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -81,15 +81,26 @@ def score(outcome: Outcome, *, maximize: bool) -> float | None:
     return outcome.value if maximize else -outcome.value
 
 
-def accuracy_failure(errors: dict[str, dict[str, float]], max_error: float) -> str | None:
-    """Why a candidate's outputs are too far from the fp32 reference (its worst output's ``max_rel_error`` above
-    ``max_error``), or None when they are close enough."""
-    worst = max(errors, key=lambda name: errors[name]["max_rel_error"])
-    error = errors[worst]["max_rel_error"]
-    if error <= max_error:
+def guarded(*, changes_numerics: bool, domains: Mapping[str, Sequence[Any]]) -> bool:
+    """Whether a study judges each compile's task accuracy: where the target's knobs change the numerics (a precision
+    hint, fused kernels), or its space searches a precision (int8, offered with a calibration set)."""
+    return changes_numerics or len(domains.get("precision", ())) > 1
+
+
+def accuracy_failure(*, metric: str, value: float, reference: float, allowed: float, max_drop: str) -> str | None:
+    """Why a candidate's task metric ``value`` fell too far below the fp32 reference's (by more than ``allowed``,
+    which ``max_drop`` gave), or None within it: such a trial is infeasible with stage ``accuracy``."""
+    drop = reference - value
+    if drop <= allowed + 1e-12:  # 1e-12: a drop of exactly the allowed amount passes
         return None
-    return (f"output {worst!r} differs from the fp32 reference by {error:.3g} of its range (cosine "
-            f"{errors[worst]['cosine']:.4f}), more than --max-output-error {max_error:g}")
+    return (f"{metric} {value:.4g} is {drop:.4g} below the fp32 reference's {reference:.4g}, more than --max-drop "
+            f"{max_drop} ({allowed:.4g})")
+
+
+def remedies_offered(trials: Iterable[FrozenTrial]) -> bool:
+    """Whether a study searches its space's remedy knobs (``Knob.remedy``: keeping layers in float): once one of its
+    compiles failed the accuracy guard. Until then a remedy only makes a compile slower and costs time to build."""
+    return any(trial.user_attrs.get(attrs.FAILURE_STAGE) == "accuracy" for trial in trials)
 
 
 def closest_to_median(values: Sequence[float], median: float) -> int:

@@ -68,7 +68,9 @@ class Knob:
     Optuna draws it (``int`` and ``log``: ``suggest_int`` over the values' range); ``when``: it is drawn only when
     this holds of the values drawn before it; ``jumps``: the values a neighbour may also take, given the step's
     origin; ``coupled``: knobs a step of this one scales with it (by the factor going up, by its inverse going
-    down; the step is kept when one of them moved)."""
+    down; the step is kept when one of them moved); ``remedy``: a fallback for compiles the accuracy guard rejects
+    (keeping layers in float), its values past the first searched only once the study has such a compile
+    (``objective.remedies_offered``)."""
 
     name: str
     values: tuple[Any, ...]
@@ -77,6 +79,7 @@ class Knob:
     when: Callable[[dict[str, Any]], bool] | None = None
     jumps: Callable[[dict[str, Any]], set[Any]] | None = None
     coupled: Mapping[str, float] = field(default_factory=dict)
+    remedy: bool = False
 
     def suggest(self, trial: Any) -> Any:
         """This knob's value from an Optuna trial."""
@@ -292,6 +295,18 @@ class SearchSpace(ABC, Generic[C]):
         """How early a climb at ``params`` tries the one-knob ``step``: lower ranks first, drawn order within a rank
         (the moves the toolchain's own presets make); 0 for every step where the space knows no such moves."""
         return 0
+
+    def without_remedies(self, candidate: C) -> C:
+        """``candidate`` with its remedy knobs at their first values: what it is while the study offers none."""
+        first = {knob.name: knob.values[0] for knob in self.knob_table.values() if knob.remedy}
+        return replace(candidate, **first) if first else candidate
+
+    def remedied(self, candidate: C) -> C | None:
+        """``candidate`` one step into its remedies (each remedy knob at its next value), tried once it failed the
+        accuracy guard; None where the space has none or they are at their last values."""
+        steps = {knob.name: knob.values[knob.values.index(value) + 1] for knob in self.knob_table.values()
+                 if knob.remedy and (value := getattr(candidate, knob.name)) in knob.values[:-1]}
+        return replace(candidate, **steps) if steps else None
 
     def lightest(self, candidate: C) -> C | None:
         """``candidate`` with the least device memory the space allows (the smallest batch, and where the space has

@@ -5,7 +5,8 @@ judged set with ONNX Runtime's fp32 outputs of the original model.
 A set is an .npz file with one array per model input, each with a leading sample axis: sample ``i`` of input ``x``
 is ``x[i]``, shaped as the application feeds it at batch 1 (1 on the batch axis); ``labels`` (N,) is optional.
 Outputs are gathered the same way: each output with the samples along its first axis (the batch axis moved first;
-an output without a batch axis is stacked, one entry per feed)."""
+an output without a batch axis is stacked, one entry per feed). Without a set of the user's, random inputs of the
+model's shapes (:func:`random_set`) judge, by agreement with the reference, and calibrate only a synthetic model."""
 
 from __future__ import annotations
 
@@ -13,8 +14,9 @@ import hashlib
 import importlib
 import math
 import re
+import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import cached_property
 from pathlib import Path
 from typing import NamedTuple
@@ -22,11 +24,13 @@ from typing import NamedTuple
 import numpy as np
 
 from autotune.errors import AccuracyFailure, AutotuneError
-from autotune.inputs import Declared, ModelInputs, check_sample, read_arrays
+from autotune.inputs import Declared, ModelInputs, check_sample, random_values, read_arrays
+from autotune.objective import accuracy_failure
 
 LABELS = "labels"
 CALIBRATION_SAMPLES = 100  # the most samples a split takes to calibrate (a fifth of a smaller set)
 BUILTIN_METRICS = ("top1", "agreement", "cosine")
+RANDOM_SAMPLES = 40  # a random set: its first fifth calibrates a synthetic model, the other 32 samples judge
 
 Outputs = dict[str, np.ndarray]
 Run = Callable[[dict[str, np.ndarray]], Outputs]  # runs one feed (one batch) and returns every output
@@ -42,12 +46,13 @@ class Batch(NamedTuple):
 @dataclass(frozen=True, kw_only=True)
 class SampleSet:
     """Samples per model input (a leading sample axis), optional labels, and the SHA-256 of that content (sets
-    compare by name and SHA-256)."""
+    compare by name and SHA-256); ``path``: a file that holds them (what a bench line names)."""
 
     name: str  # where the samples come from: ``acc.npz``, or ``acc.npz[100:500]`` for a part of it
     arrays: dict[str, np.ndarray] = field(compare=False, repr=False)
     labels: np.ndarray | None = field(compare=False, repr=False)
     sha256: str
+    path: Path | None = field(default=None, compare=False)
 
     @classmethod
     def of(cls, name: str, arrays: dict[str, np.ndarray], labels: np.ndarray | None = None) -> SampleSet:
@@ -67,6 +72,19 @@ class SampleSet:
         labels = self.labels[start:stop] if self.labels is not None else None
         return SampleSet.of(f"{self.name}[{start}:{stop}]", {k: a[start:stop] for k, a in self.arrays.items()},
                             labels)
+
+    def saved(self, folder: Path) -> SampleSet:
+        """This set with a file of its own: its path, else ``folder/<SHA-256>.npz`` (written once; the same
+        content reads back as the same SHA-256)."""
+        if self.path is not None:
+            return self
+        path = folder / f"{self.sha256[:16]}.npz"
+        if not path.is_file():
+            folder.mkdir(parents=True, exist_ok=True)
+            partial = path.with_suffix(".part.npz")
+            np.savez(partial, **self.arrays, **({LABELS: self.labels} if self.labels is not None else {}))
+            partial.replace(path)
+        return replace(self, path=path)
 
     def batches(self, inputs: ModelInputs, batch_size: int, *, pad: bool = True) -> Iterator[Batch]:
         """The set in feeds of ``batch_size``, in order. ``pad``: the last feed is filled up with copies of the
@@ -117,7 +135,19 @@ def load_set(path: Path, inputs: ModelInputs, *, option: str = "--accuracy-set")
     if labels is not None and labels.shape != (count,):
         raise AutotuneError(f"{option} {path.name}: labels has shape {labels.shape}; it needs one label per sample "
                             f"({count},)")
-    return SampleSet.of(path.name, arrays, labels)
+    return replace(SampleSet.of(path.name, arrays, labels), path=path.resolve())
+
+
+def random_set(inputs: ModelInputs, count: int = RANDOM_SAMPLES, *, seed: int = 0) -> SampleSet:
+    """``count`` random samples of the model's inputs (seeded: the same set, and SHA-256, every time); an input
+    without a batch axis, of a model with one, takes one value for all (see :meth:`SampleSet.batches`)."""
+    rng = np.random.default_rng(seed)
+    arrays = {}
+    for spec in inputs.inputs:
+        shared = spec.batch_axis is None and inputs.batch_symbol is not None
+        values = random_values(rng, spec.dtype, [1 if shared else count, *spec.shape])
+        arrays[spec.name] = np.repeat(values, count, axis=0) if shared else values
+    return SampleSet.of(f"random inputs (seed {seed})", arrays)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -202,14 +232,18 @@ def _agreement(outputs: Outputs, labels: np.ndarray | None, reference: Outputs) 
 
 
 def _cosine(outputs: Outputs, labels: np.ndarray | None, reference: Outputs) -> float:
-    """The mean over outputs and samples of the cosine similarity of each sample's output with the reference's."""
+    """The mean over outputs and samples of the cosine similarity of each sample's output with the reference's (0
+    for a sample whose output is not finite: an overflow)."""
     means = []
     for name, expected in reference.items():
         a = np.asarray(outputs[name], dtype=np.float64).reshape(len(expected), -1)
         b = np.asarray(expected, dtype=np.float64).reshape(len(expected), -1)
+        finite = np.all(np.isfinite(a), axis=1)
+        a = np.where(finite[:, None], a, 0.0)
         norms = np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1)
         same = np.all(a == b, axis=1)  # zero rows in both agree
-        means.append(np.mean(np.where(same, 1.0, np.sum(a * b, axis=1) / np.where(norms > 0, norms, np.inf))))
+        cosine = np.where(same, 1.0, np.sum(a * b, axis=1) / np.where(norms > 0, norms, np.inf))
+        means.append(np.mean(np.where(finite, cosine, 0.0)))
     return float(np.mean(means))
 
 
@@ -289,6 +323,7 @@ class AccuracyJudge:
         self.onnx_path, self.inputs, self.judged = onnx_path, inputs, judged
         self.metric, self.max_drop = metric, max_drop
         self.batch_size = batch_size if inputs.batch_symbol is not None else 1
+        self.reference_seconds = 0.0
 
     @cached_property
     def _reference_model(self) -> OrtModel:
@@ -300,8 +335,12 @@ class AccuracyJudge:
 
     @cached_property
     def reference_outputs(self) -> Outputs:
+        """The reference's outputs over the judged set (``reference_seconds``: how long they took)."""
+        started = time.monotonic()
         model = self._reference_model
-        return collect(model.run, self.judged, self.inputs, self.batch_size, model.axes)
+        outputs = collect(model.run, self.judged, self.inputs, self.batch_size, model.axes)
+        self.reference_seconds = time.monotonic() - started
+        return outputs
 
     @cached_property
     def reference_metric(self) -> float:
@@ -317,13 +356,14 @@ class AccuracyJudge:
         missing = [name for name in self.reference_outputs if name not in outputs]
         if missing:
             raise AccuracyFailure(f"the candidate gave no output {', '.join(map(repr, missing))}")
-        value, reference = self._score(outputs), self.reference_metric
-        drop, allowed = reference - value, self.max_drop.allowed(reference)
-        reason = None
-        if drop > allowed + 1e-12:  # 1e-12: a drop of exactly the allowed amount passes
-            reason = (f"{self.metric.name} {value:.4g} is {drop:.4g} below the fp32 reference's {reference:.4g}, "
-                      f"more than --max-drop {self.max_drop} ({allowed:.4g})")
-        return Judgement(metric=value, reference=reference, drop=drop, reason=reason)
+        return self.verdict(self._score(outputs))
+
+    def verdict(self, value: float) -> Judgement:
+        """A candidate's metric ``value`` against the reference's (``objective.accuracy_failure``)."""
+        reference = self.reference_metric
+        return Judgement(metric=value, reference=reference, drop=reference - value, reason=accuracy_failure(
+            metric=self.metric.name, value=value, reference=reference, allowed=self.max_drop.allowed(reference),
+            max_drop=str(self.max_drop)))
 
     def evaluate(self, run: Run, batch_size: int | None = None) -> Judgement:
         """Runs a candidate over the judged set in feeds of ``batch_size`` (default: the judge's) and judges it."""

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The main job on a fresh machine without a Cloud AI 100 card:
-#  1. a real study on this CPU (ONNX Runtime, measured with MLPerf LoadGen) on a synthetic ResNet-50 v1.5,
-#     then its report and its exported preset;
+#  1. a real study on this CPU (ONNX Runtime, measured with MLPerf LoadGen) on a synthetic ResNet-50 v1.5, int8
+#     included: random inputs calibrate it, and judge every compile by its top-1 agreement with fp32 (marked as
+#     random inputs in every output); then its report and its exported preset;
 #  2. the Cloud AI 100 path (qaic-exec / qaic-runner command lines, parsing, the study) against the emulated SDK,
 #     with two emulated cards measuring while compiles run ahead, and the compile cache it filled;
 #  3. the TensorRT path (trtexec / nvidia-smi) against the emulated trtexec: a short study on each of its two

@@ -12,6 +12,7 @@ from pathlib import Path
 
 from autotune.cli import main
 from autotune.models import MODELS, ModelSpec, with_inputs
+from autotune.task_accuracy import AccuracyJudge, parse_max_drop, parse_metric, random_set
 
 EMULATORS = Path(__file__).resolve().parent.parent / "emulators"  # the emulated toolchains
 EMULATOR = EMULATORS / "qaic"  # the emulated Cloud AI 100 SDK root
@@ -40,6 +41,14 @@ def spec_for(path: Path, name: str = "resnet50", **options) -> ModelSpec:
     """The spec of ``name`` (a known model, else a user's) with the inputs of the file at ``path``; ``options`` are
     the model options ``with_inputs`` takes (batch_dim, input_shapes, samples)."""
     return with_inputs(MODELS.get(name) or ModelSpec(name=name), path, **options)
+
+
+def cosine_judge(onnx_path: Path, model: ModelSpec, samples: int = 4) -> AccuracyJudge:
+    """A judge of a backend's outputs: their cosine with ONNX Runtime's fp32 outputs over ``samples`` random
+    samples, 1% allowed to drop."""
+    inputs = model.file_inputs()
+    return AccuracyJudge(onnx_path=onnx_path, inputs=inputs, judged=random_set(inputs, samples),
+                         metric=parse_metric("cosine", labels=False), max_drop=parse_max_drop("1%"))
 
 
 def kill_while_compiling(process: subprocess.Popen[str], log: Path, *, timeout_s: float = 60.0) -> None:

@@ -11,8 +11,8 @@ from optuna.distributions import IntDistribution
 from optuna.trial import TrialState, create_trial
 
 from autotune.backends.base import Measurement
-from autotune.objective import (Outcome, accuracy_failure, best_setting, closest_to_median, compiles, infeasible,
-                                judge, log_spread, new_compile, score, worst_value)
+from autotune.objective import (Outcome, accuracy_failure, best_setting, closest_to_median, compiles, guarded,
+                                infeasible, judge, log_spread, new_compile, score, worst_value)
 from autotune.results import attrs
 from autotune.scenarios import SCENARIOS
 
@@ -71,12 +71,17 @@ def test_a_score_is_higher_for_better_and_none_when_infeasible():
     assert score(Outcome(value=5.0, feasible=False, reason="too slow"), maximize=True) is None
 
 
-def test_the_accuracy_guard_fails_the_worst_output_beyond_the_bound():
-    errors = {"logits": {"max_rel_error": 0.2, "cosine": 0.98}, "boxes": {"max_rel_error": 0.01, "cosine": 1.0}}
-    assert accuracy_failure(errors, 0.25) is None
-    reason = accuracy_failure(errors, 0.05)
-    assert reason == ("output 'logits' differs from the fp32 reference by 0.2 of its range (cosine 0.9800), more "
-                      "than --max-output-error 0.05")
+def test_the_accuracy_verdict_fails_a_drop_beyond_the_allowed_one_and_passes_it_exactly():
+    assert accuracy_failure(metric="top1", value=0.75, reference=0.76, allowed=0.01, max_drop="0.01") is None
+    assert accuracy_failure(metric="top1", value=0.74, reference=0.76, allowed=0.0076, max_drop="1%") == (
+        "top1 0.74 is 0.02 below the fp32 reference's 0.76, more than --max-drop 1% (0.0076)")
+    assert accuracy_failure(metric="top1", value=0.8, reference=0.76, allowed=0.0, max_drop="0") is None  # better
+
+
+def test_a_study_is_guarded_where_knobs_change_numerics_or_a_precision_is_searched():
+    assert guarded(changes_numerics=True, domains={"batch_size": [1, 2]})
+    assert guarded(changes_numerics=False, domains={"precision": ["fp32", "int8"]})
+    assert not guarded(changes_numerics=False, domains={"batch_size": [1, 2], "precision": ["fp32"]})
 
 
 def test_the_measurement_closest_to_the_median_stands_for_repeats():

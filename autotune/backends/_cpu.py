@@ -77,8 +77,9 @@ class OnHostCpu:
             raise AutotuneError(f"--devices: the {self.name} backend measures on this host's CPU (device 0) alone")
 
     def bench_command(self, onnx_path: Path, model: ModelSpec, flags: str) -> list[str]:
-        """The ``autotune bench`` line that compiles ``flags`` for ``model``, fed as this run feeds it, and measures
-        them: an artifact's command (the line of its compile's knobs), which its measurements complete."""
+        """The ``autotune bench`` line that compiles ``flags`` for ``model``, fed and calibrated as this run feeds
+        and calibrates it, and measures them: an artifact's command (the line of its compile's knobs), which its
+        measurements complete."""
         inputs = model.file_inputs()
         argv = ["autotune", "bench", "--backend", self.name, "--model", model.name, "--onnx", str(onnx_path.resolve())]
         if inputs.batch_symbol is not None:
@@ -88,6 +89,8 @@ class OnHostCpu:
                 argv += ["--input-shape", f"{spec.name}={','.join(map(str, spec.shape))}"]
         if inputs.samples_path is not None:
             argv += ["--inputs", str(inputs.samples_path.resolve())]
+        if model.calibration is not None and model.calibration.path is not None:
+            argv += ["--calibration-set", str(model.calibration.path)]
         return [*argv, "--flags", flags]
 
 

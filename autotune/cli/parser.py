@@ -14,10 +14,11 @@ from autotune.options import (device_list, duration, input_shape, int_at_least, 
                               positive_int)
 from autotune.results.export import EXPORT_FORMATS
 from autotune.scenarios import SCENARIOS
-from autotune.search.accuracy import DEFAULT_MAX_OUTPUT_ERROR
+from autotune.search.accuracy import DEFAULT_MAX_DROP
 from autotune.search.disturbance import DEFAULT_BUSY_CPU_PCT, DEFAULT_QUIET_WAIT_S
 from autotune.search.strategies import DEFAULT_STRATEGY, STRATEGIES
 from autotune.storage import DEFAULT_HEARTBEAT_S, DEFAULT_WAIT_S, default_storage_url
+from autotune.task_accuracy import BUILTIN_METRICS, RANDOM_SAMPLES
 
 
 class _Parser(argparse.ArgumentParser):
@@ -108,6 +109,7 @@ def _add_run(commands: argparse._SubParsersAction) -> None:
                    help="tune a random-weight model of the same architecture (resnet50, retinanet) instead of "
                         "downloading the official file; every output marks the study as synthetic")
     _add_search_options(p)
+    _add_accuracy_options(p, "run")
     p.add_argument("--workdir", type=Path, default=run.DEFAULT_WORKDIR,
                    help=f"compiled models and logs (default {run.DEFAULT_WORKDIR})")
     _add_backend_options(p, "run")
@@ -119,10 +121,6 @@ def _add_search_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--measure-time", type=positive_float,
                    help="seconds per measurement while searching (default: the backend's, "
                         + ", ".join(f"{c.measure_seconds:g} on {c.name}" for c in backends.available()) + ")")
-    p.add_argument("--max-output-error", type=positive_float, default=DEFAULT_MAX_OUTPUT_ERROR,
-                   help="for targets whose knobs change numerics (precision): the largest difference from ONNX "
-                        "Runtime's fp32 outputs, as a share of each output's range, before a candidate is "
-                        f"infeasible (default {DEFAULT_MAX_OUTPUT_ERROR:g})")
     p.add_argument("--busy-cpu", type=positive_float, default=DEFAULT_BUSY_CPU_PCT, metavar="PCT",
                    help="for targets on this host's CPU: a measurement during which other processes took more than "
                         "PCT%% of the cores it ran on is measured again once the host is quiet (default "
@@ -176,6 +174,7 @@ def _add_bench(commands: argparse._SubParsersAction) -> None:
     p.add_argument("--workdir", type=Path, default=None,
                    help=f"where compiled models and logs go (default {run.DEFAULT_WORKDIR}/bench)")
     p.add_argument("--json", action="store_true", help="print the result as JSON")
+    _add_accuracy_options(p, "bench")
     _add_backend_options(p, "bench")
     p.set_defaults(handler=run.cmd_bench)
 
@@ -279,7 +278,31 @@ def _add_preset_options(p: argparse.ArgumentParser, command: str) -> None:
                    help="seconds per measurement (default: what the preset's validation used)")
     p.add_argument("--workdir", type=Path, default=presets.DEFAULT_WORKDIR,
                    help=f"where compiles and logs go (default {presets.DEFAULT_WORKDIR})")
+    _add_accuracy_options(p, command)
     _add_backend_options(p, command)
+
+
+def _add_accuracy_options(p: argparse.ArgumentParser, command: str) -> None:
+    """The task's accuracy: ``run`` judges every compile where the space can change the numerics; ``bench`` judges
+    its one with --accuracy-set; ``verify`` and ``revalidate`` take the sets' paths where they moved."""
+    where = {"run": "", "bench": "; bench judges its compile when given one"}.get(
+        command, "; default: the path the preset recorded (its samples must be the same)")
+    p.add_argument("--accuracy-set", metavar="FILE.npz",
+                   help="samples of every model input along a leading axis, each as the application feeds it at "
+                        "batch 1, and optionally 'labels': the accuracy of every compile whose knobs can change the "
+                        "numerics (precision) is measured on them against ONNX Runtime's fp32 outputs; its first "
+                        "part calibrates int8 unless --calibration-set is given (default: "
+                        f"{RANDOM_SAMPLES} random samples, agreement with fp32; they calibrate a --synthetic model "
+                        f"only){where}")
+    p.add_argument("--calibration-set", metavar="FILE.npz",
+                   help=f"samples (same form) that calibrate int8 builds; int8 is searched only with one{where}")
+    if command not in ("run", "bench"):
+        return
+    p.add_argument("--metric", help=f"{', '.join(BUILTIN_METRICS)} or package.module:function (outputs, labels) -> "
+                                    "float, higher is better (default: top1 with labels, else agreement)")
+    p.add_argument("--max-drop", default=DEFAULT_MAX_DROP,
+                   help="how far below the fp32 reference's metric a compile may fall before it is infeasible: a "
+                        f"percentage of it or an absolute amount such as 0.005 (default {DEFAULT_MAX_DROP})")
 
 
 def _add_model_options(parser: argparse.ArgumentParser) -> None:

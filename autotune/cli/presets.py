@@ -50,7 +50,8 @@ def _check(entry: dict[str, Any], backend: Backend, args: argparse.Namespace) ->
     print(f"{entry_key(entry)}: compiling and measuring {args.rounds} runs on {backend.version()} (the preset: "
           f"{entry.get('sdk_version')}) ...", flush=True)
     result = check(entry, backend, rounds=args.rounds, seconds=args.time, workdir=args.workdir.resolve(),
-                   cache_dir=default_cache_dir(), progress=lambda line: print(line, flush=True))
+                   cache_dir=default_cache_dir(), progress=lambda line: print(line, flush=True),
+                   accuracy_set=args.accuracy_set, calibration_set=args.calibration_set)
     print(result.line, flush=True)
     return result
 
@@ -71,7 +72,7 @@ def _backend_for(entry: dict[str, Any], args: argparse.Namespace) -> Backend:
 
 def _retune(entry: dict[str, Any], backend: Backend, args: argparse.Namespace) -> None:
     """An ``args.retune``-trial study on the new toolchain, warm-started from the old winner and its neighbours."""
-    setting = setting_for(entry, backend)
+    setting = setting_for(entry, backend, accuracy_set=args.accuracy_set, calibration_set=args.calibration_set)
     space, key = setting.target.space, entry_key(entry)
     old = space.params_for(setting.candidate)
     warm = [(f"preset {key}", old)] + [(f"preset {key}, one step", p) for p in space.neighbours(setting.candidate)]
@@ -81,7 +82,7 @@ def _retune(entry: dict[str, Any], backend: Backend, args: argparse.Namespace) -
     job = build_job(
         target=setting.target, backend=backend, model=setting.model, onnx_path=setting.onnx, scenario=setting.scenario,
         bound_ms=setting.bound_ms, name=f"{key}-sdk-{hashlib.sha256(version.encode()).hexdigest()[:8]}",
-        storage=args.storage, synthetic=bool(entry.get("synthetic_model")),
+        storage=args.storage, synthetic=bool(entry.get("synthetic_model")), accuracy=setting.accuracy,
         model_options={k: v for k, v in spec.items() if k in ("batch_dim", "input_shapes", "inputs")},
         search=SearchPolicy(n_trials=args.retune, seed=0, warm_params=warm),
         measure=MeasureSettings(seconds=args.time or backend.measure_seconds),

@@ -15,15 +15,17 @@ from autotune.backends.base import Backend
 from autotune.compile_cache import default_cache_dir
 from autotune.errors import AutotuneError
 from autotune.models import (ModelSpec, check_onnx, download_model, get_model, model_sha256, resolve_onnx,
-                             synthetic_model, with_inputs)
+                             synthetic_model, with_calibration, with_inputs)
 from autotune.results import attrs
 from autotune.results.verdict import verdict_line
 from autotune.scenarios import get_scenario, latency_bound_ms
+from autotune.search.accuracy import DEFAULT_MAX_DROP, AccuracySettings, accuracy_settings
 from autotune.search.evaluate import Evaluator
-from autotune.search.records import (MeasureSettings, RunEnvironment, SearchPolicy, ValidationSettings, build_job,
-                                     default_study_name)
+from autotune.search.records import (Compiled, MeasureSettings, RunEnvironment, SearchPolicy, ValidationSettings,
+                                     build_job, default_study_name)
 from autotune.search.tuner import Tuner
 from autotune.storage import display_url
+from autotune.task_accuracy import random_set
 
 DEFAULT_WORKDIR = Path(".autotune") / "work"
 DEFAULT_TRIALS = 40
@@ -36,6 +38,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     backend = _backend(args)
     onnx_path, synthetic = model_file(model, args.onnx, synthetic=args.synthetic)
     model = read_model_inputs(model, onnx_path, args)
+    accuracy = _accuracy_settings(args, onnx_path, model, synthetic=synthetic)
+    model = with_calibration(model, accuracy.calibration if accuracy else None)
     if args.compile_jobs and not backend.compiles_ahead:
         raise AutotuneError(f"--compile-jobs: the {backend.name} backend compiles on the device it measures on, so it "
                             f"compiles each trial just before measuring it")
@@ -43,12 +47,12 @@ def cmd_run(args: argparse.Namespace) -> int:
     job = build_job(
         target=target, backend=backend, model=model, onnx_path=onnx_path, scenario=scenario, bound_ms=bound,
         name=args.study or default_study_name(model.name, scenario.name, backend, target.size), storage=args.storage,
-        synthetic=synthetic, model_options=model_options(args),
+        synthetic=synthetic, model_options=model_options(args), accuracy=accuracy,
         search=SearchPolicy(sampler=args.sampler, n_trials=args.trials if args.trials or args.timeout else
                             DEFAULT_TRIALS, timeout_s=args.timeout, warm_start=args.warm_start,
                             warm_start_top=args.warm_start_top, seed=args.seed),
         measure=MeasureSettings(seconds=args.measure_time or backend.measure_seconds, busy_cpu_pct=args.busy_cpu,
-                                quiet_wait_s=args.quiet_wait, max_output_error=args.max_output_error),
+                                quiet_wait_s=args.quiet_wait),
         validation=ValidationSettings(top=args.validate_top, seconds=args.validate_time or backend.validate_seconds,
                                       rounds=args.validate_rounds, max_rounds=args.validate_max_rounds),
         environment=RunEnvironment(workdir=args.workdir.resolve(), cache_dir=args.cache_dir or default_cache_dir(),
@@ -62,8 +66,10 @@ def cmd_run(args: argparse.Namespace) -> int:
     jobs = f"{workers} compile workers ahead" if workers else "compiles one at a time, in line"
     print(f"pipeline: {jobs}; compile cache {tuner.cache.root if tuner.cache else 'off'}")
     print(model.file_inputs().describe())
+    _print_accuracy(tuner, args)
     if synthetic:
-        print("SYNTHETIC MODEL: random weights of the same architecture; figures show speed, not accuracy")
+        print("SYNTHETIC MODEL: random weights of the same architecture; figures show speed, and accuracy only as "
+              "agreement with fp32 on random inputs")
     if target.baseline is not None:
         print(f"baseline: {target.baseline_label} (batch {target.baseline.batch_size})")
     else:
@@ -78,6 +84,31 @@ def cmd_run(args: argparse.Namespace) -> int:
     _print_device_use(tuner)
     _print_outcome(tuner, summary, args)
     return 0
+
+
+def _accuracy_settings(args: argparse.Namespace, onnx_path: Path, model: ModelSpec, *,
+                       synthetic: bool) -> AccuracySettings | None:
+    """The accuracy options checked against the model (bad input: one line, before any study); None where none
+    was given and the model is not synthetic (the tuner judges on random inputs where it judges at all)."""
+    given = args.accuracy_set or args.calibration_set or args.metric or args.max_drop != DEFAULT_MAX_DROP
+    if not (given or synthetic):
+        return None
+    return accuracy_settings(onnx_path, model.file_inputs(), accuracy_set=args.accuracy_set,
+                             calibration_set=args.calibration_set, metric=args.metric, max_drop=args.max_drop,
+                             synthetic=synthetic)
+
+
+def _print_accuracy(tuner: Tuner, args: argparse.Namespace) -> None:
+    """How compiles are judged; that the sets go unused where no knob changes the numerics; that int8 is not
+    searched where the target takes a calibration set (its base flags name one) and none was given."""
+    backend, model = tuner.job.identity.backend, tuner.job.identity.model
+    if tuner.accuracy is not None:
+        print(tuner.accuracy.describe())
+    elif args.accuracy_set or args.calibration_set:
+        print(f"accuracy: not judged: no knob {backend.name} searches here changes the numerics")
+    probe = random_set(model.file_inputs(), 1)
+    if model.calibration is None and backend.base_flags(with_calibration(model, probe)) != backend.base_flags(model):
+        print("int8: not searched without a calibration set: give --accuracy-set to search int8")
 
 
 def _print_outcome(tuner: Tuner, summary: dict[str, Any], args: argparse.Namespace) -> None:
@@ -116,6 +147,10 @@ def cmd_bench(args: argparse.Namespace) -> int:
     backend = _backend(args, quiet=args.json)
     onnx_path = resolve_onnx(args.onnx, model)
     model = read_model_inputs(model, onnx_path, args)
+    accuracy = accuracy_settings(onnx_path, model.file_inputs(), accuracy_set=args.accuracy_set,
+                                 calibration_set=args.calibration_set, metric=args.metric,
+                                 max_drop=args.max_drop) if args.accuracy_set or args.calibration_set else None
+    model = with_calibration(model, accuracy.calibration if accuracy else None)
     _say(model.file_inputs().describe(), args.json)
     target = backend.target(model=model, scenario=get_scenario("offline"),
                             devices=None if args.device is None else [args.device])
@@ -127,7 +162,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
     workdir = (args.workdir or DEFAULT_WORKDIR / "bench").resolve()
     evaluator = Evaluator(backend=backend, model=model, onnx_path=onnx_path, scenario=None, bound_ms=None,
                           sku=target.sku, device_size=target.size, workdir=workdir, cache_dir=default_cache_dir(),
-                          model_sha256=model_sha256(onnx_path), progress=lambda line: _say(line, args.json))
+                          model_sha256=model_sha256(onnx_path), progress=lambda line: _say(line, args.json),
+                          judge=accuracy.judge if accuracy and args.accuracy_set else None)
     _say(f"compiling {model.name} with {candidate.flag_string()} (batch {candidate.batch_size}) ...", args.json)
     compiled = evaluator.compiled(candidate)
     artifact = compiled.artifact
@@ -144,7 +180,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
               "sdk_version": backend.version(), "compile_command": shlex.join(artifact.command),
               "measure_command": shlex.join(measurement.command), "reproduce": commands,
               "compile_seconds": round(artifact.compile_seconds, 3), "compile_log": str(artifact.log_path),
-              "measure_log": str(measurement.log_path), **measurement.figures()}
+              "measure_log": str(measurement.log_path), **measurement.figures(),
+              **_bench_accuracy(evaluator, compiled, device.index, quiet=args.json)}
     if args.json:
         print(json.dumps(result, indent=2))
         return 0
@@ -158,6 +195,19 @@ def cmd_bench(args: argparse.Namespace) -> int:
     print(f"compile command  {result['compile_command']}")
     print(f"measure command  {result['measure_command']}")
     return 0
+
+
+def _bench_accuracy(evaluator: Evaluator, compiled: Compiled, device: int, *, quiet: bool) -> dict[str, Any]:
+    """The compile's task accuracy where bench was given an accuracy set (said on a line), as its JSON fields."""
+    judge = evaluator.judge
+    if judge is None:
+        return {}
+    _say(f"judging {len(judge.judged)} samples of {judge.judged.name} ...", quiet)
+    judgement = evaluator.accuracy(compiled, device=device, who="bench")
+    _say(f"accuracy: {judge.metric.name} {judgement.metric:.4g}, fp32 reference {judgement.reference:.4g}" +
+         (f": {judgement.reason}" if judgement.reason else f", within --max-drop {judge.max_drop}"), quiet)
+    return {"accuracy": {"metric": judge.metric.name, "value": judgement.metric, "reference": judgement.reference,
+                         "drop": judgement.drop, "within_max_drop": judgement.ok}}
 
 
 def cmd_devices(args: argparse.Namespace) -> int:

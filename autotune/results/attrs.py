@@ -46,7 +46,7 @@ SCENARIO_FIGURES = "scenario_figures"  # the judged scenario figures (server_qps
 ESTIMATED = "estimated"
 FAILURE_STAGE = "failure_stage"  # compile, measure, scenario, constraint, device, interrupted, ...
 FAILURE_REASON = "failure_reason"
-ACCURACY = "accuracy"  # per output: max_rel_error and cosine against the fp32 reference (the accuracy guard)
+ACCURACY = "accuracy"  # the compile's task accuracy: metric (its name), value, drop below the fp32 reference
 DISTURBED = "disturbed"  # measurements other processes disturbed: their share of the CPUs, measured again or kept
 WORKER = "worker"  # the process working on the trial: host, pid, boot id, start time (search/worker.py)
 PRESET_FIELDS = "preset_fields"  # the backend's own preset fields (commands, CM env) for this trial
@@ -81,6 +81,8 @@ EXPORT_FORMATS = "export_formats"
 FIGURES_ESTIMATED = "figures_estimated"  # the backend estimates this scenario's figure
 EMULATED = "emulated"
 MODEL_OPTIONS = "model_options"  # --batch-dim, --input-shape and --inputs as the run was given them
+JUDGED_BY = "judged_by"  # the task accuracy's metric, judged samples and allowed drop (part of the identity)
+ACCURACY_REFERENCE = "accuracy_reference"  # the fp32 reference's metric, the sets, the options (AccuracySettings)
 VALIDATION = "validation"
 
 # -- the validation record and its entries ---------------------------------------------------------------------
@@ -115,7 +117,8 @@ LEFT_OUT = "left_out"  # a validated candidate that failed in a round: which, an
 MISSING = "missing"
 
 # -- versions: what a study of an older version holds instead --------------------------------------------------
-SCHEMA = 1  # the version this autotune stores; 0: stored before studies named their version
+SCHEMA = 2  # the version this autotune stores; 0: stored before studies named their version; 1: before the task
+# accuracy (a trial's ``accuracy`` held its outputs' errors against the fp32 reference, per output)
 V0_SIZE_UNITS = {"nsp": "NSPs", "cores": "cores"}  # the size under its own key, without size_key and size_unit
 V0_ARTIFACT_PATH = "qpc_dir"  # the artifact path as round 1 stored it
 V0_EXPORT_FORMATS = ("yaml", "json")  # what a study that stored no export formats offers
@@ -241,7 +244,8 @@ def upgrade(study_attrs: dict[str, Any], trials: list[FrozenTrial]) -> tuple[dic
     """A study's attributes and trials as this version stores them: those given when the study is of this version,
     else upgraded copies (nothing is written). Version 0 may hold the size under its own key alone, no export
     formats, COMPLETE trials without a compile key (each a compile of its own: ``#<trial>``), the artifact under
-    ``qpc_dir``, and two-phase climbs without ``climb_from`` (their start: where their ``polish_of`` links lead)."""
+    ``qpc_dir``, and two-phase climbs without ``climb_from`` (their start: where their ``polish_of`` links lead).
+    Versions 0 and 1 may hold output errors under ``accuracy``: left out (no task accuracy was measured)."""
     if study_attrs.get(SCHEMA_VERSION, 0) >= SCHEMA:
         return study_attrs, trials
     study = dict(study_attrs) | {SCHEMA_VERSION: SCHEMA}
@@ -259,6 +263,8 @@ def _upgraded_trial(trial: FrozenTrial, by_number: dict[int, FrozenTrial]) -> Fr
         stored[COMPILE_KEY] = f"#{trial.number}"
     if V0_ARTIFACT_PATH in stored:
         stored.setdefault(ARTIFACT_PATH, stored[V0_ARTIFACT_PATH])
+    if "metric" not in (stored.get(ACCURACY) or {}):
+        stored.pop(ACCURACY, None)
     step, seen = trial, set()
     while CLIMB_FROM not in stored and POLISH_OF in step.user_attrs and step.number not in seen:
         seen.add(step.number)

@@ -1,5 +1,6 @@
-"""A study's winner as a preset: flags, figures, provenance and the command lines that reproduce it, written as a
-presets file (YAML or JSON), a CM variation env, or shell lines. Reads the storage only.
+"""A study's winner as a preset: flags, figures, its task accuracy and the reference it was judged against,
+provenance and the command lines that reproduce it, written as a presets file (YAML or JSON), a CM variation env, or
+shell lines. Reads the storage only.
 
 What is the backend's own (its runtime knobs, its command lines, its CM env) was stored on the trial by the backend
 when it was measured, under ``preset_fields``; the formats a study offers are stored on the study.
@@ -59,6 +60,7 @@ def winner_preset(study: optuna.Study) -> dict[str, Any]:
         "estimated": bool(source.get(attrs.ESTIMATED, False)),
         "figures": {k: v for k, v in (source.get(attrs.FIGURES, {}) | source.get(attrs.SCENARIO_FIGURES, {})).items()
                     if k != attrs.ESTIMATED},
+        "accuracy": _accuracy(trial.user_attrs.get(attrs.ACCURACY), stored.get(attrs.ACCURACY_REFERENCE)),
         "baseline_value": validation.get(attrs.BASELINE_VALUE), **_significance(validation, validated),
         "study": study.study_name, "trial": number,
         "date": validation.get(attrs.VALIDATED_AT) or str(trial.datetime_complete or ""),
@@ -70,6 +72,15 @@ def winner_preset(study: optuna.Study) -> dict[str, Any]:
     }
     preset |= source.get(attrs.PRESET_FIELDS) or trial.user_attrs.get(attrs.PRESET_FIELDS) or {}
     return _plain(preset)
+
+
+def _accuracy(judged: dict[str, Any] | None, reference: dict[str, Any] | None) -> dict[str, Any] | None:
+    """The winner's task accuracy with the reference it was judged against (the sets, the allowed drop, the options
+    ``verify`` judges it again with); None where its study judged none."""
+    if not reference:
+        return None
+    return {**(judged or {}), **({"note": reference["note"]} if reference.get("note") else {}),
+            "reference": reference}
 
 
 def _significance(validation: dict[str, Any], validated: dict[str, Any] | None) -> dict[str, Any]:

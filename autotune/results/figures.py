@@ -1,6 +1,6 @@
 """The report's figures as PNGs: history, Optuna's importance, slice and parallel plots of the knobs as they ran,
-throughput against latency where the scenario constrains latency, the validation rounds, and where infeasible
-configurations fall. A figure with nothing to show is one line of text."""
+throughput against latency where the scenario constrains latency, speed against the task's accuracy, the validation
+rounds, and where infeasible configurations fall. A figure with nothing to show is one line of text."""
 
 from __future__ import annotations
 
@@ -21,7 +21,7 @@ from autotune.results.attrs import MISSING
 from autotune.results.frame import KNOB, given, knob_columns, natural
 
 STAGE_COLOURS = {"feasible": "#4c78a8", "constraint": "#bab0ac", "compile": "#e45756", "measure": "#f58518",
-                 "scenario": "#b279a2", "unknown": "#9d755d"}
+                 "scenario": "#b279a2", "accuracy": "#72b7b2", "unknown": "#9d755d"}
 
 
 @dataclass(kw_only=True)
@@ -180,6 +180,39 @@ def pareto_figure(frame: pd.DataFrame, summary: dict[str, Any]) -> tuple[bytes, 
     return png_bytes(fig), label
 
 
+def accuracy_figure(frame: pd.DataFrame, summary: dict[str, Any]) -> bytes:
+    """Each judged trial's value against its task accuracy: the feasible ones, their frontier (no other feasible
+    trial is both faster and more accurate) joined, those beyond --max-drop as crosses on the axis (not measured),
+    the fp32 reference and the lowest accuracy allowed as lines."""
+    plt = pyplot()
+    reference, maximize = summary["accuracy_reference"], summary["direction"] == "maximize"
+    judged = frame[frame["accuracy"].notna() & frame["duplicate_of"].isna()]
+    ok = judged[judged["outcome"] == "feasible"]
+    front: list[Any] = []
+    for row in ok.sort_values(["accuracy", "value"], ascending=[False, not maximize]).itertuples():
+        if not front or (row.value > front[-1].value if maximize else row.value < front[-1].value):
+            front.append(row)
+    fig, ax = plt.subplots(figsize=(9, 4.6))
+    ax.scatter(ok["accuracy"], ok["value"], s=30, color="#9ecae9", edgecolor=STAGE_COLOURS["feasible"],
+               label="feasible trial")
+    ax.plot([r.accuracy for r in front], [r.value for r in front], "-o", color="#e45756", markersize=5,
+            label=f"feasible frontier ({len(front)} trials)")
+    for row in front:
+        ax.annotate(f"#{row.trial}", (row.accuracy, row.value), textcoords="offset points", xytext=(5, 5), fontsize=8)
+    rejected = judged[judged["failure_stage"] == "accuracy"]
+    if len(rejected):
+        ax.scatter(rejected["accuracy"], [0.03] * len(rejected), transform=ax.get_xaxis_transform(), marker="x",
+                   s=36, color=STAGE_COLOURS["accuracy"], label=f"beyond --max-drop ({len(rejected)}, not measured)")
+    ax.axvline(reference["value"], color="grey", linestyle=":", label=f"fp32 reference {reference['value']:.4g}")
+    ax.axvline(reference["value"] - reference["allowed_drop"], color="grey", linestyle="--",
+               label=f"lowest allowed (--max-drop {reference['max_drop']})")
+    ax.set_xlabel(f"{reference['metric']} on {reference['judged_samples']} samples of {reference['judged_set']}")
+    ax.set_ylabel(_value_label(summary))
+    ax.grid(alpha=0.3)
+    ax.legend(loc="best", fontsize=8)
+    return png_bytes(fig)
+
+
 def validation_figure(entries: list[dict[str, Any]], summary: dict[str, Any]) -> bytes:
     """Validated candidates: median and interval, every round, the search figure; the baseline's band."""
     plt = pyplot()
@@ -251,7 +284,8 @@ def _knob_label(value: Any) -> str:
 
 
 def build_figures(study: optuna.Study, frame: pd.DataFrame, summary: dict[str, Any]) -> list[Figure]:
-    """Every figure of the report; one that cannot be drawn from this study carries a note instead."""
+    """Every figure of the report (speed against accuracy where the study judged its compiles' accuracy); one that
+    cannot be drawn from this study carries a note instead."""
     figures = [
         Figure(key="history", title="Optimisation history",
                caption="Each feasible trial's search value, the best so far, and the baseline's value as a "
@@ -265,6 +299,11 @@ def build_figures(study: optuna.Study, frame: pd.DataFrame, summary: dict[str, A
         Figure(key="pareto", title="Throughput against latency",
                caption="Measured samples/s against latency for feasible trials; the red line joins the Pareto front "
                        "(no other trial is both faster and lower-latency)."),
+        Figure(key="accuracy", title="Speed against accuracy",
+               caption="Each judged compile's value against its task accuracy (its own outputs against ONNX "
+                       "Runtime's fp32 outputs of the model); the red line joins the feasible frontier (no other "
+                       "feasible trial is both faster and more accurate); crosses on the axis fell beyond "
+                       "--max-drop."),
         Figure(key="validation", title="Validation",
                caption="Each validated candidate's median over its interleaved rounds with its interval (bars), "
                        "every round's figure (dots) and its search figure (cross); the baseline's interval is the "
@@ -273,6 +312,7 @@ def build_figures(study: optuna.Study, frame: pd.DataFrame, summary: dict[str, A
                caption="Trials per knob value, stacked by outcome: feasible, or the stage where they failed."),
     ]
     knobs = _KnobStudy(study, frame)
+    figures = [f for f in figures if f.key != "accuracy" or summary["accuracy_reference"]]  # judged studies only
     for figure in figures:
         try:
             figure.note = _draw(figure, frame, summary, knobs)
@@ -332,6 +372,13 @@ def _draw(figure: Figure, frame: pd.DataFrame, summary: dict[str, Any], knobs: _
         if x_label.startswith("estimated"):
             figure.caption += " This study's runs recorded no latency (offline), so latency is estimated " \
                               "from throughput: batches in flight x batch / samples/s."
+    elif figure.key == "accuracy":
+        reference = summary["accuracy_reference"]
+        if not (frame["accuracy"].notna() & (frame["outcome"] == "feasible")).any():
+            return "no feasible trial was judged yet"
+        figure.png = accuracy_figure(frame, summary)
+        if reference.get("note"):
+            figure.caption += f" The accuracy is {reference['note']}."
     elif figure.key == "infeasible":
         if not knob_columns(frame) or not finished:
             return "no finished trial with a recorded candidate"

@@ -1,4 +1,5 @@
-"""Trials as a pandas frame: one row per trial with its outcome, value, knobs, figures, timing and failure."""
+"""Trials as a pandas frame: one row per trial with its outcome, value, knobs, figures, task accuracy, timing and
+failure."""
 
 from __future__ import annotations
 
@@ -31,6 +32,7 @@ def trial_frame(study: optuna.Study) -> pd.DataFrame:
     for t in trials:
         a = t.user_attrs
         figures = a.get(attrs.FIGURES) if isinstance(a.get(attrs.FIGURES), dict) else {}
+        judged = a.get(attrs.ACCURACY) if isinstance(a.get(attrs.ACCURACY), dict) else {}
         scenario = a.get(attrs.SCENARIO_FIGURES) if isinstance(a.get(attrs.SCENARIO_FIGURES), dict) else {}
         stage, reason = a.get(attrs.FAILURE_STAGE), a.get(attrs.FAILURE_REASON)
         if t.state == TrialState.FAIL and stage is None and t.number in requeued:  # failed by a heartbeat check
@@ -47,7 +49,7 @@ def trial_frame(study: optuna.Study) -> pd.DataFrame:
             **{KNOB + k: v for k, v in knob_values(a.get(attrs.CANDIDATE)).items()},
             **{k: figures.get(k) for k in FIGURE_COLUMNS},
             "estimated": a.get(attrs.ESTIMATED), "measurements": len(a.get(attrs.MEASUREMENTS) or []) or None,
-            "max_output_error": _worst_error(a.get(attrs.ACCURACY)),
+            **{f"accuracy{suffix}": judged.get(key) for suffix, key in (("", "value"), ("_drop", "drop"))},
             **{f"scenario_{k}": v for k, v in scenario.items() if k != attrs.LATENCY_BOUND_MS},
             "compile_seconds": a.get(attrs.COMPILE_SECONDS), "measure_seconds": a.get(attrs.MEASURE_SECONDS),
             "failure_stage": stage, "failure_reason": reason,
@@ -66,8 +68,9 @@ def trial_frame(study: optuna.Study) -> pd.DataFrame:
 def _row_template() -> dict[str, None]:
     names = ("trial", "state", "outcome", "value", "baseline", "duplicate_of", "polish_of", "compile_reused",
              "compile_key", "warm_start_from", "flags",
-             "concurrency", *FIGURE_COLUMNS, "estimated", "measurements", "max_output_error", "compile_seconds", "measure_seconds", "failure_stage",
-             "failure_reason", "started", "completed", "has_figures")
+             "concurrency", *FIGURE_COLUMNS, "estimated", "measurements", "accuracy", "accuracy_drop",
+             "compile_seconds", "measure_seconds", "failure_stage", "failure_reason", "started", "completed",
+             "has_figures")
     return dict.fromkeys(names)
 
 
@@ -89,13 +92,6 @@ def infeasible_groups(frame: pd.DataFrame) -> list[dict[str, Any]]:
         group = groups.setdefault(key, {"stage": stage, "reason": str(reason), "trials": []})
         group["trials"].append(int(row.trial))
     return sorted(groups.values(), key=lambda g: (-len(g["trials"]), g["stage"]))
-
-
-def _worst_error(report: Any) -> float | None:
-    """The largest error of any output against the fp32 reference (the accuracy guard's figure), if checked."""
-    if not isinstance(report, dict) or not report:
-        return None
-    return max(float(v.get("max_rel_error", float("nan"))) for v in report.values() if isinstance(v, dict))
 
 
 def integral(value: Any) -> bool:

@@ -58,6 +58,7 @@ def summarize(study: optuna.Study, frame: pd.DataFrame) -> dict[str, Any]:
                                                attrs.ONNX, attrs.CREATED, attrs.BASELINE_FLAGS)},
         "device_size": f"{size} {unit}" if size is not None else MISSING,
         "synthetic": stored.get(attrs.SYNTHETIC), "emulated": bool(stored.get(attrs.EMULATED)),
+        "accuracy_reference": stored.get(attrs.ACCURACY_REFERENCE) or None,
         "knob_labels": stored.get(attrs.KNOB_LABELS) or {},
         "trials": len(frame), "outcomes": {k: int(v) for k, v in counts.items()},
         "feasible": int(counts.get("feasible", 0)), "infeasible": int(counts.get("infeasible", 0)),
@@ -91,7 +92,6 @@ def _total(column: pd.Series) -> float | None:
     return float(values.sum()) if len(values) else None
 
 
-
 def _summary_html(summary: dict[str, Any], frame: pd.DataFrame) -> str:
     unit = summary["unit"] if summary["unit"] != MISSING else ""
     rows = _winner_rows(summary) + _study_rows(summary)
@@ -118,6 +118,9 @@ def _banners(summary: dict[str, Any], unit: str) -> list[str]:
         parts.append(f'<div class="banner info">This study is still running: {outcomes.get("running", 0)} trial(s) '
                      f'running, {outcomes.get("waiting", 0)} waiting. The page shows the storage as of '
                      f'{esc(time.strftime("%Y-%m-%d %H:%M:%S"))}.</div>')
+    reference = summary["accuracy_reference"]
+    if reference and reference.get("note"):
+        parts.append(f'<div class="banner warn" data-key="random_inputs">Accuracy {esc(reference["note"])}.</div>')
     if summary["emulated"]:
         parts.append('<div class="banner warn">Measured on an emulated toolchain (the project\'s test emulator): '
                      'these figures are not hardware figures.</div>')
@@ -153,12 +156,15 @@ def _winner_rows(summary: dict[str, Any]) -> list[str]:
         return []
     stored = winner.trial.user_attrs
     estimated = summary["winner_estimated"]
+    judged = stored.get(attrs.ACCURACY) or {}
     return [
         kv("winner_flags", "winner flags",
            f"<code>{esc(stored[attrs.FLAGS])}</code>" if attrs.FLAGS in stored else missing()),
         kv("winner_knobs", "winner knobs",
            " ".join(f"{esc(k)}={esc(num(v) if given(v) else 'not set')}"
                     for k, v in knob_values(stored.get(attrs.CANDIDATE) or {}).items()) or missing()),
+        *([kv("winner_accuracy", "winner's accuracy", esc(f"{judged['metric']} {num(judged['value'], 4)} (drop "
+                                                          f"{num(judged['drop'], 4)})"))] if "metric" in judged else []),
         kv("winner_estimated", "winner's figure",
            missing() if estimated is None else
            ("estimated (queueing simulation over the measured execution times)" if estimated else "measured")),
@@ -202,10 +208,24 @@ def _study_rows(summary: dict[str, Any]) -> list[str]:
         kv("device", "device", f"{attr(summary['sku'])}, {attr(summary['device_size'])}, backend "
                                f"{attr(summary['backend'])}"),
         kv("sdk_version", "toolchain version", attr(summary["sdk_version"])),
+        *_accuracy_rows(summary["accuracy_reference"]),
         kv("onnx", "ONNX file", attr(summary["onnx"]) + (" (a synthetic stand-in model)" if summary["synthetic"]
                                                           else "")),
         kv("created", "study created", attr(summary["created"])),
     ]
+
+
+def _accuracy_rows(reference: dict[str, Any] | None) -> list[str]:
+    """How the study judged its compiles: the metric and the fp32 reference's value, the samples, the allowed drop
+    and what calibrated int8."""
+    if not reference:
+        return []
+    calibrated = (f"; int8 calibrated on {reference['calibration_samples']} samples of {reference['calibration_set']}"
+                  if reference.get("calibration_set") else "")
+    return [kv("accuracy", "task accuracy", esc(
+        f"{reference['metric']}: the fp32 reference (ONNX Runtime, the original model) scores "
+        f"{num(reference['value'], 4)} on {reference['judged_samples']} samples of {reference['judged_set']}; "
+        f"--max-drop {reference['max_drop']}{calibrated}"))]
 
 
 def _validation_html(summary: dict[str, Any], unit: str) -> str:
@@ -268,13 +288,13 @@ def _trials_html(frame: pd.DataFrame, summary: dict[str, Any]) -> str:
     show_rate = not _same_as_value(frame, "samples_per_second")  # offline: the value is samples/s
     show_reason = bool(frame["failure_stage"].notna().any())
     show_runs = bool((frame["measurements"].fillna(0) > 1).any())
-    show_error = bool(frame["max_output_error"].notna().any())
+    metric = (summary["accuracy_reference"] or {}).get("metric") if frame["accuracy"].notna().any() else None
     knobs = knob_columns(frame)
     labels = summary["knob_labels"]
     head = ["#", "state", f"value ({unit})" if unit else "value",
             *(labels.get(k.removeprefix(KNOB), k.removeprefix(KNOB)) for k in knobs),
             *(["samples/s"] if show_rate else []), *(["p50 ms", "p99 ms"] if show_latency else []),
-            *(["runs"] if show_runs else []), *(["max output error"] if show_error else []),
+            *(["runs"] if show_runs else []), *([metric] if metric else []),
             *(c.removeprefix("scenario_").replace("_", " ") for c in scenario_columns), "notes",
             *(["reason"] if show_reason else [])]
     lines = ["<tr>" + "".join(f"<th>{esc(h)}</th>" for h in head) + "</tr>"]
@@ -302,7 +322,7 @@ def _trials_html(frame: pd.DataFrame, summary: dict[str, Any]) -> str:
                  *((cell(r["samples_per_second"]),) if show_rate else ()),
                  *((cell(r["latency_p50_ms"]), cell(r["latency_p99_ms"])) if show_latency else ()),
                  *((cell(r["measurements"]),) if show_runs else ()),
-                 *((cell(r["max_output_error"]),) if show_error else ()),
+                 *((esc(num(r["accuracy"], 4)),) if metric else ()),
                  *(cell(r[c]) for c in scenario_columns)]
         numeric = set(range(2, len(cells)))
         tds = "".join(f'<td class="num">{c}</td>' if i in numeric else f"<td>{esc(c)}</td>" for i, c in enumerate(cells))

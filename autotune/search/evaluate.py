@@ -2,7 +2,8 @@
 stage, validation, ``verify``/``revalidate`` and ``autotune bench``. Its artifact is at hand, in the compile cache or
 compiled now; a measurement other processes disturbed is measured again once the host is quiet (``disturbance``); an
 artifact deleted under the run is compiled again and used once more (deleted again: ArtifactGone, which blames
-nothing on the candidate); the measurement is judged by the scenario (``objective.judge``).
+nothing on the candidate); the measurement is judged by the scenario (``objective.judge``), and the compile's task
+accuracy, once per compile, by the judge's set and metric (``objective.accuracy_failure``).
 """
 
 from __future__ import annotations
@@ -19,20 +20,23 @@ from autotune.scenarios import Scenario
 from autotune.search.disturbance import DEFAULT_BUSY_CPU_PCT, DEFAULT_QUIET_WAIT_S, Disturbance
 from autotune.search.memory import Memory
 from autotune.search.records import Compiled, compile_key
+from autotune.task_accuracy import AccuracyJudge, Judgement
 
 T = TypeVar("T")
 
 
 class Evaluator:
     """Candidates of one model and scenario on one target. ``workdir``: compiles without a cache, and measurements'
-    logs (``runs/<label>``); ``memory``: a study's artifacts and compile failures; ``scenario`` None: figures
-    measured for no scenario, not judged (``autotune bench``)."""
+    logs (``runs/<label>``); ``memory``: a study's artifacts, compile failures and accuracies; ``scenario`` None:
+    figures measured for no scenario, not judged (``autotune bench``); ``judge``: the task accuracy's (None: not
+    judged)."""
 
     def __init__(self, *, backend: Backend, model: ModelSpec, onnx_path: Path, scenario: Scenario | None,
                  bound_ms: float | None, sku: str, device_size: int, workdir: Path, cache_dir: Path | None,
                  model_sha256: str | None, progress: Callable[[str], None], memory: Memory | None = None,
-                 busy_cpu_pct: float = DEFAULT_BUSY_CPU_PCT, quiet_wait_s: float = DEFAULT_QUIET_WAIT_S) -> None:
-        self.backend, self.model, self.onnx_path = backend, model, onnx_path
+                 busy_cpu_pct: float = DEFAULT_BUSY_CPU_PCT, quiet_wait_s: float = DEFAULT_QUIET_WAIT_S,
+                 judge: AccuracyJudge | None = None) -> None:
+        self.backend, self.model, self.onnx_path, self.judge = backend, model, onnx_path, judge
         self.scenario, self.bound_ms = scenario, bound_ms
         self.sku, self.device_size, self.model_sha256 = sku, device_size, model_sha256
         self.workdir = workdir
@@ -93,6 +97,28 @@ class Evaluator:
                                                                         label=label, device=device), who=who)
         assert self.scenario is not None
         return measurement, judge(self.scenario, measurement, bound_ms=self.bound_ms)
+
+    def accuracy(self, compiled: Compiled, *, device: int, who: str) -> Judgement:
+        """The compiled candidate's task accuracy: its own outputs over the judged set, fed at its batch size, judged
+        against the fp32 reference; a compile judged before (the memory's) is not run again. Raises AccuracyFailure
+        when the metric fails on them, MeasureFailure when the target cannot run them."""
+        assert self.judge is not None
+        judge, key, candidate = self.judge, compile_key(compiled.candidate), compiled.candidate
+        known = self.memory.accuracy.get(key) if self.memory is not None else None
+        if known is not None:
+            return judge.verdict(known)
+
+        def outputs(artifact: Artifact, feed: dict[str, Any]) -> dict[str, Any]:
+            got = self.backend.outputs(artifact, candidate, model=self.model, feed=feed, device=device)
+            if got is None:
+                raise MeasureFailure(f"the {self.backend.name} backend returns no outputs to judge its accuracy by")
+            return got
+
+        judgement = self.kept(compiled, lambda artifact: self.on(artifact, lambda: judge.evaluate(
+            lambda feed: outputs(artifact, feed), candidate.batch_size)), who=who)
+        if self.memory is not None:
+            self.memory.accuracy[key] = judgement.metric
+        return judgement
 
     def measure(self, artifact: Artifact, candidate: Candidate, *, seconds: float, label: str,
                 device: int) -> Measurement:

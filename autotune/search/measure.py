@@ -1,6 +1,6 @@
-"""The measure stage of a trial: on a leased device, the accuracy guard (where knobs change numerics), the runtime
-search on the compiled artifact, repeats of a setting within noise of the best, the baseline again on every
-DRIFT_EVERY-th trial, and the verdict on all of it."""
+"""The measure stage of a trial: on a leased device, the compile's task accuracy (where the space can change the
+numerics), the runtime search on the compiled artifact, repeats of a setting within noise of the best, the baseline
+again on every DRIFT_EVERY-th trial, and the verdict on all of it."""
 
 from __future__ import annotations
 
@@ -12,7 +12,6 @@ from autotune.errors import AccuracyFailure, ArtifactGone, CompileFailure, Devic
 from autotune.objective import TrialRecord, best_setting, infeasible, judge, score
 from autotune.paths import safe_component
 from autotune.results import attrs
-from autotune.search.accuracy import AccuracyGuard
 from autotune.search.disturbance import disturbed_attr
 from autotune.search.evaluate import Evaluator
 from autotune.search.memory import Memory
@@ -23,15 +22,14 @@ from autotune.search_space import Once
 
 class MeasureStage:
     """A compiled candidate measured on a device through the evaluator, its runtime knobs searched there, and the
-    result judged; with a ``guard``, its outputs are checked against the fp32 reference first."""
+    result judged; where the evaluator has a judge, the compile's task accuracy is judged first."""
 
     def __init__(self, *, identity: StudyIdentity, settings: MeasureSettings, memory: Memory, evaluator: Evaluator,
-                 guard: AccuracyGuard | None = None, progress: Callable[[str], None] = print) -> None:
+                 progress: Callable[[str], None] = print) -> None:
         self.identity, self.settings = identity, settings
         self.memory = memory
         self.noise = memory.noise
         self.evaluator = evaluator
-        self.guard = guard
         self.progress = progress
 
     def measure(self, flight: Flight, device: int) -> list[Try]:
@@ -44,7 +42,7 @@ class MeasureStage:
         maximize = self.identity.maximize
         self.check_baseline(flight, device)
         flight.measure_started = time.monotonic()
-        if self.guard is not None:
+        if self.evaluator.judge is not None:
             self.check_accuracy(flight, device)
         search = self.identity.space.runtime_search(flight.candidate) if flight.searched else Once(flight.candidate)
         tries: list[Try] = []
@@ -109,19 +107,15 @@ class MeasureStage:
                    seconds=time.monotonic() - started)
 
     def check_accuracy(self, flight: Flight, device: int) -> None:
-        """Compare the compiled candidate's outputs with the reference; raises AccuracyFailure when too far."""
-        assert self.guard is not None and flight.artifact is not None
-        batch, backend = flight.candidate.batch_size, self.identity.backend
-        outputs = self.evaluator.kept(flight, lambda artifact: self.evaluator.on(artifact, lambda: backend.outputs(
-            artifact, flight.candidate, model=self.identity.model, feed=self.guard.feed(batch), device=device)),
-            who=f"trial #{flight.number}")
-        if outputs is None:
-            raise MeasureFailure(f"the {backend.name} backend returned no outputs to check")
-        report = self.guard.check(outputs, batch)
-        flight.attrs[attrs.ACCURACY] = report
-        reason = self.guard.verdict(report)
-        if reason is not None:
-            raise AccuracyFailure(reason)
+        """The compile's task accuracy, stored on the trial with the seconds it took (none where the compile was
+        judged before); raises AccuracyFailure when it fell too far."""
+        started = time.monotonic()
+        judgement = self.evaluator.accuracy(flight, device=device, who=f"trial #{flight.number}")
+        assert self.evaluator.judge is not None
+        flight.attrs[attrs.ACCURACY] = {"metric": self.evaluator.judge.metric.name, "value": judgement.metric,
+                                        "drop": judgement.drop, "seconds": round(time.monotonic() - started, 3)}
+        if judgement.reason is not None:
+            raise AccuracyFailure(judgement.reason)
 
     def failed(self, flight: Flight, failure: TrialFailure) -> TrialRecord:
         """A compile or measurement that failed: infeasible with the reason, or FAIL to be retried."""

@@ -1,5 +1,5 @@
 """What one worker knows of its study: the result of every candidate measured, and the artifact (or the compile
-failure) of every set of compile flags, this worker's and other workers' alike."""
+failure) and task accuracy of every set of compile flags, this worker's and other workers' alike."""
 
 from __future__ import annotations
 
@@ -25,6 +25,7 @@ class Memory:
         self.noise = noise
         self.results: dict[str, FrozenTrial] = {}
         self.artifacts: dict[str, Artifact | CompileFailure] = {}
+        self.accuracy: dict[str, float] = {}  # the task metric of each compile judged (once per compile)
         self.baseline: FrozenTrial | None = None  # the feasible baseline trial, once stored
         self._seen: set[int] = set()
 
@@ -46,6 +47,9 @@ class Memory:
             self.results.setdefault(self.key_of(stored), trial)
             self._learn_noise(trial)
         key = stored.get(attrs.COMPILE_KEY)
+        judged = stored.get(attrs.ACCURACY)
+        if key and isinstance(judged, dict) and judged.get("value") is not None:
+            self.accuracy.setdefault(key, judged["value"])
         if not key or key in self.artifacts:
             return
         path = stored.get(attrs.ARTIFACT_PATH)

@@ -12,7 +12,7 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from autotune.backends.base import Candidate, SearchSpace
-from autotune.objective import compiles
+from autotune.objective import compiles, remedies_offered
 from autotune.results import attrs
 from autotune.results.attrs import best_feasible, is_feasible, is_start
 from autotune.search.records import proposal_key
@@ -38,10 +38,14 @@ def _climbs(trials: list[FrozenTrial]) -> dict[int, list[FrozenTrial]]:
     return climbs
 
 
-def _untried(space: SearchSpace, steps: list[dict[str, Any]], known: set[str]) -> dict[str, Any] | None:
+def _untried(space: SearchSpace, steps: list[dict[str, Any]], known: set[str], trials: list[FrozenTrial]
+             ) -> dict[str, Any] | None:
+    """The first of ``steps`` not measured, valid, and not a remedy while the study offers none."""
+    remedies = remedies_offered(trials)
     for params in steps:
         candidate = space.suggest(optuna.trial.FixedTrial(params))
-        if proposal_key(candidate, searched=True) not in known and not space.violations(candidate):
+        if proposal_key(candidate, searched=True) not in known and not space.violations(candidate) and \
+                (remedies or space.without_remedies(candidate) == candidate):
             return params
     return None
 
@@ -67,7 +71,7 @@ class Polish:
             return None
         steps = self.space.neighbours(self.space.from_dict(best.user_attrs[attrs.CANDIDATE]))
         random.Random(done).shuffle(steps)
-        params = _untried(self.space, steps, known)
+        params = _untried(self.space, steps, known, trials)
         return (params, {attrs.POLISH_OF: best.number}) if params is not None else None
 
 
@@ -101,7 +105,7 @@ class LocalSearch:
             if best is not None:
                 steps = self.space.neighbours(self.space.from_dict(best.user_attrs[attrs.CANDIDATE]))
                 random.Random(self.seed * 1000 + best.number).shuffle(steps)
-                params = _untried(self.space, steps, known)
+                params = _untried(self.space, steps, known, trials)
                 if params is not None:
                     return params, {attrs.LOCAL_RESTART: restart, attrs.POLISH_OF: best.number}
             restart += 1
@@ -118,8 +122,9 @@ class LocalSearch:
 
 @dataclass(kw_only=True)
 class StartsThenClimb:
-    """Every start not measured yet (the baseline counts as one), and a start that failed to compile once more with
-    the least memory its space allows (``lightest``); then greedy climbs by one-knob steps: from the best start until
+    """Every start not measured yet (the baseline counts as one), a start that failed to compile once more with the
+    least memory its space allows (``lightest``), and one that failed the accuracy guard with its remedies
+    (``remedied``: keeping layers in float); then greedy climbs by one-knob steps: from the best start until
     no step of its best is left untried, then from the next best start, and so on. The step that improved a climb is
     tried again first. A climb's trials name their start (``climb_from``), so a start that completes while others
     climb (compiles run ahead) gets a climb of its own, and is climbed from first when it is the better."""
@@ -141,7 +146,7 @@ class StartsThenClimb:
         for origin in origins:  # a start measured late, and better, is climbed from first
             members = [origin] + climbs.get(origin.number, [])
             best = best_feasible(members, maximize=self.maximize) or origin
-            params = _untried(self.space, self.steps_from(best, trials), known)
+            params = _untried(self.space, self.steps_from(best, trials), known, trials)
             if params is not None:
                 return params, {attrs.CLIMB_FROM: origin.number, attrs.POLISH_OF: best.number}
         return None
@@ -156,16 +161,19 @@ class StartsThenClimb:
         return self._pattern(best, trials) + steps
 
     def _repair(self, trials: list[FrozenTrial], known: set[str]) -> Proposal | None:
-        """A start whose compile failed (out of on-chip memory, most often), compiled again at its lightest: its
-        basin is not given up for one setting that did not fit."""
+        """A start whose compile failed (out of on-chip memory, most often), compiled again at its lightest, and one
+        that failed the accuracy guard, with its remedies (``remedied``): its basin is not given up for one setting
+        that did not fit."""
         repaired = {t.user_attrs.get(attrs.REPAIR_OF) for t in trials}
+        repairs = {"compile": self.space.lightest, "accuracy": self.space.remedied}
         for t in trials:
             stored = t.user_attrs
             if t.state != TrialState.COMPLETE or not is_start(t) or t.number in repaired or \
-                    stored.get(attrs.FAILURE_STAGE) != "compile" or attrs.CANDIDATE not in stored:
+                    stored.get(attrs.FAILURE_STAGE) not in repairs or attrs.CANDIDATE not in stored:
                 continue  # a FAILed compile (a time-out) is retried, not repaired
-            lighter = self.space.lightest(self.space.from_dict(stored[attrs.CANDIDATE]))
-            params = _untried(self.space, [self.space.params_for(lighter)], known) if lighter is not None else None
+            repair = repairs[stored[attrs.FAILURE_STAGE]](self.space.from_dict(stored[attrs.CANDIDATE]))
+            params = _untried(self.space, [self.space.params_for(repair)], known, trials) \
+                if repair is not None else None
             if params is not None:
                 return params, {attrs.LOCAL_START: True, attrs.REPAIR_OF: t.number}
         return None

@@ -1,6 +1,7 @@
 """Proposing the next trial: queue what the strategy's policy asks for (one-knob steps from the best, a local
 search), ask the sampler (an enqueued trial first), and decide what a proposal needs: nothing (a known result or a
-broken rule), another trial's result, or a compile."""
+broken rule), another trial's result, or a compile. The sampler's remedy knobs (``Knob.remedy``) are held at their
+first values until a compile of the study failed the accuracy guard."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from autotune.backends.base import Candidate
-from autotune.objective import TrialRecord, infeasible
+from autotune.objective import TrialRecord, infeasible, remedies_offered
 from autotune.results import attrs
 from autotune.results.attrs import best_feasible, is_feasible
 from autotune.search.memory import Memory
@@ -34,7 +35,8 @@ class Proposer:
 
     def admit(self, in_flight: list[Flight]) -> Flight:
         """Ask for a trial and decide what it needs: nothing (a known result), a twin's result, or a compile."""
-        self.memory.refresh(attrs.trials_of(self.study, (TrialState.COMPLETE,)))
+        complete = attrs.trials_of(self.study, (TrialState.COMPLETE,))
+        self.memory.refresh(complete)
         self._enqueue_policy_step()
         with warnings.catch_warnings():  # heartbeats are recorded here, with ask/tell, not by Study.optimize
             warnings.filterwarnings("ignore", message="Heartbeat of storage is supposed to be used")
@@ -42,7 +44,7 @@ class Proposer:
         candidate = None
         try:
             self.recorder.claim(trial)
-            candidate = self._candidate(trial)
+            candidate = self._candidate(trial, remedies=remedies_offered(complete))
             # the baseline is measured as given, and so is a candidate with no runtime knob to search
             searched = not trial.user_attrs.get(attrs.BASELINE) and self.identity.space.searches_runtime(candidate)
             stored: dict[str, Any] = {attrs.CANDIDATE: candidate.to_dict(), attrs.PROPOSAL: candidate.to_dict(),
@@ -71,11 +73,13 @@ class Proposer:
         """The best feasible trial of ``trials`` (default: the study's)."""
         return best_feasible(trials or self.study.get_trials(deepcopy=False), maximize=self.identity.maximize)
 
-    def _candidate(self, trial: optuna.Trial) -> Candidate:
+    def _candidate(self, trial: optuna.Trial, *, remedies: bool) -> Candidate:
         candidate = self.identity.space.suggest(trial)
         if trial.user_attrs.get(attrs.BASELINE) and self.identity.baseline is not None:
             return self.identity.baseline  # as given: its parameters may alias what suggest makes of them
-        return candidate
+        # not enqueued (Optuna marks an enqueued trial's parameters as fixed): the sampler drew it
+        drawn = "fixed_params" not in trial._cached_frozen_trial.system_attrs
+        return candidate if remedies or not drawn else self.identity.space.without_remedies(candidate)
 
     def _decide(self, flight: Flight, in_flight: list[Flight]) -> None:
         """Settle the flight now (a known result, a rule broken, a known compile failure) or park it behind a twin;

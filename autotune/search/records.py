@@ -15,7 +15,7 @@ from autotune.errors import MeasureFailure
 from autotune.models import ModelSpec
 from autotune.objective import Outcome, TrialRecord
 from autotune.scenarios import Scenario
-from autotune.search.accuracy import DEFAULT_MAX_OUTPUT_ERROR
+from autotune.search.accuracy import AccuracySettings
 from autotune.search.disturbance import DEFAULT_BUSY_CPU_PCT, DEFAULT_QUIET_WAIT_S
 from autotune.storage import DEFAULT_HEARTBEAT_S, DEFAULT_WAIT_S, default_storage_url
 
@@ -40,6 +40,7 @@ class StudyIdentity:
     baseline_label: str | None = None
     synthetic: bool = False
     model_options: dict[str, Any] = field(default_factory=dict)  # --batch-dim, --input-shape, --inputs as given
+    accuracy: AccuracySettings | None = None  # how compiles are judged (None: random inputs, where judged at all)
 
     @property
     def maximize(self) -> bool:
@@ -68,7 +69,6 @@ class MeasureSettings:
     seconds: float = 5.0
     busy_cpu_pct: float = DEFAULT_BUSY_CPU_PCT  # a CPU measurement is disturbed above this share taken by others
     quiet_wait_s: float = DEFAULT_QUIET_WAIT_S  # how long to wait for a quiet host before measuring again
-    max_output_error: float = DEFAULT_MAX_OUTPUT_ERROR
 
 
 @dataclass(kw_only=True)
@@ -146,14 +146,15 @@ class Try:
 def build_job(*, target: Target, backend: Backend, model: ModelSpec, onnx_path: Path, scenario: Scenario,
               bound_ms: float | None, name: str, storage: str | None, synthetic: bool = False,
               model_options: dict[str, Any], search: SearchPolicy, measure: MeasureSettings,
-              validation: ValidationSettings, environment: RunEnvironment) -> TuningJob:
+              validation: ValidationSettings, environment: RunEnvironment,
+              accuracy: AccuracySettings | None = None) -> TuningJob:
     """The job of ``autotune run`` and ``revalidate --retune``: the study ``name`` in ``storage`` (default: the
     user's) of what ``target`` offers (space, devices, size, SKU, baseline)."""
     identity = StudyIdentity(name=name, storage=storage or default_storage_url(), model=model, onnx_path=onnx_path,
                              scenario=scenario, bound_ms=bound_ms, backend=backend, space=target.space,
                              devices=[d.index for d in target.devices], device_size=target.size, sku=target.sku,
                              baseline=target.baseline, baseline_label=target.baseline_label, synthetic=synthetic,
-                             model_options=model_options)
+                             model_options=model_options, accuracy=accuracy)
     return TuningJob(identity=identity, search=search, measure=measure, validation=validation,
                      environment=environment)
 

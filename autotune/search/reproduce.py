@@ -2,7 +2,9 @@
 revalidate`` (does it on a new toolchain?). Each entry is compiled from its stored candidate through the evaluator
 (the compile cache: anew on a toolchain it has not seen), which gives the preset's own command lines (checked
 against the ones the preset holds, the programs' paths aside), and measured in a few rounds of the length its
-validation used; its median is compared with the preset's value within the noise the study measured.
+validation used; its median is compared with the preset's value within the noise the study measured. A preset
+judged by its task accuracy is calibrated and judged again on the same samples (``search.accuracy``): beyond the
+drop its study allowed, it failed.
 """
 
 from __future__ import annotations
@@ -19,11 +21,13 @@ import yaml
 
 from autotune.backends.base import Backend, Candidate, Target
 from autotune.errors import AutotuneError, TrialFailure
-from autotune.models import ModelSpec, get_model, model_sha256, with_inputs
+from autotune.models import ModelSpec, get_model, model_sha256, with_calibration, with_inputs
 from autotune.objective import log_spread
 from autotune.paths import safe_component
 from autotune.scenarios import Scenario, get_scenario
+from autotune.search.accuracy import AccuracySettings, stored_settings
 from autotune.search.evaluate import Evaluator
+from autotune.search.records import Compiled
 
 DEFAULT_NOISE = 0.03  # a preset that recorded no noise (not validated) is compared within 3% per measurement
 MIN_MARGIN = 0.01
@@ -80,7 +84,8 @@ def select(entries: list[dict[str, Any]], key: str | None, path: Path) -> list[d
 
 @dataclass(frozen=True, kw_only=True)
 class Setting:
-    """What measuring a preset needs: the model as the study fed it, its scenario and bound, the target."""
+    """What measuring a preset needs: the model as the study fed and calibrated it, its scenario and bound, the
+    target, and how its study judged the task's accuracy (None: it did not)."""
 
     model: ModelSpec
     onnx: Path
@@ -88,11 +93,13 @@ class Setting:
     bound_ms: float | None
     target: Target
     candidate: Candidate
+    accuracy: AccuracySettings | None = None
 
 
-def setting_for(preset: dict[str, Any], backend: Backend) -> Setting:
-    """The model, scenario, target and candidate of ``preset`` on ``backend``; AutotuneError when the model file is
-    gone or changed, or the device differs from the preset's."""
+def setting_for(preset: dict[str, Any], backend: Backend, **sets: str | None) -> Setting:
+    """The model, scenario, target and candidate of ``preset`` on ``backend``, its accuracy settings built again
+    (``sets``: the accuracy and calibration sets' paths where they moved); AutotuneError when the model file is gone
+    or changed, a set's samples differ, or the device differs from the preset's."""
     spec = preset.get("reproduce") or {}
     onnx = Path(spec.get("onnx") or "")
     if not spec.get("onnx") or not onnx.is_file():
@@ -103,6 +110,9 @@ def setting_for(preset: dict[str, Any], backend: Backend) -> Setting:
     model = with_inputs(get_model(str(preset["model"]), onnx_given=True), onnx, batch_dim=spec.get("batch_dim"),
                         input_shapes=spec.get("input_shapes") or {},
                         samples=Path(spec["inputs"]) if spec.get("inputs") else None)
+    record = (preset.get("accuracy") or {}).get("reference")
+    accuracy = stored_settings(record, onnx, model.file_inputs(), **sets) if record else None
+    model = with_calibration(model, accuracy.calibration if accuracy else None)
     scenario = get_scenario(str(preset["scenario"]))
     target = backend.target(model=model, scenario=scenario, devices=None)
     size_key = preset.get("size_key")
@@ -110,25 +120,28 @@ def setting_for(preset: dict[str, Any], backend: Backend) -> Setting:
         raise AutotuneError(f"{entry_key(preset)} was tuned for {preset[size_key]} {preset.get('size_unit')}, this "
                             f"host offers {target.size}")
     return Setting(model=model, onnx=onnx, scenario=scenario, bound_ms=spec.get("latency_bound_ms"), target=target,
-                   candidate=target.space.from_dict(preset["candidate"]))
+                   candidate=target.space.from_dict(preset["candidate"]), accuracy=accuracy)
 
 
 def check(preset: dict[str, Any], backend: Backend, *, rounds: int, seconds: float | None, workdir: Path,
-          cache_dir: Path | None, progress: Callable[[str], None]) -> Check:
-    """Compile ``preset`` on ``backend`` (through the compile cache: anew on a toolchain it has not seen) and
-    measure it ``rounds`` times; compare with its recorded value."""
+          cache_dir: Path | None, progress: Callable[[str], None], **sets: str | None) -> Check:
+    """Compile ``preset`` on ``backend`` (through the compile cache: anew on a toolchain it has not seen), judge its
+    task accuracy where its study did, and measure it ``rounds`` times; compare with its recorded figures."""
     key, unit = entry_key(preset), preset.get("unit") or ""
-    setting = setting_for(preset, backend)
+    setting = setting_for(preset, backend, **sets)
     seconds = seconds or (preset.get("reproduce") or {}).get("measure_seconds") or backend.validate_seconds
     evaluator = Evaluator(backend=backend, model=setting.model, onnx_path=setting.onnx, scenario=setting.scenario,
                           bound_ms=setting.bound_ms, sku=setting.target.sku, device_size=setting.target.size,
                           workdir=workdir / key, cache_dir=cache_dir, model_sha256=model_sha256(setting.onnx),
-                          progress=progress)
+                          progress=progress, judge=setting.accuracy.judge if setting.accuracy else None)
     try:
         compiled = evaluator.compiled(setting.candidate)
     except TrialFailure as failure:
         return Check(key=key, verdict="failed", line=f"{key}: does not compile on {backend.version()}: "
                                                      f"{failure.reason}")
+    accuracy = _accuracy(evaluator, compiled, setting.target.devices[0].index, key)
+    if isinstance(accuracy, Check):
+        return accuracy
     samples = []
     for r in range(rounds):
         try:
@@ -140,6 +153,8 @@ def check(preset: dict[str, Any], backend: Backend, *, rounds: int, seconds: flo
             return Check(key=key, verdict="failed", line=f"{key}: no longer valid: {outcome.reason}")
         samples.append(outcome.value)
     result = compare(preset, samples, unit=unit)
+    result = Check(key=result.key, verdict=result.verdict, value=result.value, change_pct=result.change_pct,
+                   line=result.line + accuracy)
     made = backend.preset_fields(setting.candidate, compiled.artifact, measurement,
                                  name=f"{safe_component(str(preset.get('study')))}-t{preset.get('trial')}")
     differ = command_differences(preset, made)
@@ -148,6 +163,21 @@ def check(preset: dict[str, Any], backend: Backend, *, rounds: int, seconds: flo
     return Check(key=result.key, verdict=result.verdict, value=result.value, change_pct=result.change_pct,
                  line=f"{result.line}; but not with the preset's own {' and '.join(differ)}: the lines made now "
                       f"differ (flags the original run was given, such as --base-flags, are not recorded)")
+
+
+def _accuracy(evaluator: Evaluator, compiled: Compiled, device: int, key: str) -> Check | str:
+    """``; agreement 0.998 (fp32 reference 1)`` for the check's line (empty where the study judged none), or the
+    failed check of a compile beyond its study's allowed drop (or whose metric fails)."""
+    judge = evaluator.judge
+    if judge is None:
+        return ""
+    try:
+        judgement = evaluator.accuracy(compiled, device=device, who=key)
+    except TrialFailure as failure:
+        return Check(key=key, verdict="failed", line=f"{key}: {failure.stage} failed: {failure.reason}")
+    if judgement.reason is not None:
+        return Check(key=key, verdict="failed", line=f"{key}: accuracy failed: {judgement.reason}")
+    return f"; {judge.metric.name} {judgement.metric:.4g} (fp32 reference {judgement.reference:.4g})"
 
 
 def command_differences(preset: dict[str, Any], made: dict[str, Any]) -> list[str]:

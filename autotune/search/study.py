@@ -22,13 +22,14 @@ optuna.logging.set_verbosity(optuna.logging.WARNING)
 
 
 def open_study(identity: StudyIdentity, search: SearchPolicy, storage: optuna.storages.BaseStorage, *,
-               model_sha256: str | None) -> optuna.Study:
-    """The study, created or resumed, with the search's sampler; refused when its stored identity differs."""
+               model_sha256: str | None, accuracy: dict[str, Any] | None = None) -> optuna.Study:
+    """The study, created or resumed, with the search's sampler; refused when its stored identity differs.
+    ``accuracy``: how its compiles are judged (``AccuracySettings.record``), stored as ``accuracy_reference``."""
     study = optuna.create_study(study_name=identity.name, storage=storage, direction=identity.scenario.direction,
                                 load_if_exists=True)
     # a resumed, seeded run must not replay its first proposals: offset the seed by the trials stored
     study.sampler = sampler_for(search.sampler, None if search.seed is None else search.seed + len(study.trials))
-    expected = study_identity(identity, model_sha256)
+    expected = study_identity(identity, model_sha256) | ({attrs.JUDGED_BY: judged_by(accuracy)} if accuracy else {})
     stored = study.user_attrs
     version = {} if stored else {attrs.SCHEMA_VERSION: attrs.SCHEMA}  # a new study is stored under these names
     differ = [f"{key} {stored[key]!r} (not {expected[key]!r})" for key in expected
@@ -37,7 +38,8 @@ def open_study(identity: StudyIdentity, search: SearchPolicy, storage: optuna.st
         raise AutotuneError(f"study {identity.name!r} was made with another " + ", ".join(differ) +
                             ": pick another --study name; autotune does not mix them")
     # fills what an interrupted first start left unset (the version first: a study without one is read as version 0)
-    for key, value in (version | expected | reader_attrs(identity)).items():
+    judging = {attrs.ACCURACY_REFERENCE: accuracy} if accuracy else {}
+    for key, value in (version | expected | reader_attrs(identity) | judging).items():
         if key not in stored:
             study.set_user_attr(key, value)
     return study
@@ -52,6 +54,11 @@ def study_identity(identity: StudyIdentity, model_sha256: str | None) -> dict[st
             attrs.LATENCY_BOUND_MS: identity.bound_ms, attrs.BASE_FLAGS: " ".join(backend.base_flags(model)),
             attrs.SDK_VERSION: backend.version(), attrs.SKU: identity.sku,
             attrs.INPUTS: model.inputs.identity() if model.inputs else None}
+
+
+def judged_by(accuracy: dict[str, Any]) -> str:
+    """What a resumed study must judge its compiles by again: the metric, the judged samples and the allowed drop."""
+    return f"{accuracy['metric']} on {accuracy['judged_sha256']}, --max-drop {accuracy['max_drop']}"
 
 
 def reader_attrs(identity: StudyIdentity) -> dict[str, Any]:

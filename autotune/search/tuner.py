@@ -10,10 +10,10 @@ from optuna.trial import TrialState
 
 from autotune.errors import AutotuneError
 from autotune.models import model_sha256
+from autotune.objective import TrialRecord, guarded
 from autotune.paths import safe_component
 from autotune.results import attrs
-from autotune.search.accuracy import AccuracyGuard
-from autotune.objective import TrialRecord
+from autotune.search.accuracy import AccuracySettings, accuracy_settings
 from autotune.search.device_pool import DevicePool
 from autotune.search.evaluate import Evaluator
 from autotune.search.measure import MeasureStage
@@ -36,12 +36,15 @@ class Tuner:
         self.job = job
         self.progress = progress
         identity, measure, environment = job.identity, job.measure, job.environment
+        self.accuracy = self._accuracy()
+        # the fp32 reference computed now, before the storage is opened: a metric that fails on it stores nothing
+        reference = self.accuracy.record() if self.accuracy else None
         self.storage = (open_storage(identity.storage, heartbeat_s=environment.heartbeat_s,
                                      wait_s=environment.storage_wait_s, progress=progress)
                         if isinstance(identity.storage, str) else identity.storage)
         self.model_sha256 = onnx_identity(identity.onnx_path)
         self.warm_source = warm_start_source(identity, job.search, self.storage)  # refused before a study is made
-        self.study = open_study(identity, job.search, self.storage, model_sha256=self.model_sha256)
+        self.study = open_study(identity, job.search, self.storage, model_sha256=self.model_sha256, accuracy=reference)
         self.memory = Memory(space=identity.space, backend=identity.backend, noise=Noise(maximize=identity.maximize))
         self.memory.refresh(attrs.trials_of(self.study, (TrialState.COMPLETE,)))
         self.recorder = Recorder(study=self.study, memory=self.memory, heartbeat_s=environment.heartbeat_s,
@@ -53,13 +56,20 @@ class Tuner:
                                    device_size=identity.device_size, cache_dir=environment.cache_dir,
                                    workdir=environment.workdir / safe_component(identity.name),  # the study's folder
                                    model_sha256=self.model_sha256, progress=progress, memory=self.memory,
-                                   busy_cpu_pct=measure.busy_cpu_pct, quiet_wait_s=measure.quiet_wait_s)
+                                   busy_cpu_pct=measure.busy_cpu_pct, quiet_wait_s=measure.quiet_wait_s,
+                                   judge=self.accuracy.judge if self.accuracy else None)
         self.cache = self.evaluator.cache
-        guard = AccuracyGuard(onnx_path=identity.onnx_path, inputs=identity.model.file_inputs(),
-                              max_error=measure.max_output_error) if identity.backend.changes_numerics else None
         self.measurer = MeasureStage(identity=identity, settings=measure, memory=self.memory,
-                                     evaluator=self.evaluator, guard=guard, progress=progress)
+                                     evaluator=self.evaluator, progress=progress)
         self.stats: PipelineStats | None = None
+
+    def _accuracy(self) -> AccuracySettings | None:
+        """The job's accuracy settings (random inputs where it gave none) where its space can change the numerics
+        (``objective.guarded``); None where nothing changes the numerics."""
+        identity = self.job.identity
+        if not guarded(changes_numerics=identity.backend.changes_numerics, domains=identity.space.domains()):
+            return None
+        return identity.accuracy or accuracy_settings(identity.onnx_path, identity.model.file_inputs())
 
     def run(self) -> dict[str, Any]:
         """Run the job's new trials through the compile and device pools, then validate the best few."""
@@ -113,6 +123,10 @@ class Tuner:
             repeats = f", {len(measurements)} measurements" if len(measurements) > settings else ""
             result += f" [best of {settings} runtime settings{repeats}]" if settings > 1 else \
                 f" [{len(measurements)} measurements]"
+        judged = stored.get(attrs.ACCURACY)
+        if isinstance(judged, dict) and self.accuracy is not None:
+            result += f" [{judged['metric']} {judged['value']:.4g}" + (" on random inputs" if self.accuracy.random
+                                                                      else "") + "]"
         if stored.get(attrs.DUPLICATE_OF) is not None:
             result += f" [same as #{stored[attrs.DUPLICATE_OF]}]"
         if stored.get(attrs.COMPILE_REUSED):

@@ -27,7 +27,7 @@ from autotune.scenarios import SCENARIOS
 from autotune.search.records import candidate_key
 from autotune.synthetic import build_convnet
 from fakes import FakeBackend, FakeCandidate
-from helpers import TRTEXEC, spec_for
+from helpers import TRTEXEC, cosine_judge, spec_for
 from user_models import convnet
 
 @dataclass(frozen=True)
@@ -190,16 +190,15 @@ def test_a_model_without_a_batch_symbol_has_a_batch_knob_of_one(backend, scenari
 
 
 def test_outputs_match_the_reference_where_a_backend_returns_them(backend, tiny_onnx, tmp_path, models):
-    from autotune.search.accuracy import AccuracyGuard
-
     model = models["resnet50"]
     target = backend.target(model=model, scenario=SCENARIOS["offline"], devices=None)
     candidate = target.baseline or _proposals(backend, "offline", 1, model=model)[0][0]
     artifact = backend.compile(tiny_onnx, model, candidate, tmp_path / "c")
-    guard = AccuracyGuard(onnx_path=tiny_onnx, inputs=model.file_inputs())
-    outputs = backend.outputs(artifact, candidate, model=model, feed=guard.feed(candidate.batch_size),
+    judge = cosine_judge(tiny_onnx, model)
+    outputs = backend.outputs(artifact, candidate, model=model, feed=model.file_inputs().feed(candidate.batch_size),
                               device=target.devices[0].index)
     if outputs is None:
         assert not backend.changes_numerics  # a target whose knobs change numerics must return its outputs
         return
-    assert guard.verdict(guard.check(outputs, candidate.batch_size)) is None
+    assert judge.evaluate(lambda feed: backend.outputs(artifact, candidate, model=model, feed=feed, device=target.
+                                                       devices[0].index), candidate.batch_size).ok

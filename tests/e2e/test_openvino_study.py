@@ -1,4 +1,4 @@
-"""A whole OpenVINO study from the command line: the baseline hint first, what OpenVINO chose and the output error
+"""A whole OpenVINO study from the command line: the baseline hint first, what OpenVINO chose and the task accuracy
 stored on every trial, the compiled blob reused from the cache by the next study, the report and the exports, whose
 commands are bench lines a user pastes."""
 
@@ -8,7 +8,6 @@ import shlex
 
 import pytest
 
-from autotune.search.accuracy import DEFAULT_MAX_OUTPUT_ERROR
 from autotune.storage import load_study
 from helpers import run_cli
 
@@ -39,8 +38,8 @@ def test_an_openvino_study_runs_from_the_command_line(tiny_onnx, tmp_path, capsy
         if trial.user_attrs.get("preset_fields"):
             compiled = trial.user_attrs["preset_fields"]["compiled"]["INFERENCE_PRECISION_HINT"]
             assert compiled == (trial.user_attrs["candidate"].get("precision") or default)
-            error = trial.user_attrs["accuracy"]["output"]["max_rel_error"]  # stored on every trial
-            assert error < (1e-4 if compiled == "f32" else DEFAULT_MAX_OUTPUT_ERROR)
+            judged = trial.user_attrs["accuracy"]  # stored on every trial: agreement on random inputs by default
+            assert judged["metric"] == "agreement" and judged["value"] >= (1.0 if compiled == "f32" else 0.9)
     code, out, err = run_cli(capsys, *argv, "--trials", "1", "--study", "again")
     assert code == 0, err
     assert load_study(storage, "again").trials[0].user_attrs["compile_reused"]  # the blob from the compile cache
@@ -52,5 +51,5 @@ def test_an_openvino_study_runs_from_the_command_line(tiny_onnx, tmp_path, capsy
     code, out, err = run_cli(capsys, "report", study.study_name, "--storage", storage)
     assert code == 0, err
     page = (tmp_path / "reports" / study.study_name / "index.html").read_text()
-    assert "max output error" in page and "requests x" in page
+    assert "<th>agreement</th>" in page and "requests x" in page and 'data-key="random_inputs"' in page
     assert page.count("autotune bench --backend openvino --model resnet50 --onnx ") == 2  # compile, measure command

@@ -1,33 +1,61 @@
-from __future__ import annotations
+"""The task-accuracy guard's settings: sets read and split, random inputs where none is given, the record a study
+stores, and the same settings built again from it (or refused where the samples changed)."""
 
-import math
+from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from autotune.search.accuracy import AccuracyGuard, output_error
+from autotune.errors import AutotuneError
+from autotune.search.accuracy import RANDOM_NOTE, accuracy_settings, stored_settings
+from autotune.synthetic import build_outlier_classifier, outlier_classifier_samples
+from autotune.task_accuracy import RANDOM_SAMPLES, load_set
 from helpers import spec_for
 
 
-def test_output_error_is_relative_to_the_outputs_range_and_infinite_when_not_finite():
-    reference = np.array([[0.0, 2.0, -4.0]], dtype=np.float32)
-    assert output_error(reference, reference) == {"max_rel_error": 0.0, "cosine": pytest.approx(1.0)}
-    assert output_error(reference + 0.2, reference)["max_rel_error"] == pytest.approx(0.05)
-    overflowed = reference.copy()
-    overflowed[0, 1] = np.inf  # an f16 overflow
-    assert math.isinf(output_error(overflowed, reference)["max_rel_error"])
-    assert math.isinf(output_error(reference[:, :2], reference)["max_rel_error"])
+@pytest.fixture(scope="module")
+def classifier(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("classifier")
+    path = build_outlier_classifier(folder / "classifier.onnx")
+    x, labels = outlier_classifier_samples(50)
+    np.savez(folder / "acc.npz", x=x, labels=labels)
+    return path, spec_for(path, "classifier").file_inputs(), folder / "acc.npz"
 
 
-def test_the_guard_compares_with_onnx_runtimes_fp32_outputs_per_batch(tiny_onnx):
-    inputs = spec_for(tiny_onnx).file_inputs()
-    guard = AccuracyGuard(onnx_path=tiny_onnx, inputs=inputs, max_error=0.01)
-    reference = guard.reference(2)
-    assert list(reference) == ["output"] and reference["output"].shape[0] == 2
-    assert guard.reference(2) is reference  # computed once per batch size
-    exact = guard.check(reference, 2)
-    assert guard.verdict(exact) is None
-    off = guard.check({"output": reference["output"] * 1.1}, 2)
-    assert "output 'output' differs from the fp32 reference by 0.1" in guard.verdict(off)
-    assert "more than --max-output-error 0.01" in guard.verdict(off)
-    assert math.isinf(guard.check({}, 2)["output"]["max_rel_error"])
+def test_without_a_set_random_inputs_judge_by_agreement_and_calibrate_a_synthetic_model_only(classifier):
+    path, inputs, _ = classifier
+    plain = accuracy_settings(path, inputs)
+    assert plain.random and plain.calibration is None and plain.judge.metric.name == "agreement"
+    assert len(plain.judge.judged) == RANDOM_SAMPLES * 4 // 5 and plain.judge.judged.labels is None
+    synthetic = accuracy_settings(path, inputs, synthetic=True)
+    calibration = synthetic.calibration
+    assert len(calibration) == RANDOM_SAMPLES // 5 and synthetic.judge.judged == plain.judge.judged
+    assert calibration.path.is_file() and load_set(calibration.path, inputs).sha256 == calibration.sha256
+    assert accuracy_settings(path, inputs, synthetic=True).calibration.sha256 == calibration.sha256  # seeded
+    record = synthetic.record()
+    assert record["random_inputs"] and record["note"] == RANDOM_NOTE and record["value"] == 1.0
+    assert RANDOM_NOTE in synthetic.describe()
+
+
+def test_an_accuracy_set_calibrates_with_its_first_part_and_judges_with_the_rest(classifier):
+    path, inputs, acc = classifier
+    settings = accuracy_settings(path, inputs, accuracy_set=str(acc), max_drop="0.02")
+    assert not settings.random and settings.judge.metric.name == "top1"  # labels: top1 by default
+    record = settings.record()
+    assert (record["calibration_set"], record["calibration_samples"]) == ("acc.npz[0:10]", 10)
+    assert (record["judged_set"], record["judged_samples"]) == ("acc.npz[10:50]", 40)
+    assert record["max_drop"] == "0.02" and record["allowed_drop"] == 0.02 and "note" not in record
+    assert record["options"]["accuracy_set"] == str(acc.resolve())
+    assert settings.calibration.path.is_file() and settings.calibration.path != acc
+
+
+def test_stored_settings_build_the_same_and_refuse_changed_samples(classifier, tmp_path):
+    path, inputs, acc = classifier
+    record = accuracy_settings(path, inputs, accuracy_set=str(acc), metric="agreement").record()
+    again = stored_settings(record, path, inputs)
+    assert again.record() == record
+    x, labels = outlier_classifier_samples(50, seed=5)
+    np.savez(tmp_path / "moved.npz", x=x, labels=labels)
+    with pytest.raises(AutotuneError, match=r"the judged samples \(acc.npz\[10:50\]\) are not those the preset was "
+                                            r"judged on \(their SHA-256 differs\): give --accuracy-set"):
+        stored_settings(record, path, inputs, accuracy_set=str(tmp_path / "moved.npz"))

@@ -138,14 +138,11 @@ def test_the_accuracy_guard_rejects_a_lossy_setting_and_accepts_the_exact_ones(t
     tuner.run()
     lossy, exact = tuner.study.get_trials()
     assert lossy.constraints == {"feasible": 1.0} and lossy.user_attrs["failure_stage"] == "accuracy"
-    assert "differs from the fp32 reference by 0.5 of its range" in lossy.user_attrs["failure_reason"]
-    assert lossy.user_attrs["accuracy"]["output"]["max_rel_error"] == pytest.approx(0.5)
-    assert exact.constraints == {"feasible": 0.0} and exact.user_attrs["accuracy"]["output"]["max_rel_error"] < 1e-6
-    loose = Tuner(_job(tmp_path, FakeBackend(), trials=1, baseline=None, validate_top=0, max_output_error=0.6,
-                       study_name="loose"), progress=lambda _: None)
-    _enqueue(loose, FakeCandidate(level=4, batch_size=2))
-    loose.run()
-    assert loose.study.get_trials()[0].constraints == {"feasible": 0.0}
+    assert "below the fp32 reference's 1, more than --max-drop 1%" in lossy.user_attrs["failure_reason"]
+    assert lossy.user_attrs["accuracy"]["metric"] == "agreement" and lossy.user_attrs["accuracy"]["value"] < 0.5
+    assert exact.constraints == {"feasible": 0.0} and exact.user_attrs["accuracy"]["value"] == 1.0
+    assert exact.user_attrs["accuracy"]["drop"] == 0.0 and exact.user_attrs["accuracy"]["seconds"] >= 0
+    assert tuner.study.user_attrs["accuracy_reference"]["random_inputs"]
 
 
 def test_the_baseline_is_measured_again_on_every_tenth_trial_and_its_drift_is_stored_and_reported(tmp_path):

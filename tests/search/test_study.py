@@ -9,6 +9,7 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
+from autotune.results import attrs
 from autotune.errors import AutotuneError
 from autotune.models import model_sha256
 from autotune.search.study import adapt, enqueue_baseline, enqueue_warm_start
@@ -30,7 +31,7 @@ def _tuner(tmp_path: Path, backend: FakeBackend | None = None, **overrides) -> T
 
 def test_a_new_study_stores_its_version_its_identity_and_what_readers_need(tmp_path):
     stored = _tuner(tmp_path).study.user_attrs
-    assert stored["schema_version"] == 1
+    assert stored["schema_version"] == attrs.SCHEMA
     assert (stored["model"], stored["scenario"], stored["backend"], stored["slots"]) == ("toy", "offline", "fake", 16)
     assert stored["onnx_sha256"] == model_sha256(tmp_path / "toy.onnx") and stored["sdk_version"] == "fake 1.0"
     assert (stored["unit"], stored["direction"], stored["device_word"], stored["size_unit"]) == \

@@ -1,4 +1,5 @@
-"""The accuracy guard on OpenVINO's own outputs: a lossy precision is rejected, f32 accepted.
+"""The accuracy guard on OpenVINO's own outputs (their cosine with ONNX Runtime's fp32 outputs over random inputs): a
+lossy precision is rejected, f32 accepted.
 
 This host's CPU lists no BF16 or FP16 capability, so the space never proposes them. The seam: a backend told its CPU
 lists BF16 (``OpenVinoBackend(cpu=...)``). OpenVINO then really compiles and runs the model in bf16 where it can
@@ -8,7 +9,6 @@ that bf16 loses its outputs: ``(x + 100) @ D``, D taking differences of neighbou
 
 from __future__ import annotations
 
-import math
 from dataclasses import replace
 from pathlib import Path
 
@@ -22,11 +22,11 @@ from autotune.backends.openvino import OpenVinoBackend
 from autotune.backends.openvino.space import OvCandidate, OvSpace
 from autotune.errors import CompileFailure
 from autotune.scenarios import SCENARIOS
-from autotune.search.accuracy import AccuracyGuard
+from autotune.search.accuracy import accuracy_settings
 from autotune.search.records import (MeasureSettings, RunEnvironment, SearchPolicy, StudyIdentity, TuningJob,
                                      ValidationSettings)
 from autotune.search.tuner import Tuner
-from helpers import spec_for
+from helpers import cosine_judge, spec_for
 
 WIDTH = 16
 
@@ -61,7 +61,8 @@ def bf16_backend() -> OpenVinoBackend:
     return OpenVinoBackend(cpu=replace(plain.cpu, capabilities=(*plain.cpu.capabilities, "BF16")))
 
 
-def _outputs(backend: OpenVinoBackend, onnx_path: Path, candidate: OvCandidate, tmp_path: Path, guard: AccuracyGuard):
+def _run(backend: OpenVinoBackend, onnx_path: Path, candidate: OvCandidate, tmp_path: Path):
+    """The compiled candidate as a run of one feed."""
     model = spec_for(onnx_path, "mine")
     try:
         artifact = backend.compile(onnx_path, model, candidate, tmp_path / str(candidate.precision))
@@ -69,30 +70,29 @@ def _outputs(backend: OpenVinoBackend, onnx_path: Path, candidate: OvCandidate, 
         if candidate.precision == "bf16":
             pytest.skip(f"OpenVINO computes no bf16 on this CPU: {failure.reason}")
         raise
-    return backend.outputs(artifact, candidate, model=model, feed=guard.feed(candidate.batch_size), device=0)
+    return lambda feed: backend.outputs(artifact, candidate, model=model, feed=feed, device=0)
 
 
 def test_the_guard_rejects_bf16_where_it_loses_the_outputs_and_accepts_f32(bf16_backend, tmp_path):
     onnx_path = cancelling(tmp_path / "cancelling.onnx")
-    guard = AccuracyGuard(onnx_path=onnx_path, inputs=spec_for(onnx_path, "mine").file_inputs())
-    exact = guard.check(_outputs(bf16_backend, onnx_path, OvCandidate(precision="f32", batch_size=2), tmp_path,
-                                 guard), 2)
-    assert guard.verdict(exact) is None and exact["y"]["max_rel_error"] < 1e-5
-    lossy = guard.check(_outputs(bf16_backend, onnx_path, OvCandidate(precision="bf16", batch_size=2), tmp_path,
-                                 guard), 2)
-    assert lossy["y"]["max_rel_error"] > 0.1
-    assert "output 'y' differs from the fp32 reference by" in guard.verdict(lossy)
+    judge = cosine_judge(onnx_path, spec_for(onnx_path, "mine"))
+    exact = judge.evaluate(_run(bf16_backend, onnx_path, OvCandidate(precision="f32", batch_size=2), tmp_path), 2)
+    assert exact.ok and exact.metric > 1 - 1e-6
+    lossy = judge.evaluate(_run(bf16_backend, onnx_path, OvCandidate(precision="bf16", batch_size=2), tmp_path), 2)
+    assert lossy.metric < 0.98 and "below the fp32 reference's 1, more than --max-drop 1%" in lossy.reason
 
 
 def test_a_study_makes_the_lossy_precision_infeasible_with_its_figure(bf16_backend, tmp_path):
     onnx_path = cancelling(tmp_path / "cancelling.onnx")
     model = spec_for(onnx_path, "mine")
+    accuracy = accuracy_settings(onnx_path, model.file_inputs(), metric="cosine")
     space = OvSpace(cpu=bf16_backend.cpu, scenario="offline")
     assert "bf16" in space.domains()["precision"]
     job = TuningJob(
         identity=StudyIdentity(name="guard", storage=optuna.storages.InMemoryStorage(), model=model,
                                onnx_path=onnx_path, scenario=SCENARIOS["offline"], bound_ms=None, backend=bf16_backend,
-                               space=space, devices=[0], device_size=bf16_backend.cpu.cores, sku=bf16_backend.cpu.name),
+                               space=space, devices=[0], device_size=bf16_backend.cpu.cores, sku=bf16_backend.cpu.name,
+                               accuracy=accuracy),
         search=SearchPolicy(n_trials=2, seed=0), measure=MeasureSettings(seconds=0.3, busy_cpu_pct=100),
         validation=ValidationSettings(top=0, seconds=0.3),
         environment=RunEnvironment(workdir=tmp_path / "work", cache_dir=tmp_path / "cache"))
@@ -105,9 +105,9 @@ def test_a_study_makes_the_lossy_precision_infeasible_with_its_figure(bf16_backe
     if lossy.user_attrs.get("failure_stage") == "compile":
         pytest.skip(f"OpenVINO computes no bf16 on this CPU: {lossy.user_attrs['failure_reason']}")
     assert lossy.constraints == {"feasible": 1.0} and lossy.user_attrs["failure_stage"] == "accuracy"
-    assert lossy.user_attrs["accuracy"]["y"]["max_rel_error"] > 0.1
-    assert "more than --max-output-error 0.05" in lossy.user_attrs["failure_reason"]
-    assert exact.constraints == {"feasible": 0.0} and exact.user_attrs["accuracy"]["y"]["max_rel_error"] < 1e-5
+    assert lossy.user_attrs["accuracy"]["metric"] == "cosine" and lossy.user_attrs["accuracy"]["value"] < 0.98
+    assert "more than --max-drop 1%" in lossy.user_attrs["failure_reason"]
+    assert exact.constraints == {"feasible": 0.0} and exact.user_attrs["accuracy"]["value"] > 1 - 1e-6
     assert exact.user_attrs["preset_fields"]["compiled"]["INFERENCE_PRECISION_HINT"] == "f32"
 
 
@@ -115,11 +115,13 @@ def test_values_beyond_f16_are_caught_as_an_f16_device_would_store_them(tmp_path
     """No f16 here: OpenVINO's f32 outputs of a model with values beyond 65504, accepted as they are and rejected
     once held in float16 (what an f16 precision hint would make of them)."""
     onnx_path = large(tmp_path / "large.onnx")
-    backend = OpenVinoBackend()
-    guard = AccuracyGuard(onnx_path=onnx_path, inputs=spec_for(onnx_path, "mine").file_inputs())
-    outputs = _outputs(backend, onnx_path, OvCandidate(precision="f32", batch_size=2), tmp_path, guard)
-    assert guard.verdict(guard.check(outputs, 2)) is None
-    with np.errstate(over="ignore"):
-        as_f16 = {name: value.astype(np.float16) for name, value in outputs.items()}
-    report = guard.check(as_f16, 2)
-    assert math.isinf(report["y"]["max_rel_error"]) and guard.verdict(report) is not None
+    judge = cosine_judge(onnx_path, spec_for(onnx_path, "mine"))
+    run = _run(OpenVinoBackend(), onnx_path, OvCandidate(precision="f32", batch_size=2), tmp_path)
+    assert judge.evaluate(run, 2).ok
+
+    def as_f16(feed):
+        with np.errstate(over="ignore"):
+            return {name: value.astype(np.float16) for name, value in run(feed).items()}
+
+    overflowed = judge.evaluate(as_f16, 2)
+    assert overflowed.metric < 0.5 and not overflowed.ok

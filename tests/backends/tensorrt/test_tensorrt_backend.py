@@ -23,9 +23,8 @@ from autotune.backends.tensorrt.space import TrtCandidate
 from autotune.errors import AutotuneError, CompileFailure, DeviceFailure, MeasureFailure
 from autotune.models import MODELS
 from autotune.scenarios import SCENARIOS
-from autotune.search.accuracy import AccuracyGuard
 from autotune.synthetic import build_convnet
-from helpers import spec_for
+from helpers import cosine_judge, spec_for
 
 
 def _target(backend, model, scenario="offline", devices=None):
@@ -248,9 +247,9 @@ def test_int8_is_searched_with_a_calibration_cache_and_built_with_it(trt_emulato
     candidate = replace(target.baseline, precision="int8", batch_size=2)
     artifact = backend.compile(tiny_onnx, model, candidate, tmp_path / "c")
     assert {"--int8", "--fp16", f"--calib={calib}"} <= set(artifact.command)
-    guard = AccuracyGuard(onnx_path=tiny_onnx, inputs=model.file_inputs())
-    outputs = backend.outputs(artifact, candidate, model=model, feed=guard.feed(2), device=0)
-    assert guard.verdict(guard.check(outputs, 2)) is None
+    judgement = cosine_judge(tiny_onnx, model).evaluate(
+        lambda feed: backend.outputs(artifact, candidate, model=model, feed=feed, device=0), 2)
+    assert judgement.ok
     with pytest.raises(AutotuneError, match="no such file"):
         TensorrtBackend(trtexec=trt_emulator, calib=tmp_path / "missing.cache")
 
@@ -261,14 +260,14 @@ def test_the_guard_rejects_an_fp16_engine_that_overflows_and_accepts_a_normal_on
     for factor in (3.0, 1e6):
         onnx_path = scaled_model(tmp_path / f"scaled-{factor:g}.onnx", factor)
         model = spec_for(onnx_path, "scaled")
-        guard = AccuracyGuard(onnx_path=onnx_path, inputs=model.file_inputs())
+        judge = cosine_judge(onnx_path, model)
         for precision in ("fp32", "fp16"):
             candidate = replace(_target(backend, model).baseline, precision=precision, batch_size=2)
             artifact = backend.compile(onnx_path, model, candidate, tmp_path / f"c-{factor:g}-{precision}")
-            outputs = backend.outputs(artifact, candidate, model=model, feed=guard.feed(2), device=0)
-            verdicts[factor, precision] = guard.verdict(guard.check(outputs, 2))
+            verdicts[factor, precision] = judge.evaluate(lambda feed: backend.outputs(
+                artifact, candidate, model=model, feed=feed, device=0), 2).reason
     assert verdicts[3.0, "fp32"] is None and verdicts[3.0, "fp16"] is None and verdicts[1e6, "fp32"] is None
-    assert verdicts[1e6, "fp16"].startswith("output 'y' differs from the fp32 reference by inf")
+    assert verdicts[1e6, "fp16"].startswith("cosine 0 is 1 below the fp32 reference's 1")  # every sample overflows
 
 
 def test_samples_are_fed_and_presets_reproduce_the_run(trt_emulator, tmp_path):
