@@ -203,9 +203,12 @@ def accuracy_figure(frame: pd.DataFrame, summary: dict[str, Any]) -> bytes:
     if len(rejected):
         ax.scatter(rejected["accuracy"], [0.03] * len(rejected), transform=ax.get_xaxis_transform(), marker="x",
                    s=36, color=STAGE_COLOURS["accuracy"], label=f"beyond --max-drop ({len(rejected)}, not measured)")
+    lowest = reference["value"] - reference["allowed_drop"]
     ax.axvline(reference["value"], color="grey", linestyle=":", label=f"fp32 reference {reference['value']:.4g}")
-    ax.axvline(reference["value"] - reference["allowed_drop"], color="grey", linestyle="--",
-               label=f"lowest allowed (--max-drop {reference['max_drop']})")
+    ax.axvline(lowest, color="grey", linestyle="--", label=f"lowest allowed (--max-drop {reference['max_drop']})")
+    shown = [*judged["accuracy"].astype(float), reference["value"], lowest]  # the crosses do not widen the axis
+    pad = (max(shown) - min(shown)) * 0.05 or 0.01
+    ax.set_xlim(min(shown) - pad, max(shown) + pad)
     ax.set_xlabel(f"{reference['metric']} on {reference['judged_samples']} samples of {reference['judged_set']}")
     ax.set_ylabel(_value_label(summary))
     ax.grid(alpha=0.3)
