@@ -40,18 +40,16 @@ from autotune.models import MODELS, ModelSpec, synthetic_model, with_calibration
 from autotune.results.export import winner_preset  # noqa: E402
 from autotune.scenarios import SCENARIOS  # noqa: E402
 from autotune.storage import load_study  # noqa: E402
-from autotune.task_accuracy import AccuracyJudge, SampleSet, load_set, parse_max_drop, parse_metric, split_sets  # noqa: E402
+from autotune.task_accuracy import (AccuracyJudge, load_set, parse_max_drop, parse_metric,  # noqa: E402
+                                    random_set as random_samples, split_sets)
 
 SAMPLES = 160  # the accuracy set of the "int8" studies (its first fifth calibrates)
 TEST_SAMPLES = 96  # the third set: the accuracy reported beside each speed
 
 
 def random_set(model: ModelSpec, count: int, seed: int, path: Path) -> Path:
-    """``count`` random samples of the model's inputs at batch 1, saved in the accuracy-set format."""
-    rng = np.random.default_rng(seed)
-    arrays = {name: np.stack([rng.standard_normal(feed.shape[1:]).astype(feed.dtype) for _ in range(count)])
-              for name, feed in model.file_inputs().feed(1).items()}
-    np.savez(path, **arrays)
+    """``count`` random samples of the model's inputs (``task_accuracy.random_set``), saved as an accuracy set."""
+    np.savez(path, **random_samples(model.file_inputs(), count, seed=seed).arrays)
     return path
 
 
