@@ -10,6 +10,8 @@ import subprocess
 import time
 from pathlib import Path
 
+import numpy as np
+
 from autotune.cli import main
 from autotune.models import MODELS, ModelSpec, with_inputs
 from autotune.task_accuracy import AccuracyJudge, parse_max_drop, parse_metric, random_set
@@ -71,3 +73,13 @@ def kill_while_compiling(process: subprocess.Popen[str], log: Path, *, timeout_s
 
 def _compile_log(log: Path) -> list[str]:
     return log.read_text().splitlines() if log.exists() else []
+
+
+def outlier_classifier(folder: Path, samples: int = 100) -> tuple[Path, Path]:
+    """The classifier int8 breaks (``synthetic.build_outlier_classifier``) and a labelled accuracy set of ``samples``
+    beside it (``acc.npz``: ``x`` and ``labels``)."""
+    from autotune.synthetic import build_outlier_classifier, outlier_classifier_samples
+
+    x, labels = outlier_classifier_samples(samples)
+    np.savez(folder / "acc.npz", x=x, labels=labels)
+    return build_outlier_classifier(folder / "classifier.onnx"), folder / "acc.npz"

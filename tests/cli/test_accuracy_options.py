@@ -11,18 +11,15 @@ import pytest
 import yaml
 
 from autotune.storage import load_study
-from autotune.synthetic import build_outlier_classifier, outlier_classifier_samples
-from helpers import one_line_error, run_cli
+from autotune.synthetic import outlier_classifier_samples
+from helpers import one_line_error, outlier_classifier, run_cli
 
 
 @pytest.fixture(scope="module")
 def classifier(tmp_path_factory):
     """The classifier int8 breaks and a labelled accuracy set of 100 samples (20 calibrate, 80 judge)."""
     folder = tmp_path_factory.mktemp("classifier")
-    path = build_outlier_classifier(folder / "classifier.onnx")
-    x, labels = outlier_classifier_samples(100)
-    np.savez(folder / "acc.npz", x=x, labels=labels)
-    return path, folder
+    return outlier_classifier(folder)[0], folder
 
 
 def _arrays(classifier, **changes):

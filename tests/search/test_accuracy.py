@@ -8,18 +8,15 @@ import pytest
 
 from autotune.errors import AutotuneError
 from autotune.search.accuracy import RANDOM_NOTE, accuracy_settings, stored_settings
-from autotune.synthetic import build_outlier_classifier, outlier_classifier_samples
+from autotune.synthetic import outlier_classifier_samples
 from autotune.task_accuracy import RANDOM_SAMPLES, load_set
-from helpers import spec_for
+from helpers import outlier_classifier, spec_for
 
 
 @pytest.fixture(scope="module")
 def classifier(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("classifier")
-    path = build_outlier_classifier(folder / "classifier.onnx")
-    x, labels = outlier_classifier_samples(50)
-    np.savez(folder / "acc.npz", x=x, labels=labels)
-    return path, spec_for(path, "classifier").file_inputs(), folder / "acc.npz"
+    path, accuracy_set = outlier_classifier(tmp_path_factory.mktemp("classifier"), 50)
+    return path, spec_for(path, "classifier").file_inputs(), accuracy_set
 
 
 def test_without_a_set_random_inputs_judge_by_agreement_and_calibrate_a_synthetic_model_only(classifier):

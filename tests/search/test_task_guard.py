@@ -17,9 +17,9 @@ from autotune.search.accuracy import accuracy_settings
 from autotune.search.records import (MeasureSettings, RunEnvironment, SearchPolicy, StudyIdentity, TuningJob,
                                      ValidationSettings)
 from autotune.search.tuner import Tuner
-from autotune.synthetic import build_outlier_classifier, outlier_classifier_samples
+
 from fakes import FakeBackend, FakeCandidate
-from helpers import spec_for
+from helpers import outlier_classifier, spec_for
 from jobs import fake_job
 
 
@@ -60,11 +60,7 @@ def test_the_reference_is_computed_once_and_each_compile_judged_once(tmp_path, m
 @pytest.fixture(scope="module")
 def classifier(tmp_path_factory):
     """The classifier int8 breaks, and a labelled set of 100 samples (20 calibrate, 80 judge)."""
-    folder = tmp_path_factory.mktemp("classifier")
-    path = build_outlier_classifier(folder / "classifier.onnx")
-    x, labels = outlier_classifier_samples(100)
-    np.savez(folder / "acc.npz", x=x, labels=labels)
-    return path, folder / "acc.npz"
+    return outlier_classifier(tmp_path_factory.mktemp("classifier"))
 
 
 def _ort_job(tmp_path, classifier, **options) -> TuningJob:
