@@ -182,7 +182,8 @@ class FakeBackend:
     def base_flags(self, model: ModelSpec) -> tuple[str, ...]:
         return ()
 
-    def compile(self, onnx_path: Path, model: ModelSpec, candidate: FakeCandidate, workdir: Path) -> Artifact:
+    def compile(self, onnx_path: Path, model: ModelSpec, candidate: FakeCandidate, workdir: Path, *,
+                cache_dir: Path | None = None) -> Artifact:
         time.sleep(self.compile_s)
         if candidate.level == self.fail_level:
             raise CompileFailure(f"level {candidate.level} does not compile")

@@ -170,9 +170,12 @@ class Backend(Protocol[C]):
         """Flags every compile of ``model`` carries, not searched (part of the study's identity)."""
         ...
 
-    def compile(self, onnx_path: Path, model: ModelSpec, candidate: C, workdir: Path) -> Artifact:
+    def compile(self, onnx_path: Path, model: ModelSpec, candidate: C, workdir: Path, *,
+                cache_dir: Path | None = None) -> Artifact:
         """Compile ``onnx_path`` (in its folder, beside its external data files) for ``model``'s input shapes at the
-        candidate's batch into ``workdir``; raises CompileFailure with the compiler's reason."""
+        candidate's batch into ``workdir``; raises CompileFailure with the compiler's reason. ``cache_dir``: the
+        compile cache's folder (None: no cache), where what several compiles share (a calibration profile, a model
+        variant) is kept as an entry of its own (``CompileCache(root=cache_dir).get_or_compile``)."""
         ...
 
     def measure(self, artifact: Artifact, candidate: C, *, model: ModelSpec, scenario: Scenario | None,

@@ -66,7 +66,8 @@ class Evaluator:
                 identity = self._identity(candidate)
                 artifact, reused = self.cache.get_or_compile(
                     cache_key(identity), identity,
-                    lambda workdir: self.backend.compile(self.onnx_path, self.model, candidate, workdir))
+                    lambda workdir: self.backend.compile(self.onnx_path, self.model, candidate, workdir,
+                                                         cache_dir=self.cache.root))
         except CompileFailure as failure:
             if not failure.retryable and self.memory is not None:
                 self.memory.artifacts[key] = failure

@@ -141,10 +141,10 @@ class _CompilerGone(FakeBackend):
 
     gone = False
 
-    def compile(self, onnx_path, model, candidate, workdir):
+    def compile(self, onnx_path, model, candidate, workdir, *, cache_dir=None):
         if self.gone:
             raise CompileFailure("the compiler is gone")
-        return super().compile(onnx_path, model, candidate, workdir)
+        return super().compile(onnx_path, model, candidate, workdir, cache_dir=cache_dir)
 
 
 def test_a_candidate_whose_compile_fails_again_is_left_out_and_says_so(tmp_path):

@@ -97,7 +97,8 @@ class OpenVinoBackend(OnHostCpu):
                       baseline_label=f"OpenVINO's {hint} hint with its optimal number of requests",
                       description=self.cpu.describe())
 
-    def compile(self, onnx_path: Path, model: ModelSpec, candidate: OvCandidate, workdir: Path) -> Artifact:
+    def compile(self, onnx_path: Path, model: ModelSpec, candidate: OvCandidate, workdir: Path, *,
+                cache_dir: Path | None = None) -> Artifact:
         """The blob OpenVINO exports after compiling the model at the candidate's batch with its properties, and
         ``compiled.json`` (the shapes, the properties, what OpenVINO chose) beside it; at int8 the model compiled is
         the QDQ model of the candidate's recipe (``_int8.build``), kept beside them. Its command is the bench line of

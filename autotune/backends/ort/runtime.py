@@ -92,7 +92,8 @@ class OrtBackend(OnHostCpu):
                       baseline=space.baseline(), baseline_label="ONNX Runtime's default session settings",
                       description=self.cpu.describe())
 
-    def compile(self, onnx_path: Path, model: ModelSpec, candidate: OrtCandidate, workdir: Path) -> Artifact:
+    def compile(self, onnx_path: Path, model: ModelSpec, candidate: OrtCandidate, workdir: Path, *,
+                cache_dir: Path | None = None) -> Artifact:
         """Save the graph optimised at ``graph_level`` with every symbol fixed (the batch at the candidate's); the
         file, with its external data file beside it when the model has one, is reused by every session. At int8 the
         model optimised is the QDQ model of the candidate's recipe (``_int8.build``), kept beside it."""

@@ -114,7 +114,8 @@ class QaicBackend:
     def base_flags(self, model: ModelSpec) -> tuple[str, ...]:
         return model_base_flags(model.name) + self.extra_base_flags
 
-    def compile(self, onnx_path: Path, model: ModelSpec, candidate: QaicCandidate, workdir: Path) -> Artifact:
+    def compile(self, onnx_path: Path, model: ModelSpec, candidate: QaicCandidate, workdir: Path, *,
+                cache_dir: Path | None = None) -> Artifact:
         """qaic-exec on the model in its folder: the batch through the model's own symbol, its other symbols at
         their sizes (-onnx-define-symbol=SYMBOL,N)."""
         inputs = model.file_inputs()

@@ -125,7 +125,8 @@ class TensorrtBackend:
         """``--trt-base-flags``, and the calibration cache int8 engines are built from (it decides them)."""
         return self.extra_base_flags + ((f"--calib={self.calib}",) if self.calib is not None else ())
 
-    def compile(self, onnx_path: Path, model: ModelSpec, candidate: TrtCandidate, workdir: Path) -> Artifact:
+    def compile(self, onnx_path: Path, model: ModelSpec, candidate: TrtCandidate, workdir: Path, *,
+                cache_dir: Path | None = None) -> Artifact:
         """trtexec --onnx --saveEngine for the candidate's build knobs, shapes from batch 1 to its batch, the timing
         cache of this GPU model and TensorRT version; the engine folder records what built it."""
         gpu = self._build_gpu()
