@@ -142,18 +142,6 @@ def new_compile(*, settled: bool, compiled_before: bool, shares_model: bool) -> 
 
 
 def compiles(trials: Iterable[FrozenTrial]) -> int:
-    """The compiles a study's COMPLETE trials made, as ``--trials`` counts them (:func:`new_compile`, as stored); a
-    trial stored without it counts unless settled (a duplicate, a broken rule) or of compile flags counted already."""
-    counted: set[str] = set()
-    count = 0
-    for trial in trials:
-        stored = trial.user_attrs
-        if trial.state != TrialState.COMPLETE:
-            continue
-        if attrs.NEW_COMPILE in stored:
-            count += bool(stored[attrs.NEW_COMPILE])
-        elif stored.get(attrs.DUPLICATE_OF) is None and stored.get(attrs.FAILURE_STAGE) != "constraint":
-            key = stored.get(attrs.COMPILE_KEY)
-            count += key is None or key not in counted
-            counted.add(key)
-    return count
+    """The compiles a study's COMPLETE trials made, as ``--trials`` counts them (:func:`new_compile`, as stored;
+    ``trials`` read through ``attrs.upgrade``)."""
+    return sum(bool(t.user_attrs.get(attrs.NEW_COMPILE)) for t in trials if t.state == TrialState.COMPLETE)

@@ -245,7 +245,9 @@ def upgrade(study_attrs: dict[str, Any], trials: list[FrozenTrial]) -> tuple[dic
     else upgraded copies (nothing is written). Version 0 may hold the size under its own key alone, no export
     formats, COMPLETE trials without a compile key (each a compile of its own: ``#<trial>``), the artifact under
     ``qpc_dir``, and two-phase climbs without ``climb_from`` (their start: where their ``polish_of`` links lead).
-    Versions 0 and 1 may hold output errors under ``accuracy``: left out (no task accuracy was measured)."""
+    Versions 0 and 1 may hold output errors under ``accuracy``: left out (no task accuracy was measured), and
+    COMPLETE trials without ``new_compile``: a compile of its own unless settled (a duplicate, a broken rule) or of
+    compile flags counted already."""
     if study_attrs.get(SCHEMA_VERSION, 0) >= SCHEMA:
         return study_attrs, trials
     study = dict(study_attrs) | {SCHEMA_VERSION: SCHEMA}
@@ -254,7 +256,17 @@ def upgrade(study_attrs: dict[str, Any], trials: list[FrozenTrial]) -> tuple[dic
         study |= {SIZE_KEY: key, SIZE_UNIT: study.get(SIZE_UNIT) or V0_SIZE_UNITS.get(key, "")}
     study.setdefault(EXPORT_FORMATS, list(V0_EXPORT_FORMATS))
     by_number = {t.number: t for t in trials}
-    return study, [_upgraded_trial(t, by_number) for t in trials]
+    upgraded = [_upgraded_trial(t, by_number) for t in trials]
+    counted: set[str] = set()
+    for trial in sorted(upgraded, key=lambda t: t.number):
+        stored = trial.user_attrs
+        if trial.state != TrialState.COMPLETE or NEW_COMPILE in stored:
+            continue
+        settled = stored.get(DUPLICATE_OF) is not None or stored.get(FAILURE_STAGE) == "constraint"
+        stored[NEW_COMPILE] = not settled and stored[COMPILE_KEY] not in counted
+        if not settled:
+            counted.add(stored[COMPILE_KEY])
+    return study, upgraded
 
 
 def _upgraded_trial(trial: FrozenTrial, by_number: dict[int, FrozenTrial]) -> FrozenTrial:

@@ -9,6 +9,7 @@ from pathlib import Path
 import optuna
 from optuna.trial import TrialState, create_trial
 
+from autotune.objective import compiles
 from autotune.results import attrs
 from autotune.results.compare import compare
 from autotune.results.export import winner_preset, write_preset
@@ -50,6 +51,20 @@ def test_upgrade_reads_version_0_under_this_versions_names_and_leaves_what_it_wa
     assert all(t.user_attrs[attrs.ARTIFACT_PATH] == "/gone/qpc" for t in trials[:3])
     assert all(attrs.COMPILE_KEY not in t.user_attrs for t in given)  # copies upgraded, the given left as they were
     assert attrs.upgrade(stored, trials) == (stored, trials)  # an upgraded study is of this version
+
+
+def test_trials_stored_before_the_compile_flag_are_counted_by_compile_key_once_upgraded():
+    def trial(**stored):
+        return create_trial(value=1.0, user_attrs=stored)
+
+    older = [trial(compile_key="a"), trial(compile_key="a"), trial(compile_key="b", duplicate_of=0),
+             trial(compile_key="c", failure_stage="constraint"), trial(), trial(),
+             create_trial(state=TrialState.FAIL, user_attrs={"compile_key": "d"})]
+    for number, stored in enumerate(older):
+        stored.number = number  # as the storage numbers them: trials without a key are compiles of their own
+    _, trials = attrs.upgrade({}, older)
+    assert [t.user_attrs.get(attrs.NEW_COMPILE) for t in trials] == [True, False, False, False, True, True, None]
+    assert compiles(trials) == 3  # a, and two stored without a compile key
 
 
 def test_a_study_of_this_version_is_read_as_it_is():
