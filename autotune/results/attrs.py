@@ -54,6 +54,9 @@ PRESET_FIELDS = "preset_fields"  # the backend's own preset fields (commands, CM
 # (a copied local_restart filed a local search's start under the climb it repeated: that start was proposed again
 # and again)
 OWN = (BASELINE, POLISH_OF, LOCAL_RESTART, LOCAL_START, CLIMB_FROM, REPAIR_OF, WARM_START_FROM, WORKER)
+# a trial holding one of these was queued by autotune (the baseline, a warm start, a policy's step), not drawn by
+# the sampler
+QUEUED_MARKS = (BASELINE, WARM_START_FROM, POLISH_OF, LOCAL_RESTART, LOCAL_START)
 
 # -- study attributes: the identity a study refuses to mix, then what readers need -----------------------------
 SCHEMA_VERSION = "schema_version"  # the version of these names the study is stored under (none stored: 0)

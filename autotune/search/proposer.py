@@ -77,8 +77,7 @@ class Proposer:
         candidate = self.identity.space.suggest(trial)
         if trial.user_attrs.get(attrs.BASELINE) and self.identity.baseline is not None:
             return self.identity.baseline  # as given: its parameters may alias what suggest makes of them
-        # not enqueued (Optuna marks an enqueued trial's parameters as fixed): the sampler drew it
-        drawn = "fixed_params" not in trial._cached_frozen_trial.system_attrs
+        drawn = not any(mark in trial.user_attrs for mark in attrs.QUEUED_MARKS)
         return candidate if remedies or not drawn else self.identity.space.without_remedies(candidate)
 
     def _decide(self, flight: Flight, in_flight: list[Flight]) -> None:
