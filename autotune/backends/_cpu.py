@@ -94,12 +94,16 @@ class OnHostCpu:
         return [*argv, "--flags", flags]
 
 
-def bench_line(artifact: Artifact, candidate: Any, *, seconds: float | None = None) -> list[str]:
-    """The bench line of ``artifact``'s compile with all of ``candidate``'s settings (measured for ``seconds`` when
-    given): what measures ``candidate`` again. An artifact whose command is no bench line (compiled and cached by an
-    older autotune) keeps its command."""
+def bench_line(artifact: Artifact, candidate: Any, *, seconds: float | None = None, scenario: str | None = None,
+               bound_ms: float | None = None) -> list[str]:
+    """The bench line of ``artifact``'s compile with all of ``candidate``'s settings (measured for ``scenario``, its
+    bound and ``seconds`` when given): what measures ``candidate`` again. An artifact whose command is no bench line
+    (compiled and cached by an older autotune) keeps its command."""
     command = artifact.command
     if "--flags" not in command:
         return command
     timed = ["--time", f"{seconds:g}"] if seconds is not None else []
-    return [*command[:command.index("--flags")], "--flags", candidate.flag_string(), *timed]
+    measured_for = ["--scenario", scenario] if scenario is not None else []
+    if scenario == "server" and bound_ms is not None:
+        measured_for += ["--latency-bound-ms", f"{bound_ms:g}"]
+    return [*command[:command.index("--flags")], "--flags", candidate.flag_string(), *measured_for, *timed]

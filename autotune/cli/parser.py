@@ -168,6 +168,10 @@ def _add_bench(commands: argparse._SubParsersAction) -> None:
                         "Runtime session settings, e.g. \"intra_op_num_threads=2 execution_mode=sequential\"")
     p.add_argument("--batch-size", type=positive_int, help="batch size (default: from --flags, else 1)")
     p.add_argument("--time", type=positive_float, default=10.0, help="seconds to measure (default 10)")
+    p.add_argument("--scenario", help=f"measure for an MLPerf scenario ({', '.join(SCENARIOS)}): its figure measured, "
+                                      f"or estimated where the backend estimates it (default: throughput and latency)")
+    p.add_argument("--latency-bound-ms", type=positive_float,
+                   help="p99 latency bound with --scenario server (default: the model's MLPerf bound)")
     p.add_argument("--device", type=int, help="device to measure on (default: the backend's first ready one)")
     p.add_argument("--compile-timeout", type=positive_float,
                    help="seconds before a hanging compiler is killed (default 3600)")

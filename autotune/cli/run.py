@@ -11,14 +11,15 @@ from pathlib import Path
 from typing import Any
 
 from autotune import backends
-from autotune.backends.base import Backend
+from autotune.backends.base import Backend, Measurement
 from autotune.compile_cache import default_cache_dir
 from autotune.errors import AutotuneError
 from autotune.models import (ModelSpec, check_onnx, download_model, get_model, model_sha256, resolve_onnx,
                              synthetic_model, with_calibration, with_inputs)
+from autotune.objective import judge
 from autotune.results import attrs
 from autotune.results.verdict import verdict_line
-from autotune.scenarios import get_scenario, latency_bound_ms
+from autotune.scenarios import Scenario, get_scenario, latency_bound_ms
 from autotune.search.accuracy import DEFAULT_MAX_DROP, AccuracySettings, accuracy_settings
 from autotune.search.evaluate import Evaluator
 from autotune.search.records import (Compiled, MeasureSettings, RunEnvironment, SearchPolicy, ValidationSettings,
@@ -152,7 +153,9 @@ def cmd_bench(args: argparse.Namespace) -> int:
                                  max_drop=args.max_drop) if args.accuracy_set or args.calibration_set else None
     model = with_calibration(model, accuracy.calibration if accuracy else None)
     _say(model.file_inputs().describe(), args.json)
-    target = backend.target(model=model, scenario=get_scenario("offline"),
+    scenario = get_scenario(args.scenario) if args.scenario else None
+    bound_ms = latency_bound_ms(scenario, model, args.latency_bound_ms) if scenario else None
+    target = backend.target(model=model, scenario=scenario or get_scenario("offline"),
                             devices=None if args.device is None else [args.device])
     device = target.devices[0]
     candidate = target.space.parse(args.flags, options=vars(args))
@@ -160,7 +163,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
     if problems:
         raise AutotuneError(f"invalid for device {backend.device_word} {device.index}: " + "; ".join(problems))
     workdir = (args.workdir or DEFAULT_WORKDIR / "bench").resolve()
-    evaluator = Evaluator(backend=backend, model=model, onnx_path=onnx_path, scenario=None, bound_ms=None,
+    evaluator = Evaluator(backend=backend, model=model, onnx_path=onnx_path, scenario=scenario, bound_ms=bound_ms,
                           sku=target.sku, device_size=target.size, workdir=workdir, cache_dir=default_cache_dir(),
                           model_sha256=model_sha256(onnx_path), progress=lambda line: _say(line, args.json),
                           judge=accuracy.judge if accuracy and args.accuracy_set else None)
@@ -181,7 +184,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
               "measure_command": shlex.join(measurement.command), "reproduce": commands,
               "compile_seconds": round(artifact.compile_seconds, 3), "compile_log": str(artifact.log_path),
               "measure_log": str(measurement.log_path), **measurement.figures(),
-              **_bench_accuracy(evaluator, compiled, device.index, quiet=args.json)}
+              **_bench_accuracy(evaluator, compiled, device.index, quiet=args.json),
+              **_bench_scenario(scenario, measurement, bound_ms)}
     if args.json:
         print(json.dumps(result, indent=2))
         return 0
@@ -191,10 +195,24 @@ def cmd_bench(args: argparse.Namespace) -> int:
     if measurement.latency_p50_ms is not None:
         print(f"latency ms       p50 {measurement.latency_p50_ms:.3f}  p90 {measurement.latency_p90_ms:.3f}  "
               f"p99 {measurement.latency_p99_ms:.3f}")
+    if scenario is not None:
+        figure = result["scenario"]
+        print(f"{scenario.name:<16} {scenario.metric} {figure['value']:,.2f} {scenario.unit}"
+              f"{' (est.)' if figure['estimated'] else ''}" + (f": {figure['reason']}" if figure["reason"] else ""))
     print(f"compile          {result['compile_seconds']} s, log {artifact.log_path}")
     print(f"compile command  {result['compile_command']}")
     print(f"measure command  {result['measure_command']}")
     return 0
+
+
+def _bench_scenario(scenario: Scenario | None, measurement: Measurement, bound_ms: float | None) -> dict[str, Any]:
+    """The scenario's figure of a bench measurement, judged (nothing without ``--scenario``)."""
+    if scenario is None:
+        return {}
+    outcome = judge(scenario, measurement, bound_ms=bound_ms)
+    return {"scenario": {"name": scenario.name, "metric": scenario.metric, "value": outcome.value,
+                         "unit": scenario.unit, "feasible": outcome.feasible, "reason": outcome.reason,
+                         "estimated": outcome.estimated}}
 
 
 def _bench_accuracy(evaluator: Evaluator, compiled: Compiled, device: int, *, quiet: bool) -> dict[str, Any]:

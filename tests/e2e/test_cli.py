@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -24,6 +25,17 @@ def test_bench_prints_its_figures(emulator, tiny_onnx, tmp_path, capsys):
                         "--workdir", str(tmp_path), "--time", "2")
     assert code == 0
     assert "samples/s" in out and "latency ms" in out and "qaic-exec " in out and " -a 7 " in out
+
+
+def test_bench_measures_for_a_scenario_and_says_when_its_figure_is_estimated(emulator, tiny_onnx, tmp_path, capsys):
+    code, out, _ = run_cli(capsys, "bench", "--model", "resnet50", "--onnx", str(tiny_onnx), "--flags",
+                        "-aic-num-cores=2 -mos=1 -ols=2", "--activations", "7", "--sdk-root", str(emulator),
+                        "--workdir", str(tmp_path), "--time", "2", "--scenario", "server", "--latency-bound-ms", "40")
+    assert code == 0
+    assert re.search(r"^server +server QPS [0-9.,]+ queries/s \(est\.\)$", out, re.M), out
+    code, _, err = run_cli(capsys, "bench", "--model", "resnet50", "--onnx", str(tiny_onnx), "--flags",
+                           "-aic-num-cores=2", "--sdk-root", str(emulator), "--scenario", "nosuch")
+    assert "unknown scenario 'nosuch'" in one_line_error(code, err)
 
 
 def test_bench_json_and_default_activations(emulator, tiny_onnx, tmp_path, capsys, monkeypatch):

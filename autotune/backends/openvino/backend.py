@@ -136,7 +136,8 @@ class OpenVinoBackend(OnHostCpu):
                             1, int(compiled.read_back.get("INFERENCE_NUM_THREADS") or self.cpu.cores))))
         measurement = measure_scenario(work, scenario=None if scenario is None else scenario.name, bound_ms=bound_ms,
                                        seconds=seconds, log_dir=log_dir)
-        measurement.command = bench_line(artifact, candidate, seconds=seconds)
+        measurement.command = bench_line(artifact, candidate, seconds=seconds,
+                                         scenario=None if scenario is None else scenario.name, bound_ms=bound_ms)
         return measurement
 
     def outputs(self, artifact: Artifact, candidate: OvCandidate, *, model: ModelSpec, feed: dict[str, Any],

@@ -131,7 +131,8 @@ class OrtBackend(OnHostCpu):
                         batch_seconds=self._batch_seconds(make_sut), cores=self._cores_used(candidate))
         measurement = measure_scenario(work, scenario=None if scenario is None else scenario.name, bound_ms=bound_ms,
                                        seconds=seconds, log_dir=log_dir)
-        measurement.command = bench_line(artifact, candidate, seconds=seconds)
+        measurement.command = bench_line(artifact, candidate, seconds=seconds,
+                                         scenario=None if scenario is None else scenario.name, bound_ms=bound_ms)
         return measurement
 
     def outputs(self, artifact: Artifact, candidate: OrtCandidate, *, model: ModelSpec, feed: dict[str, Any],

@@ -72,7 +72,9 @@ def test_every_scenario_is_measured_by_loadgen_on_requests_in_flight(backend, ti
     candidate = OvCandidate(hint="THROUGHPUT", batch_size=1 if scenario == "singlestream" else 2, request_factor=1
                             if scenario == "singlestream" else 2)
     _, m = _measure(backend, tiny_onnx, model, candidate, tmp_path, scenario, bound_ms=50.0, seconds=0.6)
-    assert m.loadgen and not m.estimated and m.command[-4:] == ["--flags", candidate.flag_string(), "--time", "0.6"]
+    bound = ["--latency-bound-ms", "50"] if scenario == "server" else []
+    assert m.loadgen and not m.estimated and m.command[m.command.index("--flags"):] == [
+        "--flags", candidate.flag_string(), "--scenario", scenario, *bound, "--time", "0.6"]
     logs = [tmp_path / "logs"] if scenario != "server" else [Path(p["log_dir"]) for p in m.server_probes]
     for log_dir in logs:
         detail = read_detail_log(log_dir / "mlperf_log_detail.txt")
@@ -101,7 +103,7 @@ def test_the_baseline_is_the_hint_with_its_optimal_number_of_requests(backend, t
     chosen = fields["compiled"]
     assert set(chosen) == set(READ_BACK) and chosen["EXECUTION_DEVICES"] == ["CPU"]
     assert fields["requests_in_flight"] == chosen["OPTIMAL_NUMBER_OF_INFER_REQUESTS"] >= 1
-    assert shlex.join(m.command) == f"{fields['bench_command']} --time 0.5"
+    assert shlex.join(m.command) == f"{fields['bench_command']} --scenario {scenario} --time 0.5"
     assert fields["benchmark_app_command"].startswith(f"benchmark_app -m {tiny_onnx} -d CPU -hint {hint.lower()} ")
     assert f"-nireq {fields['requests_in_flight']}" in fields["benchmark_app_command"]
     if scenario == "singlestream":
@@ -138,7 +140,7 @@ def test_the_measure_command_is_a_bench_line_that_measures_the_candidate_again(b
     model = spec_for(onnx_path, "voice", samples=voice_samples(tmp_path / "voice.npz"))
     candidate = OvCandidate(hint="THROUGHPUT", pinning=False, batch_size=2, request_factor=2)
     artifact, m = _measure(backend, onnx_path, model, candidate, tmp_path)
-    assert backend.preset_fields(candidate, artifact, m, name="s-t1")["bench_command"] == shlex.join(m.command[:-2])
+    assert backend.preset_fields(candidate, artifact, m, name="s-t1")["bench_command"] == shlex.join(m.command[:-4])
     pasted_line = shlex.split(shlex.join(m.command))
     code, out, err = run_cli(capsys, *pasted_line[1:], "--workdir", str(tmp_path / "b"), "--json")
     assert code == 0, err

@@ -64,9 +64,10 @@ def test_dynamic_dimensions_are_fixed_at_their_given_sizes(tmp_path, dynamic_onn
     assert [i.shape for i in session.get_inputs()] == [[2, 16]]  # both symbols overridden by their own names
 
 
-def _offline(backend: OrtBackend, onnx: Path, model, candidate: OrtCandidate, tmp_path: Path):
+def _offline(backend: OrtBackend, onnx: Path, model, candidate: OrtCandidate, tmp_path: Path,
+             scenario: str = "offline"):
     artifact = backend.compile(onnx, model, candidate, tmp_path / "c")
-    return artifact, backend.measure(artifact, candidate, model=model, scenario=SCENARIOS["offline"], bound_ms=None,
+    return artifact, backend.measure(artifact, candidate, model=model, scenario=SCENARIOS[scenario], bound_ms=None,
                                      seconds=0.5, device=0, log_dir=tmp_path / "logs")
 
 
@@ -128,17 +129,19 @@ def test_the_measure_command_is_a_bench_line_that_measures_the_candidate_again(t
         onnx, model = dynamic_onnx, spec_for(dynamic_onnx, "mine", input_shapes={"x": [1, 16]})
     backend = OrtBackend()
     candidate = OrtCandidate(graph_level="basic", batch_size=2, intra_threads=1, spinning=False, instances=2)
-    artifact, m = _offline(backend, onnx, model, candidate, tmp_path)
+    artifact, m = _offline(backend, onnx, model, candidate, tmp_path, scenario="multistream")
     compiled = OrtCandidate(graph_level="basic", batch_size=2)
     assert artifact.command[:4] == ["autotune", "bench", "--backend", "ort"]
     assert artifact.command[-2:] == ["--flags", compiled.flag_string()]  # the compile's knobs: any trial may reuse it
+    assert m.command[-4:-2] == ["--scenario", "multistream"]  # measured again for the scenario it was measured for
     assert backend.preset_fields(candidate, artifact, m, name="s-t1") == {
-        "bench_command": shlex.join(m.command[:-2]), "session_options": candidate.to_dict()}
+        "bench_command": shlex.join(m.command[:-4]), "session_options": candidate.to_dict()}
     pasted_line = shlex.split(shlex.join(m.command))
     code, out, err = run_cli(capsys, *pasted_line[1:], "--workdir", str(tmp_path / "b"), "--json")
     assert code == 0, err
     pasted = json.loads(out)
     assert pasted["candidate"] == candidate.to_dict() and pasted["measure_command"] == shlex.join(m.command)
+    assert pasted["scenario"]["name"] == "multistream" and pasted["scenario"]["value"] == pasted["multistream_p99_ms"]
 
 
 def test_session_settings_parse_back_from_their_flag_string():
