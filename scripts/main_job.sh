@@ -41,6 +41,6 @@ random_set; np.savez('.autotune/models/resnet50-small-acc.npz', \
 **random_set(read_inputs(pathlib.Path('.autotune/models/resnet50-small.onnx')), 5).arrays)"
 TRT_EMU_VERSION=11 autotune run --model resnet50 --scenario singlestream --onnx .autotune/models/resnet50-small.onnx \
   --trials 3 --trtexec "$TRTEXEC" --accuracy-set .autotune/models/resnet50-small-acc.npz --metric cosine \
-  --validate-max-rounds 3 --storage sqlite:///studies/emulated.db --study resnet50-precision-trt11 --seed 0
+  --validate-rounds 3 --validate-max-rounds 3 --storage sqlite:///studies/emulated.db --study resnet50-precision-trt11 --seed 0
 autotune export resnet50-precision-trt11 --storage sqlite:///studies/emulated.db --format cmdline
 bash scripts/gpu_check.sh --dry-run

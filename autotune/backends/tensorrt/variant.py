@@ -20,8 +20,6 @@ from autotune.models import ModelSpec, external_data_files, model_sha256
 from autotune.quantize import Recipe, quantize
 from autotune.task_accuracy import load_set
 
-FP16 = "fp16"
-FP16_FILE = "model.fp16.onnx"
 LOG = "variant.log"
 # TensorRT's explicit quantization: int8 weights and activations, symmetric (zero point 0)
 TRT_RECIPE = Recipe(activation_type="QInt8", weight_type="QInt8", symmetric=True)
@@ -91,16 +89,18 @@ def write_int8(source: str | Path, out: str | Path, *, calibration: str | Path, 
 def _make(onnx_path: Path, model: ModelSpec, candidate: Any, work: Path) -> Artifact:
     work.mkdir(parents=True, exist_ok=True)
     started = time.monotonic()
+    path = work / f"{onnx_path.stem}.{candidate.model_variant()}.onnx"  # the model's name: what the file is of
     if candidate.model_variant() == _int8.INT8:
         recipe = _int8.build(onnx_path, model, candidate, work, base=TRT_RECIPE)
-        path, said = work / _int8.QDQ_FILE, recipe.describe()
+        (work / _int8.QDQ_FILE).rename(path)
+        said = recipe.describe()
         inputs = model.file_inputs()
         assert model.calibration is not None  # _int8.build refused it otherwise
         call = (f"write_int8; write_int8({str(onnx_path.resolve())!r}, {str(path)!r}, calibration="
                 f"{str(model.calibration.path)!r}, recipe={recipe.as_dict()!r}, batch_dim={inputs.batch_symbol!r}, "
                 f"symbols={inputs.symbols!r})")
     else:
-        path, said = work / FP16_FILE, "fp16: onnxconverter_common.float16.convert_float_to_float16, keep_io_types"
+        said = "fp16: onnxconverter_common.float16.convert_float_to_float16, keep_io_types"
         convert_fp16(onnx_path, path)
         call = f"convert_fp16; convert_fp16({str(onnx_path.resolve())!r}, {str(path)!r})"
     log = work / LOG

@@ -49,7 +49,7 @@ def test_one_variant_entry_serves_every_engine_built_from_it(trt_emulator, tiny_
     assert made == ["int8", "fp16", "int8"]  # per_channel is another recipe: another QDQ model
     sources = [next(a for a in e.command if a.startswith("--onnx=")) for e in engines]
     assert sources[0] == sources[1] != sources[4] and sources[2] == sources[3] and str(cache) in sources[0]
-    assert sources[0].endswith("/model.int8.onnx") and sources[2].endswith("/model.fp16.onnx")
+    assert sources[0].endswith("/resnet50-tiny.int8.onnx") and sources[2].endswith("/resnet50-tiny.fp16.onnx")
     assert len(list((cache / "entries").iterdir())) == 3
 
 
@@ -69,7 +69,9 @@ def test_int8_and_fp16_variants_are_built_as_such_and_judged(trt_emulator, tiny_
     assert plans["int8"]["precision"] == "int8" and plans["int8"]["quantization"] == "explicit"
     assert plans["int8"]["int8_speedup"] > 1.5 and plans["fp16"]["precision"] == "fp16"
     built_from = {p: plan["onnx"].rsplit("/", 1)[1] for p, plan in plans.items()}
-    assert built_from == {"int8": "model.int8.onnx", "fp16": "model.fp16.onnx" if version == "11" else tiny_onnx.name}
+    assert built_from == {"int8": "resnet50-tiny.int8.onnx", "fp16": "resnet50-tiny.fp16.onnx" if version == "11" else
+                          tiny_onnx.name}
+    assert plans["int8"]["profile"]["name"] == "resnet50"  # the emulator's profile from the file's name, kept
     if version == "11":  # the converted file keeps float32 inputs and outputs
         converted = onnx.load(plans["fp16"]["onnx"])
         assert {t.type.tensor_type.elem_type for t in [*converted.graph.input, *converted.graph.output]} == {1}
