@@ -150,6 +150,15 @@ def test_a_study_builds_measures_and_judges_the_int8_and_fp16_variants(trt_emula
         assert trials["int8"].user_attrs[attrs.CANDIDATE]["calibration_method"] == "MinMax"
 
 
+def test_an_accuracy_set_that_does_not_fit_the_model_is_refused_before_the_study(trt_emulator, tiny_onnx, tmp_path,
+                                                                                capsys):
+    samples = tmp_path / "wrong.npz"
+    np.savez(samples, input=np.zeros((4, 1, 3, 16, 16), np.float32))
+    code, _, err = _run(capsys, trt_emulator, tiny_onnx, f"sqlite:///{tmp_path / 's.db'}", "--model", "resnet50",
+                        "--scenario", "offline", "--accuracy-set", str(samples))
+    assert "--accuracy-set wrong.npz" in one_line_error(code, err) and not (tmp_path / "s.db").exists()
+
+
 def test_bench_measures_one_set_of_flags(trt_emulator, tiny_onnx, tmp_path, capsys):
     code, out, err = run_cli(capsys, "bench", "--model", "resnet50", "--onnx", str(tiny_onnx), "--backend",
                              "tensorrt", "--trtexec", str(trt_emulator), "--flags", "--fp16 --infStreams=2 "

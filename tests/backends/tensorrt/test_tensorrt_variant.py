@@ -10,6 +10,7 @@ from dataclasses import replace
 
 import onnx
 import pytest
+from onnx import numpy_helper
 
 from autotune.backends.tensorrt import TensorrtBackend, variant
 from autotune.errors import CompileFailure
@@ -72,6 +73,10 @@ def test_int8_and_fp16_variants_are_built_as_such_and_judged(trt_emulator, tiny_
     assert built_from == {"int8": "resnet50-tiny.int8.onnx", "fp16": "resnet50-tiny.fp16.onnx" if version == "11" else
                           tiny_onnx.name}
     assert plans["int8"]["profile"]["name"] == "resnet50"  # the emulator's profile from the file's name, kept
+    qdq = onnx.load(plans["int8"]["onnx"])  # TensorRT takes int8 Q/DQ with zero points of 0 only
+    zero_points = {node.input[2] for node in qdq.graph.node if node.op_type in ("QuantizeLinear", "DequantizeLinear")}
+    assert zero_points and all(not numpy_helper.to_array(t).any() and t.data_type == onnx.TensorProto.INT8
+                               for t in qdq.graph.initializer if t.name in zero_points)
     if version == "11":  # the converted file keeps float32 inputs and outputs
         converted = onnx.load(plans["fp16"]["onnx"])
         assert {t.type.tensor_type.elem_type for t in [*converted.graph.input, *converted.graph.output]} == {1}
