@@ -11,8 +11,8 @@ import sys
 import tempfile
 import time
 from dataclasses import replace
-from pathlib import Path
 from importlib import metadata
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -229,7 +229,7 @@ class TensorrtBackend:
         a timing cache beside it) in the current directory and measure it; for a model variant, first the Python
         line that makes ``<name>.<precision>.onnx`` (the fp16 file, the QDQ model), and the variant with its recipe."""
         engine = f"{name}.plan"
-        variant = read_variant(artifact.path)
+        variant = _read_variant(artifact.path)
         source = f"{name}.{variant['precision']}.onnx" if variant else None
         build = [f"--saveEngine={engine}" if a.startswith("--saveEngine=") else
                  f"--timingCacheFile={name}.timing.cache" if a.startswith("--timingCacheFile=") else
@@ -329,14 +329,14 @@ def _device(gpu: Gpu) -> Device:
 
 def _record_variant(folder: Path, candidate: TrtCandidate, variant: Artifact) -> None:
     """What the engine in ``folder`` was built from: the variant's precision, file, recipe and the line that makes
-    it (``read_variant``)."""
+    it (``_read_variant``)."""
     recipe = variant.path.parent / _int8.RECIPE_FILE
     record = {"precision": candidate.precision, "file": str(variant.path), "command": variant.command,
               **({"recipe": json.loads(recipe.read_text())} if recipe.is_file() else {})}
     (folder / VARIANT_RECORD).write_text(json.dumps(record, indent=1))
 
 
-def read_variant(folder: Path) -> dict[str, Any] | None:
+def _read_variant(folder: Path) -> dict[str, Any] | None:
     """The model variant the engine in ``folder`` was built from (None: the ONNX file as given)."""
     try:
         return json.loads((folder / VARIANT_RECORD).read_text())
