@@ -34,6 +34,7 @@ class Recipe:
     weight_type: str = "QInt8"
     reduce_range: bool = False  # 7-bit weights, for CPUs without VNNI
     nodes_to_exclude: tuple[str, ...] = ()  # kept in float
+    symmetric: bool = False  # activations with zero point 0 (ActivationSymmetric), as TensorRT requires
 
     def __post_init__(self) -> None:
         if self.method not in METHODS:
@@ -55,6 +56,7 @@ class Recipe:
         types = "".join("U8" if kind == "QUInt8" else "S8" for kind in (self.activation_type, self.weight_type))
         text = f"int8 {self.method} {types} {'per-channel' if self.per_channel else 'per-tensor'}"
         text += ", reduce_range" if self.reduce_range else ""
+        text += ", symmetric" if self.symmetric else ""
         return text + (f", {len(self.nodes_to_exclude)} nodes in float" if self.nodes_to_exclude else "")
 
 
@@ -114,7 +116,8 @@ def quantize_prepared(prepared: Path, out: Path, *, recipe: Recipe, calibration:
                         per_channel=recipe.per_channel, reduce_range=recipe.reduce_range,
                         activation_type=QuantType[recipe.activation_type], weight_type=QuantType[recipe.weight_type],
                         nodes_to_quantize=nodes_to_quantize, nodes_to_exclude=list(recipe.nodes_to_exclude),
-                        calibrate_method=CalibrationMethod[recipe.method], calibration_cache_path=calibration_cache)
+                        calibrate_method=CalibrationMethod[recipe.method], calibration_cache_path=calibration_cache,
+                        extra_options={"ActivationSymmetric": recipe.symmetric})
     except Exception as exc:  # the quantizer raises whatever its passes raise
         raise CompileFailure(f"{recipe.describe()}: quantize_static failed: {_first_line(exc)}") from None
     try:

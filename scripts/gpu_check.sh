@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The TensorRT backend on a real NVIDIA GPU (CI has none and does not run this). Installs the TensorRT wheel of
-# trtexec's version into the venv (and checks that this driver runs it), builds the synthetic ResNet-50, runs a
-# 12-trial offline study (bounded to about 6 minutes of trials, so the whole check stays within 8 minutes on one
+# trtexec's version into the venv (and checks that this driver runs it), builds the synthetic ResNet-50, builds, runs
+# and judges its int8 (QDQ model) and fp16 variants (autotune bench with an accuracy set of random inputs), runs a
+# 12-trial offline study (bounded to about 6 minutes of trials, so the whole check stays within 10 minutes on one
 # H100/H200-class GPU) and prints the winner against trtexec's defaults. Record the figures in bench/RESULTS.md.
 #   bash scripts/gpu_check.sh [--dry-run] [--trtexec PATH] [--no-wheel]
 # --dry-run prints what it would run and runs nothing. trtexec itself is not in the wheel: it comes with TensorRT's
@@ -51,6 +52,8 @@ if [ "$DRY" = 1 ]; then
   say "dry run: nothing is executed"
   [ -n "$TRTEXEC" ] || { say "(here: $NOT_FOUND)"; TRTEXEC="<trtexec>"; }
   WHEEL_SPEC="tensorrt==<trtexec's major.minor>.*"
+  MAJOR=11
+  say "(the variants' flags below are TensorRT 11's; on 10: --fp16, and precision=int8 --int8 --fp16)"
 else
   [ -n "$TRTEXEC" ] || fail "$NOT_FOUND"
   command -v nvidia-smi >/dev/null || fail "nvidia-smi not found: this check needs a machine with an NVIDIA GPU and its driver"
@@ -58,6 +61,7 @@ else
   TAG="$("$TRTEXEC" --help 2>&1 | sed -n 's/.*\[TensorRT v\([0-9][0-9]*\)\].*/\1/p' | head -n 1)"
   [ -n "$TAG" ] || fail "$TRTEXEC --help printed no [TensorRT vNNNNNN] banner: is it trtexec?"
   WHEEL_SPEC="tensorrt==$((TAG / 10000)).$((TAG / 100 % 100)).*"
+  MAJOR=$((TAG / 10000))
   say "trtexec $TRTEXEC is TensorRT $((TAG / 10000)).$((TAG / 100 % 100)).$((TAG % 100))"
 fi
 
@@ -69,6 +73,19 @@ if [ "$WHEEL" = 1 ]; then
 fi
 run "$PY" -c "from autotune.models import MODELS, synthetic_model; print(synthetic_model(MODELS['resnet50']))"
 run "$AUTOTUNE" devices --backend tensorrt --trtexec "$TRTEXEC"
+# the int8 (QDQ) and fp16 variants: made, built, run and judged against ONNX Runtime's fp32 outputs
+MODEL="${AUTOTUNE_CACHE:-$HOME/.cache/autotune}/synthetic/resnet50-full.onnx"  # where the line above builds it
+SET=studies/gpu-check-random.npz
+run mkdir -p studies
+run "$PY" -c "import numpy as np, pathlib; from autotune.inputs import read_inputs; \
+from autotune.task_accuracy import random_set; \
+np.savez('$SET', **random_set(read_inputs(pathlib.Path('$MODEL')), 40).arrays)"
+if [ "$MAJOR" = 10 ]; then FP16="--fp16"; INT8="precision=int8 --int8 --fp16"; else FP16="precision=fp16"; INT8="precision=int8"; fi
+for FLAGS in "$INT8" "$FP16"; do
+  run "$AUTOTUNE" bench --model resnet50 --onnx "$MODEL" \
+    --backend tensorrt --trtexec "$TRTEXEC" --accuracy-set "$SET" --metric cosine --batch-size 8 --time 5 \
+    --flags "$FLAGS"
+done
 run "$AUTOTUNE" run --model resnet50 --scenario offline --synthetic --backend tensorrt --trtexec "$TRTEXEC" \
   --trials 12 --timeout 6m --compile-timeout 150 --measure-time 2 --validate-top 2 --validate-time 5 --seed 0 \
   --storage "$STORAGE" --study "$STUDY"

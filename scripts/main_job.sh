@@ -6,7 +6,8 @@
 #  2. the Cloud AI 100 path (qaic-exec / qaic-runner command lines, parsing, the study) against the emulated SDK,
 #     with two emulated cards measuring while compiles run ahead, and the compile cache it filled;
 #  3. the TensorRT path (trtexec / nvidia-smi) against the emulated trtexec: a short study on each of its two
-#     contracts (TensorRT 10 and 11), and what scripts/gpu_check.sh would run on a machine with a GPU.
+#     contracts (TensorRT 10 and 11), a short precision study on 11 (the file, its fp16 conversion and its int8 QDQ
+#     model, each judged on a small accuracy set), and what scripts/gpu_check.sh would run on a machine with a GPU.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export PATH="$PWD/.venv/bin:$PATH"
@@ -35,4 +36,11 @@ autotune run --model resnet50 --scenario offline --onnx .autotune/models/resnet5
 TRT_EMU_VERSION=11 autotune run --model retinanet --scenario server --onnx .autotune/models/retinanet-small.onnx \
   --trials 4 --trtexec "$TRTEXEC" --storage sqlite:///studies/emulated.db --seed 0
 autotune export resnet50-offline-tensorrt-140gib --storage sqlite:///studies/emulated.db --format cmdline
+python -c "import numpy as np, pathlib; from autotune.inputs import read_inputs; from autotune.task_accuracy import \
+random_set; np.savez('.autotune/models/resnet50-small-acc.npz', \
+**random_set(read_inputs(pathlib.Path('.autotune/models/resnet50-small.onnx')), 5).arrays)"
+TRT_EMU_VERSION=11 autotune run --model resnet50 --scenario singlestream --onnx .autotune/models/resnet50-small.onnx \
+  --trials 3 --trtexec "$TRTEXEC" --accuracy-set .autotune/models/resnet50-small-acc.npz --metric cosine \
+  --validate-rounds 3 --validate-max-rounds 3 --storage sqlite:///studies/emulated.db --study resnet50-precision-trt11 --seed 0
+autotune export resnet50-precision-trt11 --storage sqlite:///studies/emulated.db --format cmdline
 bash scripts/gpu_check.sh --dry-run

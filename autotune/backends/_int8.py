@@ -109,13 +109,15 @@ def identity_flags(model: ModelSpec, isa_flags: Collection[str]) -> tuple[str, .
             f"int8_types={recipe.activation_type}/{recipe.weight_type}" + (",reduce_range" * recipe.reduce_range))
 
 
-def build(onnx_path: Path, model: ModelSpec, candidate: Any, out: Path, *, isa_flags: Collection[str]) -> Recipe:
+def build(onnx_path: Path, model: ModelSpec, candidate: Any, out: Path, *, isa_flags: Collection[str] = (),
+          base: Recipe | None = None) -> Recipe:
     """The candidate's int8 QDQ model in ``out`` (``QDQ_FILE``), its recipe beside it (``RECIPE_FILE``), with the
-    ``float_layers`` most sensitive layers kept in float; raises CompileFailure (not retryable) with the reason."""
+    ``float_layers`` most sensitive layers kept in float; raises CompileFailure (not retryable) with the reason.
+    ``base``: the types and options the target takes (default: this CPU's, ``default_recipe(isa_flags)``)."""
     calibration = model.calibration
     if calibration is None:
         raise CompileFailure(NO_SET)
-    recipe = replace(default_recipe(isa_flags), method=candidate.calibration_method,
+    recipe = replace(base or default_recipe(isa_flags), method=candidate.calibration_method,
                      per_channel=candidate.per_channel)
     if candidate.float_layers:
         recipe = keep_in_float(recipe, ranking(onnx_path, model, recipe, calibration), candidate.float_layers)

@@ -127,7 +127,8 @@ def infer(engine, opts, version, kind, state, argv, env):
         _export_times(opts["--exportTimes"], samples[:TRACE_LIMIT], qps)
     if "--exportOutput" in opts:
         import outputs
-        outputs.export(engine, dims, files, opts["--exportOutput"], seed=seed)
+        outputs.export(engine, dims, files, opts["--exportOutput"], seed=seed,
+                       int8_noise=gm.env_float(env, "TRT_EMU_INT8_NOISE", 0.02))
 
 
 def run_count(plan_path):

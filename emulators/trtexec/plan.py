@@ -16,6 +16,7 @@ import onnx_graph
 
 FLOAT16, BFLOAT16 = 10, 16  # TensorProto.DataType
 QDQ_OPS = {"QuantizeLinear", "DequantizeLinear"}
+COMPUTE_OPS = {"Conv", "ConvTranspose", "MatMul", "Gemm"}
 
 
 class Failed(Exception):
@@ -50,31 +51,47 @@ def parse_shapes(spec, flag):
 
 
 def _precision(opts, major, graph_file):
-    """10.x: from the builder flags; 11.x: from the ONNX file (fp16/bf16 weights, Q/DQ nodes), weak typing gone."""
+    """(precision, quantization, share of compute nodes in int8). A file with Q/DQ nodes builds as int8 under both
+    contracts (explicit quantization: the scales are the file's); otherwise 10.x from the builder flags (int8 with the
+    calibrator's scales: implicit), 11.x from the file's fp16/bf16 weights (weak typing gone)."""
+    nodes, kinds = _graph(graph_file)
+    if {op for op, _, _ in nodes} & QDQ_OPS:
+        return "int8", "explicit", _quantized_share(nodes)
     if major == 10:
         if opts.get("--best") or opts.get("--int8"):
-            return "int8" if opts.get("--fp16") or opts.get("--best") else "int8-fp32"
-        return "bf16" if opts.get("--bf16") else "fp16" if opts.get("--fp16") else "fp32"
-    kinds = _graph_kinds(graph_file)
-    return "int8" if kinds & QDQ_OPS else "bf16" if BFLOAT16 in kinds else "fp16" if FLOAT16 in kinds else "fp32"
+            return ("int8" if opts.get("--fp16") or opts.get("--best") else "int8-fp32"), "implicit", 1.0
+        return ("bf16" if opts.get("--bf16") else "fp16" if opts.get("--fp16") else "fp32"), None, 0.0
+    return ("bf16" if BFLOAT16 in kinds else "fp16" if FLOAT16 in kinds else "fp32"), None, 0.0
 
 
-def _graph_kinds(path):
-    """Node op types and initializer data types of the model (GraphProto.node = 1, op_type = 4; initializer = 5,
-    data_type = 2)."""
+def _quantized_share(nodes):
+    """The share of compute nodes (Conv, MatMul, Gemm) whose data and weight come through DequantizeLinear: those
+    run in int8, the others (a QDQ model's layers kept in float) do not."""
+    dequantized = {name for op, _, outputs in nodes if op == "DequantizeLinear" for name in outputs}
+    compute = [inputs for op, inputs, _ in nodes if op in COMPUTE_OPS]
+    if not compute:
+        return 1.0
+    return sum(all(name in dequantized for name in inputs[:2]) for inputs in compute) / len(compute)
+
+
+def _graph(path):
+    """The model's nodes as (op type, inputs, outputs) and its initializers' data types (GraphProto.node = 1:
+    input = 1, output = 2, op_type = 4; initializer = 5: data_type = 2)."""
     with open(path, "rb") as handle:
         data = memoryview(handle.read())
-    found = set()
+    nodes, types = [], set()
     try:
         graph = next((v for n, v in onnx_graph.fields(data) if n == 7 and not isinstance(v, int)), b"")
         for number, value in onnx_graph.fields(graph):
             if number == 1:
-                found |= {bytes(v).decode() for n, v in onnx_graph.fields(value) if n == 4}
+                parts = [(n, bytes(v).decode()) for n, v in onnx_graph.fields(value) if n in (1, 2, 4)]
+                nodes.append((next((v for n, v in parts if n == 4), ""), [v for n, v in parts if n == 1],
+                              [v for n, v in parts if n == 2]))
             elif number == 5:
-                found |= {v for n, v in onnx_graph.fields(value) if n == 2 and isinstance(v, int)}
+                types |= {v for n, v in onnx_graph.fields(value) if n == 2 and isinstance(v, int)}
     except onnx_graph.NotOnnx:
-        return set()
-    return found
+        return [], set()
+    return nodes, types
 
 
 def _profile_inputs(graph, opts):
@@ -154,14 +171,16 @@ def build(opts, version, kind, state, argv, env):
             log("I", f"Set shape of input tensor {spec['name']} for optimization profile 0 to: "
                      f"MIN={'x'.join(map(str, spec['min']))} OPT={'x'.join(map(str, spec['opt']))} "
                      f"MAX={'x'.join(map(str, spec['max']))}")
-    precision = _precision(opts, version[0], path)
+    precision, quantization, share = _precision(opts, version[0], path)
     calib = opts.get("--calib")
     if calib and not os.path.isfile(calib):
         raise Failed([f"Could not open the calibration cache file {calib}", "Engine set up failed"])
-    if precision.startswith("int8") and version[0] == 10 and not calib:
+    if quantization == "implicit" and not calib:
         log("W", "[TRT] Calibrator is not being used. Users must provide dynamic range for all tensors that are not "
                  "Int32 or Bool.")
-    cfg = {"precision": precision, "batch": batch_of(inputs), "tf32": not opts.get("--noTF32"),
+    int8 = {"quantization": quantization, "quantized_share": round(share, 4),
+            "int8_speedup": gm.int8_speedup(profile, share)} if quantization else {}
+    cfg = {"precision": precision, **int8, "batch": batch_of(inputs), "tf32": not opts.get("--noTF32"),
            "workspace_mib": _workspace(opts.get("--memPoolSize")), "opt_level": opts.get("--builderOptimizationLevel", 3),
            "tiling_level": opts.get("--tilingOptimizationLevel", 0), "aux_streams": opts.get("--maxAuxStreams")}
     _check_memory(profile, cfg, kind, state)
@@ -172,7 +191,8 @@ def build(opts, version, kind, state, argv, env):
     seconds = gm.build_seconds(profile, cfg, cache_hit=hit)
     time.sleep(seconds * gm.env_float(env, "TRT_EMU_TIME_SCALE", 0.01))
     engine = {"emulated_engine": 1, "tensorrt": list(version), "gpu": kind.name, "compute_cap": kind.compute_cap,
-              "profile": profile._asdict(), "onnx": os.path.abspath(path), "calibrated": bool(calib),
+              "profile": profile._asdict(), "onnx": os.path.abspath(path),
+              "calibrated": bool(calib) or quantization == "explicit",
               "inputs": inputs, **cfg}
     log("I", f"Engine built in {seconds:.6g} sec.")
     size_mb = profile.weights_mb * gm.PRECISION_MEMORY[gm.effective_precision(precision, kind.compute_cap, True)]

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import optuna
 import pytest
 
@@ -68,7 +69,7 @@ def test_a_short_study_on_each_contract(trt_emulator, tiny_onnx, tmp_path, capsy
     assert study.user_attrs[attrs.EMULATED] and study.user_attrs[attrs.FIGURES_ESTIMATED]
     measured = [t for t in study.trials if t.user_attrs.get(attrs.FIGURES)]
     assert all(t.user_attrs[attrs.CANDIDATE]["contract"] == 11 for t in measured)
-    assert all(t.user_attrs[attrs.CANDIDATE]["precision"] == "onnx" for t in measured)
+    assert {t.user_attrs[attrs.CANDIDATE]["precision"] for t in measured} <= {"onnx", "fp16"}  # the file, converted
     code, out, _ = run_cli(capsys, "export", "eleven", "--storage", storage, "--format", "cmdline")
     assert code == 0 and "--saveEngine=" in out and "--loadEngine=" in out and "--includeDataTransfers" in out
     # the same study on another TensorRT is refused: figures of two versions are never mixed
@@ -112,6 +113,52 @@ def test_a_study_rejects_fp16_where_it_overflows(trt_emulator, tmp_path, capsys,
     assert by_precision["fp16"] == {"accuracy"} and None in by_precision["fp32"]
 
 
+@pytest.mark.slow
+@pytest.mark.parametrize("version, refused", [("10", False), ("11", False), ("11", True)])
+def test_a_study_builds_measures_and_judges_the_int8_and_fp16_variants(trt_emulator, tiny_onnx, tmp_path, capsys,
+                                                                       monkeypatch, version, refused):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("TRT_EMU_VERSION", version)
+    if refused:  # the quantizer refuses the model: its trial is infeasible with the reason, the study goes on
+        from onnxruntime import quantization
+
+        def refuse(*args, **kwargs):
+            raise ValueError("no kernel for Foo")
+        monkeypatch.setattr(quantization, "quantize_static", refuse)
+    samples = tmp_path / "acc.npz"
+    np.savez(samples, input=np.random.default_rng(0).standard_normal((5, 1, 3, 32, 32)).astype(np.float32))
+    storage = f"sqlite:///{tmp_path / 's.db'}"
+    code, out, err = _run(capsys, trt_emulator, tiny_onnx, storage, "--model", "resnet50", "--scenario",
+                          "singlestream", "--trials", "3", "--accuracy-set", str(samples), "--metric", "cosine",
+                          "--study", "p")
+    assert code == 0, err
+    assert "int8 calibrated on 1 samples of acc.npz[0:1]" in out
+    trials = {t.user_attrs[attrs.CANDIDATE]["precision"]: t for t in optuna.load_study(study_name="p",
+                                                                                      storage=storage).trials}
+    assert set(trials) == {"fp32" if version == "10" else "onnx", "fp16", "int8"}
+    for precision, trial in trials.items():
+        if refused and precision == "int8":
+            assert trial.user_attrs[attrs.FAILURE_STAGE] == "compile"
+            assert "quantize_static failed: ValueError: no kernel for Foo" in trial.user_attrs[attrs.FAILURE_REASON]
+            continue
+        assert trial.user_attrs[attrs.FIGURES] and trial.user_attrs[attrs.ACCURACY]["metric"] == "cosine"
+        assert trial.user_attrs.get(attrs.FAILURE_STAGE) is None, trial.user_attrs.get(attrs.FAILURE_REASON)
+        fields = trial.user_attrs[attrs.PRESET_FIELDS]
+        variant = "int8" if precision == "int8" else "fp16" if precision == "fp16" and version == "11" else None
+        assert fields.get("model_variant", {}).get("precision") == variant
+    if not refused:
+        assert trials["int8"].user_attrs[attrs.CANDIDATE]["calibration_method"] == "MinMax"
+
+
+def test_an_accuracy_set_that_does_not_fit_the_model_is_refused_before_the_study(trt_emulator, tiny_onnx, tmp_path,
+                                                                                capsys):
+    samples = tmp_path / "wrong.npz"
+    np.savez(samples, input=np.zeros((4, 1, 3, 16, 16), np.float32))
+    code, _, err = _run(capsys, trt_emulator, tiny_onnx, f"sqlite:///{tmp_path / 's.db'}", "--model", "resnet50",
+                        "--scenario", "offline", "--accuracy-set", str(samples))
+    assert "--accuracy-set wrong.npz" in one_line_error(code, err) and not (tmp_path / "s.db").exists()
+
+
 def test_bench_measures_one_set_of_flags(trt_emulator, tiny_onnx, tmp_path, capsys):
     code, out, err = run_cli(capsys, "bench", "--model", "resnet50", "--onnx", str(tiny_onnx), "--backend",
                              "tensorrt", "--trtexec", str(trt_emulator), "--flags", "--fp16 --infStreams=2 "
@@ -138,6 +185,9 @@ def test_the_gpu_check_prints_what_it_would_run(tmp_path):
     assert any(line.startswith("+ .venv/bin/python -m pip install --quiet 'tensorrt==") for line in lines)
     run = next(line for line in lines if line.startswith("+ .venv/bin/autotune run "))
     assert "--trials 12" in run and "--scenario offline" in run and "--synthetic" in run and "--timeout 6m" in run
+    benches = [line for line in lines if line.startswith("+ .venv/bin/autotune bench ")]
+    assert [line.rsplit("--flags ", 1)[1] for line in benches] == ["precision=int8", "precision=fp16"]
+    assert all("--accuracy-set studies/gpu-check-random.npz --metric cosine" in line for line in benches)
     assert "trtexec not found" in result.stdout  # none here: it says so and what to do
     assert subprocess.run(["bash", str(script)], capture_output=True, text=True, timeout=60,
                           env={"PATH": "/usr/bin:/bin", "HOME": str(tmp_path)}).returncode == 1

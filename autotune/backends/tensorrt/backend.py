@@ -1,30 +1,35 @@
-"""The TensorRT target: trtexec builds an engine per set of build knobs and measures it per runtime setting; the GPUs
-come from nvidia-smi; server and multistream are estimated from trtexec's per-query latencies."""
+"""The TensorRT target: trtexec builds an engine per set of build knobs (from the ONNX file, or its fp16 or int8 QDQ
+variant) and measures it per runtime setting; the GPUs come from nvidia-smi; server and multistream are estimated
+from trtexec's per-query latencies."""
 
 from __future__ import annotations
 
 import argparse
+import json
 import shlex
 import sys
 import tempfile
 import time
 from dataclasses import replace
+from importlib import metadata
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from autotune.backends import _int8
 from autotune.backends._queueing import estimate_scenario
 from autotune.backends.base import Artifact, Device, Measurement, Target
 from autotune.backends.tensorrt.baseline import baseline_label, harness_batch
 from autotune.backends.tensorrt.engine import (PLAN, BuiltBy, build_shapes, check_engine, input_files, read_built_by,
                                                run_shapes, write_built_by)
-from autotune.backends.tensorrt.flags import check_base_flags
+from autotune.backends.tensorrt.flags import IMPLICIT_INT8, check_base_flags
 from autotune.backends.tensorrt.nvidia_smi import Gpu, find_nvidia_smi, query_gpus
 from autotune.backends.tensorrt.parse import parse_outputs, parse_version_line
 from autotune.backends.tensorrt.results import measurement_from
 from autotune.backends.tensorrt.space import TrtCandidate, TrtSpace
 from autotune.backends.tensorrt.trtexec import Trtexec, find_trtexec
+from autotune.backends.tensorrt.variant import model_variant
 from autotune.errors import AutotuneError, CompileFailure, MeasureFailure
 from autotune.models import ModelSpec, cache_dir
 from autotune.paths import safe_component
@@ -33,6 +38,7 @@ from autotune.scenarios import Scenario
 DEFAULT_BUILD_TIMEOUT_S = 3600.0
 WARM_UP_MS = 200  # trtexec's default, given explicitly so that both contracts measure alike
 PERCENTILES = "90,95,99"
+VARIANT_RECORD = "variant.json"  # beside an engine built from a model variant
 
 
 class TensorrtBackend:
@@ -46,14 +52,15 @@ class TensorrtBackend:
     size_unit = "GiB"
     knob_labels = {"batch_size": "batch", "precision": "prec.", "workspace_mib": "workspace MiB", "opt_level": "opt",
                    "tiling_level": "tiling", "aux_streams": "aux", "streams": "streams", "cuda_graph": "graph",
-                   "spin_wait": "spin", "contract": "TRT"}
+                   "spin_wait": "spin", "contract": "TRT", "calibration_method": "calibration",
+                   "per_channel": "per-channel", "float_layers": "float layers"}
     export_formats = ("yaml", "json", "cmdline")
     estimated_scenarios = frozenset({"server", "multistream"})
     compiles_ahead = False  # the builder times kernels on the GPU: a build beside a measurement disturbs both
     measure_seconds = 3.0
     validate_seconds = 5.0
     emulated = False
-    changes_numerics = True  # fp16/int8 (10.x), and TF32 and fused kernels on either version
+    changes_numerics = True  # fp16 and int8 (flags or model variants), TF32 and fused kernels on either version
 
     @classmethod
     def add_options(cls, parser: argparse._ActionsContainer, command: str) -> None:
@@ -63,7 +70,8 @@ class TensorrtBackend:
             parser.add_argument("--trt-base-flags", default="", metavar="FLAGS",
                                 help="extra trtexec build flags every engine carries, unsearched (e.g. --noTF32)")
             parser.add_argument("--trt-calib", type=Path, metavar="FILE",
-                                help="an INT8 calibration cache: int8 is searched too (TensorRT 10 only)")
+                                help="an INT8 calibration cache: int8 by TensorRT's calibrator (int8-calib) is "
+                                     "searched too (TensorRT 10 only; a calibration set gives the QDQ model on both)")
 
     @classmethod
     def requested(cls, args: argparse.Namespace) -> bool:
@@ -110,7 +118,7 @@ class TensorrtBackend:
         dynamic = model.file_inputs().batch_symbol is not None
         harness = harness_batch(model.name, scenario.name)
         space = TrtSpace(contract=self.contract.major, scenario=scenario.name, dynamic_batch=dynamic,
-                         int8=self.calib is not None,
+                         int8=model.calibration is not None, calib=self.calib is not None,
                          extra_batches=(harness.batch_size,) if harness and dynamic else ())
         batch = harness.batch_size if harness and dynamic else 1
         baseline = replace(space.defaults(), batch_size=batch)
@@ -122,20 +130,27 @@ class TensorrtBackend:
                                   f"{self.contract.major}.x flags")
 
     def base_flags(self, model: ModelSpec) -> tuple[str, ...]:
-        """``--trt-base-flags``, and the calibration cache int8 engines are built from (it decides them)."""
-        return self.extra_base_flags + ((f"--calib={self.calib}",) if self.calib is not None else ())
+        """``--trt-base-flags``, the calibration cache int8-calib engines are built from, and what decides the QDQ
+        models besides their recipe: the calibration set's SHA-256 and the quantizer's version."""
+        calib = (f"--calib={self.calib}",) if self.calib is not None else ()
+        qdq = (f"calibration_sha256={model.calibration.sha256}",
+               f"int8_quantizer=onnxruntime-{metadata.version('onnxruntime')}") if model.calibration else ()
+        return self.extra_base_flags + calib + qdq
 
     def compile(self, onnx_path: Path, model: ModelSpec, candidate: TrtCandidate, workdir: Path, *,
                 cache_dir: Path | None = None) -> Artifact:
         """trtexec --onnx --saveEngine for the candidate's build knobs, shapes from batch 1 to its batch, the timing
-        cache of this GPU model and TensorRT version; the engine folder records what built it."""
+        cache of this GPU model and TensorRT version; the engine folder records what built it. The file built is the
+        candidate's model variant where it has one (``variant.model_variant``: the fp16 file, the int8 QDQ model),
+        a compile-cache entry of its own under ``cache_dir``, recorded beside the engine (``VARIANT_RECORD``)."""
         gpu = self._build_gpu()
         workdir.mkdir(parents=True, exist_ok=True)
         out = Path(tempfile.mkdtemp(prefix="build-", dir=workdir))
         folder = out / "engine"
         folder.mkdir()
         log_path = out / "trtexec-build.log"
-        command = self.tool.build_command(onnx_path, engine=folder / PLAN,
+        variant = model_variant(onnx_path, model, candidate, out / "variant", cache_dir=cache_dir)
+        command = self.tool.build_command(variant.path if variant else onnx_path, engine=folder / PLAN,
                                           shapes=build_shapes(model.file_inputs(), candidate.batch_size),
                                           flags=[*self.extra_base_flags, *candidate.build_flags(),
                                                  *self._calibration(candidate)],
@@ -151,6 +166,8 @@ class TensorrtBackend:
         if not (folder / PLAN).is_file():
             raise CompileFailure("trtexec passed but wrote no engine", log_path=log_path)
         write_built_by(folder, self._built_by(gpu), batch_size=candidate.batch_size)
+        if variant is not None:
+            _record_variant(folder, candidate, variant)
         return Artifact(path=folder, command=command, log_path=log_path, compile_seconds=seconds,
                         batch_size=candidate.batch_size)
 
@@ -208,21 +225,27 @@ class TensorrtBackend:
 
     def preset_fields(self, candidate: TrtCandidate, artifact: Artifact, measurement: Measurement, *,
                       name: str) -> dict[str, Any]:
-        """The runtime knobs, their names in NVIDIA's harness configs, and trtexec lines that build ``<name>.plan``
-        (with a timing cache beside it) in the current directory and measure it."""
+        """The runtime knobs, their names in NVIDIA's harness configs, and the lines that build ``<name>.plan`` (with
+        a timing cache beside it) in the current directory and measure it; for a model variant, first the Python
+        line that makes ``<name>.<precision>.onnx`` (the fp16 file, the QDQ model), and the variant with its recipe."""
         engine = f"{name}.plan"
+        variant = _read_variant(artifact.path)
+        source = f"{name}.{variant['precision']}.onnx" if variant else None
         build = [f"--saveEngine={engine}" if a.startswith("--saveEngine=") else
-                 f"--timingCacheFile={name}.timing.cache" if a.startswith("--timingCacheFile=") else a
-                 for a in artifact.command]
+                 f"--timingCacheFile={name}.timing.cache" if a.startswith("--timingCacheFile=") else
+                 f"--onnx={source}" if source and a.startswith("--onnx=") else a for a in artifact.command]
         run = [f"--loadEngine={engine}" if a.startswith("--loadEngine=") else a for a in measurement.command
                if not a.startswith("--exportTimes=")]
+        made = {"model_variant": {k: v for k, v in variant.items() if k != "command"},
+                "model_variant_command": shlex.join([a.replace(variant["file"], str(source)) for a in
+                                                     variant["command"]])} if variant else {}
         return {"inference_streams": candidate.streams, "cuda_graph": candidate.cuda_graph,
                 "spin_wait": candidate.spin_wait,
                 "nvidia_harness": {"gpu_batch_size": candidate.batch_size,
                                    "gpu_inference_streams": candidate.streams, "use_graphs": candidate.cuda_graph,
                                    "workspace_size": None if candidate.workspace_mib is None
                                    else candidate.workspace_mib * 2**20},
-                "trtexec_build_command": shlex.join(build), "trtexec_measure_command": shlex.join(run)}
+                **made, "trtexec_build_command": shlex.join(build), "trtexec_measure_command": shlex.join(run)}
 
     def timing_cache(self, gpu: Gpu) -> Path:
         """The timing cache every build for this GPU model and TensorRT version shares (in autotune's cache)."""
@@ -231,7 +254,7 @@ class TensorrtBackend:
         return folder / f"{safe_component(f'trt{self.tool.version}-{gpu.name}-cc{gpu.compute_cap}')}.cache"
 
     def _calibration(self, candidate: TrtCandidate) -> list[str]:
-        return [f"--calib={self.calib}"] if candidate.precision == "int8" and self.calib is not None else []
+        return [f"--calib={self.calib}"] if candidate.precision == IMPLICIT_INT8 and self.calib is not None else []
 
     def _runtime_flags(self, candidate: TrtCandidate) -> list[str]:
         if candidate.contract != self.contract.major:
@@ -304,12 +327,30 @@ def _device(gpu: Gpu) -> Device:
                            "uuid": gpu.uuid})
 
 
+def _record_variant(folder: Path, candidate: TrtCandidate, variant: Artifact) -> None:
+    """What the engine in ``folder`` was built from: the variant's precision, file, recipe and the line that makes
+    it (``_read_variant``)."""
+    recipe = variant.path.parent / _int8.RECIPE_FILE
+    record = {"precision": candidate.precision, "file": str(variant.path), "command": variant.command,
+              **({"recipe": json.loads(recipe.read_text())} if recipe.is_file() else {})}
+    (folder / VARIANT_RECORD).write_text(json.dumps(record, indent=1))
+
+
+def _read_variant(folder: Path) -> dict[str, Any] | None:
+    """The model variant the engine in ``folder`` was built from (None: the ONNX file as given)."""
+    try:
+        return json.loads((folder / VARIANT_RECORD).read_text())
+    except (OSError, ValueError):
+        return None
+
+
 def _check_calib(calib: Path | None, major: int) -> Path | None:
     if calib is None:
         return None
     if major != 10:
-        raise AutotuneError("--trt-calib: TensorRT 11 has no INT8 calibration (weak typing is gone): bring an ONNX "
-                            "file with Q/DQ nodes instead (README: 'Precision on TensorRT 11')")
+        raise AutotuneError("--trt-calib: TensorRT 11 has no INT8 calibration (weak typing is gone): give a "
+                            "calibration set instead (--accuracy-set or --calibration-set): int8 is then searched as "
+                            "its QDQ model")
     if not calib.is_file():
         raise AutotuneError(f"--trt-calib {calib}: no such file (an INT8 calibration cache written by a calibrator)")
     return calib.resolve()

@@ -66,7 +66,8 @@ class Contract:
                     f"knob")
         if name in self.removed:
             return (f"{name} was removed in TensorRT 11 (weak typing is gone): precision is a property of the ONNX "
-                    f"file on 11.x; convert the model instead (README: 'Precision on TensorRT 11')")
+                    f"file on 11.x; convert the model instead: autotune searches its fp16 and int8 QDQ variants "
+                    f"(precision=fp16, precision=int8; docs/targets/tensorrt.md, 'Precision on TensorRT')")
         if self.major == 10 and name in ("--noCudaGraph", "--noSpinWait", "--includeDataTransfers"):
             return f"{name} is TensorRT 11's spelling; TensorRT {self.major}.x does not take it"
         return None

@@ -1,5 +1,6 @@
-"""trtexec flag strings as users write them: the searched knobs a string sets, the pass-through build flags a study
-may carry unsearched, and the flags autotune sets itself; each refused with a line naming it."""
+"""trtexec flag strings as users write them: the searched knobs a string sets (the model variant as
+``precision=int8``/``precision=fp16`` settings before the flags), the pass-through build flags a study may carry
+unsearched, and the flags autotune sets itself; each refused with a line naming it."""
 
 from __future__ import annotations
 
@@ -7,8 +8,11 @@ import re
 import shlex
 from typing import Any
 
+from autotune.backends import _int8
 from autotune.backends.tensorrt.contract import CONTRACTS
 from autotune.errors import AutotuneError
+
+IMPLICIT_INT8 = "int8-calib"  # TensorRT 10's calibrator: --int8 without precision=int8 (with --trt-calib's cache)
 
 # build flags a user may pass through unsearched (--trt-base-flags), and the kind of value each takes
 PASS_THROUGH = {"--noTF32": None, "--sparsity": ("disable", "enable", "force"), "--maxTactics": "int",
@@ -36,11 +40,18 @@ def split(text: str) -> list[str]:
 
 
 def read_candidate_flags(text: str, *, contract: int) -> dict[str, Any]:
-    """The searched knobs a flag string sets (``precision``, ``workspace_mib``, ``opt_level``, ...)."""
+    """The searched knobs a flag string sets (``precision``, the int8 recipe, ``workspace_mib``, ...)."""
     values: dict[str, Any] = {}
     switches = CONTRACTS[contract].runtime_switches()
     for token in split(text):
         name, has_value, raw = token.partition("=")
+        if has_value and name == "precision":
+            values["precision"] = raw
+            continue
+        if has_value and name in _int8.SPELLING.values():
+            setting, value = _int8.read_recipe_flag(name, raw, token)
+            values[setting] = value
+            continue
         _refuse_foreign(token, contract)
         if name in switches and not has_value:
             setting, value = switches[name]
@@ -48,7 +59,8 @@ def read_candidate_flags(text: str, *, contract: int) -> dict[str, Any]:
         elif name == "--fp16" and not has_value:
             values.setdefault("precision", "fp16")
         elif name == "--int8" and not has_value:
-            values["precision"] = "int8"
+            if values.get("precision") != _int8.INT8:  # precision=int8 names the QDQ model, which --int8 builds
+                values["precision"] = IMPLICIT_INT8
         elif name == "--memPoolSize":
             values["workspace_mib"] = workspace_mib(raw, token)
         elif name in ("--builderOptimizationLevel", "--tilingOptimizationLevel", "--maxAuxStreams", "--infStreams",
@@ -59,8 +71,9 @@ def read_candidate_flags(text: str, *, contract: int) -> dict[str, Any]:
         elif name in PASS_THROUGH:
             raise AutotuneError(f"flag {name} is not searched: give it in --trt-base-flags, which every build carries")
         else:
-            raise AutotuneError(f"unknown trtexec flag {token!r} in the flags (searched: {', '.join(SEARCHED)}, "
-                                f"{', '.join(switches)}; autotune sets the others)")
+            raise AutotuneError(f"unknown trtexec flag {token!r} in the flags (searched: precision=, "
+                                f"{', '.join(_int8.SPELLING.values())}, {', '.join(SEARCHED)}, {', '.join(switches)}; "
+                                f"autotune sets the others)")
     return values
 
 
@@ -110,7 +123,8 @@ def _refuse_foreign(token: str, contract: int) -> None:
     if name in MANAGED:
         raise AutotuneError(f"flag {name} is set by autotune (use {MANAGED[name]}): remove it from the flags")
     if contract == 10 and name in ("--bf16", "--fp8", "--best"):
-        raise AutotuneError(f"{name}: autotune searches fp32, fp16 and int8 (with --trt-calib) on TensorRT 10")
+        raise AutotuneError(f"{name}: autotune searches fp32, fp16 and int8 (a calibration set's QDQ model, or "
+                            f"--trt-calib) on TensorRT 10")
 
 
 def _int(raw: str, token: str, *, minimum: int) -> int:

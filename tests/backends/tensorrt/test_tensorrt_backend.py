@@ -228,7 +228,7 @@ def test_eleven_refuses_old_precision_flags_and_calibration(trt_emulator, tmp_pa
         TensorrtBackend(trtexec=trt_emulator, calib=calib)
     backend = TensorrtBackend(trtexec=trt_emulator, base_flags="--noTF32")
     target = _target(backend, spec_for(tiny_onnx))
-    assert "precision" not in target.space.domains() and target.baseline.precision == "onnx"
+    assert target.space.domains()["precision"] == ["onnx", "fp16"] and target.baseline.precision == "onnx"
     assert target.baseline.cuda_graph and target.baseline.spin_wait  # 11's defaults
     artifact = backend.compile(tiny_onnx, spec_for(tiny_onnx), target.baseline, tmp_path / "c")
     assert "--noTF32" in artifact.command and not any(a in artifact.command for a in ("--fp16", "--int8"))
@@ -243,8 +243,8 @@ def test_int8_is_searched_with_a_calibration_cache_and_built_with_it(trt_emulato
     backend = TensorrtBackend(trtexec=trt_emulator, calib=calib)
     model = spec_for(tiny_onnx)
     target = _target(backend, model)
-    assert target.space.domains()["precision"] == ["fp32", "fp16", "int8"]
-    candidate = replace(target.baseline, precision="int8", batch_size=2)
+    assert target.space.domains()["precision"] == ["fp32", "fp16", "int8-calib"]
+    candidate = replace(target.baseline, precision="int8-calib", batch_size=2)
     artifact = backend.compile(tiny_onnx, model, candidate, tmp_path / "c")
     assert {"--int8", "--fp16", f"--calib={calib}"} <= set(artifact.command)
     judgement = cosine_judge(tiny_onnx, model).evaluate(

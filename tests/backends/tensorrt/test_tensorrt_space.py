@@ -1,5 +1,6 @@
-"""The two contracts' spellings, flag strings that round-trip, the flags a study refuses (naming them), and the
-space's rules: precision per contract, int8 only with calibration, NVIDIA's harness batch in the domain."""
+"""The two contracts' spellings, flag strings that round-trip (the model variant and its int8 recipe included), the
+flags a study refuses (naming them), and the space's rules: precision per contract, int8 only with calibration,
+NVIDIA's harness batch in the domain."""
 
 from __future__ import annotations
 
@@ -29,9 +30,9 @@ def test_runtime_defaults_flipped_between_the_contracts():
 
 @pytest.mark.parametrize("contract", [10, 11])
 def test_flag_strings_round_trip_in_their_own_contract(contract):
-    space = TrtSpace(contract=contract, scenario="offline")
+    space = TrtSpace(contract=contract, scenario="offline", int8=True, calib=contract == 10)
     study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=1))
-    for _ in range(20):
+    for _ in range(40):
         candidate = space.suggest(study.ask())
         for runtime in ({}, {"streams": 3, "cuda_graph": not candidate.cuda_graph, "spin_wait": True}):
             changed = replace(candidate, **runtime)
@@ -78,16 +79,57 @@ def test_base_flags_accepted_and_workspace_spellings():
             read_candidate_flags(f"--memPoolSize={bad}", contract=10)
 
 
-def test_precision_is_searched_on_ten_only_and_int8_only_with_calibration():
+def test_precision_per_contract_and_int8_with_a_calibration_set_or_cache():
     ten = TrtSpace(contract=10, scenario="offline")
-    assert ten.domains()["precision"] == ["fp32", "fp16"]
-    assert TrtSpace(contract=10, scenario="offline", int8=True).domains()["precision"] == ["fp32", "fp16", "int8"]
-    assert "int8 needs --trt-calib" in " ".join(ten.violations(TrtCandidate(precision="int8")))
+    assert ten.domains()["precision"] == ["fp32", "fp16"] and "calibration_method" not in ten.domains()
+    both = TrtSpace(contract=10, scenario="offline", int8=True, calib=True)
+    assert both.domains()["precision"] == ["fp32", "fp16", "int8-calib", "int8"]
+    assert both.domains()["float_layers"] == [0, 1, 2, 4, 8] and both.knob_table["float_layers"].remedy
+    assert "int8 needs a calibration set" in " ".join(ten.violations(TrtCandidate(precision="int8")))
     with pytest.raises(AutotuneError, match="int8 needs --trt-calib"):
         ten.parse("--int8")
     eleven = TrtSpace(contract=11, scenario="offline")
-    assert "precision" not in eleven.domains() and eleven.defaults().precision == "onnx"
+    assert eleven.domains()["precision"] == ["onnx", "fp16"] and eleven.defaults().precision == "onnx"
     assert eleven.defaults().cuda_graph and eleven.defaults().spin_wait and not ten.defaults().cuda_graph
+    assert "int8-calib is not available" in " ".join(eleven.violations(replace(eleven.defaults(),
+                                                                               precision="int8-calib")))
+
+
+def test_the_model_variant_renders_parses_and_keys_the_compile():
+    ten = TrtSpace(contract=10, scenario="offline", int8=True)
+    qdq = TrtCandidate(precision="int8", calibration_method="Entropy", per_channel=True, float_layers=2)
+    assert qdq.flag_string() == "precision=int8 calibrate_method=Entropy per_channel=1 float_layers=2 --int8 --fp16"
+    assert qdq.model_variant() == "int8" and ten.parse(qdq.flag_string()) == qdq
+    assert ten.parse("--int8 --fp16 precision=int8") == replace(qdq, calibration_method="MinMax", per_channel=False,
+                                                                float_layers=0)
+    assert TrtCandidate(precision="fp16").model_variant() is None and TrtCandidate(precision="int8-calib").\
+        flag_string() == "--int8 --fp16"
+    eleven = TrtSpace(contract=11, scenario="offline", int8=True)
+    fp16 = replace(eleven.defaults(), precision="fp16")
+    assert fp16.flag_string() == "precision=fp16" and fp16.build_flags() == [] and fp16.model_variant() == "fp16"
+    assert eleven.parse("precision=fp16") == fp16
+    int8 = replace(eleven.defaults(), precision="int8")
+    assert int8.flag_string() == "precision=int8 calibrate_method=MinMax per_channel=0 float_layers=0"
+    assert len({c.compile_key() for c in (eleven.defaults(), fp16, int8, replace(int8, per_channel=True))}) == 4
+    with pytest.raises(AutotuneError, match="--int8 was removed in TensorRT 11"):
+        eleven.parse("precision=int8 --int8")
+    with pytest.raises(AutotuneError, match="needs a calibration set"):
+        TrtSpace(contract=11, scenario="offline").parse("precision=int8")
+    with pytest.raises(AutotuneError, match="int8 recipe settings, for precision int8 only"):
+        eleven.parse("precision=fp16 per_channel=1")
+
+
+def test_int8_steps_take_the_default_recipe_and_starts_try_it():
+    space = TrtSpace(contract=10, scenario="offline", int8=True)
+    assert "calibration_method" not in space.params_for(TrtCandidate(precision="fp16"))
+    steps = space.neighbours(TrtCandidate(precision="fp16"))
+    assert any(s["precision"] == "int8" and (s["calibration_method"], s["per_channel"], s["float_layers"]) ==
+               ("MinMax", False, 0) for s in steps)
+    assert all("per_channel" not in s for s in steps if s["precision"] != "int8")
+    assert [(c.precision, c.batch_size) for c in space.starts()] == [("fp16", 1), ("int8", 8), ("fp16", 8),
+                                                                     ("fp16", 64)]
+    int8 = space.starts()[1]
+    assert space.from_params(space.params_for(int8)).compile_key() == int8.compile_key()
 
 
 def test_batches_per_scenario_and_the_harness_batch():
