@@ -30,7 +30,7 @@ python -c "import numpy as np
 np.savez('.autotune/models/resnet50-small-acc.npz', input=np.random.default_rng(0).random((60, 1, 3, 32, 32), 'f4'))"
 autotune run --model resnet50 --scenario offline --onnx .autotune/models/resnet50-small.onnx --trials 10 \
   --accuracy-set .autotune/models/resnet50-small-acc.npz --sdk-root emulators/qaic \
-  --storage sqlite:///studies/emulated.db --seed 0 --validate-max-rounds 3
+  --storage sqlite:///studies/emulated.db --seed 0 --validate-rounds 3 --validate-max-rounds 3
 autotune cache info
 autotune export retinanet-server-qaic-16nsp --storage sqlite:///studies/emulated.db --format cmdline
 autotune export resnet50-offline-qaic-16nsp --storage sqlite:///studies/emulated.db --format cmdline

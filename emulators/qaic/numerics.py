@@ -6,7 +6,7 @@ onnxruntime: ``ensure_onnxruntime`` re-runs the runner under $QAIC_EMU_PYTHON wh
 The error is the emulator's own model, not the SDK's: a relative standard deviation (of each sample's output RMS)
 that is tiny at fp16 and, at int8, a model-dependent base scaled by the calibration, the two schemas, per-channel
 constants and the nodes kept in fp16. Power-of-two scales on the activations are the recipe that clearly loses
-top-1 (25x the base error); per-channel constants, MSE, KL and a 99.99 percentile gain a little over MinMax."""
+top-1 (60x the base error); per-channel constants, MSE, KL and a 99.99 percentile gain a little over MinMax."""
 
 import hashlib
 import json
@@ -18,7 +18,7 @@ INT8_ERROR = {"resnet50": 0.002, "retinanet": 0.003, "bert": 0.004, "generic": 0
 CALIBRATION = {"None": 1.0, "KLMinimization": 0.8, "KLMinimizationV2": 0.8, "MSE": 0.75, "SQNR": 0.9}
 PERCENTILE = {100.0: 1.0, 99.999: 0.8, 99.99: 0.7, 99.9: 0.9}  # below 99.9 clipping costs more
 ACTIVATION_SCHEMA = {"symmetric_with_uint8": 1.0, "asymmetric": 0.85, "symmetric": 1.5,
-                     "symmetric_with_power2_scale": 25.0}
+                     "symmetric_with_power2_scale": 60.0}
 CONSTANT_SCHEMA = {"symmetric_with_uint8": 1.0, "asymmetric": 1.0, "symmetric": 1.1, "symmetric_with_power2_scale": 3.0}
 CHANNELWISE = 0.7
 FP16_NODE = 0.6  # each node the node-precision file keeps in fp16
