@@ -217,7 +217,7 @@ class QaicBackend:
         return {"activations": candidate.activations, "set_size": candidate.set_size,
                 "cm_compiler_args": env["CM_QAIC_MODEL_COMPILER_ARGS"],
                 "cm_compiler_args_sut": env["CM_QAIC_MODEL_COMPILER_ARGS_SUT"], "cm_env": env,
-                "qaic_exec_command": shlex.join(_portable(_with_binary_dir(artifact.command, qpc))),
+                "qaic_exec_command": shlex.join(_portable(_with_binary_dir(artifact.command, qpc), record)),
                 "qaic_runner_command": shlex.join(_with_qpc(measurement.command, qpc))} | (
             {"int8": record} if record else {})
 
@@ -277,15 +277,16 @@ def estimate_scenario(m: Measurement, scenario: Scenario, *, activations: int, b
     _queueing.estimate_scenario(m, scenario, concurrency=activations, bound_ms=bound_ms)
 
 
-def _portable(argv: list[str]) -> list[str]:
-    """The profile and node-precision file by the names a preset's lines give them (``profile.yaml`` from its dump
-    line, ``fp16-nodes-K.yaml`` from its ``int8`` nodes)."""
+def _portable(argv: list[str], record: dict[str, Any]) -> list[str]:
+    """At int8 (``record`` has its profile), the profile and node-precision file autotune made by the names a
+    preset's lines give them (``profile.yaml`` from its dump line, ``fp16-nodes-K.yaml`` from its ``int8`` nodes)."""
     def name(arg: str) -> str:
         flag, _, value = arg.partition("=")
         if flag == "-load-profile":
             return f"{flag}=profile.yaml"
-        return f"{flag}={Path(value).name}" if flag == "-node-precision-info" else arg
-    return [name(arg) for arg in argv]
+        ours = flag == "-node-precision-info" and prec.NODE_FILE.fullmatch(Path(value).name)
+        return f"{flag}={Path(value).name}" if ours else arg
+    return [name(arg) for arg in argv] if "profile_command" in record else argv
 
 
 def _with_binary_dir(argv: list[str], qpc: str) -> list[str]:

@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from autotune.backends.base import Measurement
 from autotune.backends.qaic import QaicBackend
 from autotune.backends.qaic.profile import RECORD_FILE
 from autotune.backends.qaic.space import QaicCandidate
@@ -102,3 +103,21 @@ def test_outputs_come_back_from_the_card_and_a_bad_recipe_moves_them(emulator, t
     int8 = error(replace(MINMAX, batch_size=2))
     power2 = error(replace(MINMAX, batch_size=2, schema_activations="symmetric_with_power2_scale"))
     assert fp16 < int8 < power2 and power2 > 10 * int8
+
+
+def test_the_remedy_keeps_the_most_sensitive_nodes_in_fp16_and_the_preset_says_how(emulator, tiny_onnx, calibrated,
+                                                                                   tmp_path):
+    backend = QaicBackend(sdk_root=emulator)
+    candidate = replace(MINMAX, fp16_nodes=2)
+    artifact = backend.compile(tiny_onnx, calibrated, candidate, tmp_path / "w", cache_dir=tmp_path / "cache")
+    node_file = Path(next(a.partition("=")[2] for a in artifact.command if a.startswith("-node-precision-info=")))
+    assert node_file.name == "fp16-nodes-2.yaml" and node_file.read_text().startswith("FP16NodeInstanceNames: [")
+    recorded = json.loads((artifact.path / "programqpc.bin").read_text())["recipe"]["fp16_nodes"]
+    assert len(recorded) == 2  # each names a node's first output in the model
+    measured = Measurement(samples_per_second=1.0, duration_seconds=1.0, batch_size=1,
+                           command=["qaic-runner", "-t", str(artifact.path)])
+    fields = backend.preset_fields(candidate, artifact, measured, name="p")
+    assert "-load-profile=profile.yaml" in fields["qaic_exec_command"]
+    assert "-node-precision-info=fp16-nodes-2.yaml" in fields["qaic_exec_command"]
+    assert fields["int8"]["FP16NodeInstanceNames"] == recorded
+    assert "-quantization-calibration=None" in fields["cm_env"]["CM_QAIC_MODEL_COMPILER_PARAMS_BASE"]
