@@ -207,19 +207,22 @@ class QaicBackend:
         """The runtime knobs, CM's split of the flags and its variation env, and qaic-exec and qaic-runner lines that
         write and read a QPC folder ``qpc-<name>`` in the current directory. With the precision searched: CM's base
         flags with the recipe (``CM_QAIC_MODEL_COMPILER_PARAMS_BASE``), and at int8 the ``-dump-profile`` line that
-        makes ``profile.yaml`` from ``calib.txt``, the compile line loading it, and the nodes kept in fp16."""
+        makes ``profile.yaml`` from ``calib.txt`` (``qaic_profile_command``, first of the lines), the compile line
+        loading it, and what the profile was made of and the nodes kept in fp16 (``int8``)."""
         qpc = f"qpc-{name}"
         env = cm_env(candidate)
         record_path = artifact.path.parent / RECORD_FILE
         record = json.loads(record_path.read_text()) if record_path.is_file() else {}
         if "params_base" in record:
             env["CM_QAIC_MODEL_COMPILER_PARAMS_BASE"] = record.pop("params_base")
+        profile_line = record.pop("profile_command", None)
         return {"activations": candidate.activations, "set_size": candidate.set_size,
                 "cm_compiler_args": env["CM_QAIC_MODEL_COMPILER_ARGS"],
                 "cm_compiler_args_sut": env["CM_QAIC_MODEL_COMPILER_ARGS_SUT"], "cm_env": env,
-                "qaic_exec_command": shlex.join(_portable(_with_binary_dir(artifact.command, qpc), record)),
-                "qaic_runner_command": shlex.join(_with_qpc(measurement.command, qpc))} | (
-            {"int8": record} if record else {})
+                **({"qaic_profile_command": profile_line, "int8": record} if profile_line else {}),
+                "qaic_exec_command": shlex.join(_portable(_with_binary_dir(artifact.command, qpc), int8=bool(
+                    profile_line))),
+                "qaic_runner_command": shlex.join(_with_qpc(measurement.command, qpc))}
 
     def _batch_symbol(self, model: ModelSpec) -> str | None:
         """The model's batch symbol; base flags that define it would fight the searched batch."""
@@ -277,16 +280,16 @@ def estimate_scenario(m: Measurement, scenario: Scenario, *, activations: int, b
     _queueing.estimate_scenario(m, scenario, concurrency=activations, bound_ms=bound_ms)
 
 
-def _portable(argv: list[str], record: dict[str, Any]) -> list[str]:
-    """At int8 (``record`` has its profile), the profile and node-precision file autotune made by the names a
-    preset's lines give them (``profile.yaml`` from its dump line, ``fp16-nodes-K.yaml`` from its ``int8`` nodes)."""
+def _portable(argv: list[str], *, int8: bool) -> list[str]:
+    """At ``int8``, the profile and node-precision file autotune made by the names a preset's lines give them
+    (``profile.yaml`` from its dump line, ``fp16-nodes-K.yaml`` from its ``int8`` nodes)."""
     def name(arg: str) -> str:
         flag, _, value = arg.partition("=")
         if flag == "-load-profile":
             return f"{flag}=profile.yaml"
         ours = flag == "-node-precision-info" and prec.NODE_FILE.fullmatch(Path(value).name)
         return f"{flag}={Path(value).name}" if ours else arg
-    return [name(arg) for arg in argv] if "profile_command" in record else argv
+    return [name(arg) for arg in argv] if int8 else argv
 
 
 def _with_binary_dir(argv: list[str], qpc: str) -> list[str]:

@@ -118,6 +118,8 @@ def test_the_remedy_keeps_the_most_sensitive_nodes_in_fp16_and_the_preset_says_h
                            command=["qaic-runner", "-t", str(artifact.path)])
     fields = backend.preset_fields(candidate, artifact, measured, name="p")
     assert "-load-profile=profile.yaml" in fields["qaic_exec_command"]
+    assert "-dump-profile=profile.yaml -input-list-file=calib.txt" in fields["qaic_profile_command"]
+    assert list(fields).index("qaic_profile_command") < list(fields).index("qaic_exec_command")
     assert "-node-precision-info=fp16-nodes-2.yaml" in fields["qaic_exec_command"]
     assert fields["int8"]["FP16NodeInstanceNames"] == recorded
     assert "-quantization-calibration=None" in fields["cm_env"]["CM_QAIC_MODEL_COMPILER_PARAMS_BASE"]
