@@ -118,6 +118,26 @@ class QaicSdk:
         qpc_dir = out / "qpc"
         log_path = out / "qaic-exec.log"
         command = self.compile_command(onnx_path, args, qpc_dir)
+        seconds = self._compiler(command, log_path)
+        if not (qpc_dir / "programqpc.bin").is_file():
+            raise CompileFailure("qaic-exec exited 0 but wrote no programqpc.bin", log_path=log_path)
+        return Artifact(path=qpc_dir, command=command, log_path=log_path, compile_seconds=seconds,
+                        batch_size=batch_size)
+
+    def dump_profile(self, onnx_path: str | Path, args: list[str], *, profile: Path, input_list: Path,
+                     workdir: Path) -> Artifact:
+        """``qaic-exec -dump-profile``: the int8 profile of ``args`` (base, calibration and schema flags) over the
+        samples listed in ``input_list``, written to ``profile``; else CompileFailure with the SDK's reason."""
+        command = [str(self.qaic_exec), *dict.fromkeys([f"-m={onnx_path}", *args]), f"-dump-profile={profile}",
+                   f"-input-list-file={input_list}"]
+        log_path = workdir / "qaic-exec.log"
+        seconds = self._compiler(command, log_path)
+        if not profile.is_file():
+            raise CompileFailure(f"qaic-exec -dump-profile exited 0 but wrote no {profile.name}", log_path=log_path)
+        return Artifact(path=profile, command=command, log_path=log_path, compile_seconds=seconds, batch_size=1)
+
+    def _compiler(self, command: list[str], log_path: Path) -> float:
+        """Run qaic-exec; its seconds, else CompileFailure with the compiler's reason (retryable when killed)."""
         started = time.monotonic()
         returncode = self.children.run_logged(command, log_path, timeout_s=self.compile_timeout_s)
         seconds = time.monotonic() - started
@@ -132,10 +152,7 @@ class QaicSdk:
         if returncode != 0:
             reason = parse_compile_error(log_path.read_text(errors="replace"))
             raise CompileFailure(reason or f"qaic-exec exited with code {returncode}", log_path=log_path)
-        if not (qpc_dir / "programqpc.bin").is_file():
-            raise CompileFailure("qaic-exec exited 0 but wrote no programqpc.bin", log_path=log_path)
-        return Artifact(path=qpc_dir, command=command, log_path=log_path, compile_seconds=seconds,
-                        batch_size=batch_size)
+        return seconds
 
     def runner_command(self, qpc_dir: Path, *, activations: int, set_size: int, device: int, seconds: float,
                        profiling_dir: Path | None = None, input_files: Sequence[Path] = ()) -> list[str]:
@@ -162,17 +179,7 @@ class QaicSdk:
         log_path = run_dir / "qaic-runner.log"
         command = self.runner_command(artifact.path, activations=activations, set_size=set_size, device=device,
                                       seconds=seconds, profiling_dir=profiling_dir, input_files=input_files)
-        limit = 3 * seconds + 120
-        returncode = self.children.run_logged(command, log_path, timeout_s=limit)
-        output = log_path.read_text(errors="replace")
-        if returncode is None:
-            raise MeasureFailure(f"qaic-runner did not finish within {limit:g} s: killed", log_path=log_path,
-                                 retryable=True)
-        if returncode != 0:
-            reason = parse_runner_error(output) or f"qaic-runner exited with code {returncode}"
-            if any(hint in reason for hint in DEVICE_ERROR_HINTS):
-                raise DeviceFailure(f"device QID {device}: {reason}", log_path=log_path)
-            raise MeasureFailure(reason, log_path=log_path)
+        output = self._runner(command, log_path, limit_s=3 * seconds + 120, device=device)
         stats = parse_stats(output)
         measurement = Measurement(samples_per_second=stats.samples_per_second,
                                   duration_seconds=stats.duration_us / 1e6, batch_size=stats.batch_size,
@@ -188,6 +195,32 @@ class QaicSdk:
             measurement.latency_p50_ms, measurement.latency_p90_ms, measurement.latency_p99_ms = (
                 percentiles(round_trip, (50, 90, 99)))
         return measurement
+
+    def write_outputs(self, artifact: Artifact, *, input_files: Sequence[Path], device: int, out_dir: Path) -> Path:
+        """One inference of ``input_files`` (one raw file per model input) with its outputs written to ``out_dir``
+        (``<output name>-activation-0-inf-0.bin``, SDK-FACTS); its log beside them; raises as :meth:`run`."""
+        out_dir.mkdir(parents=True, exist_ok=True)
+        command = [str(self.qaic_runner), "-t", str(artifact.path), "-a", "1", "-S", "1", "-n", "1", "-d", str(device)]
+        for path in input_files:
+            command += ["-i", str(path)]
+        command += ["--write-output-dir", str(out_dir), "--write-output-num-samples", "1"]
+        self._runner(command, out_dir / "qaic-runner.log", limit_s=300.0, device=device)
+        return out_dir
+
+    def _runner(self, command: list[str], log_path: Path, *, limit_s: float, device: int) -> str:
+        """Run qaic-runner; its output, else MeasureFailure (retryable when it hung), DeviceFailure when the device
+        is at fault."""
+        returncode = self.children.run_logged(command, log_path, timeout_s=limit_s)
+        output = log_path.read_text(errors="replace")
+        if returncode is None:
+            raise MeasureFailure(f"qaic-runner did not finish within {limit_s:g} s: killed", log_path=log_path,
+                                 retryable=True)
+        if returncode != 0:
+            reason = parse_runner_error(output) or f"qaic-runner exited with code {returncode}"
+            if any(hint in reason for hint in DEVICE_ERROR_HINTS):
+                raise DeviceFailure(f"device QID {device}: {reason}", log_path=log_path)
+            raise MeasureFailure(reason, log_path=log_path)
+        return output
 
 
 def percentiles(values: list[float], points: tuple[int, ...]) -> tuple[float, ...]:

@@ -51,12 +51,14 @@ def private_cache(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.
 
 @pytest.fixture()
 def emulator(monkeypatch: pytest.MonkeyPatch) -> Path:
-    """The emulated SDK root with a fresh, quiet environment (one Ready 16-NSP device, fixed seed)."""
+    """The emulated SDK root with a fresh, quiet environment (one Ready 16-NSP device, fixed seed); its
+    --write-output-dir runs onnxruntime under this interpreter."""
     for name in ("QAIC_EMU_NSP", "QAIC_EMU_DEVICES", "QAIC_EMU_DEVICES_FILE", "QAIC_EMU_COMPILE_HANG",
                  "QAIC_EMU_COMPILE_CRASH", "QAIC_EMU_COMPILE_LOG", "QAIC_EMU_COMPILE_SECONDS", "AUTOTUNE_SDK_ROOT"):
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("QAIC_EMU_SEED", "0")
     monkeypatch.setenv("QAIC_EMU_TIME_SCALE", "0.001")
+    monkeypatch.setenv("QAIC_EMU_PYTHON", sys.executable)
     return EMULATOR
 
 

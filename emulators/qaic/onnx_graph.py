@@ -1,9 +1,10 @@
-"""What the emulated compiler reads of an ONNX file, stdlib only: the graph's inputs (name, element type, dims) and
-the external data files its initializers name. A minimal protobuf wire-format reader over the few fields of
-onnx.proto it needs; the weights and nodes are skipped, not decoded.
+"""What the emulated compiler reads of an ONNX file, stdlib only: the graph's inputs (name, element type, dims),
+its nodes' first outputs and the external data files its initializers name. A minimal protobuf wire-format reader
+over the few fields of onnx.proto it needs; the weights are skipped, not decoded.
 
-Fields read (onnx.proto): ModelProto.graph = 7; GraphProto.initializer = 5, input = 11; TensorProto.name = 8,
-external_data = 13, data_location = 14; StringStringEntryProto key = 1, value = 2; ValueInfoProto name = 1,
+Fields read (onnx.proto): ModelProto.graph = 7; GraphProto.node = 1, initializer = 5, input = 11; NodeProto.output
+= 2; TensorProto.name = 8, external_data = 13, data_location = 14; StringStringEntryProto key = 1, value = 2;
+ValueInfoProto name = 1,
 type = 2; TypeProto.tensor_type = 1; Tensor elem_type = 1, shape = 2; TensorShapeProto.dim = 1; Dimension
 dim_value = 1, dim_param = 2.
 """
@@ -98,18 +99,21 @@ def _initializer(tensor):
 
 
 def read_graph(path):
-    """{"inputs": [{"name", "elem_type", "dims"}], "external_data": [file names]} of the model at ``path``, the
-    inputs that are initializers left out; None when the file holds no ONNX graph."""
+    """{"inputs": [{"name", "elem_type", "dims"}], "external_data": [file names], "node_outputs": [each node's first
+    output]} of the model at ``path``, the inputs that are initializers left out; None when the file holds no ONNX
+    graph."""
     with open(path, "rb") as fh:
         data = memoryview(fh.read())
     try:
         graph = next((value for number, value in fields(data) if number == 7 and not isinstance(value, int)), None)
         if graph is None:
             return None
-        inputs, initializers, external = [], set(), []
+        inputs, initializers, external, node_outputs = [], set(), [], []
         for number, value in fields(graph):
             if number == 11:
                 inputs.append(_input(value))
+            elif number == 1:  # NodeProto: output = 2
+                node_outputs += [_text(v) for n, v in fields(value) if n == 2][:1]
             elif number == 5:
                 name, location = _initializer(value)
                 initializers.add(name)
@@ -117,7 +121,8 @@ def read_graph(path):
                     external.append(location)
     except NotOnnx:
         return None
-    return {"inputs": [i for i in inputs if i["name"] not in initializers], "external_data": external}
+    return {"inputs": [i for i in inputs if i["name"] not in initializers], "external_data": external,
+            "node_outputs": node_outputs}
 
 
 def symbols(graph):

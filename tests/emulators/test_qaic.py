@@ -92,8 +92,7 @@ def test_exec_success_writes_qpc(tmp_path: Path, model: Path) -> None:
     assert lines[-1] == "Generated binary is present at ./qpc"
     assert (tmp_path / "qpc" / "programqpc.bin").is_file()
     # default output dir, INT8 with quantization flags
-    res = run(QAIC_EXEC, f"-m={model}", "-quantization-precision=Int8", "-load-profile=p.yaml",
-              cwd=tmp_path / "qpc")
+    res = run(QAIC_EXEC, f"-m={model}", "-quantization-precision=Int8", cwd=tmp_path / "qpc")
     assert res.returncode == 0, res.stderr
     assert "Compiling model with INT8 precision." in res.stdout
     assert (tmp_path / "qpc" / "qpc" / "programqpc.bin").is_file()
@@ -134,6 +133,11 @@ BERT_ARGS = "-allocator-dealloc-delay=2 -size-split-granularity=1536 -vtcm-worki
 )
 def test_exec_accepts_mlperf_presets(tmp_path: Path, name: str, flags: str) -> None:
     (tmp_path / name).write_bytes(b"onnx")
+    (tmp_path / "npi.yaml").write_text('FP16NodeInstanceNames: ["conv_1"]\n')
+    (tmp_path / "calib.raw").write_bytes(b"\0" * 16)
+    (tmp_path / "calib.txt").write_text("calib.raw\n")
+    dumped = run(QAIC_EXEC, f"-model={name}", "-dump-profile=profile.yaml", "-input-list-file=calib.txt", cwd=tmp_path)
+    assert dumped.returncode == 0, dumped.stderr
     res = run(QAIC_EXEC, f"-model={name}", "-load-profile=profile.yaml", *flags.split(),
               "-aic-binary-dir=elfs", cwd=tmp_path)
     assert res.returncode == 0, res.stderr
@@ -168,7 +172,7 @@ def test_exec_model_missing_vtcm_and_nonempty_dir(tmp_path: Path, model: Path) -
                      res.stderr, re.M)
     retina = tmp_path / "retinanet.onnx"
     retina.write_bytes(b"x" * 100)
-    res = run(QAIC_EXEC, f"-m={retina}", "-onnx-define-symbol=batch_size,16", "-load-profile=p",
+    res = run(QAIC_EXEC, f"-m={retina}", "-onnx-define-symbol=batch_size,16", "-quantization-precision=Int8",
               "-aic-binary-dir=big", cwd=tmp_path)
     assert res.returncode == 1 and "VTCM" in res.stderr
     assert "Compile started" in res.stdout
@@ -279,7 +283,7 @@ def test_runner_activation_failures(tmp_path: Path, model: Path) -> None:
     assert run(QAIC_RUNNER, "-t", str(qpc), "-a", "4", "-n", "1", cwd=tmp_path).returncode == 0
     retina = tmp_path / "retinanet.onnx"
     retina.write_bytes(b"x" * 100)
-    rq = compile_qpc(retina, tmp_path, "r", "-aic-enable-depth-first", "-load-profile=p")
+    rq = compile_qpc(retina, tmp_path, "r", "-aic-enable-depth-first", "-quantization-precision=Int8")
     res = run(QAIC_RUNNER, "-t", str(rq), "-S", "5000", "-n", "1", cwd=tmp_path)
     assert res.returncode == 1
     assert res.stderr.splitlines()[0].endswith("Device 0 activate failed: Memory resource exhausted")

@@ -4,21 +4,25 @@ multistream figures are estimated from the measured execution times."""
 from __future__ import annotations
 
 import argparse
+import json
 import shlex
+import tempfile
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 from autotune.backends import _queueing
 from autotune.backends.base import Artifact, Device, Measurement, Target
+from autotune.backends.qaic import precision as prec
 from autotune.backends.qaic.baselines import cm_env, find_baseline, model_base_flags
 from autotune.backends.qaic.flags import check_base_flags
+from autotune.backends.qaic.outputs import model_file, output_specs, raw_files, read_outputs
+from autotune.backends.qaic.profile import NODE_KEY, RECORD_FILE, int8_args, node_precision_file
 from autotune.backends.qaic.space import DeviceLimits, QaicCandidate, QaicSpace
 from autotune.errors import AutotuneError
 from autotune.inputs import ModelInputs
 from autotune.models import ModelSpec
 from autotune.options import positive_int
-from autotune.paths import safe_component
 from autotune.qaic_bench import DEFAULT_COMPILE_TIMEOUT_S, QaicDevice, QaicSdk, resolve_sdk_root
 from autotune.scenarios import Scenario
 
@@ -34,14 +38,18 @@ class QaicBackend:
     size_key = "nsp"
     size_unit = "NSPs"
     knob_labels = {"sdp_clusters": "sdp", "multicast_weights": "multicast", "batch_size": "batch",
-                   "activations": "act.", "set_size": "set"}
+                   "activations": "act.", "set_size": "set", "precision": "precision", "calibration": "calibration",
+                   "percentile": "pctl", "schema_activations": "act. schema", "schema_constants": "const. schema",
+                   "channelwise": "channelwise", "fp16_nodes": "fp16 nodes", "mxfp6": "mxfp6"}
     export_formats = ("yaml", "json", "cm", "cmdline")
     estimated_scenarios = frozenset({"server", "multistream"})
     compiles_ahead = True
     measure_seconds = 5.0
     validate_seconds = 10.0
     emulated = False
-    changes_numerics = False  # precision is set by the model's base flags, not searched
+    # the precision is the base flags' unless the study has a calibration set: then it is searched, and the accuracy
+    # guard judges every compile (objective.guarded: more than one precision in the space)
+    changes_numerics = False
 
     @classmethod
     def add_options(cls, parser: argparse._ActionsContainer, command: str) -> None:
@@ -98,30 +106,71 @@ class QaicBackend:
             raise AutotuneError(f"--nsp {nsp} is more than the {first.nsp_total} NSPs of device QID {first.qid}")
         limits = DeviceLimits(nsp_total=nsp, nsp_free=min(nsp, first.nsp_free))
         symbol = self._batch_symbol(model)
+        offer = self._offer(model)
         preset = find_baseline(model.name, scenario.name, nsp)
         baseline = preset.candidate(limits) if preset else None
         if baseline is not None and scenario.name == "singlestream":
             baseline = baseline.with_runtime(activations=1, set_size=1)
         if baseline is not None and symbol is None:
             baseline = replace(baseline, batch_size=1)
+        if baseline is not None and offer is not None:  # the model's built-in precision, judged as any other
+            baseline = replace(baseline, **offer.start_recipe())
         space = QaicSpace(device=limits, scenario=scenario.name, extra_flags=baseline.extra_flags if baseline else (),
-                          batch_symbol=symbol)
+                          batch_symbol=symbol, precision=offer)
         qids = ", ".join(str(d.qid) for d in chosen)
         return Target(devices=[_device(d) for d in chosen], size=nsp, sku=first.sku, space=space, baseline=baseline,
                       baseline_label=preset.label() if preset else None,
                       description=f"device{'s' if len(chosen) > 1 else ''} QID {qids} {first.sku} {nsp} NSPs")
 
     def base_flags(self, model: ModelSpec) -> tuple[str, ...]:
-        return model_base_flags(model.name) + self.extra_base_flags
+        """The qaic-exec base flags; with the precision searched, the calibration set's SHA-256 too (it decides
+        every int8 build)."""
+        flags = self._exec_flags(model)
+        if self._offer(model) is None or model.calibration is None:
+            return flags
+        return flags + (f"calibration_sha256={model.calibration.sha256}",)
+
+    def _exec_flags(self, model: ModelSpec) -> tuple[str, ...]:
+        """The model's base flags, without its precision flags where the precision is searched (they are the
+        baseline's recipe then), and the user's."""
+        flags = model_base_flags(model.name)
+        if self._offer(model) is not None:
+            flags = tuple(flag for flag in flags if flag.partition("=")[0] not in prec.PRECISION_FLAGS)
+        return flags + self.extra_base_flags
+
+    def _offer(self, model: ModelSpec) -> prec.Offer | None:
+        """The precision the study searches: with a calibration set, what the user's base flags leave free."""
+        if model.calibration is None:
+            return None
+        return prec.offer(user_flags=self.extra_base_flags, model_flags=model_base_flags(model.name),
+                          matmul=model.name.startswith("bert"))
 
     def compile(self, onnx_path: Path, model: ModelSpec, candidate: QaicCandidate, workdir: Path, *,
                 cache_dir: Path | None = None) -> Artifact:
         """qaic-exec on the model in its folder: the batch through the model's own symbol, its other symbols at
-        their sizes (-onnx-define-symbol=SYMBOL,N)."""
+        their sizes (-onnx-define-symbol=SYMBOL,N); at int8 with the profile of its calibration and schemas
+        (``profile.int8_args``, made once and shared) and its node-precision file. What a preset needs of the
+        precision is kept beside the QPC (``RECORD_FILE``)."""
         inputs = model.file_inputs()
         symbols = [f"-onnx-define-symbol={symbol},{size}" for symbol, size in inputs.symbols.items()]
-        args = [*self.base_flags(model), *symbols, *candidate.compile_args(batch_symbol=self._batch_symbol(model))]
-        return self.sdk.compile(onnx_path, args, batch_size=candidate.batch_size, workdir=workdir)
+        base = [*self._exec_flags(model), *symbols]
+        profile: list[str] = []
+        record: dict[str, Any] = {"params_base": " ".join([*base, *prec.recipe_flags(candidate)])}
+        node_file = None
+        if candidate.precision == prec.INT8:
+            profile, int8 = int8_args(self.sdk, onnx_path, model, candidate, base=base, workdir=workdir,
+                                      cache_dir=cache_dir)
+            record |= int8
+        if candidate.precision == prec.INT8 and candidate.fp16_nodes:
+            workdir.mkdir(parents=True, exist_ok=True)
+            path, record[NODE_KEY] = node_precision_file(onnx_path, model, candidate,
+                                                         Path(tempfile.mkdtemp(prefix="nodes-", dir=workdir)))
+            node_file = str(path)
+        args = [*base, *candidate.compile_args(batch_symbol=self._batch_symbol(model), node_file=node_file), *profile]
+        artifact = self.sdk.compile(onnx_path, args, batch_size=candidate.batch_size, workdir=workdir)
+        if candidate.precision is not None:
+            (artifact.path.parent / RECORD_FILE).write_text(json.dumps(record, indent=1))
+        return artifact
 
     def measure(self, artifact: Artifact, candidate: QaicCandidate, *, model: ModelSpec, scenario: Scenario | None,
                 bound_ms: float | None, seconds: float, device: int, log_dir: Path) -> Measurement:
@@ -139,7 +188,13 @@ class QaicBackend:
 
     def outputs(self, artifact: Artifact, candidate: QaicCandidate, *, model: ModelSpec, feed: dict[str, Any],
                 device: int) -> dict[str, Any] | None:
-        return None  # no searched knob changes numerics, so no accuracy check needs the card's outputs
+        """One inference of ``feed`` (one batch) by qaic-runner on the QPC, its outputs written to files and read
+        back as the model's outputs at the candidate's batch."""
+        with tempfile.TemporaryDirectory(prefix="autotune-qaic-outputs-") as work:
+            files = raw_files(feed, Path(work) / "inputs")
+            written = self.sdk.write_outputs(artifact, input_files=files, device=device, out_dir=Path(work) / "out")
+            specs = output_specs(model_file(artifact.command), model.file_inputs(), candidate.batch_size)
+            return read_outputs(written, specs)
 
     def cancel(self) -> None:
         self.sdk.children.cancel()
@@ -150,13 +205,23 @@ class QaicBackend:
     def preset_fields(self, candidate: QaicCandidate, artifact: Artifact, measurement: Measurement, *,
                       name: str) -> dict[str, Any]:
         """The runtime knobs, CM's split of the flags and its variation env, and qaic-exec and qaic-runner lines that
-        write and read a QPC folder ``qpc-<name>`` in the current directory."""
+        write and read a QPC folder ``qpc-<name>`` in the current directory. With the precision searched: CM's base
+        flags with the recipe (``CM_QAIC_MODEL_COMPILER_PARAMS_BASE``), and at int8 the ``-dump-profile`` line that
+        makes ``profile.yaml`` from ``calib.txt`` (``qaic_profile_command``, first of the lines), the compile line
+        loading it, and what the profile was made of and the nodes kept in fp16 (``int8``)."""
         qpc = f"qpc-{name}"
         env = cm_env(candidate)
+        record_path = artifact.path.parent / RECORD_FILE
+        record = json.loads(record_path.read_text()) if record_path.is_file() else {}
+        if "params_base" in record:
+            env["CM_QAIC_MODEL_COMPILER_PARAMS_BASE"] = record.pop("params_base")
+        profile_line = record.pop("profile_command", None)
         return {"activations": candidate.activations, "set_size": candidate.set_size,
                 "cm_compiler_args": env["CM_QAIC_MODEL_COMPILER_ARGS"],
                 "cm_compiler_args_sut": env["CM_QAIC_MODEL_COMPILER_ARGS_SUT"], "cm_env": env,
-                "qaic_exec_command": shlex.join(_with_binary_dir(artifact.command, qpc)),
+                **({"qaic_profile_command": profile_line, "int8": record} if profile_line else {}),
+                "qaic_exec_command": shlex.join(_portable(_with_binary_dir(artifact.command, qpc), int8=bool(
+                    profile_line))),
                 "qaic_runner_command": shlex.join(_with_qpc(measurement.command, qpc))}
 
     def _batch_symbol(self, model: ModelSpec) -> str | None:
@@ -202,13 +267,7 @@ def _ready(devices: list[QaicDevice], qid: int | None) -> QaicDevice:
 
 def input_files(inputs: ModelInputs, batch_size: int, folder: Path) -> list[Path]:
     """One raw file per input, in the model's order, holding one batch of ``inputs`` (qaic-runner's ``-i``)."""
-    folder.mkdir(parents=True, exist_ok=True)
-    files = []
-    for i, (name, array) in enumerate(inputs.feed(batch_size).items()):
-        path = folder / f"{i}-{safe_component(name)}.raw"
-        array.tofile(path)
-        files.append(path)
-    return files
+    return raw_files(inputs.feed(batch_size), folder)
 
 
 def _device(d: QaicDevice) -> Device:
@@ -219,6 +278,18 @@ def _device(d: QaicDevice) -> Device:
 def estimate_scenario(m: Measurement, scenario: Scenario, *, activations: int, bound_ms: float | None) -> None:
     """Fill the scenario's figure of a qaic-runner measurement from its execution times (marked estimated)."""
     _queueing.estimate_scenario(m, scenario, concurrency=activations, bound_ms=bound_ms)
+
+
+def _portable(argv: list[str], *, int8: bool) -> list[str]:
+    """At ``int8``, the profile and node-precision file autotune made by the names a preset's lines give them
+    (``profile.yaml`` from its dump line, ``fp16-nodes-K.yaml`` from its ``int8`` nodes)."""
+    def name(arg: str) -> str:
+        flag, _, value = arg.partition("=")
+        if flag == "-load-profile":
+            return f"{flag}=profile.yaml"
+        ours = flag == "-node-precision-info" and prec.NODE_FILE.fullmatch(Path(value).name)
+        return f"{flag}={Path(value).name}" if ours else arg
+    return [name(arg) for arg in argv] if int8 else argv
 
 
 def _with_binary_dir(argv: list[str], qpc: str) -> list[str]:

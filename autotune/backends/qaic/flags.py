@@ -1,11 +1,13 @@
 """qaic-exec flag strings, as CM presets and users write them: which flags exist, which autotune sets itself, and
-how a string such as ``-sdp-cluster-sizes=2,2 -multicast-weights -aic-num-cores=4 -mos=1,2 -ols=4`` reads."""
+how a string such as ``-sdp-cluster-sizes=2,2 -multicast-weights -aic-num-cores=4 -mos=1,2 -ols=4`` reads (where the
+precision is searched, its precision flags read into the candidate's recipe: ``precision.read_recipe_flag``)."""
 
 from __future__ import annotations
 
 import shlex
 from typing import Any
 
+from autotune.backends.qaic.precision import PRECISION_FLAGS, read_recipe_flag
 from autotune.errors import AutotuneError
 
 # qaic-exec flags a user may pass through unsearched, and the kind of value each takes.
@@ -30,6 +32,10 @@ PASS_THROUGH_FLAGS: dict[str, str] = {
     "-quantization-schema-constants": "str",
     "-quantization-schema-activations": "str",
     "-quantization-calibration": "str",
+    "-percentile-calibration-value": "float",
+    "-num-histogram-bins": "int",
+    "-enable-rowwise": "bool",
+    "-keep-original-precision-for-nodes": "str",
     "-quantization-precision": "str",
     "-quantization-precision-bias": "str",
     "-execute-nodes-in-fp16": "str",
@@ -40,16 +46,17 @@ PASS_THROUGH_FLAGS: dict[str, str] = {
     "-v": "bool",
 }
 # Flags autotune sets itself; a user must not pass them in a flag string.
-MANAGED_FLAGS = {"-m": "--onnx", "-model": "--onnx", "-aic-binary-dir": "the trial's work directory"}
+MANAGED_FLAGS = {"-m": "--onnx", "-model": "--onnx", "-aic-binary-dir": "the trial's work directory",
+                 "-dump-profile": "--calibration-set", "-input-list-file": "--calibration-set"}
 
 
-def read_flags(flags: str, *, batch_symbol: str | None = "batch_size") -> dict[str, Any]:
+def read_flags(flags: str, *, batch_symbol: str | None = "batch_size", precision: bool = False) -> dict[str, Any]:
     """The searched knobs a flag string sets (``cores``, ``ols``, ``mos``, ..., the batch through
-    ``-onnx-define-symbol=<batch_symbol>,N``) and its pass-through flags (``extra_flags``); raises AutotuneError
-    naming an unknown or malformed flag."""
+    ``-onnx-define-symbol=<batch_symbol>,N``; with ``precision`` searched, the precision and its recipe) and its
+    pass-through flags (``extra_flags``); raises AutotuneError naming an unknown or malformed flag."""
     values: dict[str, Any] = {"extra_flags": []}
     for token in split_flags(flags):
-        _parse_token(token, values, batch_symbol=batch_symbol)
+        _parse_token(token, values, batch_symbol=batch_symbol, precision=precision)
     values["extra_flags"] = tuple(values["extra_flags"])
     return values
 
@@ -79,7 +86,8 @@ def check_base_flags(flags: str) -> tuple[str, ...]:
     return tuple(tokens)
 
 
-def _parse_token(token: str, values: dict[str, Any], *, batch_symbol: str | None = "batch_size") -> None:
+def _parse_token(token: str, values: dict[str, Any], *, batch_symbol: str | None = "batch_size",
+                 precision: bool = False) -> None:
     if not token.startswith("-") or token.startswith("--"):
         raise AutotuneError(f"malformed flag {token!r}: qaic-exec flags look like -name or -name=value")
     name, has_value, raw = token.partition("=")
@@ -101,6 +109,10 @@ def _parse_token(token: str, values: dict[str, Any], *, batch_symbol: str | None
             values["batch_size"] = _int(raw, token)
         elif name == "-onnx-define-symbol" and batch_symbol and raw.startswith(f"{batch_symbol},"):
             values["batch_size"] = _int(raw.split(",", 1)[1], token)
+        elif precision and name in PRECISION_FLAGS:
+            if PASS_THROUGH_FLAGS[name] == "bool":
+                _no_value(has_value, token)
+            read_recipe_flag(token, values)
         elif name in PASS_THROUGH_FLAGS:
             kind = PASS_THROUGH_FLAGS[name]
             if kind == "bool":

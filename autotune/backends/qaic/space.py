@@ -9,6 +9,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from typing import Any
 
+from autotune.backends.qaic import precision as prec
 from autotune.backends.qaic.flags import join_ints, read_flags
 from autotune.errors import AutotuneError
 from autotune.search_space import Candidate, Knob, Move, SearchSpace, scenario_batches
@@ -26,7 +27,8 @@ RUNTIME_MOVES = ("set_size+", "set_size-")
 class QaicCandidate(Candidate):
     """One point of the search: compile knobs, runtime knobs and unsearched pass-through flags.
 
-    ``ols`` and ``mos`` are None when the flag is not given (the compiler's default applies).
+    ``ols`` and ``mos`` are None when the flag is not given (the compiler's default applies). ``precision`` and its
+    int8 recipe (``precision.recipe_flags``) are None unless the study searches them (it has a calibration set).
     """
 
     cores: int
@@ -38,14 +40,23 @@ class QaicCandidate(Candidate):
     extra_flags: tuple[str, ...] = ()
     activations: int = 1
     set_size: int = 10
+    precision: str | None = None
+    calibration: str | None = None
+    percentile: float | None = None
+    schema_activations: str | None = None
+    schema_constants: str | None = None
+    channelwise: bool = False
+    fp16_nodes: int = 0
+    mxfp6: bool = False
 
     @property
     def concurrency(self) -> int:
         return self.activations
 
     def flag_string(self) -> str:
-        """The per-scenario compile flags as a CM-style string (batch size excluded, as in CM presets)."""
-        return " ".join(self.tuned_flags())
+        """The per-scenario compile flags as a CM-style string (batch size excluded, as in CM presets), then the
+        searched precision's."""
+        return " ".join([*self.tuned_flags(), *prec.recipe_flags(self)])
 
     def tuned_flags(self) -> list[str]:
         """Compile flags of the searched knobs and pass-through flags, without batch size."""
@@ -61,29 +72,39 @@ class QaicCandidate(Candidate):
             flags.append(f"-ols={self.ols}")
         return flags
 
-    def compile_args(self, *, batch_symbol: str | None) -> list[str]:
+    def compile_args(self, *, batch_symbol: str | None, node_file: str | None = None) -> list[str]:
         """Every qaic-exec argument this candidate decides, the batch through the model's ``batch_symbol`` (None: a
-        model without one); the model, base flags and output dir are added by the SDK."""
+        model without one), the node-precision file at ``node_file``; the model, base flags, profile and output dir
+        are added by the SDK."""
         b = self.batch_size
         symbol = [f"-onnx-define-symbol={batch_symbol},{b}"] if batch_symbol is not None else []
-        return [*symbol, *self.tuned_flags(), f"-stats-batchsize={b}"]
+        recipe = [f"-node-precision-info={node_file}" if flag.startswith("-node-precision-info=") else flag
+                  for flag in prec.recipe_flags(self)]
+        return [*symbol, *self.tuned_flags(), *recipe, f"-stats-batchsize={b}"]
 
     def compile_key(self) -> tuple[Any, ...]:
         """Identity of the compiled artifact: equal keys share one QPC whatever the runtime knobs."""
         return (self.cores, self.ols, self.mos, self.sdp_clusters, self.multicast_weights, self.batch_size,
-                tuple(sorted(self.extra_flags)))
+                tuple(sorted(self.extra_flags)), *prec.recipe_key(self))
+
+    def to_dict(self) -> dict[str, Any]:
+        """As stored; without a searched precision, without its (unused) recipe fields, as before it was searched."""
+        data = Candidate.to_dict(self)
+        return data if self.precision is not None else {k: v for k, v in data.items() if k not in prec.FIELD_FLAGS}
 
     def describe(self) -> str:
         """A short one-line view for progress output."""
         return (f"cores={self.cores} ols={self.ols} mos={','.join(map(str, self.mos or ()))} bs={self.batch_size} "
-                f"mc={'on' if self.multicast_weights else 'off'} a={self.activations} S={self.set_size}")
+                f"mc={'on' if self.multicast_weights else 'off'} a={self.activations} S={self.set_size}"
+                + prec.describe(self))
 
     @classmethod
     def from_flags(cls, flags: str, *, batch_size: int | None = None, activations: int = 1, set_size: int = 10,
-                   batch_symbol: str | None = "batch_size") -> QaicCandidate:
-        """Parse a CM-style qaic-exec flag string (``-onnx-define-symbol=<batch_symbol>,N`` sets the batch); raises
-        AutotuneError naming an unknown or malformed flag."""
-        values = read_flags(flags, batch_symbol=batch_symbol)
+                   batch_symbol: str | None = "batch_size", precision: bool = False) -> QaicCandidate:
+        """Parse a CM-style qaic-exec flag string (``-onnx-define-symbol=<batch_symbol>,N`` sets the batch; with
+        ``precision`` searched, its precision flags set the recipe); raises AutotuneError naming an unknown or
+        malformed flag."""
+        values = read_flags(flags, batch_symbol=batch_symbol, precision=precision)
         if "cores" not in values:
             raise AutotuneError("the flags do not set -aic-num-cores=N; every candidate needs a core count")
         if batch_size is not None:
@@ -158,7 +179,8 @@ def _two_clusters(values: dict[str, Any]) -> bool:
 class QaicSpace(SearchSpace[QaicCandidate]):
     """The Cloud AI 100 search space of one study: device limits, scenario rules and the preset's fixed flags.
     ``batch_symbol`` is the model's (flag strings set the batch through it); None: the model has none, so batch 1
-    only. ``moves`` names the steps of qaic-runner's knobs a trial takes on its QPC (``runtime_moves``)."""
+    only. ``moves`` names the steps of qaic-runner's knobs a trial takes on its QPC (``runtime_moves``).
+    ``precision``: the precision and int8 recipe searched (a study with a calibration set), else None."""
 
     candidate_type = QaicCandidate
     device: DeviceLimits
@@ -166,6 +188,7 @@ class QaicSpace(SearchSpace[QaicCandidate]):
     extra_flags: tuple[str, ...] = ()
     batch_symbol: str | None = "batch_size"
     moves: tuple[str, ...] = RUNTIME_MOVES
+    precision: prec.Offer | None = None
 
     @property
     def dynamic_batch(self) -> bool:
@@ -180,7 +203,8 @@ class QaicSpace(SearchSpace[QaicCandidate]):
                  Knob(name="ols", values=tuple(range(1, MAX_OLS + 1)), draw="int"),
                  Knob(name="sdp_clusters", values=(1, 2)), Knob(name="mos_0", values=nsps, draw="log"),
                  Knob(name="mos_1", values=nsps, draw="log", when=_two_clusters),
-                 Knob(name="multicast_weights", values=(False, True))]
+                 Knob(name="multicast_weights", values=(False, True)),
+                 *(self.precision.knobs() if self.precision else [])]
         if self.scenario == "singlestream":
             return knobs
         batches = scenario_batches(BATCH_SIZES, self.scenario, dynamic_batch=self.dynamic_batch)
@@ -203,7 +227,8 @@ class QaicSpace(SearchSpace[QaicCandidate]):
                                                                        for i, size in enumerate(sizes)),
                              sdp_clusters=sizes if len(sizes) > 1 else None,
                              multicast_weights=values["multicast_weights"], batch_size=values.get("batch_size", 1),
-                             extra_flags=self.extra_flags, **runtime)
+                             extra_flags=self.extra_flags, **runtime,
+                             **{name: values[name] for name in prec.FIELD_FLAGS if name in values})
 
     def params_for(self, candidate: QaicCandidate) -> dict[str, Any]:
         """The ``suggest`` parameters closest to ``candidate`` (compiler defaults read as 1), for warm starts."""
@@ -220,7 +245,19 @@ class QaicSpace(SearchSpace[QaicCandidate]):
             if not self.search_runtime:
                 params |= {"activations": candidate.activations,
                            "set_size": candidate.set_size if candidate.set_size in SET_SIZES else DEFAULT_SET_SIZE}
-        return params
+        return params | self._recipe_params(candidate.to_dict())
+
+    def _recipe_params(self, given: dict[str, Any]) -> dict[str, Any]:
+        """The precision's ``suggest`` parameters as ``given`` (a candidate's fields, a step) sets them, in draw order;
+        one drawn there but not given (a step just reached int8) takes the start recipe's value, else its first."""
+        if self.precision is None:
+            return {}
+        start, drawn = self.precision.start_recipe(), {}
+        for knob in self.precision.knobs():
+            if knob.when is None or knob.when(drawn):
+                value = given.get(knob.name)
+                drawn[knob.name] = value if value in knob.values else start.get(knob.name, knob.values[0])
+        return drawn
 
     def runtime_moves(self) -> list[Move[QaicCandidate]]:
         """The steps ``moves`` names, each again while it improves: ``activations-`` (one fewer), ``set_size+`` and
@@ -242,12 +279,16 @@ class QaicSpace(SearchSpace[QaicCandidate]):
                             f"{candidate.batch_size}")
         elif not self.dynamic_batch and candidate.batch_size != 1:
             problems.append(f"batch {candidate.batch_size}: the model has no batch symbol, so batch 1 only")
-        return problems
+        if candidate.precision is not None and self.precision is None:
+            problems.append(f"precision {candidate.precision} is searched only with a calibration set (--accuracy-set "
+                            f"or --calibration-set)")
+        return problems + prec.recipe_problems(candidate)
 
     def starts(self) -> list[QaicCandidate]:
         """The Cloud AI SDK's rules of thumb: core counts that fill the card (floor(NSPs / cores) activations leave
         no NSP idle), at a moderate batch with mos at half the cores (a working set that fits VTCM for most models:
-        the climbs raise the batch from there)."""
+        the climbs raise the batch from there). With the precision searched, each at the start recipe (the model's
+        built-in precision), and the first also at the other precision."""
         batches = scenario_batches(BATCH_SIZES, self.scenario, dynamic_batch=self.dynamic_batch)
         starts = []
         for cores in filling_core_counts(self.device.nsp_total):
@@ -256,7 +297,11 @@ class QaicSpace(SearchSpace[QaicCandidate]):
                       "multicast_weights": False, "batch_size": max((b for b in batches if b <= wanted),
                                                                     default=batches[0]),
                       "activations": max_activations(cores, self.device), "set_size": DEFAULT_SET_SIZE}
-            starts.append(self.from_params(params))
+            starts.append(self.from_params(params | self._recipe_params({})))
+        if self.precision is not None:
+            first = self.params_for(starts[0])
+            other = prec.FP16 if first["precision"] == prec.INT8 else prec.INT8
+            starts.append(self.from_params(first | self._recipe_params({"precision": other})))
         return starts
 
     def neighbours(self, candidate: QaicCandidate) -> list[dict[str, Any]]:
@@ -264,7 +309,10 @@ class QaicSpace(SearchSpace[QaicCandidate]):
         starts the second cluster's mos at the first's."""
         params = self.params_for(candidate)
         params.setdefault("mos_1", params["mos_0"])
-        return self.steps_from(params)
+        if self.precision is None:
+            return self.steps_from(params)
+        return [{k: v for k, v in step.items() if k not in prec.FIELD_FLAGS} | self._recipe_params(step)
+                for step in self.steps_from(params)]
 
     def _core_jumps(self, params: dict[str, Any]) -> set[int]:
         """Besides the next core count: the next and previous counts that fill the card, half and double (two SDP
@@ -299,8 +347,12 @@ class QaicSpace(SearchSpace[QaicCandidate]):
 
     def parse(self, text: str, *, options: Mapping[str, Any] | None = None) -> QaicCandidate:
         """A CM-style flag string; ``batch_size``, ``activations`` (default floor(free NSPs / cores), as MLPerf
-        harnesses size it) and ``set_size`` come from ``options`` when given there."""
+        harnesses size it) and ``set_size`` come from ``options`` when given there. With the precision searched, its
+        flags there set the recipe (the start recipe's where they give no precision)."""
         options = options or {}
-        candidate = QaicCandidate.from_flags(text, batch_size=options.get("batch_size"), batch_symbol=self.batch_symbol)
+        candidate = QaicCandidate.from_flags(text, batch_size=options.get("batch_size"), batch_symbol=self.batch_symbol,
+                                             precision=self.precision is not None)
+        if self.precision is not None and candidate.precision is None:
+            candidate = replace(candidate, **self.precision.start_recipe())
         activations = options.get("activations") or max_activations(candidate.cores, self.device)
         return candidate.with_runtime(activations=activations, set_size=options.get("set_size") or DEFAULT_SET_SIZE)
