@@ -44,10 +44,10 @@ TRT_EMU_VERSION=11 autotune run --model retinanet --scenario server --onnx .auto
   --trials 4 --trtexec "$TRTEXEC" --storage sqlite:///studies/emulated.db --seed 0
 autotune export resnet50-offline-tensorrt-140gib --storage sqlite:///studies/emulated.db --format cmdline
 python -c "import numpy as np, pathlib; from autotune.inputs import read_inputs; from autotune.task_accuracy import \
-random_set; np.savez('.autotune/models/resnet50-small-acc.npz', \
+random_set; np.savez('.autotune/models/resnet50-small-acc5.npz', \
 **random_set(read_inputs(pathlib.Path('.autotune/models/resnet50-small.onnx')), 5).arrays)"
 TRT_EMU_VERSION=11 autotune run --model resnet50 --scenario singlestream --onnx .autotune/models/resnet50-small.onnx \
-  --trials 3 --trtexec "$TRTEXEC" --accuracy-set .autotune/models/resnet50-small-acc.npz --metric cosine \
+  --trials 3 --trtexec "$TRTEXEC" --accuracy-set .autotune/models/resnet50-small-acc5.npz --metric cosine \
   --validate-rounds 3 --validate-max-rounds 3 --storage sqlite:///studies/emulated.db --study resnet50-precision-trt11 --seed 0
 autotune export resnet50-precision-trt11 --storage sqlite:///studies/emulated.db --format cmdline
 bash scripts/gpu_check.sh --dry-run
