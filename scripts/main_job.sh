@@ -4,7 +4,9 @@
 #     included: random inputs calibrate it, and judge every compile by its top-1 agreement with fp32 (marked as
 #     random inputs in every output); then its report and its exported preset;
 #  2. the Cloud AI 100 path (qaic-exec / qaic-runner command lines, parsing, the study) against the emulated SDK,
-#     with two emulated cards measuring while compiles run ahead, and the compile cache it filled;
+#     with two emulated cards measuring while compiles run ahead, and the compile cache it filled; the study's server
+#     figures measured by LoadGen through the emulated runtime (emulators/qaic/python/qaicrt.py), the estimate kept
+#     beside each;
 #  3. the TensorRT path (trtexec / nvidia-smi) against the emulated trtexec: a short study on each of its two
 #     contracts (TensorRT 10 and 11), and what scripts/gpu_check.sh would run on a machine with a GPU.
 set -euo pipefail
@@ -22,9 +24,10 @@ for name in ('resnet50', 'retinanet'): build_convnet(Path(f'.autotune/models/{na
 autotune devices --sdk-root emulators/qaic
 autotune bench --model resnet50 --onnx .autotune/models/resnet50-small.onnx \
   --flags "-aic-num-cores=2 -mos=1 -ols=2" --activations 7 --time 5 --sdk-root emulators/qaic
-QAIC_EMU_DEVICES=Ready,Ready autotune run --model retinanet --scenario server \
-  --onnx .autotune/models/retinanet-small.onnx --trials 30 --sdk-root emulators/qaic \
-  --storage sqlite:///studies/emulated.db --seed 0
+QAIC_EMU_DEVICES=Ready,Ready PYTHONPATH="$PWD/emulators/qaic/python${PYTHONPATH:+:$PYTHONPATH}" autotune run \
+  --model retinanet --scenario server --onnx .autotune/models/retinanet-small.onnx --trials 12 --measure-time 0.5 \
+  --validate-time 1 --sdk-root emulators/qaic --storage sqlite:///studies/emulated.db --seed 0
+autotune report retinanet-server-qaic-16nsp --storage sqlite:///studies/emulated.db
 autotune cache info
 autotune export retinanet-server-qaic-16nsp --storage sqlite:///studies/emulated.db --format cmdline
 

@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from autotune.backends._queueing import estimate_scenario
+from autotune.backends._queueing import estimate_figures, estimate_scenario
 from autotune.backends.base import Artifact, Device, Measurement, Target
 from autotune.backends.tensorrt.baseline import baseline_label, harness_batch
 from autotune.backends.tensorrt.engine import (PLAN, BuiltBy, build_shapes, check_engine, input_files, read_built_by,
@@ -23,6 +23,7 @@ from autotune.backends.tensorrt.flags import check_base_flags
 from autotune.backends.tensorrt.nvidia_smi import Gpu, find_nvidia_smi, query_gpus
 from autotune.backends.tensorrt.parse import parse_outputs, parse_version_line
 from autotune.backends.tensorrt.results import measurement_from
+from autotune.backends.tensorrt.runtime import find_runtime, measure_engine
 from autotune.backends.tensorrt.space import TrtCandidate, TrtSpace
 from autotune.backends.tensorrt.trtexec import Trtexec, find_trtexec
 from autotune.errors import AutotuneError, CompileFailure, MeasureFailure
@@ -33,6 +34,7 @@ from autotune.scenarios import Scenario
 DEFAULT_BUILD_TIMEOUT_S = 3600.0
 WARM_UP_MS = 200  # trtexec's default, given explicitly so that both contracts measure alike
 PERCENTILES = "90,95,99"
+ESTIMATED_SCENARIOS = frozenset({"server", "multistream"})  # what trtexec's figures can only estimate
 
 
 class TensorrtBackend:
@@ -48,7 +50,7 @@ class TensorrtBackend:
                    "tiling_level": "tiling", "aux_streams": "aux", "streams": "streams", "cuda_graph": "graph",
                    "spin_wait": "spin", "contract": "TRT"}
     export_formats = ("yaml", "json", "cmdline")
-    estimated_scenarios = frozenset({"server", "multistream"})
+    estimated_scenarios = ESTIMATED_SCENARIOS  # none where its Python runtime measures them (an instance's own)
     compiles_ahead = False  # the builder times kernels on the GPU: a build beside a measurement disturbs both
     measure_seconds = 3.0
     validate_seconds = 5.0
@@ -64,6 +66,11 @@ class TensorrtBackend:
                                 help="extra trtexec build flags every engine carries, unsearched (e.g. --noTF32)")
             parser.add_argument("--trt-calib", type=Path, metavar="FILE",
                                 help="an INT8 calibration cache: int8 is searched too (TensorRT 10 only)")
+        if command == "run":
+            parser.add_argument("--trt-runtime", choices=("auto", "off"), default="auto",
+                                help="auto: LoadGen measures every scenario through TensorRT's Python runtime where "
+                                     "it can be imported (tensorrt, cuda-python); off: trtexec, server and "
+                                     "multistream estimated")
 
     @classmethod
     def requested(cls, args: argparse.Namespace) -> bool:
@@ -81,16 +88,20 @@ class TensorrtBackend:
     def from_options(cls, args: argparse.Namespace) -> TensorrtBackend:
         return cls(trtexec=getattr(args, "trtexec", None), base_flags=getattr(args, "trt_base_flags", "") or "",
                    calib=getattr(args, "trt_calib", None),
-                   build_timeout_s=getattr(args, "compile_timeout", None) or DEFAULT_BUILD_TIMEOUT_S)
+                   build_timeout_s=getattr(args, "compile_timeout", None) or DEFAULT_BUILD_TIMEOUT_S,
+                   runtime=getattr(args, "trt_runtime", None) or "auto")
 
     def __init__(self, *, trtexec: str | Path | None = None, base_flags: str = "", calib: Path | None = None,
-                 build_timeout_s: float = DEFAULT_BUILD_TIMEOUT_S) -> None:
+                 build_timeout_s: float = DEFAULT_BUILD_TIMEOUT_S, runtime: str = "auto") -> None:
         self.tool = Trtexec(find_trtexec(str(trtexec) if trtexec else None), build_timeout_s=build_timeout_s)
         self.contract = self.tool.contract
         self.extra_base_flags = check_base_flags(base_flags, contract=self.contract.major)
         self.calib = _check_calib(calib, self.contract.major)
         self.nvidia_smi = find_nvidia_smi(self.tool.path)
         self.emulated = self.tool.emulated
+        self.runtime, self.runtime_note = _python_runtime(runtime, emulated=self.emulated)
+        if self.runtime is not None:
+            self.estimated_scenarios = frozenset()
         self._gpus: dict[int, Gpu] = {}  # by CUDA index: the study's GPUs, chosen by target()
 
     def version(self) -> str:
@@ -119,7 +130,7 @@ class TensorrtBackend:
         return Target(devices=[_device(g) for g in chosen], size=size, sku=first.model, space=space,
                       baseline=baseline, baseline_label=baseline_label(harness, batch),
                       description=f"GPU{'s' if len(chosen) > 1 else ''} {ids} {first.model}, {size} GiB, trtexec "
-                                  f"{self.contract.major}.x flags")
+                                  f"{self.contract.major}.x flags" + self._measured_by(scenario))
 
     def base_flags(self, model: ModelSpec) -> tuple[str, ...]:
         """``--trt-base-flags``, and the calibration cache int8 engines are built from (it decides them)."""
@@ -156,12 +167,37 @@ class TensorrtBackend:
 
     def measure(self, artifact: Artifact, candidate: TrtCandidate, *, model: ModelSpec, scenario: Scenario | None,
                 bound_ms: float | None, seconds: float, device: int, log_dir: Path) -> Measurement:
+        """A scenario run by LoadGen through TensorRT's Python runtime where it was found (server and multistream also
+        estimated the old way, stored beside: ``estimate_figures``); else, and for a plain measurement, trtexec."""
+        if self.runtime is None or scenario is None:
+            return self._trtexec_measure(artifact, candidate, model=model, scenario=scenario, bound_ms=bound_ms,
+                                         seconds=seconds, device=device, log_dir=log_dir)
+        old = None
+        if scenario.name in ESTIMATED_SCENARIOS:  # the old path's estimate, kept beside the measurement
+            old = self._trtexec_measure(artifact, candidate, model=model, scenario=scenario, bound_ms=bound_ms,
+                                        seconds=seconds, device=device, log_dir=log_dir)
+        plan = check_engine(artifact.path, self._built_by(self._gpu(device)))
+        inputs = model.file_inputs()
+        measurement = measure_engine(self.runtime, plan, device=device, feed=inputs.feed(candidate.batch_size),
+                                     streams=candidate.streams, cuda_graph=candidate.cuda_graph,
+                                     batch_size=candidate.batch_size, scenario=scenario.name, bound_ms=bound_ms,
+                                     seconds=seconds, log_dir=log_dir)
+        if old is not None:
+            measurement.estimate_figures = estimate_figures(old)
+        measurement.command = self.tool.run_command(
+            plan, shapes=run_shapes(inputs, candidate.batch_size), flags=self._runtime_flags(candidate), device=device,
+            extra=[f"--warmUp={WARM_UP_MS}", f"--duration={seconds:g}", f"--percentile={PERCENTILES}"])
+        return measurement
+
+    def _trtexec_measure(self, artifact: Artifact, candidate: TrtCandidate, *, model: ModelSpec,
+                         scenario: Scenario | None, bound_ms: float | None, seconds: float, device: int,
+                         log_dir: Path) -> Measurement:
         """trtexec --loadEngine for ``seconds`` with the candidate's runtime knobs (data transfers included on both
         contracts); server and multistream then estimated from the per-query trace (--exportTimes)."""
         plan = check_engine(artifact.path, self._built_by(self._gpu(device)))
         log_dir.mkdir(parents=True, exist_ok=True)
         run_dir = Path(tempfile.mkdtemp(prefix="measure-", dir=log_dir))
-        estimate = scenario is not None and scenario.name in self.estimated_scenarios
+        estimate = scenario is not None and scenario.name in ESTIMATED_SCENARIOS
         times = run_dir / "times.json"
         inputs = model.file_inputs()
         extra = [f"--warmUp={WARM_UP_MS}", f"--duration={seconds:g}", f"--percentile={PERCENTILES}"]
@@ -229,6 +265,14 @@ class TensorrtBackend:
         folder = cache_dir() / "tensorrt-timing"
         folder.mkdir(parents=True, exist_ok=True)
         return folder / f"{safe_component(f'trt{self.tool.version}-{gpu.name}-cc{gpu.compute_cap}')}.cache"
+
+    def _measured_by(self, scenario: Scenario) -> str:
+        """How the study's figures come, for the run's header: measured through the runtime, or estimated and why."""
+        if self.runtime is not None:
+            return f"; every scenario measured by LoadGen through {self.runtime_note}"
+        if scenario.name in ESTIMATED_SCENARIOS:
+            return f"; {scenario.name} figures estimated from trtexec's times: {self.runtime_note}"
+        return ""
 
     def _calibration(self, candidate: TrtCandidate) -> list[str]:
         return [f"--calib={self.calib}"] if candidate.precision == "int8" and self.calib is not None else []
@@ -302,6 +346,16 @@ def _device(gpu: Gpu) -> Device:
                   details={"compute_cap": gpu.compute_cap, "memory_used_mib": gpu.memory_used_mib,
                            "utilization_pct": gpu.utilization_pct, "nvidia_smi_index": gpu.smi_index,
                            "uuid": gpu.uuid})
+
+
+def _python_runtime(where: str, *, emulated: bool) -> tuple[Any, str]:
+    """TensorRT's Python runtime and a few words, unless ``where`` is off or the trtexec is the emulator's (its engines
+    are no plans); (None, why not) otherwise."""
+    if where == "off":
+        return None, "TensorRT's Python runtime not used (--trt-runtime off)"
+    if emulated:
+        return None, "the emulated trtexec has no Python runtime"
+    return find_runtime()
 
 
 def _check_calib(calib: Path | None, major: int) -> Path | None:
