@@ -25,9 +25,9 @@ autotune devices --sdk-root emulators/qaic
 autotune bench --model resnet50 --onnx .autotune/models/resnet50-small.onnx \
   --flags "-aic-num-cores=2 -mos=1 -ols=2" --activations 7 --time 5 --sdk-root emulators/qaic
 QAIC_EMU_DEVICES=Ready,Ready PYTHONPATH="$PWD/emulators/qaic/python${PYTHONPATH:+:$PYTHONPATH}" autotune run \
-  --model retinanet --scenario server --onnx .autotune/models/retinanet-small.onnx --trials 12 --measure-time 0.5 \
-  --validate-time 1 --sdk-root emulators/qaic --storage sqlite:///studies/emulated.db --seed 0
-autotune report retinanet-server-qaic-16nsp --storage sqlite:///studies/emulated.db
+  --model retinanet --scenario server --onnx .autotune/models/retinanet-small.onnx --trials 4 --measure-time 0.5 \
+  --validate-top 1 --validate-time 0.5 --validate-rounds 3 --validate-max-rounds 3 --sdk-root emulators/qaic \
+  --storage sqlite:///studies/emulated.db --seed 0
 autotune cache info
 autotune export retinanet-server-qaic-16nsp --storage sqlite:///studies/emulated.db --format cmdline
 

@@ -263,6 +263,8 @@ def find_server_qps(probe: Callable[[float], LoadGenResult], *, start_qps: float
             low = qps
             qps *= 2
         else:
+            if low is None and high is not None and _p99(probes[-1]) > 0.8 * _p99(probes[-2]):
+                break  # half the rate did not lower p99 by a fifth: latency itself breaks the bound, not the load
             high = qps
             qps /= 2
         if low is None and qps < start_qps / 64:
@@ -277,3 +279,7 @@ def find_server_qps(probe: Callable[[float], LoadGenResult], *, start_qps: float
                                for p in probes) if ok]
     best = max(passing, key=lambda r: r.samples_per_second) if passing else None
     return best, probes
+
+
+def _p99(result: LoadGenResult) -> float:
+    return result.latency_p99_ms if result.latency_p99_ms is not None else float("inf")

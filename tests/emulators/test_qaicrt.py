@@ -25,7 +25,8 @@ OK = qaicrt.QStatus.QS_SUCCESS
 def _qpc(tmp_path: Path, onnx: Path, *flags: str) -> Path:
     out = tmp_path / "qpc"
     subprocess.run([sys.executable, "-S", str(EMULATOR / "exec" / "qaic-exec"), f"-m={onnx}", "-aic-hw",
-                    "-onnx-define-symbol=batch_size,1", *flags, f"-aic-binary-dir={out}"], check=True, capture_output=True)
+                    "-onnx-define-symbol=batch_size,1", *flags, f"-aic-binary-dir={out}"],
+                   check=True, capture_output=True)
     return out
 
 

@@ -18,8 +18,8 @@ from helpers import EMULATOR, spec_for
 
 QAICRT = EMULATOR / "python"  # the emulated qaicrt's folder
 CANDIDATE = QaicCandidate(cores=2, mos=(2,), activations=8, set_size=2)
-NOT_IMPORTABLE = (f"qaicrt not importable (not in {EMULATOR}/dev/lib/{platform.machine()}, {EMULATOR}/dev/python or the "
-                  f"Python path)")
+NOT_IMPORTABLE = (f"qaicrt not importable (not in {EMULATOR}/dev/lib/{platform.machine()}, {EMULATOR}/dev/python "
+                  f"or the Python path)")
 
 
 def test_qaicrt_is_found_where_asked_else_the_reason_is_said(emulator, tmp_path):
