@@ -84,3 +84,11 @@ def test_a_device_gone_mid_run_is_a_device_failure(emulator, retinanet_onnx, tmp
         _measure(backend, retinanet_onnx, tmp_path, "offline")
     monkeypatch.delenv("QAIC_EMU_QAICRT_LOST_AFTER")
     assert _measure(backend, retinanet_onnx, tmp_path / "again", "offline").samples_per_second > 0  # all unloaded
+
+
+def test_multistream_is_run_by_loadgen_and_the_estimate_kept_beside(emulator, retinanet_onnx, tmp_path):
+    m = _measure(QaicBackend(sdk_root=emulator, qaicrt=str(QAICRT)), retinanet_onnx, tmp_path, "multistream")
+    assert m.loadgen and not m.estimated and m.multistream_p99_ms > 0
+    assert set(m.estimate_figures) == {"multistream_p99_ms"}
+    assert judge(SCENARIOS["multistream"], m, bound_ms=None).figures["estimate"] == m.estimate_figures[
+        "multistream_p99_ms"]
