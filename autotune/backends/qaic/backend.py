@@ -90,6 +90,8 @@ class QaicBackend:
         self.nsp = nsp
         self.emulated = self.sdk.emulated
         self.qaicrt, self.qaicrt_note = runtime.find_qaicrt(self.sdk.root, qaicrt)
+        if self.qaicrt is None and qaicrt not in ("auto", "off"):  # a folder the user named: no fallback
+            raise AutotuneError(f"--qaicrt {qaicrt}: {self.qaicrt_note}")
         if self.qaicrt is not None:
             self.estimated_scenarios = frozenset()
 

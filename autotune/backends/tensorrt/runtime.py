@@ -106,8 +106,9 @@ class CudaLanes:
                 context.set_input_shape(name, feed[name].shape)
         copies_in, copies_out = [], []
         for name in names:
-            host = (np.ascontiguousarray(feed[name]) if name in inputs else
-                    np.empty(tuple(context.get_tensor_shape(name)), trt.nptype(engine.get_tensor_dtype(name))))
+            dtype = trt.nptype(engine.get_tensor_dtype(name))  # the engine's own I/O type
+            host = (np.ascontiguousarray(feed[name], dtype=dtype) if name in inputs else
+                    np.empty(tuple(context.get_tensor_shape(name)), dtype))
             pointer = self.cuda(cudart.cudaMalloc(max(1, host.nbytes)))
             self.memory.append(pointer)
             context.set_tensor_address(name, pointer)

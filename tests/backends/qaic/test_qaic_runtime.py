@@ -11,7 +11,7 @@ import pytest
 from autotune.backends.qaic import QaicBackend
 from autotune.backends.qaic.runtime import find_qaicrt
 from autotune.backends.qaic.space import QaicCandidate
-from autotune.errors import DeviceFailure, MeasureFailure
+from autotune.errors import AutotuneError, DeviceFailure, MeasureFailure
 from autotune.objective import judge
 from autotune.scenarios import SCENARIOS
 from helpers import EMULATOR, spec_for
@@ -28,6 +28,9 @@ def test_qaicrt_is_found_where_asked_else_the_reason_is_said(emulator, tmp_path)
     assert find_qaicrt(EMULATOR, "auto") == (None, NOT_IMPORTABLE)
     assert find_qaicrt(EMULATOR, "off") == (None, "qaicrt not used (--qaicrt off)")
     assert find_qaicrt(EMULATOR, str(tmp_path))[1] == f"qaicrt not importable (not in {tmp_path})"
+    (tmp_path / "qaicrt.py").write_text("raise ImportError('libQAic.so: cannot open shared object file')\n")
+    assert find_qaicrt(EMULATOR, str(tmp_path)) == (None, f"qaicrt at {tmp_path / 'qaicrt.py'} cannot be imported: "
+                                                          "libQAic.so: cannot open shared object file")
 
 
 def test_the_header_says_how_the_figures_come(emulator, retinanet_onnx):
@@ -36,6 +39,8 @@ def test_the_header_says_how_the_figures_come(emulator, retinanet_onnx):
     assert not measured.estimated_scenarios
     assert "; every scenario measured by LoadGen through qaicrt from " in measured.target(
         model=model, scenario=server, devices=None).description
+    with pytest.raises(AutotuneError, match=r"--qaicrt /nowhere: qaicrt not importable \(not in /nowhere\)"):
+        QaicBackend(sdk_root=emulator, qaicrt="/nowhere")
     estimated = QaicBackend(sdk_root=emulator)
     assert estimated.estimated_scenarios == {"server", "multistream"}
     assert estimated.target(model=model, scenario=server, devices=None).description.endswith(
