@@ -57,7 +57,8 @@ def judge(scenario: Scenario, measurement: Measurement, *, bound_ms: float | Non
         return Outcome(value=m.samples_per_second, feasible=True)
     if scenario.name == "server":
         assert bound_ms is not None
-        figures = {"server_qps": m.server_qps, "server_p99_ms": m.server_p99_ms, "latency_bound_ms": bound_ms}
+        figures = {"server_qps": m.server_qps, "server_p99_ms": m.server_p99_ms, "latency_bound_ms": bound_ms,
+                   **_estimate(m, scenario)}
         if m.server_qps:
             return Outcome(value=m.server_qps, feasible=True, estimated=m.estimated, figures=figures)
         p99 = f"{m.server_p99_ms:.2f} ms" if m.server_p99_ms is not None else "none"
@@ -67,11 +68,17 @@ def judge(scenario: Scenario, measurement: Measurement, *, bound_ms: float | Non
     value = getattr(m, scenario.figure)
     if value is None:
         return Outcome(value=worst_value(scenario), feasible=False, reason="no latency was measured")
-    figures = {_FIGURE_KEYS[scenario.name]: value}
+    figures = {_FIGURE_KEYS[scenario.name]: value, **_estimate(m, scenario)}
     if bound_ms is not None and value > bound_ms:
         return Outcome(value=value, feasible=False, estimated=m.estimated, figures=figures,
                        reason=f"{scenario.metric} {value:.2f} ms exceeds the {bound_ms:g} ms bound")
     return Outcome(value=value, feasible=True, estimated=m.estimated, figures=figures)
+
+
+def _estimate(m: Measurement, scenario: Scenario) -> dict[str, float]:
+    """``{"estimate": x}``: what the estimate made beside a measured scenario gave for its figure (none: {})."""
+    value = (m.estimate_figures or {}).get(scenario.figure)
+    return {} if value is None else {"estimate": value}
 
 
 def score(outcome: Outcome, *, maximize: bool) -> float | None:

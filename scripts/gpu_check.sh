@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
 # The TensorRT backend on a real NVIDIA GPU (CI has none and does not run this). Installs the TensorRT wheel of
-# trtexec's version into the venv (and checks that this driver runs it), builds the synthetic ResNet-50, builds, runs
-# and judges its int8 (QDQ model) and fp16 variants (autotune bench with an accuracy set of random inputs), runs a
-# 12-trial offline study (bounded to about 6 minutes of trials, so the whole check stays within 10 minutes on one
-# H100/H200-class GPU) and prints the winner against trtexec's defaults. Record the figures in bench/RESULTS.md.
+# trtexec's version and cuda-python of the driver's CUDA into the venv (and checks that this driver runs them), builds
+# the synthetic ResNet-50, builds, runs and judges its int8 (QDQ model) and fp16 variants (autotune bench with an
+# accuracy set of random inputs), runs a 12-trial offline study (about 4 minutes of trials) and a 6-trial server study
+# measured by LoadGen through TensorRT's Python runtime (about 2 minutes; the whole check stays within 9 minutes on
+# one H100/H200-class GPU), prints each winner against trtexec's defaults and the measured server figures beside
+# the estimate trtexec's times give. Record the figures in bench/RESULTS.md.
 #   bash scripts/gpu_check.sh [--dry-run] [--trtexec PATH] [--no-wheel]
 # --dry-run prints what it would run and runs nothing. trtexec itself is not in the wheel: it comes with TensorRT's
 # tar package (bin/trtexec), NVIDIA's libnvinfer-bin package (/usr/src/tensorrt/bin) or an NGC TensorRT container.
@@ -27,6 +29,7 @@ PY=.venv/bin/python
 AUTOTUNE=.venv/bin/autotune
 STAMP="$(date +%Y%m%d-%H%M%S)"
 STUDY="gpu-check-resnet50-offline-$STAMP"
+SERVER_STUDY="gpu-check-resnet50-server-$STAMP"
 STORAGE="sqlite:///studies/gpu-check.db"
 
 say() { echo "gpu_check.sh: $*"; }
@@ -54,6 +57,7 @@ if [ "$DRY" = 1 ]; then
   WHEEL_SPEC="tensorrt==<trtexec's major.minor>.*"
   MAJOR=11
   say "(the variants' flags below are TensorRT 11's; on 10: --fp16, and precision=int8 --int8 --fp16)"
+  CUDA_SPEC="cuda-python==<the driver's CUDA major>.*"
 else
   [ -n "$TRTEXEC" ] || fail "$NOT_FOUND"
   command -v nvidia-smi >/dev/null || fail "nvidia-smi not found: this check needs a machine with an NVIDIA GPU and its driver"
@@ -62,14 +66,18 @@ else
   [ -n "$TAG" ] || fail "$TRTEXEC --help printed no [TensorRT vNNNNNN] banner: is it trtexec?"
   WHEEL_SPEC="tensorrt==$((TAG / 10000)).$((TAG / 100 % 100)).*"
   MAJOR=$((TAG / 10000))
+  CUDA_MAJOR="$(nvidia-smi | sed -n 's/.*CUDA Version: *\([0-9][0-9]*\).*/\1/p' | head -n 1)"
+  [ -n "$CUDA_MAJOR" ] || fail "nvidia-smi printed no CUDA Version: is the driver installed?"
+  CUDA_SPEC="cuda-python==$CUDA_MAJOR.*"
   say "trtexec $TRTEXEC is TensorRT $((TAG / 10000)).$((TAG / 100 % 100)).$((TAG % 100))"
 fi
 
 run nvidia-smi --query-gpu=index,name,uuid,memory.total,memory.used,utilization.gpu,compute_cap \
   --format=csv,noheader,nounits
 if [ "$WHEEL" = 1 ]; then
-  run "$PY" -m pip install --quiet "$WHEEL_SPEC"
+  run "$PY" -m pip install --quiet "$WHEEL_SPEC" "$CUDA_SPEC"
   run "$PY" -c "import tensorrt as trt; trt.Builder(trt.Logger(trt.Logger.WARNING)); print('TensorRT', trt.__version__, 'runs on this driver')"
+  run "$PY" -c "from autotune.backends.tensorrt.runtime import find_runtime; print(find_runtime()[1])"
 fi
 run "$PY" -c "from autotune.models import MODELS, synthetic_model; print(synthetic_model(MODELS['resnet50']))"
 run "$AUTOTUNE" devices --backend tensorrt --trtexec "$TRTEXEC"
@@ -87,7 +95,13 @@ for FLAGS in "$INT8" "$FP16"; do
     --flags "$FLAGS"
 done
 run "$AUTOTUNE" run --model resnet50 --scenario offline --synthetic --backend tensorrt --trtexec "$TRTEXEC" \
-  --trials 12 --timeout 6m --compile-timeout 150 --measure-time 2 --validate-top 2 --validate-time 5 --seed 0 \
+  --trials 12 --timeout 4m --compile-timeout 150 --measure-time 2 --validate-top 2 --validate-time 5 --seed 0 \
   --storage "$STORAGE" --study "$STUDY"
 run "$AUTOTUNE" export "$STUDY" --storage "$STORAGE" --format cmdline
+run "$AUTOTUNE" run --model resnet50 --scenario server --synthetic --backend tensorrt --trtexec "$TRTEXEC" \
+  --trials 6 --timeout 2m --compile-timeout 150 --measure-time 2 --validate-top 1 --validate-time 4 --seed 0 \
+  --storage "$STORAGE" --study "$SERVER_STUDY"
+run "$PY" -c "from autotune.storage import load_study; from autotune.results.frame import trial_frame
+from autotune.results.estimates import ESTIMATE, estimate_gap; f = trial_frame(load_study('$STORAGE', '$SERVER_STUDY'))
+print(f.reindex(columns=['trial', 'value', ESTIMATE]).to_string(index=False)); print('estimate against measurement:', estimate_gap(f))"
 say "done: record the winner line above (and nvidia-smi's GPU, trtexec's version, the date) in bench/RESULTS.md"

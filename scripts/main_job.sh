@@ -4,8 +4,9 @@
 #     included: random inputs calibrate it, and judge every compile by its top-1 agreement with fp32 (marked as
 #     random inputs in every output); then its report and its exported preset;
 #  2. the Cloud AI 100 path (qaic-exec / qaic-runner command lines, parsing, the study) against the emulated SDK,
-#     with two emulated cards measuring while compiles run ahead, a short precision study (fp16 and int8 recipes
-#     judged on random inputs by agreement with fp32), and the compile cache they filled;
+#     with two emulated cards measuring while compiles run ahead (its server figures measured by LoadGen through the
+#     emulated runtime, emulators/qaic/python/qaicrt.py, the estimate kept beside each), a short precision study
+#     (fp16 and int8 recipes judged on random inputs by agreement with fp32), and the compile cache they filled;
 #  3. the TensorRT path (trtexec / nvidia-smi) against the emulated trtexec: a short study on each of its two
 #     contracts (TensorRT 10 and 11), a short precision study on 11 (the file, its fp16 conversion and its int8 QDQ
 #     model, each judged on a small accuracy set), and what scripts/gpu_check.sh would run on a machine with a GPU.
@@ -24,8 +25,9 @@ for name in ('resnet50', 'retinanet'): build_convnet(Path(f'.autotune/models/{na
 autotune devices --sdk-root emulators/qaic
 autotune bench --model resnet50 --onnx .autotune/models/resnet50-small.onnx \
   --flags "-aic-num-cores=2 -mos=1 -ols=2" --activations 7 --time 5 --sdk-root emulators/qaic
-QAIC_EMU_DEVICES=Ready,Ready autotune run --model retinanet --scenario server \
-  --onnx .autotune/models/retinanet-small.onnx --trials 30 --sdk-root emulators/qaic \
+QAIC_EMU_DEVICES=Ready,Ready PYTHONPATH="$PWD/emulators/qaic/python${PYTHONPATH:+:$PYTHONPATH}" autotune run \
+  --model retinanet --scenario server --onnx .autotune/models/retinanet-small.onnx --trials 4 --measure-time 0.5 \
+  --validate-top 1 --validate-time 0.5 --validate-rounds 3 --validate-max-rounds 3 --sdk-root emulators/qaic \
   --storage sqlite:///studies/emulated.db --seed 0
 python -c "import numpy as np
 np.savez('.autotune/models/resnet50-small-acc.npz', input=np.random.default_rng(0).random((60, 1, 3, 32, 32), 'f4'))"

@@ -18,8 +18,9 @@ from pathlib import Path
 from typing import Any, Callable, Union
 
 from autotune.backends._host_load import CpuWatch
-from autotune.errors import AutotuneError
+from autotune.errors import AutotuneError, TrialFailure
 
+RUN_LOCK = threading.Lock()  # LoadGen is one per process: one test at a time (devices measured in threads wait)
 SCENARIO_NAMES = {"offline": "Offline", "server": "Server", "singlestream": "SingleStream",
                   "multistream": "MultiStream"}
 
@@ -188,17 +189,20 @@ def run_loadgen(sut: SUT, run: LoadGenRun, *, sample_count: int, log_dir: Path,
     log_settings.log_output.copy_summary_to_stdout = False
     log_settings.enable_trace = False
 
-    sut.start()
-    handle = lg.ConstructSUT(sut.issue, lambda: None)
-    qsl = lg.ConstructQSL(sample_count, min(sample_count, 1024), lambda _: None, lambda _: None)
-    watch = CpuWatch(cores=cores) if cores is not None else None
-    try:
-        lg.StartTestWithLogSettings(handle, qsl, settings, log_settings)
-    finally:
-        sut.stop()
-        lg.DestroyQSL(qsl)
-        lg.DestroySUT(handle)
+    with RUN_LOCK:
+        sut.start()
+        handle = lg.ConstructSUT(sut.issue, lambda: None)
+        qsl = lg.ConstructQSL(sample_count, min(sample_count, 1024), lambda _: None, lambda _: None)
+        watch = CpuWatch(cores=cores) if cores is not None else None
+        try:
+            lg.StartTestWithLogSettings(handle, qsl, settings, log_settings)
+        finally:
+            sut.stop()
+            lg.DestroyQSL(qsl)
+            lg.DestroySUT(handle)
     if sut.errors:
+        if isinstance(sut.errors[0], TrialFailure):  # the runtime's own typed failure (a device gone) as it is
+            raise sut.errors[0]
         raise AutotuneError(f"inference failed during the LoadGen run: {sut.errors[0]}")
     result = read_result(run.scenario, log_dir)
     result.host_load = watch.stop() if watch is not None else None
@@ -259,6 +263,8 @@ def find_server_qps(probe: Callable[[float], LoadGenResult], *, start_qps: float
             low = qps
             qps *= 2
         else:
+            if low is None and high is not None and _p99(probes[-1]) > 0.8 * _p99(probes[-2]):
+                break  # half the rate did not lower p99 by a fifth: latency itself breaks the bound, not the load
             high = qps
             qps /= 2
         if low is None and qps < start_qps / 64:
@@ -273,3 +279,7 @@ def find_server_qps(probe: Callable[[float], LoadGenResult], *, start_qps: float
                                for p in probes) if ok]
     best = max(passing, key=lambda r: r.samples_per_second) if passing else None
     return best, probes
+
+
+def _p99(result: LoadGenResult) -> float:
+    return result.latency_p99_ms if result.latency_p99_ms is not None else float("inf")

@@ -3,17 +3,21 @@ server's target-QPS search, and the Measurement the figures make."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import queue
+import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
-from autotune.backends._loadgen import SUT, LoadGenResult, LoadGenRun, find_server_qps, run_loadgen
+from autotune.backends._loadgen import SUT, BatchingSUT, LoadGenResult, LoadGenRun, find_server_qps, run_loadgen
 from autotune.backends.base import Measurement
-from autotune.errors import AutotuneError, MeasureFailure
+from autotune.errors import AutotuneError, MeasureFailure, TrialFailure
 from autotune.scenarios import MULTISTREAM_SAMPLES_PER_QUERY
 
 SERVER_PROBES = 5
 SAMPLE_COUNT = 1024
+T = TypeVar("T")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -28,6 +32,37 @@ class Workload:
     batch_seconds: float
     sut: str = ""
     cores: int | None = None  # the host's CPUs it runs on: the host's load is watched on them (None: not watched)
+
+
+def pooled_workload(run: Callable[[T], None], slots: Sequence[T], *, batch_size: int, concurrency: int,
+                    sut: str) -> Workload:
+    """A device runtime's requests under LoadGen: one worker per slot (a request a runtime keeps in flight: an
+    ExecObj of an activation, an execution context on its stream); a worker takes a free slot, runs one batch on it
+    with ``run(slot)`` (start, wait for the completion) and frees it. The time of one batch alone comes from a
+    warm-up and two timed runs on the first slot."""
+    run(slots[0])
+    times = []
+    for _ in range(2):
+        started = time.perf_counter()
+        run(slots[0])
+        times.append(time.perf_counter() - started)
+
+    def make_sut() -> BatchingSUT:
+        free: queue.Queue[T] = queue.Queue()
+        for slot in slots:
+            free.put(slot)
+
+        def infer(indices: list[int]) -> None:
+            slot = free.get()
+            try:
+                run(slot)
+            finally:
+                free.put(slot)
+
+        return BatchingSUT(infer, batch_size=batch_size, instances=len(slots))
+
+    return Workload(make_sut=make_sut, batch_size=batch_size, concurrency=concurrency,
+                    batch_seconds=max(min(times), 1e-5), sut=sut)
 
 
 def measure_scenario(work: Workload, *, scenario: str | None, bound_ms: float | None, seconds: float,
@@ -90,5 +125,7 @@ def _server(work: Workload, *, rate: float, bound_ms: float, seconds: float, log
 def _run(make_sut: Callable[[], SUT], run: LoadGenRun, log_dir: Path, *, cores: int | None = None) -> LoadGenResult:
     try:
         return run_loadgen(make_sut(), run, sample_count=SAMPLE_COUNT, log_dir=log_dir, cores=cores)
+    except TrialFailure:  # the runtime said what failed (DeviceFailure: the device is set aside)
+        raise
     except AutotuneError as exc:
         raise MeasureFailure(str(exc), log_path=log_dir) from None

@@ -137,3 +137,8 @@ def estimate_scenario(m: Measurement, scenario: Scenario, *, concurrency: int, b
         assert bound_ms is not None
         m.server_qps, m.server_p99_ms = server_qps(service, batch_size=m.batch_size, activations=concurrency,
                                                    bound_ms=bound_ms, occupancy_ms=occupancy)
+
+
+def estimate_figures(m: Measurement) -> dict[str, float]:
+    """The scenario figures an estimated measurement holds, by name: what a measured one keeps beside it."""
+    return {k: v for k in ("server_qps", "server_p99_ms", "multistream_p99_ms") if (v := getattr(m, k)) is not None}

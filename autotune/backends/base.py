@@ -63,7 +63,8 @@ class Measurement:
     come from a queueing simulation over measured times, not from a run of the scenario itself. ``warnings``: the
     tool's own doubts about these figures (an unstable GPU compute time...), kept on the trial. ``host_load``: for a
     measurement on the host's CPUs, how much of them other processes took meanwhile (the search measures a disturbed
-    one again).
+    one again). ``estimate_figures``: where a target measured a scenario it could only estimate before, the figures
+    that estimate gave beside it (the same names: ``server_qps``, ``server_p99_ms``, ``multistream_p99_ms``).
     """
 
     samples_per_second: float
@@ -83,6 +84,7 @@ class Measurement:
     server_probes: list[dict[str, Any]] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)  # what the tool said of the figures' reliability
     host_load: dict[str, Any] | None = None  # other processes' use of the host's CPUs meanwhile (_host_load.py)
+    estimate_figures: dict[str, float | None] | None = None  # beside a measured scenario: the old path's estimate
     command: list[str] = field(default_factory=list)
     log_path: Path | None = None
 
@@ -91,8 +93,9 @@ class Measurement:
         data = asdict(self)
         for key in ("latency_samples_ms", "service_samples_ms", "command", "log_path"):
             data.pop(key)
-        if data["host_load"] is None:  # not measured on the host's CPUs
-            data.pop("host_load")
+        for key in ("host_load", "estimate_figures"):  # not measured on the host's CPUs; no estimate made beside
+            if data[key] is None:
+                data.pop(key)
         return data
 
 

@@ -1,8 +1,7 @@
 """The report of one study: a self-contained HTML page (summary, figures, trials) and a CSV of every trial.
 
 Read-only: a study still running, one with no feasible trial, and one written by an older autotune (read upgraded,
-what it never stored shown missing) all get a page. Figures are PNGs embedded as data URIs, so the page needs no
-network and no script.
+what it never stored shown missing) all get a page. Figures are PNGs embedded as data URIs: no network, no script.
 """
 
 from __future__ import annotations
@@ -21,6 +20,7 @@ from autotune.objective import compiles
 from autotune.paths import safe_component
 from autotune.results import attrs
 from autotune.results.attrs import MISSING, Winner, find_winner, gain_pct, knob_values, maximizing
+from autotune.results.estimates import estimate_gap_html
 from autotune.results.figures import Figure, build_figures
 from autotune.results.frame import (KNOB, OUTCOME_ORDER, given, infeasible_groups, knob_columns, sorted_for_table,
                                     trial_frame, true)
@@ -95,7 +95,7 @@ def _total(column: pd.Series) -> float | None:
 def _summary_html(summary: dict[str, Any], frame: pd.DataFrame) -> str:
     unit = summary["unit"] if summary["unit"] != MISSING else ""
     rows = _winner_rows(summary) + _study_rows(summary)
-    return "\n".join([*_banners(summary, unit), f'<table class="kv">{"".join(rows)}</table>',
+    return "\n".join([*_banners(summary, unit), f'<table class="kv">{"".join(rows)}</table>', estimate_gap_html(frame),
                       _drift_html(summary), _validation_html(summary, unit), _infeasible_html(frame)])
 
 

@@ -184,7 +184,11 @@ def test_the_gpu_check_prints_what_it_would_run(tmp_path):
     lines = result.stdout.splitlines()
     assert any(line.startswith("+ .venv/bin/python -m pip install --quiet 'tensorrt==") for line in lines)
     run = next(line for line in lines if line.startswith("+ .venv/bin/autotune run "))
-    assert "--trials 12" in run and "--scenario offline" in run and "--synthetic" in run and "--timeout 6m" in run
+    assert "--trials 12" in run and "--scenario offline" in run and "--synthetic" in run and "--timeout 4m" in run
+    server = next(line for line in lines if line.startswith("+ .venv/bin/autotune run ") and "server" in line)
+    assert "--trials 6" in server and "--timeout 2m" in server  # measured through TensorRT's Python runtime
+    assert any("'cuda-python==<the driver'\\''s CUDA major>.*'" in line for line in lines)
+    assert any("estimate_gap(f)" in line for line in lines)
     benches = [line for line in lines if line.startswith("+ .venv/bin/autotune bench ")]
     assert [line.rsplit("--flags ", 1)[1] for line in benches] == ["precision=int8", "precision=fp16"]
     assert all("--accuracy-set studies/gpu-check-random.npz --metric cosine" in line for line in benches)

@@ -1,5 +1,6 @@
-"""The Cloud AI 100 target: qaic-exec compiles, qaic-runner measures, qaic-util names the devices; server and
-multistream figures are estimated from the measured execution times."""
+"""The Cloud AI 100 target: qaic-exec compiles, qaic-util names the devices; every scenario is run by LoadGen through
+the runtime's Python API (qaicrt) where it can be imported, else qaic-runner measures and server and multistream
+figures are estimated from the measured execution times."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from typing import Any
 from autotune.backends import _queueing
 from autotune.backends.base import Artifact, Device, Measurement, Target
 from autotune.backends.qaic import precision as prec
+from autotune.backends.qaic import runtime
 from autotune.backends.qaic.baselines import cm_env, find_baseline, model_base_flags
 from autotune.backends.qaic.flags import check_base_flags
 from autotune.backends.qaic.outputs import model_file, output_specs, raw_files, read_outputs
@@ -25,6 +27,8 @@ from autotune.models import ModelSpec
 from autotune.options import positive_int
 from autotune.qaic_bench import DEFAULT_COMPILE_TIMEOUT_S, QaicDevice, QaicSdk, resolve_sdk_root
 from autotune.scenarios import Scenario
+
+ESTIMATED_SCENARIOS = frozenset({"server", "multistream"})  # what qaic-runner's figures can only estimate
 
 
 class QaicBackend:
@@ -42,7 +46,7 @@ class QaicBackend:
                    "percentile": "pctl", "schema_activations": "act. schema", "schema_constants": "const. schema",
                    "channelwise": "channelwise", "fp16_nodes": "fp16 nodes", "mxfp6": "mxfp6"}
     export_formats = ("yaml", "json", "cm", "cmdline")
-    estimated_scenarios = frozenset({"server", "multistream"})
+    estimated_scenarios = ESTIMATED_SCENARIOS  # none where qaicrt measures them (an instance's own)
     compiles_ahead = True
     measure_seconds = 5.0
     validate_seconds = 10.0
@@ -58,6 +62,10 @@ class QaicBackend:
             parser.add_argument("--base-flags", default="",
                                 help="extra base qaic-exec flags every compile carries (e.g. -node-precision-info=F)")
         if command == "run":
+            parser.add_argument("--qaicrt", metavar="WHERE", default="auto",
+                                help="the runtime's Python module that LoadGen measures every scenario through: auto "
+                                     "(the SDK root's dev/lib/x86_64 or dev/python, else the Python path), off "
+                                     "(qaic-runner, server and multistream estimated), or a folder holding qaicrt")
             parser.add_argument("--nsp", type=positive_int, help="NSPs to tune for (default: the device's)")
         if command == "bench":
             parser.add_argument("--activations", type=positive_int,
@@ -80,14 +88,20 @@ class QaicBackend:
     def from_options(cls, args: argparse.Namespace) -> QaicBackend:
         return cls(sdk_root=getattr(args, "sdk_root", None),
                    compile_timeout_s=getattr(args, "compile_timeout", None) or DEFAULT_COMPILE_TIMEOUT_S,
-                   extra_base_flags=getattr(args, "base_flags", "") or "", nsp=getattr(args, "nsp", None))
+                   extra_base_flags=getattr(args, "base_flags", "") or "", nsp=getattr(args, "nsp", None),
+                   qaicrt=getattr(args, "qaicrt", None) or "auto")
 
     def __init__(self, *, sdk_root: str | Path | None = None, compile_timeout_s: float = DEFAULT_COMPILE_TIMEOUT_S,
-                 extra_base_flags: str = "", nsp: int | None = None) -> None:
+                 extra_base_flags: str = "", nsp: int | None = None, qaicrt: str = "auto") -> None:
         self.sdk = QaicSdk(root=sdk_root, compile_timeout_s=compile_timeout_s)
         self.extra_base_flags = check_base_flags(extra_base_flags)
         self.nsp = nsp
         self.emulated = self.sdk.emulated
+        self.qaicrt, self.qaicrt_note = runtime.find_qaicrt(self.sdk.root, qaicrt)
+        if self.qaicrt is None and qaicrt not in ("auto", "off"):  # a folder the user named: no fallback
+            raise AutotuneError(f"--qaicrt {qaicrt}: {self.qaicrt_note}")
+        if self.qaicrt is not None:
+            self.estimated_scenarios = frozenset()
 
     def version(self) -> str:
         return self.sdk.version()
@@ -120,7 +134,8 @@ class QaicBackend:
         qids = ", ".join(str(d.qid) for d in chosen)
         return Target(devices=[_device(d) for d in chosen], size=nsp, sku=first.sku, space=space, baseline=baseline,
                       baseline_label=preset.label() if preset else None,
-                      description=f"device{'s' if len(chosen) > 1 else ''} QID {qids} {first.sku} {nsp} NSPs")
+                      description=f"device{'s' if len(chosen) > 1 else ''} QID {qids} {first.sku} {nsp} NSPs"
+                                  + self._measured_by(scenario))
 
     def base_flags(self, model: ModelSpec) -> tuple[str, ...]:
         """The qaic-exec base flags; with the precision searched, the calibration set's SHA-256 too (it decides
@@ -174,6 +189,28 @@ class QaicBackend:
 
     def measure(self, artifact: Artifact, candidate: QaicCandidate, *, model: ModelSpec, scenario: Scenario | None,
                 bound_ms: float | None, seconds: float, device: int, log_dir: Path) -> Measurement:
+        """A scenario run by LoadGen through qaicrt where it was found (server and multistream also estimated the
+        old way, stored beside: ``estimate_figures``); else, and for a plain measurement, qaic-runner."""
+        if self.qaicrt is None or scenario is None:
+            return self._run_runner(artifact, candidate, model=model, scenario=scenario, bound_ms=bound_ms,
+                                    seconds=seconds, device=device, log_dir=log_dir)
+        old = None
+        if scenario.name in ESTIMATED_SCENARIOS:  # the old path's estimate, kept beside the measurement
+            old = self._run_runner(artifact, candidate, model=model, scenario=scenario, bound_ms=bound_ms,
+                                   seconds=seconds, device=device, log_dir=log_dir)
+        measurement = runtime.measure(self.qaicrt, artifact.path, device=device, activations=candidate.activations,
+                                      set_size=candidate.set_size, batch_size=candidate.batch_size,
+                                      feed=model.file_inputs().feed(candidate.batch_size), scenario=scenario.name,
+                                      bound_ms=bound_ms, seconds=seconds, log_dir=log_dir)
+        if old is not None:
+            measurement.estimate_figures = _queueing.estimate_figures(old)
+        measurement.command = self.sdk.runner_command(artifact.path, activations=candidate.activations,
+                                                      set_size=candidate.set_size, device=device, seconds=seconds)
+        return measurement
+
+    def _run_runner(self, artifact: Artifact, candidate: QaicCandidate, *, model: ModelSpec,
+                    scenario: Scenario | None, bound_ms: float | None, seconds: float, device: int,
+                    log_dir: Path) -> Measurement:
         """qaic-runner with the candidate's runtime knobs, latency profiling unless offline, fed the samples of
         ``--inputs`` (else qaic-runner's random inputs); server and multistream figures are then estimated by a
         queueing simulation of the measured execution times."""
@@ -182,7 +219,7 @@ class QaicBackend:
         measurement = self.sdk.run(artifact, activations=candidate.activations, set_size=candidate.set_size,
                                    device=device, seconds=seconds, latency=scenario is None or
                                    scenario.name != "offline", log_dir=log_dir, input_files=files)
-        if scenario is not None and scenario.name in self.estimated_scenarios:
+        if scenario is not None and scenario.name in ESTIMATED_SCENARIOS:
             estimate_scenario(measurement, scenario, activations=candidate.activations, bound_ms=bound_ms)
         return measurement
 
@@ -223,6 +260,14 @@ class QaicBackend:
                 "qaic_exec_command": shlex.join(_portable(_with_binary_dir(artifact.command, qpc), int8=bool(
                     profile_line))),
                 "qaic_runner_command": shlex.join(_with_qpc(measurement.command, qpc))}
+
+    def _measured_by(self, scenario: Scenario) -> str:
+        """How the study's figures come, for the run's header: measured through qaicrt, or estimated and why."""
+        if self.qaicrt is not None:
+            return f"; every scenario measured by LoadGen through {self.qaicrt_note}"
+        if scenario.name in ESTIMATED_SCENARIOS:
+            return f"; {scenario.name} figures estimated from qaic-runner's times: {self.qaicrt_note}"
+        return ""
 
     def _batch_symbol(self, model: ModelSpec) -> str | None:
         """The model's batch symbol; base flags that define it would fight the searched batch."""

@@ -5,7 +5,6 @@ from trtexec's per-query latencies."""
 from __future__ import annotations
 
 import argparse
-import json
 import shlex
 import sys
 import tempfile
@@ -17,8 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from autotune.backends import _int8
-from autotune.backends._queueing import estimate_scenario
+from autotune.backends._queueing import estimate_figures, estimate_scenario
 from autotune.backends.base import Artifact, Device, Measurement, Target
 from autotune.backends.tensorrt.baseline import baseline_label, harness_batch
 from autotune.backends.tensorrt.engine import (PLAN, BuiltBy, build_shapes, check_engine, input_files, read_built_by,
@@ -27,9 +25,10 @@ from autotune.backends.tensorrt.flags import IMPLICIT_INT8, check_base_flags
 from autotune.backends.tensorrt.nvidia_smi import Gpu, find_nvidia_smi, query_gpus
 from autotune.backends.tensorrt.parse import parse_outputs, parse_version_line
 from autotune.backends.tensorrt.results import measurement_from
+from autotune.backends.tensorrt.runtime import find_runtime, measure_engine
 from autotune.backends.tensorrt.space import TrtCandidate, TrtSpace
 from autotune.backends.tensorrt.trtexec import Trtexec, find_trtexec
-from autotune.backends.tensorrt.variant import model_variant
+from autotune.backends.tensorrt.variant import model_variant, read_record, record
 from autotune.errors import AutotuneError, CompileFailure, MeasureFailure
 from autotune.models import ModelSpec, cache_dir
 from autotune.paths import safe_component
@@ -38,7 +37,7 @@ from autotune.scenarios import Scenario
 DEFAULT_BUILD_TIMEOUT_S = 3600.0
 WARM_UP_MS = 200  # trtexec's default, given explicitly so that both contracts measure alike
 PERCENTILES = "90,95,99"
-VARIANT_RECORD = "variant.json"  # beside an engine built from a model variant
+ESTIMATED_SCENARIOS = frozenset({"server", "multistream"})  # what trtexec's figures can only estimate
 
 
 class TensorrtBackend:
@@ -55,7 +54,7 @@ class TensorrtBackend:
                    "spin_wait": "spin", "contract": "TRT", "calibration_method": "calibration",
                    "per_channel": "per-channel", "float_layers": "float layers"}
     export_formats = ("yaml", "json", "cmdline")
-    estimated_scenarios = frozenset({"server", "multistream"})
+    estimated_scenarios = ESTIMATED_SCENARIOS  # none where its Python runtime measures them (an instance's own)
     compiles_ahead = False  # the builder times kernels on the GPU: a build beside a measurement disturbs both
     measure_seconds = 3.0
     validate_seconds = 5.0
@@ -72,6 +71,11 @@ class TensorrtBackend:
             parser.add_argument("--trt-calib", type=Path, metavar="FILE",
                                 help="an INT8 calibration cache: int8 by TensorRT's calibrator (int8-calib) is "
                                      "searched too (TensorRT 10 only; a calibration set gives the QDQ model on both)")
+        if command == "run":
+            parser.add_argument("--trt-runtime", choices=("auto", "off"), default="auto",
+                                help="auto: LoadGen measures every scenario through TensorRT's Python runtime where "
+                                     "it can be imported (tensorrt, cuda-python); off: trtexec, server and "
+                                     "multistream estimated")
 
     @classmethod
     def requested(cls, args: argparse.Namespace) -> bool:
@@ -89,16 +93,20 @@ class TensorrtBackend:
     def from_options(cls, args: argparse.Namespace) -> TensorrtBackend:
         return cls(trtexec=getattr(args, "trtexec", None), base_flags=getattr(args, "trt_base_flags", "") or "",
                    calib=getattr(args, "trt_calib", None),
-                   build_timeout_s=getattr(args, "compile_timeout", None) or DEFAULT_BUILD_TIMEOUT_S)
+                   build_timeout_s=getattr(args, "compile_timeout", None) or DEFAULT_BUILD_TIMEOUT_S,
+                   runtime=getattr(args, "trt_runtime", None) or "auto")
 
     def __init__(self, *, trtexec: str | Path | None = None, base_flags: str = "", calib: Path | None = None,
-                 build_timeout_s: float = DEFAULT_BUILD_TIMEOUT_S) -> None:
+                 build_timeout_s: float = DEFAULT_BUILD_TIMEOUT_S, runtime: str = "auto") -> None:
         self.tool = Trtexec(find_trtexec(str(trtexec) if trtexec else None), build_timeout_s=build_timeout_s)
         self.contract = self.tool.contract
         self.extra_base_flags = check_base_flags(base_flags, contract=self.contract.major)
         self.calib = _check_calib(calib, self.contract.major)
         self.nvidia_smi = find_nvidia_smi(self.tool.path)
         self.emulated = self.tool.emulated
+        self.runtime, self.runtime_note = _python_runtime(runtime, emulated=self.emulated)
+        if self.runtime is not None:
+            self.estimated_scenarios = frozenset()
         self._gpus: dict[int, Gpu] = {}  # by CUDA index: the study's GPUs, chosen by target()
 
     def version(self) -> str:
@@ -127,7 +135,7 @@ class TensorrtBackend:
         return Target(devices=[_device(g) for g in chosen], size=size, sku=first.model, space=space,
                       baseline=baseline, baseline_label=baseline_label(harness, batch),
                       description=f"GPU{'s' if len(chosen) > 1 else ''} {ids} {first.model}, {size} GiB, trtexec "
-                                  f"{self.contract.major}.x flags")
+                                  f"{self.contract.major}.x flags" + self._measured_by(scenario))
 
     def base_flags(self, model: ModelSpec) -> tuple[str, ...]:
         """``--trt-base-flags``, the calibration cache int8-calib engines are built from, and what decides the QDQ
@@ -142,7 +150,7 @@ class TensorrtBackend:
         """trtexec --onnx --saveEngine for the candidate's build knobs, shapes from batch 1 to its batch, the timing
         cache of this GPU model and TensorRT version; the engine folder records what built it. The file built is the
         candidate's model variant where it has one (``variant.model_variant``: the fp16 file, the int8 QDQ model),
-        a compile-cache entry of its own under ``cache_dir``, recorded beside the engine (``VARIANT_RECORD``)."""
+        a compile-cache entry of its own under ``cache_dir``, recorded beside the engine (``variant.record``)."""
         gpu = self._build_gpu()
         workdir.mkdir(parents=True, exist_ok=True)
         out = Path(tempfile.mkdtemp(prefix="build-", dir=workdir))
@@ -167,18 +175,43 @@ class TensorrtBackend:
             raise CompileFailure("trtexec passed but wrote no engine", log_path=log_path)
         write_built_by(folder, self._built_by(gpu), batch_size=candidate.batch_size)
         if variant is not None:
-            _record_variant(folder, candidate, variant)
+            record(folder, candidate, variant)
         return Artifact(path=folder, command=command, log_path=log_path, compile_seconds=seconds,
                         batch_size=candidate.batch_size)
 
     def measure(self, artifact: Artifact, candidate: TrtCandidate, *, model: ModelSpec, scenario: Scenario | None,
                 bound_ms: float | None, seconds: float, device: int, log_dir: Path) -> Measurement:
+        """A scenario run by LoadGen through TensorRT's Python runtime where it was found (server and multistream also
+        estimated the old way, stored beside: ``estimate_figures``); else, and for a plain measurement, trtexec."""
+        if self.runtime is None or scenario is None:
+            return self._trtexec_measure(artifact, candidate, model=model, scenario=scenario, bound_ms=bound_ms,
+                                         seconds=seconds, device=device, log_dir=log_dir)
+        old = None
+        if scenario.name in ESTIMATED_SCENARIOS:  # the old path's estimate, kept beside the measurement
+            old = self._trtexec_measure(artifact, candidate, model=model, scenario=scenario, bound_ms=bound_ms,
+                                        seconds=seconds, device=device, log_dir=log_dir)
+        plan = check_engine(artifact.path, self._built_by(self._gpu(device)))
+        inputs = model.file_inputs()
+        measurement = measure_engine(self.runtime, plan, device=device, feed=inputs.feed(candidate.batch_size),
+                                     streams=candidate.streams, cuda_graph=candidate.cuda_graph,
+                                     batch_size=candidate.batch_size, scenario=scenario.name, bound_ms=bound_ms,
+                                     seconds=seconds, log_dir=log_dir)
+        if old is not None:
+            measurement.estimate_figures = estimate_figures(old)
+        measurement.command = self.tool.run_command(
+            plan, shapes=run_shapes(inputs, candidate.batch_size), flags=self._runtime_flags(candidate), device=device,
+            extra=[f"--warmUp={WARM_UP_MS}", f"--duration={seconds:g}", f"--percentile={PERCENTILES}"])
+        return measurement
+
+    def _trtexec_measure(self, artifact: Artifact, candidate: TrtCandidate, *, model: ModelSpec,
+                         scenario: Scenario | None, bound_ms: float | None, seconds: float, device: int,
+                         log_dir: Path) -> Measurement:
         """trtexec --loadEngine for ``seconds`` with the candidate's runtime knobs (data transfers included on both
         contracts); server and multistream then estimated from the per-query trace (--exportTimes)."""
         plan = check_engine(artifact.path, self._built_by(self._gpu(device)))
         log_dir.mkdir(parents=True, exist_ok=True)
         run_dir = Path(tempfile.mkdtemp(prefix="measure-", dir=log_dir))
-        estimate = scenario is not None and scenario.name in self.estimated_scenarios
+        estimate = scenario is not None and scenario.name in ESTIMATED_SCENARIOS
         times = run_dir / "times.json"
         inputs = model.file_inputs()
         extra = [f"--warmUp={WARM_UP_MS}", f"--duration={seconds:g}", f"--percentile={PERCENTILES}"]
@@ -229,7 +262,7 @@ class TensorrtBackend:
         a timing cache beside it) in the current directory and measure it; for a model variant, first the Python
         line that makes ``<name>.<precision>.onnx`` (the fp16 file, the QDQ model), and the variant with its recipe."""
         engine = f"{name}.plan"
-        variant = _read_variant(artifact.path)
+        variant = read_record(artifact.path)
         source = f"{name}.{variant['precision']}.onnx" if variant else None
         build = [f"--saveEngine={engine}" if a.startswith("--saveEngine=") else
                  f"--timingCacheFile={name}.timing.cache" if a.startswith("--timingCacheFile=") else
@@ -252,6 +285,14 @@ class TensorrtBackend:
         folder = cache_dir() / "tensorrt-timing"
         folder.mkdir(parents=True, exist_ok=True)
         return folder / f"{safe_component(f'trt{self.tool.version}-{gpu.name}-cc{gpu.compute_cap}')}.cache"
+
+    def _measured_by(self, scenario: Scenario) -> str:
+        """How the study's figures come, for the run's header: measured through the runtime, or estimated and why."""
+        if self.runtime is not None:
+            return f"; every scenario measured by LoadGen through {self.runtime_note}"
+        if scenario.name in ESTIMATED_SCENARIOS:
+            return f"; {scenario.name} figures estimated from trtexec's times: {self.runtime_note}"
+        return ""
 
     def _calibration(self, candidate: TrtCandidate) -> list[str]:
         return [f"--calib={self.calib}"] if candidate.precision == IMPLICIT_INT8 and self.calib is not None else []
@@ -327,21 +368,14 @@ def _device(gpu: Gpu) -> Device:
                            "uuid": gpu.uuid})
 
 
-def _record_variant(folder: Path, candidate: TrtCandidate, variant: Artifact) -> None:
-    """What the engine in ``folder`` was built from: the variant's precision, file, recipe and the line that makes
-    it (``_read_variant``)."""
-    recipe = variant.path.parent / _int8.RECIPE_FILE
-    record = {"precision": candidate.precision, "file": str(variant.path), "command": variant.command,
-              **({"recipe": json.loads(recipe.read_text())} if recipe.is_file() else {})}
-    (folder / VARIANT_RECORD).write_text(json.dumps(record, indent=1))
-
-
-def _read_variant(folder: Path) -> dict[str, Any] | None:
-    """The model variant the engine in ``folder`` was built from (None: the ONNX file as given)."""
-    try:
-        return json.loads((folder / VARIANT_RECORD).read_text())
-    except (OSError, ValueError):
-        return None
+def _python_runtime(where: str, *, emulated: bool) -> tuple[Any, str]:
+    """TensorRT's Python runtime and a few words, unless ``where`` is off or the trtexec is the emulator's (its engines
+    are no plans); (None, why not) otherwise."""
+    if where == "off":
+        return None, "TensorRT's Python runtime not used (--trt-runtime off)"
+    if emulated:
+        return None, "the emulated trtexec has no Python runtime"
+    return find_runtime()
 
 
 def _check_calib(calib: Path | None, major: int) -> Path | None:

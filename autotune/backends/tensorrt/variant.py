@@ -5,6 +5,7 @@ converter's or quantizer's version: every engine built from it shares one conver
 
 from __future__ import annotations
 
+import json
 import time
 import warnings
 from importlib import metadata
@@ -21,6 +22,7 @@ from autotune.quantize import Recipe, quantize
 from autotune.task_accuracy import load_set
 
 LOG = "variant.log"
+RECORD = "variant.json"  # beside an engine built from a model variant
 # TensorRT's explicit quantization: int8 weights and activations, symmetric (zero point 0)
 TRT_RECIPE = Recipe(activation_type="QInt8", weight_type="QInt8", symmetric=True)
 
@@ -57,6 +59,23 @@ def variant_identity(onnx_path: Path, model: ModelSpec, candidate: Any) -> dict[
                            "base_recipe": TRT_RECIPE.as_dict(), "onnxruntime": metadata.version("onnxruntime"),
                            "calibration_sha256": model.calibration.sha256 if model.calibration else None}
     return identity | {"onnxconverter_common": metadata.version("onnxconverter-common")}
+
+
+def record(folder: Path, candidate: Any, variant: Artifact) -> None:
+    """What the engine in ``folder`` was built from: the variant's precision, file, recipe and the line that makes
+    it (``read_record``)."""
+    recipe = variant.path.parent / _int8.RECIPE_FILE
+    fields = {"precision": candidate.precision, "file": str(variant.path), "command": variant.command,
+              **({"recipe": json.loads(recipe.read_text())} if recipe.is_file() else {})}
+    (folder / RECORD).write_text(json.dumps(fields, indent=1))
+
+
+def read_record(folder: Path) -> dict[str, Any] | None:
+    """The model variant the engine in ``folder`` was built from (None: the ONNX file as given)."""
+    try:
+        return json.loads((folder / RECORD).read_text())
+    except (OSError, ValueError):
+        return None
 
 
 def convert_fp16(source: str | Path, out: str | Path) -> None:
