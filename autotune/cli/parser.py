@@ -121,13 +121,7 @@ def _add_search_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--measure-time", type=positive_float,
                    help="seconds per measurement while searching (default: the backend's, "
                         + ", ".join(f"{c.measure_seconds:g} on {c.name}" for c in backends.available()) + ")")
-    p.add_argument("--busy-cpu", type=positive_float, default=DEFAULT_BUSY_CPU_PCT, metavar="PCT",
-                   help="for targets on this host's CPU: a measurement during which other processes took more than "
-                        "PCT%% of the cores it ran on is measured again once the host is quiet (default "
-                        f"{DEFAULT_BUSY_CPU_PCT:g}; 100 turns the check off)")
-    p.add_argument("--quiet-wait", type=duration, default=DEFAULT_QUIET_WAIT_S,
-                   help="how long a disturbed measurement waits for a quiet host before it is measured again anyway "
-                        f"(default {DEFAULT_QUIET_WAIT_S:g} s)")
+    _add_quiet_host_options(p)
     p.add_argument("--validate-top", type=positive_int, default=3,
                    help="re-measure this many of the best at the end (default 3)")
     p.add_argument("--validate-time", type=positive_float,
@@ -178,6 +172,7 @@ def _add_bench(commands: argparse._SubParsersAction) -> None:
     p.add_argument("--workdir", type=Path, default=None,
                    help=f"where compiled models and logs go (default {run.DEFAULT_WORKDIR}/bench)")
     p.add_argument("--json", action="store_true", help="print the result as JSON")
+    _add_quiet_host_options(p)
     _add_accuracy_options(p, "bench")
     _add_backend_options(p, "bench")
     p.set_defaults(handler=run.cmd_bench)
@@ -274,6 +269,18 @@ def _add_preset_commands(commands: argparse._SubParsersAction) -> None:
     p.set_defaults(handler=presets.cmd_revalidate)
 
 
+def _add_quiet_host_options(p: argparse._ActionsContainer) -> None:
+    """How a measurement on this host's CPU that other processes disturbed is measured again (every command that
+    measures)."""
+    p.add_argument("--busy-cpu", type=positive_float, default=DEFAULT_BUSY_CPU_PCT, metavar="PCT",
+                   help="for targets on this host's CPU: a measurement during which other processes took more than "
+                        "PCT%% of the cores it ran on is measured again once the host is quiet (default "
+                        f"{DEFAULT_BUSY_CPU_PCT:g}; 100 turns the check off)")
+    p.add_argument("--quiet-wait", type=duration, default=DEFAULT_QUIET_WAIT_S,
+                   help="how long a disturbed measurement waits for a quiet host before it is measured again anyway "
+                        f"(default {DEFAULT_QUIET_WAIT_S:g} s)")
+
+
 def _add_preset_options(p: argparse.ArgumentParser, command: str) -> None:
     p.add_argument("presets", type=Path, help="a presets file written by autotune export (yaml or json)")
     p.add_argument("--entry", metavar="KEY", help="only this entry: the study it was exported from (default: all)")
@@ -282,6 +289,7 @@ def _add_preset_options(p: argparse.ArgumentParser, command: str) -> None:
                    help="seconds per measurement (default: what the preset's validation used)")
     p.add_argument("--workdir", type=Path, default=presets.DEFAULT_WORKDIR,
                    help=f"where compiles and logs go (default {presets.DEFAULT_WORKDIR})")
+    _add_quiet_host_options(p)
     _add_accuracy_options(p, command)
     _add_backend_options(p, command)
 

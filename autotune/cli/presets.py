@@ -51,6 +51,7 @@ def _check(entry: dict[str, Any], backend: Backend, args: argparse.Namespace) ->
           f"{entry.get('sdk_version')}) ...", flush=True)
     result = check(entry, backend, rounds=args.rounds, seconds=args.time, workdir=args.workdir.resolve(),
                    cache_dir=default_cache_dir(), progress=lambda line: print(line, flush=True),
+                   busy_cpu_pct=args.busy_cpu, quiet_wait_s=args.quiet_wait,
                    accuracy_set=args.accuracy_set, calibration_set=args.calibration_set)
     print(result.line, flush=True)
     return result
@@ -85,7 +86,8 @@ def _retune(entry: dict[str, Any], backend: Backend, args: argparse.Namespace) -
         storage=args.storage, synthetic=bool(entry.get("synthetic_model")), accuracy=setting.accuracy,
         model_options={k: v for k, v in spec.items() if k in ("batch_dim", "input_shapes", "inputs")},
         search=SearchPolicy(n_trials=args.retune, seed=0, warm_params=warm),
-        measure=MeasureSettings(seconds=args.time or backend.measure_seconds),
+        measure=MeasureSettings(seconds=args.time or backend.measure_seconds, busy_cpu_pct=args.busy_cpu,
+                                quiet_wait_s=args.quiet_wait),
         validation=ValidationSettings(seconds=args.time or spec.get("measure_seconds") or backend.validate_seconds,
                                       rounds=max(3, args.rounds)),
         environment=RunEnvironment(workdir=args.workdir.resolve(), cache_dir=default_cache_dir()))

@@ -166,6 +166,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
     evaluator = Evaluator(backend=backend, model=model, onnx_path=onnx_path, scenario=scenario, bound_ms=bound_ms,
                           sku=target.sku, device_size=target.size, workdir=workdir, cache_dir=default_cache_dir(),
                           model_sha256=model_sha256(onnx_path), progress=lambda line: _say(line, args.json),
+                          busy_cpu_pct=args.busy_cpu, quiet_wait_s=args.quiet_wait,
                           judge=accuracy.judge if accuracy and args.accuracy_set else None)
     _say(f"compiling {model.name} with {candidate.flag_string()} (batch {candidate.batch_size}) ...", args.json)
     compiled = evaluator.compiled(candidate)
@@ -188,21 +189,26 @@ def cmd_bench(args: argparse.Namespace) -> int:
               **_bench_scenario(scenario, measurement, bound_ms)}
     if args.json:
         print(json.dumps(result, indent=2))
-        return 0
+    else:
+        _print_bench(result, measurement)
+    return 0
+
+
+def _print_bench(result: dict[str, Any], measurement: Measurement) -> None:
+    """A bench result as text."""
     print(f"samples/s        {measurement.samples_per_second:,.1f}")
     print(f"executions       {measurement.executions} in {measurement.duration_seconds:.2f} s "
           f"(batch {measurement.batch_size})")
     if measurement.latency_p50_ms is not None:
         print(f"latency ms       p50 {measurement.latency_p50_ms:.3f}  p90 {measurement.latency_p90_ms:.3f}  "
               f"p99 {measurement.latency_p99_ms:.3f}")
-    if scenario is not None:
-        figure = result["scenario"]
-        print(f"{scenario.name:<16} {scenario.metric} {figure['value']:,.2f} {scenario.unit}"
+    figure = result.get("scenario")
+    if figure is not None:
+        print(f"{figure['name']:<16} {figure['metric']} {figure['value']:,.2f} {figure['unit']}"
               f"{' (est.)' if figure['estimated'] else ''}" + (f": {figure['reason']}" if figure["reason"] else ""))
-    print(f"compile          {result['compile_seconds']} s, log {artifact.log_path}")
+    print(f"compile          {result['compile_seconds']} s, log {result['compile_log']}")
     print(f"compile command  {result['compile_command']}")
     print(f"measure command  {result['measure_command']}")
-    return 0
 
 
 def _bench_scenario(scenario: Scenario | None, measurement: Measurement, bound_ms: float | None) -> dict[str, Any]:

@@ -26,6 +26,7 @@ from autotune.objective import log_spread
 from autotune.paths import safe_component
 from autotune.scenarios import Scenario, get_scenario
 from autotune.search.accuracy import AccuracySettings, stored_settings
+from autotune.search.disturbance import DEFAULT_BUSY_CPU_PCT, DEFAULT_QUIET_WAIT_S
 from autotune.search.evaluate import Evaluator
 from autotune.search.records import Compiled
 
@@ -124,16 +125,19 @@ def setting_for(preset: dict[str, Any], backend: Backend, **sets: str | None) ->
 
 
 def check(preset: dict[str, Any], backend: Backend, *, rounds: int, seconds: float | None, workdir: Path,
-          cache_dir: Path | None, progress: Callable[[str], None], **sets: str | None) -> Check:
+          cache_dir: Path | None, progress: Callable[[str], None], busy_cpu_pct: float = DEFAULT_BUSY_CPU_PCT,
+          quiet_wait_s: float = DEFAULT_QUIET_WAIT_S, **sets: str | None) -> Check:
     """Compile ``preset`` on ``backend`` (through the compile cache: anew on a toolchain it has not seen), judge its
-    task accuracy where its study did, and measure it ``rounds`` times; compare with its recorded figures."""
+    task accuracy where its study did, and measure it ``rounds`` times (a disturbed CPU measurement again, as a
+    study's); compare with its recorded figures."""
     key, unit = entry_key(preset), preset.get("unit") or ""
     setting = setting_for(preset, backend, **sets)
     seconds = seconds or (preset.get("reproduce") or {}).get("measure_seconds") or backend.validate_seconds
     evaluator = Evaluator(backend=backend, model=setting.model, onnx_path=setting.onnx, scenario=setting.scenario,
                           bound_ms=setting.bound_ms, sku=setting.target.sku, device_size=setting.target.size,
                           workdir=workdir / key, cache_dir=cache_dir, model_sha256=model_sha256(setting.onnx),
-                          progress=progress, judge=setting.accuracy.judge if setting.accuracy else None)
+                          progress=progress, busy_cpu_pct=busy_cpu_pct, quiet_wait_s=quiet_wait_s,
+                          judge=setting.accuracy.judge if setting.accuracy else None)
     try:
         compiled = evaluator.compiled(setting.candidate)
     except TrialFailure as failure:

@@ -46,7 +46,8 @@ def test_an_openvino_study_runs_from_the_command_line(tiny_onnx, tmp_path, capsy
     code, out, err = run_cli(capsys, "export", study.study_name, "--storage", storage, "--format", "cmdline")
     assert code == 0 and "benchmark_app -m " in out and " -d CPU -hint " in out
     bench = next(line for line in out.splitlines() if line.startswith("autotune bench --backend openvino "))
-    code, _, err = run_cli(capsys, *shlex.split(bench)[1:], "--time", "0.3", "--workdir", str(tmp_path / "bench"))
+    code, _, err = run_cli(capsys, *shlex.split(bench)[1:], "--time", "0.3", "--workdir", str(tmp_path / "bench"),
+                           "--busy-cpu", "100")
     assert code == 0, err
     code, out, err = run_cli(capsys, "report", study.study_name, "--storage", storage)
     assert code == 0, err

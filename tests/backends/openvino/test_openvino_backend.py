@@ -142,7 +142,8 @@ def test_the_measure_command_is_a_bench_line_that_measures_the_candidate_again(b
     artifact, m = _measure(backend, onnx_path, model, candidate, tmp_path)
     assert backend.preset_fields(candidate, artifact, m, name="s-t1")["bench_command"] == shlex.join(m.command[:-4])
     pasted_line = shlex.split(shlex.join(m.command))
-    code, out, err = run_cli(capsys, *pasted_line[1:], "--workdir", str(tmp_path / "b"), "--json")
+    code, out, err = run_cli(capsys, *pasted_line[1:], "--workdir", str(tmp_path / "b"), "--json", "--busy-cpu",
+                             "100")
     assert code == 0, err
     pasted = json.loads(out)
     assert pasted["candidate"] == candidate.to_dict() and pasted["measure_command"] == shlex.join(m.command)
@@ -203,7 +204,8 @@ def test_devices_shows_the_cpu_as_openvino_sees_it(capsys):
 
 
 def test_bench_measures_a_flag_string_and_refuses_a_precision_the_cpu_lacks(capsys, tiny_onnx, tmp_path):
-    argv = ["bench", "--backend", "openvino", "--onnx", str(tiny_onnx), "--time", "0.3", "--workdir", str(tmp_path)]
+    argv = ["bench", "--backend", "openvino", "--onnx", str(tiny_onnx), "--time", "0.3", "--workdir", str(tmp_path),
+            "--busy-cpu", "100"]
     code, out, err = run_cli(capsys, *argv, "--flags", "PERFORMANCE_HINT=THROUGHPUT requests=2x", "--batch-size", "2")
     assert code == 0, err
     measured = OvCandidate(hint="THROUGHPUT", batch_size=2, request_factor=2)

@@ -137,7 +137,8 @@ def test_the_measure_command_is_a_bench_line_that_measures_the_candidate_again(t
     assert backend.preset_fields(candidate, artifact, m, name="s-t1") == {
         "bench_command": shlex.join(m.command[:-4]), "session_options": candidate.to_dict()}
     pasted_line = shlex.split(shlex.join(m.command))
-    code, out, err = run_cli(capsys, *pasted_line[1:], "--workdir", str(tmp_path / "b"), "--json")
+    code, out, err = run_cli(capsys, *pasted_line[1:], "--workdir", str(tmp_path / "b"), "--json", "--busy-cpu",
+                             "100")
     assert code == 0, err
     pasted = json.loads(out)
     assert pasted["candidate"] == candidate.to_dict() and pasted["measure_command"] == shlex.join(m.command)
