@@ -15,7 +15,7 @@ cd "$(dirname "$0")/.."
 export PATH="$PWD/.venv/bin:$PATH"
 
 autotune run --model resnet50 --scenario offline --trials 8 --measure-time 2 --synthetic --seed 0 --validate-top 1 \
-  --validate-max-rounds 5
+  --validate-time 3 --validate-rounds 3 --validate-max-rounds 3
 study="resnet50-offline-ort-$(python -c 'from autotune.backends._cpu import cpu_device; print(cpu_device().cores)')cores"
 autotune report "$study"
 autotune export "$study" --out presets/cpu-winners.yaml
