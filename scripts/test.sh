@@ -6,5 +6,5 @@ cd "$(dirname "$0")/.."
 if [ "$#" -gt 0 ]; then
   exec .venv/bin/python -m pytest "$@"
 fi
-.venv/bin/python -m pytest -n 2 -m "not alone"
+.venv/bin/python -m pytest -n 2 --dist worksteal -m "not alone"
 exec .venv/bin/python -m pytest -m alone

@@ -19,7 +19,7 @@ def test_a_server_study_is_measured_through_qaicrt(emulator, retinanet_onnx, tmp
     storage = f"sqlite:///{tmp_path / 's.db'}"
     code, out, err = run_cli(capsys, "run", "--model", "retinanet", "--scenario", "server", "--onnx",
                              str(retinanet_onnx), "--sdk-root", str(emulator), "--qaicrt", str(EMULATOR / "python"),
-                             "--trials", "3", "--storage", storage, "--workdir", str(tmp_path / "w"), "--seed", "0",
+                             "--trials", "2", "--storage", storage, "--workdir", str(tmp_path / "w"), "--seed", "0",
                              "--compile-jobs", "0", "--measure-time", "0.5", "--validate-top", "1", "--validate-time",
                              "0.5", "--validate-rounds", "3", "--validate-max-rounds", "3")
     assert code == 0, err
