@@ -61,11 +61,12 @@ class QaicBackend:
         if command in ("run", "bench"):
             parser.add_argument("--base-flags", default="",
                                 help="extra base qaic-exec flags every compile carries (e.g. -node-precision-info=F)")
-        if command == "run":
+        if command in ("run", "bench"):
             parser.add_argument("--qaicrt", metavar="WHERE", default="auto",
                                 help="the runtime's Python module that LoadGen measures every scenario through: auto "
                                      "(the SDK root's dev/lib/x86_64 or dev/python, else the Python path), off "
                                      "(qaic-runner, server and multistream estimated), or a folder holding qaicrt")
+        if command == "run":
             parser.add_argument("--nsp", type=positive_int, help="NSPs to tune for (default: the device's)")
         if command == "bench":
             parser.add_argument("--activations", type=positive_int,

@@ -136,6 +136,12 @@ def load_qpc(qaicrt: ModuleType, qpc_dir: Path, *, device: int, activations: int
                                                       for b in bindings])
                 loaded.check(slot.setData(buffers, dims), "ExecObj.setData()")
                 loaded.slots.append(slot)
+    except (MeasureFailure, DeviceFailure):
+        loaded.close()
+        raise
+    except Exception as exc:  # the runtime's own exception types
+        loaded.close()
+        raise MeasureFailure(f"qaicrt cannot load the QPC {qpc_dir}: {exc}") from None
     except BaseException:
         loaded.close()
         raise

@@ -71,7 +71,7 @@ class TensorrtBackend:
             parser.add_argument("--trt-calib", type=Path, metavar="FILE",
                                 help="an INT8 calibration cache: int8 by TensorRT's calibrator (int8-calib) is "
                                      "searched too (TensorRT 10 only; a calibration set gives the QDQ model on both)")
-        if command == "run":
+        if command in ("run", "bench"):
             parser.add_argument("--trt-runtime", choices=("auto", "off"), default="auto",
                                 help="auto: LoadGen measures every scenario through TensorRT's Python runtime where "
                                      "it can be imported (tensorrt, cuda-python); off: trtexec, server and "

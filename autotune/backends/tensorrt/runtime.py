@@ -121,6 +121,7 @@ class CudaLanes:
             self._enqueue(lane)
             graph = self.cuda(cudart.cudaStreamEndCapture(stream))
             lane["graph"] = self.cuda(cudart.cudaGraphInstantiate(graph, 0))
+            self.cuda(cudart.cudaGraphDestroy(graph))  # the instantiated graph stands on its own
         return lane
 
     def _enqueue(self, lane: dict[str, Any]) -> None:
@@ -130,6 +131,7 @@ class CudaLanes:
     def run(self, lane: int) -> None:
         cudart, each = self.cudart, self.lanes[lane]
         stream = each["stream"]
+        self.cuda(cudart.cudaSetDevice(self.device))  # the current device is per thread: LoadGen's workers run this
         for host, pointer in each["in"]:
             self.cuda(cudart.cudaMemcpyAsync(pointer, host.ctypes.data, host.nbytes,
                                              cudart.cudaMemcpyKind.cudaMemcpyHostToDevice, stream))

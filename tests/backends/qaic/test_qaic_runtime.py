@@ -82,6 +82,18 @@ def test_a_qpc_the_runtime_cannot_load_makes_the_trial_infeasible(emulator, reti
     assert not isinstance(failure.value, DeviceFailure) and not failure.value.retryable
 
 
+def test_an_exception_the_runtime_raises_while_loading_fails_the_trial(emulator, retinanet_onnx, tmp_path,
+                                                                      monkeypatch):
+    backend = QaicBackend(sdk_root=emulator, qaicrt=str(QAICRT))
+
+    def refuse(*_args):
+        raise RuntimeError("no ExecObj today")
+
+    monkeypatch.setattr(backend.qaicrt, "ExecObj", refuse)
+    with pytest.raises(MeasureFailure, match=r"qaicrt cannot load the QPC .*: no ExecObj today"):
+        _measure(backend, retinanet_onnx, tmp_path, "offline")
+
+
 def test_a_device_gone_mid_run_is_a_device_failure(emulator, retinanet_onnx, tmp_path, monkeypatch):
     monkeypatch.setenv("QAIC_EMU_QAICRT_LOST_AFTER", "10")  # after the warm-up, during LoadGen's run
     backend = QaicBackend(sdk_root=emulator, qaicrt=str(QAICRT))
