@@ -6,7 +6,7 @@ from __future__ import annotations
 import heapq
 import math
 import random
-
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from autotune.scenarios import MULTISTREAM_SAMPLES_PER_QUERY
@@ -15,6 +15,7 @@ if TYPE_CHECKING:
     from autotune.backends.base import Measurement
     from autotune.scenarios import Scenario
 
+ESTIMATED_SCENARIOS = frozenset({"server", "multistream"})  # what a runner's figures can only estimate
 SIMULATED_QUERIES = 4000
 BISECTION_STEPS = 14
 
@@ -142,3 +143,24 @@ def estimate_scenario(m: Measurement, scenario: Scenario, *, concurrency: int, b
 def estimate_figures(m: Measurement) -> dict[str, float]:
     """The scenario figures an estimated measurement holds, by name: what a measured one keeps beside it."""
     return {k: v for k in ("server_qps", "server_p99_ms", "multistream_p99_ms") if (v := getattr(m, k)) is not None}
+
+
+def measured_beside_estimate(scenario: Scenario, *, measure: Callable[[], Measurement],
+                             estimate: Callable[[], Measurement]) -> Measurement:
+    """The scenario run through a runtime (``measure``), with what the runner's path (``estimate``) makes of it kept
+    beside (``estimate_figures``) where that path can only estimate it."""
+    old = estimate() if scenario.name in ESTIMATED_SCENARIOS else None
+    measurement = measure()
+    if old is not None:
+        measurement.estimate_figures = estimate_figures(old)
+    return measurement
+
+
+def measured_by(scenario: Scenario, *, runtime_found: bool, note: str, runner: str) -> str:
+    """How a study's figures come, for the run's header: measured through the runtime (``note`` names it), or
+    estimated from ``runner``'s times and why (``note`` says why)."""
+    if runtime_found:
+        return f"; every scenario measured by LoadGen through {note}"
+    if scenario.name in ESTIMATED_SCENARIOS:
+        return f"; {scenario.name} figures estimated from {runner}'s times: {note}"
+    return ""

@@ -28,7 +28,6 @@ from autotune.options import positive_int
 from autotune.qaic_bench import DEFAULT_COMPILE_TIMEOUT_S, QaicDevice, QaicSdk, resolve_sdk_root
 from autotune.scenarios import Scenario
 
-ESTIMATED_SCENARIOS = frozenset({"server", "multistream"})  # what qaic-runner's figures can only estimate
 
 
 class QaicBackend:
@@ -46,7 +45,7 @@ class QaicBackend:
                    "percentile": "pctl", "schema_activations": "act. schema", "schema_constants": "const. schema",
                    "channelwise": "channelwise", "fp16_nodes": "fp16 nodes", "mxfp6": "mxfp6"}
     export_formats = ("yaml", "json", "cm", "cmdline")
-    estimated_scenarios = ESTIMATED_SCENARIOS  # none where qaicrt measures them (an instance's own)
+    estimated_scenarios = _queueing.ESTIMATED_SCENARIOS  # none where qaicrt measures them (an instance's own)
     compiles_ahead = True
     measure_seconds = 5.0
     validate_seconds = 10.0
@@ -195,16 +194,13 @@ class QaicBackend:
         if self.qaicrt is None or scenario is None:
             return self._run_runner(artifact, candidate, model=model, scenario=scenario, bound_ms=bound_ms,
                                     seconds=seconds, device=device, log_dir=log_dir)
-        old = None
-        if scenario.name in ESTIMATED_SCENARIOS:  # the old path's estimate, kept beside the measurement
-            old = self._run_runner(artifact, candidate, model=model, scenario=scenario, bound_ms=bound_ms,
-                                   seconds=seconds, device=device, log_dir=log_dir)
-        measurement = runtime.measure(self.qaicrt, artifact.path, device=device, activations=candidate.activations,
-                                      set_size=candidate.set_size, batch_size=candidate.batch_size,
-                                      feed=model.file_inputs().feed(candidate.batch_size), scenario=scenario.name,
-                                      bound_ms=bound_ms, seconds=seconds, log_dir=log_dir)
-        if old is not None:
-            measurement.estimate_figures = _queueing.estimate_figures(old)
+        qaicrt = self.qaicrt
+        measurement = _queueing.measured_beside_estimate(scenario, estimate=lambda: self._run_runner(
+            artifact, candidate, model=model, scenario=scenario, bound_ms=bound_ms, seconds=seconds, device=device,
+            log_dir=log_dir), measure=lambda: runtime.measure(
+            qaicrt, artifact.path, device=device, activations=candidate.activations, set_size=candidate.set_size,
+            batch_size=candidate.batch_size, feed=model.file_inputs().feed(candidate.batch_size),
+            scenario=scenario.name, bound_ms=bound_ms, seconds=seconds, log_dir=log_dir))
         measurement.command = self.sdk.runner_command(artifact.path, activations=candidate.activations,
                                                       set_size=candidate.set_size, device=device, seconds=seconds)
         return measurement
@@ -220,7 +216,7 @@ class QaicBackend:
         measurement = self.sdk.run(artifact, activations=candidate.activations, set_size=candidate.set_size,
                                    device=device, seconds=seconds, latency=scenario is None or
                                    scenario.name != "offline", log_dir=log_dir, input_files=files)
-        if scenario is not None and scenario.name in ESTIMATED_SCENARIOS:
+        if scenario is not None and scenario.name in _queueing.ESTIMATED_SCENARIOS:
             estimate_scenario(measurement, scenario, activations=candidate.activations, bound_ms=bound_ms)
         return measurement
 
@@ -263,12 +259,8 @@ class QaicBackend:
                 "qaic_runner_command": shlex.join(_with_qpc(measurement.command, qpc))}
 
     def _measured_by(self, scenario: Scenario) -> str:
-        """How the study's figures come, for the run's header: measured through qaicrt, or estimated and why."""
-        if self.qaicrt is not None:
-            return f"; every scenario measured by LoadGen through {self.qaicrt_note}"
-        if scenario.name in ESTIMATED_SCENARIOS:
-            return f"; {scenario.name} figures estimated from qaic-runner's times: {self.qaicrt_note}"
-        return ""
+        return _queueing.measured_by(scenario, runtime_found=self.qaicrt is not None, note=self.qaicrt_note,
+                                     runner="qaic-runner")
 
     def _batch_symbol(self, model: ModelSpec) -> str | None:
         """The model's batch symbol; base flags that define it would fight the searched batch."""

@@ -16,7 +16,8 @@ from typing import Any
 
 import numpy as np
 
-from autotune.backends._queueing import estimate_figures, estimate_scenario
+from autotune.backends._queueing import (ESTIMATED_SCENARIOS, estimate_scenario, measured_beside_estimate,
+                                        measured_by)
 from autotune.backends.base import Artifact, Device, Measurement, Target
 from autotune.backends.tensorrt.baseline import baseline_label, harness_batch
 from autotune.backends.tensorrt.engine import (PLAN, BuiltBy, build_shapes, check_engine, input_files, read_built_by,
@@ -37,7 +38,6 @@ from autotune.scenarios import Scenario
 DEFAULT_BUILD_TIMEOUT_S = 3600.0
 WARM_UP_MS = 200  # trtexec's default, given explicitly so that both contracts measure alike
 PERCENTILES = "90,95,99"
-ESTIMATED_SCENARIOS = frozenset({"server", "multistream"})  # what trtexec's figures can only estimate
 
 
 class TensorrtBackend:
@@ -186,18 +186,14 @@ class TensorrtBackend:
         if self.runtime is None or scenario is None:
             return self._trtexec_measure(artifact, candidate, model=model, scenario=scenario, bound_ms=bound_ms,
                                          seconds=seconds, device=device, log_dir=log_dir)
-        old = None
-        if scenario.name in ESTIMATED_SCENARIOS:  # the old path's estimate, kept beside the measurement
-            old = self._trtexec_measure(artifact, candidate, model=model, scenario=scenario, bound_ms=bound_ms,
-                                        seconds=seconds, device=device, log_dir=log_dir)
         plan = check_engine(artifact.path, self._built_by(self._gpu(device)))
-        inputs = model.file_inputs()
-        measurement = measure_engine(self.runtime, plan, device=device, feed=inputs.feed(candidate.batch_size),
-                                     streams=candidate.streams, cuda_graph=candidate.cuda_graph,
-                                     batch_size=candidate.batch_size, scenario=scenario.name, bound_ms=bound_ms,
-                                     seconds=seconds, log_dir=log_dir)
-        if old is not None:
-            measurement.estimate_figures = estimate_figures(old)
+        inputs, trt = model.file_inputs(), self.runtime
+        measurement = measured_beside_estimate(scenario, estimate=lambda: self._trtexec_measure(
+            artifact, candidate, model=model, scenario=scenario, bound_ms=bound_ms, seconds=seconds, device=device,
+            log_dir=log_dir), measure=lambda: measure_engine(
+            trt, plan, device=device, feed=inputs.feed(candidate.batch_size), streams=candidate.streams,
+            cuda_graph=candidate.cuda_graph, batch_size=candidate.batch_size, scenario=scenario.name,
+            bound_ms=bound_ms, seconds=seconds, log_dir=log_dir))
         measurement.command = self.tool.run_command(
             plan, shapes=run_shapes(inputs, candidate.batch_size), flags=self._runtime_flags(candidate), device=device,
             extra=[f"--warmUp={WARM_UP_MS}", f"--duration={seconds:g}", f"--percentile={PERCENTILES}"])
@@ -287,12 +283,7 @@ class TensorrtBackend:
         return folder / f"{safe_component(f'trt{self.tool.version}-{gpu.name}-cc{gpu.compute_cap}')}.cache"
 
     def _measured_by(self, scenario: Scenario) -> str:
-        """How the study's figures come, for the run's header: measured through the runtime, or estimated and why."""
-        if self.runtime is not None:
-            return f"; every scenario measured by LoadGen through {self.runtime_note}"
-        if scenario.name in ESTIMATED_SCENARIOS:
-            return f"; {scenario.name} figures estimated from trtexec's times: {self.runtime_note}"
-        return ""
+        return measured_by(scenario, runtime_found=self.runtime is not None, note=self.runtime_note, runner="trtexec")
 
     def _calibration(self, candidate: TrtCandidate) -> list[str]:
         return [f"--calib={self.calib}"] if candidate.precision == IMPLICIT_INT8 and self.calib is not None else []
