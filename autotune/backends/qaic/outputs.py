@@ -4,6 +4,7 @@ dtype, SDK-FACTS) as arrays shaped as the model's outputs at that batch."""
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 from typing import Any
 
@@ -33,18 +34,25 @@ def model_file(command: list[str]) -> Path:
 def output_specs(onnx_path: Path, inputs: ModelInputs, batch_size: int) -> list[tuple[str, Any, tuple[int, ...]]]:
     """Each graph output's name, numpy dtype and shape at ``batch_size`` (the batch symbol at the batch, the other
     symbols at their sizes, a dimension the graph leaves open read as -1)."""
+    sizes = dict(inputs.symbols) | ({inputs.batch_symbol: batch_size} if inputs.batch_symbol else {})
+    specs = []
+    for name, dtype, declared in _graph_outputs(str(onnx_path)):
+        dims = tuple(d if isinstance(d, int) else sizes.get(d, -1) for d in declared)
+        specs.append((name, dtype, dims if dims.count(-1) <= 1 else (-1,)))
+    return specs
+
+
+@functools.lru_cache(maxsize=8)
+def _graph_outputs(onnx_path: str) -> tuple[tuple[str, Any, tuple[int | str, ...]], ...]:
+    """The graph's outputs as declared (a dimension: its size, else its symbol's name), read once per file: every
+    batch of an accuracy set asks."""
     import onnx
     from onnx.helper import tensor_dtype_to_np_dtype
 
-    graph = onnx.load(str(onnx_path), load_external_data=False).graph
-    sizes = dict(inputs.symbols) | ({inputs.batch_symbol: batch_size} if inputs.batch_symbol else {})
-    specs = []
-    for output in graph.output:
-        tensor = output.type.tensor_type
-        dims = tuple(d.dim_value if d.HasField("dim_value") else sizes.get(d.dim_param, -1)
-                     for d in tensor.shape.dim)
-        specs.append((output.name, tensor_dtype_to_np_dtype(tensor.elem_type), dims if dims.count(-1) <= 1 else (-1,)))
-    return specs
+    graph = onnx.load(onnx_path, load_external_data=False).graph
+    return tuple((o.name, tensor_dtype_to_np_dtype(o.type.tensor_type.elem_type),
+                  tuple(d.dim_value if d.HasField("dim_value") else d.dim_param for d in o.type.tensor_type.shape.dim))
+                 for o in graph.output)
 
 
 def read_outputs(folder: Path, specs: list[tuple[str, Any, tuple[int, ...]]]) -> dict[str, np.ndarray]:
